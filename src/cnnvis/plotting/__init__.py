@@ -1,0 +1,36 @@
+"""The papers' figure layouts; experiments pass data in, get matplotlib figures back.
+
+One module per figure family (filters, occlusion, deconvnet, cams, ...); all share the helpers here.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def to_image(x) -> np.ndarray:
+    """A (3, H, W) tensor / (H, W, 3) array in [0, 1] as an (H, W, 3) array for imshow."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float()
+        if x.ndim == 3 and x.shape[0] in (1, 3):
+            x = x.permute(1, 2, 0)
+        x = x.numpy()
+    return np.clip(x, 0, 1)
+
+
+def rescale(x, symmetric: bool = False) -> np.ndarray:
+    """To [0, 1] by min-max; ``symmetric`` keeps 0 at 0.5 (for signed projections and filters)."""
+    x = np.asarray(x, dtype=np.float64)
+    if symmetric:
+        m = np.abs(x).max()
+        return 0.5 + 0.5 * x / m if m > 0 else np.full_like(x, 0.5)
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    return int(np.ceil(n / cols)), cols

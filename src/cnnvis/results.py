@@ -1,0 +1,157 @@
+"""What an experiment writes: figures (PNG), tables (CSV + Markdown), sweep metrics, and run.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+HYDRA_FILES = {".hydra", "run.log"}
+PACKAGES = ["torch", "torchvision", "numpy", "hydra-core", "omegaconf", "scikit-learn", "pandas", "matplotlib",
+            "efficientnet-lite-pytorch"]
+
+
+class Results:
+    """An experiment's output folder."""
+
+    def __init__(self, out_dir):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.written: list[str] = []
+
+    def path(self, name: str) -> Path:
+        path = self.dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.written.append(name)
+        return path
+
+    def figure(self, fig, name: str, dpi: int = 80) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.path(f"{name}.png")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        log.info("figure %s", path)
+        return path
+
+    def table(self, df: pd.DataFrame, name: str, title: str | None = None, notes: str | None = None) -> Path:
+        """Save a table as ``<name>.csv`` and ``<name>.md`` (title, table, notes)."""
+        df.to_csv(self.path(f"{name}.csv"), index=False)
+        parts = [f"# {title}\n"] if title else []
+        parts.append(markdown_table(df))
+        if notes:
+            parts.append(f"\n{notes.strip()}\n")
+        md = self.path(f"{name}.md")
+        md.write_text("\n".join(parts))
+        log.info("table %s\n%s", md, markdown_table(df))
+        return md
+
+    def metrics(self, values: dict) -> Path:
+        """Scalar metrics of this run (``summary.json``), gathered across jobs by a multirun sweep."""
+        path = self.path("summary.json")
+        path.write_text(json.dumps(values, indent=2, default=float))
+        return path
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub Markdown table (no tabulate dependency)."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def git_commit() -> str:
+    try:
+        repo = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device) -> dict:
+    import torch
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    device_name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else (platform.processor() or platform.machine())
+    return {
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "device": str(device),
+        "device_name": device_name,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrides, metrics=None, extra=None) -> Path:
+    record = {
+        "experiment": cfg.experiment.name,
+        "overrides": list(overrides),
+        "seed": cfg.seed,
+        "smoke": cfg.smoke,
+        "git_commit": git_commit(),
+        "wall_time_s": round(wall_time_s, 2),
+        **environment(device),
+        "metrics": metrics or {},
+        **(extra or {}),
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+    }
+    path = Path(out_dir) / "run.json"
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
+def remove_if_only_hydra_files(out_dir) -> None:
+    """After a failure before anything was produced, leave no folder behind."""
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= HYDRA_FILES:
+        shutil.rmtree(out_dir)
+
+
+class SweepSummary(Callback):
+    """At the end of a ``--multirun`` sweep: ``summary.csv`` / ``.md`` with each job's overrides and metrics."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = []
+        for run_json in sorted(sweep_dir.glob("*/run.json")):
+            record = json.loads(run_json.read_text())
+            row = {"job": run_json.parent.name}
+            row.update(dict(o.split("=", 1) for o in record["overrides"] if "=" in o and not o.startswith("experiment=")))
+            row.update(record.get("metrics", {}))
+            row["wall_time_s"] = record["wall_time_s"]
+            rows.append(row)
+        if not rows:
+            log.warning("no finished jobs under %s: no sweep summary written", sweep_dir)
+            return
+        df = pd.DataFrame(rows)
+        df.to_csv(sweep_dir / "summary.csv", index=False)
+        (sweep_dir / "summary.md").write_text(markdown_table(df))
+        log.info("sweep summary: %s\n%s", sweep_dir / "summary.csv", markdown_table(df))

@@ -1,0 +1,124 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from cnnvis.config import DatasetConfig
+from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_caltech101, index_dataset,
+                         index_imagefolder, load_images, per_class_split)
+from conftest import DATA_ROOT, needs_caltech101, needs_imagenet_val
+
+
+def dataset_cfg(**kw):
+    return OmegaConf.merge(OmegaConf.structured(DatasetConfig), kw)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A class-per-folder tree with an RGB, a grayscale, an RGBA and a corrupt image."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "cats" / "rgb.jpg")
+    Image.fromarray(rng.integers(0, 255, (50, 30), dtype=np.uint8)).save(tmp_path / "cats" / "gray.png")
+    Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8), "RGBA").save(tmp_path / "dogs" / "rgba.png")
+    (tmp_path / "dogs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return tmp_path
+
+
+def test_split_follows_the_protocol():
+    labels = np.repeat(np.arange(5), [40, 35, 70, 31, 100])
+    train, test = per_class_split(labels, train_per_class=30, test_per_class=50, fold=0, seed=0)
+    assert not set(train) & set(test)
+    assert all((labels[train] == y).sum() == 30 for y in range(5))
+    assert [(labels[test] == y).sum() for y in range(5)] == [10, 5, 40, 1, 50]  # up to 50, rest after training
+    again = per_class_split(labels, 30, 50, fold=0, seed=0)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], test)
+    other = per_class_split(labels, 30, 50, fold=1, seed=0)
+    assert not np.array_equal(other[0], train)
+
+
+def test_grayscale_and_rgba_become_rgb_and_corrupt_files_are_reported(folder, tmp_path_factory, caplog):
+    index = index_imagefolder(folder)
+    assert index.classes == ["cats", "dogs"] and len(index.paths) == 4
+    with caplog.at_level(logging.WARNING):
+        images = decode_to_cache(index, 24, "crop", str(tmp_path_factory.mktemp("cache")), num_workers=0)
+    assert images.images.shape == (3, 24, 24, 3) and images.images.dtype == np.uint8
+    assert [p.split("/")[-1] for p in images.skipped] == ["broken.jpg"]
+    assert "broken.jpg" in caplog.text
+    assert sorted(images.labels.tolist()) == [0, 0, 1]
+    gray = images.images[[p.endswith("gray.png") for p in images.paths].index(True)]
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])
+
+
+def test_cache_is_reused_and_invalidated_when_the_source_or_transform_changes(folder, tmp_path):
+    cache = tmp_path / "cache"
+    index = index_imagefolder(folder)
+    first = decode_to_cache(index, 16, "crop", str(cache), num_workers=0)
+    assert len(list(cache.glob("*.npy"))) == 1
+    again = decode_to_cache(index, 16, "crop", str(cache), num_workers=0)
+    assert isinstance(again.images, np.memmap) and np.array_equal(first.images, again.images)
+    decode_to_cache(index, 16, "stretch", str(cache), num_workers=0)
+    assert len(list(cache.glob("*.npy"))) == 2
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "cats" / "rgb.jpg")
+    changed = decode_to_cache(index, 16, "crop", str(cache), num_workers=0)
+    assert len(list(cache.glob("*.npy"))) == 3 and not np.array_equal(changed.images, first.images)
+
+
+def test_missing_dataset_error_names_the_path(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=r"101_ObjectCategories.*download=true.*DATA_ROOT"):
+        index_caltech101(str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="imagenet-val-1300"):
+        index_dataset(dataset_cfg(name="imagenet_val", root=str(tmp_path), subdir="imagenet-val-1300"))
+
+
+def test_caltech256_layout(tmp_path):
+    root = tmp_path / "caltech256" / "256_ObjectCategories"
+    for c, name in enumerate(["001.ak47", "002.bat", "257.clutter"], start=1):
+        (root / name).mkdir(parents=True)
+        for i in range(1, 4):
+            Image.fromarray(np.full((8, 8, 3), c * 40, np.uint8)).save(root / name / f"{c:03d}_{i:04d}.jpg")
+    index = index_dataset(dataset_cfg(name="caltech256", root=str(tmp_path)))
+    assert len(index.paths) == 6 and set(index.labels.tolist()) == {0, 1}
+    with_clutter = index_dataset(dataset_cfg(name="caltech256", root=str(tmp_path), include_background=True))
+    assert len(with_clutter.paths) == 9
+
+
+def test_samples_ship_with_installed_packages(tmp_path):
+    images = load_images(dataset_cfg(name="samples"), 64, str(tmp_path))
+    assert len(images) == 7 and images.images.shape[1:] == (73, 73, 3)
+    x = images.tensors(size=64)
+    assert x.shape == (7, 3, 64, 64) and 0 <= x.min() and x.max() <= 1
+
+
+def test_training_crops_and_flips():
+    from cnnvis.data import ImageSet
+
+    arr = np.random.default_rng(0).integers(0, 255, (4, 20, 20, 3), dtype=np.uint8)
+    images = ImageSet("t", arr, np.arange(4), ["a"] * 4, ["p"] * 4, np.full((4, 2), 20))
+    torch.manual_seed(0)
+    train = ImageTensors(images, [0, 1], 16, train=True)
+    x, y = train[1]
+    assert x.shape == (3, 16, 16) and y == 1
+    test = ImageTensors(images, [2], 16, train=False)
+    assert torch.equal(test[0][0], torch.from_numpy(arr[2, 2:18, 2:18]).permute(2, 0, 1).float() / 255)
+
+
+@needs_caltech101
+def test_real_caltech101(tmp_path):
+    index = index_dataset(dataset_cfg(name="caltech101", root=str(DATA_ROOT)))
+    assert len(index.classes) == 101 and len(index.paths) == 8677
+    with_bg = index_dataset(dataset_cfg(name="caltech101", root=str(DATA_ROOT), include_background=True))
+    assert len(with_bg.classes) == 102 and len(with_bg.paths) == 8677 + 467
+    train, test = per_class_split(index.labels, 30, 50, fold=2, seed=0)
+    assert len(train) == 30 * 101 and not set(train) & set(test)
+
+
+@needs_imagenet_val
+def test_real_imagenet_val(tmp_path):
+    index = index_dataset(dataset_cfg(name="imagenet_val", root=str(DATA_ROOT), subdir="imagenet-val-1300"))
+    assert len(index.paths) == 1300 and len(set(index.labels.tolist())) == 725
+    assert index.classes[259] == "Pomeranian"

