@@ -122,3 +122,17 @@ def test_real_imagenet_val(tmp_path):
     index = index_dataset(dataset_cfg(name="imagenet_val", root=str(DATA_ROOT), subdir="imagenet-val-1300"))
     assert len(index.paths) == 1300 and len(set(index.labels.tolist())) == 725
     assert index.classes[259] == "Pomeranian"
+
+
+@needs_caltech101
+def test_real_caltech101_boxes_map_into_cached_pixels(tmp_path):
+    from cnnvis.data import caltech101_boxes
+
+    index = index_dataset(dataset_cfg(name="caltech101", root=str(DATA_ROOT)))
+    boxes = caltech101_boxes(index, str(DATA_ROOT))
+    assert len(boxes) == 1501 and len({p.split("/")[-2] for p in boxes}) == 24
+    ant = [p for p in index.paths if p.endswith("ant/image_0001.jpg")][0]
+    assert boxes[ant].tolist() == [24, 18, 262, 189]  # box_coord [top 19, bottom 189, left 25, right 262]
+    images = decode_to_cache(index.select([index.paths.index(ant)]), 100, "stretch", None, num_workers=0)
+    assert images.sizes[0].tolist() == [300, 205]
+    assert np.allclose(images.box_in_image(0, boxes[ant]), [8, 100 * 18 / 205, 100 * 262 / 300, 100 * 189 / 205])

@@ -150,6 +150,28 @@ def index_caltech256(root: str, download: bool = False, include_background: bool
     return index.select(np.flatnonzero(index.labels != clutter[0]))
 
 
+CALTECH101_ANNOTATION_DIRS = {"Faces": "Faces_2", "Faces_easy": "Faces_3", "Motorbikes": "Motorbikes_16",
+                              "airplanes": "Airplanes_Side_2"}
+
+
+def caltech101_boxes(index: ImageIndex, root: str) -> dict[str, np.ndarray]:
+    """Object boxes (x0, y0, x1, y1) in 0-based image pixels for the Caltech-101 images that have one
+    (``<root>/caltech101/Annotations``: 24 of the 101 categories here)."""
+    from scipy.io import loadmat
+
+    folder = Path(root) / "caltech101" / "Annotations"
+    if not folder.is_dir():
+        raise _not_found("Caltech-101 annotations", folder, "Unpack Annotations/ beside 101_ObjectCategories.")
+    boxes = {}
+    for path in index.paths:
+        category, file = Path(path).parts[-2:]
+        mat = folder / CALTECH101_ANNOTATION_DIRS.get(category, category) / file.replace("image_", "annotation_").replace(".jpg", ".mat")
+        if mat.is_file():
+            top, bottom, left, right = loadmat(mat)["box_coord"][0].astype(np.float64)
+            boxes[path] = np.array([left - 1, top - 1, right, bottom])
+    return boxes
+
+
 def imagenet_classes() -> list[str]:
     """The 1,000 ImageNet class names in the standard order (torchvision's, no download)."""
     from torchvision.models import ResNet18_Weights
