@@ -21,8 +21,9 @@ def filter_tiles(weight: torch.Tensor, cols: int | None = None, pad: int = 1) ->
 
 
 def filter_grid(weight: torch.Tensor, title: str, cols: int | None = None):
+    rows, cols = grid_shape(weight.shape[0], cols)
     mosaic = filter_tiles(weight, cols)
-    fig, ax = plt.subplots(figsize=(min(12, 1 + mosaic.shape[1] / 12), min(12, 1 + mosaic.shape[0] / 12)))
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * cols + 1), max(3, 0.8 * rows + 1)))  # ~0.8 inch a filter
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
