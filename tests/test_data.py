@@ -136,3 +136,13 @@ def test_real_caltech101_boxes_map_into_cached_pixels(tmp_path):
     images = decode_to_cache(index.select([index.paths.index(ant)]), 100, "stretch", None, num_workers=0)
     assert images.sizes[0].tolist() == [300, 205]
     assert np.allclose(images.box_in_image(0, boxes[ant]), [8, 100 * 18 / 205, 100 * 262 / 300, 100 * 189 / 205])
+
+
+def test_box_maps_through_resize_and_center_crop():
+    from cnnvis.data import ImageSet
+
+    # a 200x100 (w x h) image cached at 50 px with "crop": scale 0.5, 25 px cut on the left and right
+    images = ImageSet("t", np.zeros((1, 50, 50, 3), np.uint8), np.zeros(1, int), ["a"], ["p"], np.array([[200, 100]]))
+    assert images.box_in_image(0, [60, 20, 140, 80]).tolist() == [5, 10, 45, 40]
+    assert images.box_in_image(0, [60, 20, 140, 80], size=40).tolist() == [0, 5, 40, 35]  # then a 40-px center crop
+    assert images.box_in_image(0, [0, 0, 200, 100]).tolist() == [0, 0, 50, 50]  # clipped to the image
