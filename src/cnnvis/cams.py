@@ -1,0 +1,360 @@
+"""Class activation maps and gradient attributions, one verb for all: ``method.attribute(x, target)``.
+
+``Attribution`` owns the forward hooks on the named layers (released on ``close()`` / leaving a ``with``
+block, also when an error escapes it), the batching, and the choice of targets (pre-softmax scores; the
+top-1 class when ``target`` is None). Each method is a short subclass with its paper's formula:
+
+- ``CAM`` (Zhou et al. 2016): ``sum_k w_k^c A_k`` with the linear head's weights; exact only for a
+  layer that feeds global average pooling + a linear layer (checked on every call).
+- ``GradCAM`` (Selvaraju et al. 2017): channel weights = spatial mean of dy^c/dA; ReLU optional.
+- ``GradCAMPlusPlus`` (Chattopadhay et al. 2018, eq. 19 with the exponential-score closed form).
+- ``ScoreCAM`` (Wang et al. 2020): weights = softmax over channels of the score of the image masked by
+  each upsampled, min-max-scaled channel; masked inputs run ``batch_size`` at a time.
+- ``LayerCAM`` (Jiang et al. 2021): ``ReLU(sum_k ReLU(dy^c/dA_k) * A_k)`` per position; several layers are
+  fused as in its paper (tanh(2 M / max M) per layer, then the element-wise maximum).
+- ``Saliency`` (Simonyan et al. 2013): ``max_c |dy/dx|``; ``Deconvnet`` (Zeiler & Fergus 2013) and
+  ``GuidedBackprop`` (Springenberg et al. 2015): the input-space signal under their rectifier rule, at
+  *every* rectifier (``cnnvis.rectifiers``), ReLU6 and functional relu included; ``GuidedGradCAM``.
+
+CAM-family maps come back as (N, H, W) at the input size (bilinear, ``upsample=False`` keeps the layer's
+size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space methods return (N, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cnnvis.models import get_layer
+from cnnvis.rectifiers import rectifier_rule
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Each map min-max scaled to [0, 1] over its last two dimensions (pytorch-grad-cam's ``eps``)."""
+    flat = maps.flatten(-2)
+    lo, hi = flat.amin(-1)[..., None, None], flat.amax(-1)[..., None, None]
+    shifted = maps - lo
+    return shifted / (hi - lo + eps)
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """(N, h, w) maps to (N, *size), bilinear with half-pixel centres (OpenCV's and TorchCAM's resize)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+class Attribution:
+    """Base class: hooks on ``layers`` (readable names of ``model.layers`` or module paths), batching, targets.
+
+    Subclasses implement ``_attribute(x, target) -> Tensor`` for one batch of at most ``batch_size`` images.
+    """
+
+    #: whether the map is a (N, h, w) layer map to upsample (CAM family) or an input-space signal
+    layer_map = True
+
+    def __init__(self, model: nn.Module, layers=(), batch_size: int = 16):
+        self.model = model
+        self.layers = [layers] if isinstance(layers, str) else list(layers)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.activations: dict[str, torch.Tensor] = {}
+        modules = [get_layer(model, name) for name in self.layers]  # unknown names fail listing valid ones
+        self._handles = [m.register_forward_hook(self._record(name)) for name, m in zip(self.layers, modules)]
+
+    def _record(self, name):
+        def hook(module, inputs, output):
+            self.activations[name] = output
+
+        return hook
+
+    # -- lifecycle: hooks never outlive the object or the with-block
+    def close(self) -> None:
+        for handle in getattr(self, "_handles", []):
+            handle.remove()
+        self._handles = []
+        self.activations = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        self.close()
+
+    # -- the one verb
+    def attribute(self, x: torch.Tensor, target=None, upsample_to_input: bool = True) -> torch.Tensor:
+        """Attributions of the pre-softmax score of ``target`` (None: each image's top-1 class; an int:
+        the same class for all; a sequence: one per image) for a batch ``x`` of (N, 3, H, W) images in [0, 1]."""
+        if not self._handles and self.layers:
+            raise RuntimeError(f"{type(self).__name__} was closed (its hooks are released); make a new one")
+        if self.model.training:
+            raise ValueError("the model is in training mode (dropout / batch statistics would change the maps): "
+                             "call model.eval() first")
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images (N, 3, H, W), got shape {tuple(x.shape)}")
+        targets = self._targets(target, len(x), x.device)
+        step = self.images_per_batch
+        try:
+            parts = [self._attribute(x[i:i + step], None if targets is None else targets[i:i + step])
+                     for i in range(0, len(x), step)]
+        finally:
+            self.activations.clear()  # no graph or tensor kept alive between calls
+        out = torch.cat(parts)
+        if self.layer_map and upsample_to_input:
+            out = upsample(out, x.shape[-2:])
+        return out.detach()
+
+    @property
+    def images_per_batch(self) -> int:
+        return self.batch_size
+
+    @staticmethod
+    def _targets(target, n: int, device):
+        if target is None:
+            return None
+        t = torch.as_tensor(target, dtype=torch.long, device=device).flatten()
+        if t.numel() == 1:
+            return t.expand(n)
+        if t.numel() != n:
+            raise ValueError(f"got {t.numel()} targets for {n} images: give one per image, one for all, or None")
+        return t
+
+    def _forward(self, x, target):
+        """Logits and the target scores (N,), with the hooked activations recorded."""
+        self.activations.clear()
+        logits = self.model(x)
+        if target is None:
+            target = logits.argmax(1)
+        return logits, logits.gather(1, target[:, None])[:, 0], target
+
+    def _scores_and_grads(self, x, target):
+        """Target scores and dy/dA for every hooked layer (only the needed part of the graph is backpropagated)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)  # so the layers' outputs need grad even with frozen weights
+            _, scores, target = self._forward(x, target)
+            acts = [self.activations[name] for name in self.layers]
+            grads = torch.autograd.grad(scores.sum(), acts)  # images are independent in eval mode
+        return [a.detach() for a in acts], [g.detach() for g in grads], scores.detach(), target
+
+    def _attribute(self, x, target):
+        raise NotImplementedError
+
+
+class _ChannelWeightedCAM(Attribution):
+    """sum_k alpha_k A_k at one layer, alpha from the subclass; ReLU on request."""
+
+    relu = True
+
+    def __init__(self, model, layer: str, batch_size: int = 16, relu: bool | None = None):
+        if not isinstance(layer, str):
+            raise TypeError(f"{type(self).__name__} takes one layer name; LayerCAM fuses several")
+        super().__init__(model, [layer], batch_size)
+        if relu is not None:
+            self.relu = relu
+
+    def _attribute(self, x, target):
+        weights, acts = self._weights(x, target)
+        cam = (weights[:, :, None, None] * acts).sum(1)
+        return cam.clamp(min=0) if self.relu else cam
+
+
+class CAM(_ChannelWeightedCAM):
+    """Zhou et al. 2016: M_c = sum_k w^c_k A_k, w the linear head's weights (no ReLU, as in the paper)."""
+
+    relu = False
+
+    def _weights(self, x, target):
+        head = getattr(self.model, "head", None)
+        with torch.no_grad():
+            logits, scores, target = self._forward(x, target)
+        acts = self.activations[self.layers[0]]
+        if not isinstance(head, nn.Linear) or acts.ndim != 4 or head.in_features != acts.shape[1]:
+            raise ValueError(f"CAM needs layer {self.layers[0]!r} to feed global average pooling and a linear "
+                             f"head over its {acts.shape[1] if acts.ndim > 1 else '?'} channels; use GradCAM "
+                             "for other layers, or make a GAP network with cnnvis.gap.gap_network")
+        weights = head.weight[target]
+        # exactness check: the CAM's mean plus the bias must give back the logit
+        rebuilt = (weights[:, :, None, None] * acts).sum(1).mean((1, 2)) + (0 if head.bias is None else head.bias[target])
+        if not torch.allclose(rebuilt, scores, rtol=1e-3, atol=1e-3 * float(scores.abs().max() + 1)):
+            raise ValueError(f"layer {self.layers[0]!r} is not followed by global average pooling + the linear "
+                             f"head alone (mean(CAM) + bias = {rebuilt.tolist()[:3]} != logits {scores.tolist()[:3]}): "
+                             "CAM would not be exact here; use GradCAM")
+        return weights, acts
+
+
+class GradCAM(_ChannelWeightedCAM):
+    """Selvaraju et al. 2017: alpha_k = mean_ij dy^c/dA_k(i, j); ReLU(sum_k alpha_k A_k)."""
+
+    def _weights(self, x, target):
+        (acts,), (grads,), _, _ = self._scores_and_grads(x, target)
+        return grads.mean((2, 3)), acts
+
+
+class GradCAMPlusPlus(_ChannelWeightedCAM):
+    """Chattopadhay et al. 2018, eq. 19: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3); w = sum_ij alpha ReLU(g)."""
+
+    eps = 1e-6  # pytorch-grad-cam's guard of the denominator
+
+    def _weights(self, x, target):
+        (acts,), (grads,), _, _ = self._scores_and_grads(x, target)
+        g2 = grads.pow(2)
+        alpha = g2 / (2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads + self.eps)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        return (alpha * grads.clamp(min=0)).sum((2, 3)), acts
+
+
+class ScoreCAM(_ChannelWeightedCAM):
+    """Wang et al. 2020: alpha = softmax_k(y^c(x * H_k)), H_k = A_k upsampled and min-max scaled.
+
+    Defaults follow pytorch-grad-cam (bilinear upsampling with aligned corners, eps 1e-8, softmax of the
+    logits), so the maps equal its maps. A channel that is constant after upsampling masks the image to zero;
+    those share one forward pass of the black image instead of one each (the map is unchanged).
+    ``batch_size`` counts masked images per forward pass.
+    """
+
+    def __init__(self, model, layer: str, batch_size: int = 32, relu: bool = True, progress: bool = False):
+        super().__init__(model, layer, batch_size, relu)
+        self.progress = progress
+
+    @property
+    def images_per_batch(self) -> int:
+        return 1  # one image at a time; its masked copies are batched
+
+    @torch.inference_mode()
+    def _weights(self, x, target):
+        _, _, target = self._forward(x, target)
+        acts = self.activations[self.layers[0]].clone()
+        up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
+        lo, hi = up.flatten(1).amin(1), up.flatten(1).amax(1)
+        live = torch.nonzero(hi > lo).flatten()
+        scores = torch.empty(acts.shape[1], device=x.device)
+        if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
+            scores[hi <= lo] = self.model(torch.zeros_like(x))[0, target[0]]
+        chunks = range(0, len(live), self.batch_size)
+        if self.progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="Score-CAM masks", leave=False)
+        for i in chunks:
+            ch = live[i:i + self.batch_size]
+            masks = (up[ch] - lo[ch, None, None]) / (hi[ch] - lo[ch] + 1e-8)[:, None, None]
+            scores[ch] = self.model(x * masks[:, None])[:, target[0]]
+        return torch.softmax(scores, 0)[None], acts
+
+
+class LayerCAM(Attribution):
+    """Jiang et al. 2021: M = ReLU(sum_k ReLU(dy^c/dA_k) * A_k) at each layer; with several layers, each map
+    is scaled by tanh(gamma M / max M) and the maps (upsampled to the input) are fused by their maximum."""
+
+    def __init__(self, model, layers, batch_size: int = 16, gamma: float = 2.0):
+        super().__init__(model, layers, batch_size)
+        if not self.layers:
+            raise ValueError("LayerCAM needs at least one layer name")
+        self.gamma = gamma
+        self._size = None
+
+    def attribute(self, x, target=None, upsample_to_input: bool = True):
+        if len(self.layers) > 1 and not upsample_to_input:
+            raise ValueError("several layers' LayerCAMs are fused at the input size: keep upsample_to_input=True")
+        return super().attribute(x, target, upsample_to_input)
+
+    def layer_maps(self, x, target=None) -> dict[str, torch.Tensor]:
+        """Each layer's own LayerCAM at its own resolution (no scaling, no fusion)."""
+        acts, grads, _, _ = self._scores_and_grads(x, self._targets(target, len(x), x.device))
+        return {name: (g.clamp(min=0) * a).sum(1).clamp(min=0) for name, a, g in zip(self.layers, acts, grads)}
+
+    def _attribute(self, x, target):
+        maps = list(self.layer_maps(x, target).values())
+        if len(maps) == 1:
+            return maps[0]
+        scaled = [torch.tanh(self.gamma * m / m.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]) for m in maps]
+        return torch.stack([upsample(m, x.shape[-2:]) for m in scaled]).amax(0)
+
+
+class InputGradient(Attribution):
+    """dy^c/dx with a rectifier rule (``gradient``, ``deconvnet`` or ``guided``) at every rectifier."""
+
+    layer_map = False
+    rule = "gradient"
+
+    def __init__(self, model, batch_size: int = 16):
+        super().__init__(model, [], batch_size)
+
+    def _attribute(self, x, target):
+        with torch.enable_grad(), rectifier_rule(self.rule):
+            x = x.detach().requires_grad_(True)
+            _, scores, _ = self._forward(x, target)
+            (grad,) = torch.autograd.grad(scores.sum(), x)
+        return grad
+
+
+class Saliency(InputGradient):
+    """Simonyan et al. 2013: the image-specific class saliency map max_c |dy^c/dx_c| (N, H, W)."""
+
+    def _attribute(self, x, target):
+        return super()._attribute(x, target).abs().amax(1)
+
+
+class Deconvnet(InputGradient):
+    """Zeiler & Fergus 2013: backward signal rectified at every rectifier, regardless of the forward pass."""
+
+    rule = "deconvnet"
+
+
+class GuidedBackprop(InputGradient):
+    """Springenberg et al. 2015: only positive signal through units that were active."""
+
+    rule = "guided"
+
+
+class GuidedGradCAM(Attribution):
+    """Selvaraju et al. 2017: guided backpropagation times the upsampled Grad-CAM (scaled to [0, 1])."""
+
+    layer_map = False
+
+    def __init__(self, model, layer: str, batch_size: int = 16):
+        super().__init__(model, [], batch_size)
+        self.gradcam = GradCAM(model, layer, batch_size)
+        self.guided = GuidedBackprop(model, batch_size)
+
+    def _attribute(self, x, target):
+        if target is None:
+            with torch.no_grad():
+                target = self.model(x).argmax(1)
+        cam = normalize_maps(self.gradcam.attribute(x, target))
+        return self.guided.attribute(x, target) * cam[:, None]
+
+    def close(self):
+        super().close()
+        for part in ("gradcam", "guided"):
+            if hasattr(self, part):
+                getattr(self, part).close()
+
+
+METHODS = {
+    "cam": CAM, "gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM, "layercam": LayerCAM,
+    "saliency": Saliency, "deconvnet": Deconvnet, "guided_backprop": GuidedBackprop, "guided_gradcam": GuidedGradCAM,
+}
+
+
+def make_method(name: str, model: nn.Module, layer=None, **kwargs) -> Attribution:
+    """A method by its short name (``METHODS``); ``layer`` is ignored by the input-space ones."""
+    if name not in METHODS:
+        raise KeyError(f"unknown attribution method {name!r}; available: {', '.join(METHODS)}")
+    cls = METHODS[name]
+    if issubclass(cls, InputGradient):
+        return cls(model, **kwargs)
+    if layer is None:
+        raise ValueError(f"{name} needs a layer name (e.g. one of {', '.join(getattr(model, 'layers', {}))})")
+    return cls(model, layer, **kwargs)
+
+
+def as_map(attribution: torch.Tensor) -> torch.Tensor:
+    """An (N, H, W) saliency map from any method's output: input-space signals by max_c |.| (Simonyan)."""
+    return attribution.abs().amax(1) if attribution.ndim == 4 else attribution
