@@ -1,0 +1,212 @@
+"""The trainer: the paper's recipe pieces, exact resume after a kill, and DDP (2 gloo processes) = 1 process."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cnnvis.data import ImageSet, ImageTensors
+from cnnvis.training import (KILL_ENV, EpochSampler, TrainConfig, evaluate, fit, load_checkpoint, paper_init_,
+                             renormalize_filters_, scaled_keep_epochs, select_trainable)
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+class Tiny(nn.Module):
+    """conv -> relu -> (dropout) -> global pool -> linear; ``input_size`` as the harness models have."""
+
+    def __init__(self, classes=3, dropout=0.5, input_size=16):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), nn.ReLU())
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(6, classes)
+        self.input_size = input_size
+
+    def forward(self, x):
+        return self.head(self.drop(self.features(x).mean((2, 3))))
+
+
+def tiny_images(n=24, side=20, classes=3, seed=0) -> ImageSet:
+    """Images whose class is their dominant colour channel (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.integers(0, 120, (n, side, side, 3)).astype(np.uint8)
+    for i, y in enumerate(labels):
+        images[i, ..., y] += 120
+    return ImageSet("tiny", images, labels, [f"c{c}" for c in range(classes)], [f"img{i}" for i in range(n)],
+                    np.full((n, 2), side), "crop")
+
+
+def tiny_run(ckpt_dir, out_json, dropout=0.5, **options):
+    """One training run of Tiny on tiny_images; its history and weights go to out_json (rank 0)."""
+    logging.basicConfig(level=logging.INFO)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same arithmetic in the test process and in the subprocesses
+    images = tiny_images()
+    train, val = ImageTensors(images, range(0, 18), 16, train=True), ImageTensors(images, range(18, 24), 16)
+    torch.manual_seed(0)
+    model = Tiny(dropout=dropout)
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 6, "lr": 0.05, "num_workers": 0, **options})
+    history = fit(model, train, val, cfg, ckpt_dir, "cpu", seed=1)
+    torch.set_num_threads(threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        weights = {k: v.tolist() for k, v in model.state_dict().items()}
+        Path(out_json).write_text(json.dumps({"history": history.drop(columns="seconds").to_dict("list"),
+                                              "weights": weights}))
+
+
+def run_tiny(tmp_path, name, env=None, torchrun=False, **options):
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_training import tiny_run; "
+            f"tiny_run({str(tmp_path / name)!r}, {str(tmp_path / (name + '.json'))!r}, **{options!r})")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun \
+        else [sys.executable]
+    args = [*launcher, "-c", code] if not torchrun else [*launcher, "--no-python", sys.executable, "-c", code]
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def read_run(tmp_path, name):
+    return json.loads((tmp_path / (name + ".json")).read_text())
+
+
+def test_keep_epochs_scale_the_papers_schedule():
+    assert scaled_keep_epochs(64) == [1, 2, 5, 10, 20, 30, 40, 64]
+    assert scaled_keep_epochs(10) == [1, 2, 3, 5, 6, 10]
+    assert scaled_keep_epochs(1) == [1]
+
+
+def test_filter_rms_renormalization_matches_a_naive_loop():
+    conv = nn.Conv2d(3, 8, 5)
+    with torch.no_grad():
+        conv.weight.mul_(torch.linspace(0.1, 4, 8).view(8, 1, 1, 1))
+    before = conv.weight.detach().clone()
+    n = renormalize_filters_(nn.Sequential(conv), 0.1)
+    expected = []
+    for w in before:
+        rms = float(np.sqrt(np.mean(w.numpy() ** 2)))
+        expected.append(w * (0.1 / rms) if rms > 0.1 else w)
+    torch.testing.assert_close(conv.weight.detach(), torch.stack(expected))
+    assert n == sum(float(w.pow(2).mean().sqrt()) > 0.1 for w in before) > 0
+    assert float(conv.weight.detach().pow(2).mean((1, 2, 3)).sqrt().max()) <= 0.1 + 1e-6
+
+
+def test_paper_init():
+    model = nn.Sequential(nn.Conv2d(3, 64, 7), nn.Linear(500, 400))
+    paper_init_(model)
+    for m in model:
+        w = m.weight.detach()
+        assert abs(float(w.std()) - 1e-2) < 5e-4 and abs(float(w.mean())) < 5e-4
+        assert float(m.bias.detach().abs().max()) == 0
+
+
+def test_ddp_batches_are_the_single_process_batches():
+    single = list(EpochSampler(22, seed=3, epoch=2))
+    ranks = [list(EpochSampler(22, seed=3, epoch=2, rank=r, world=2)) for r in range(2)]
+    for b in range(22 // 4):  # global batch 4 = 2 per rank
+        assert sorted(single[4 * b: 4 * b + 4]) == sorted(ranks[0][2 * b: 2 * b + 2] + ranks[1][2 * b: 2 * b + 2])
+    assert list(EpochSampler(22, 3, 2, start=5)) == single[5:]
+    assert single != list(EpochSampler(22, 3, 3))  # a new order every epoch
+
+
+def test_evaluate_matches_a_naive_loop_center_and_ten_crop():
+    images = tiny_images(n=9)
+    val = ImageTensors(images, range(9), 16)
+    torch.manual_seed(0)
+    model = Tiny(dropout=0.0).eval()
+    got = evaluate(model, val, "cpu", batch_size=4)
+    got10 = evaluate(model, val, "cpu", batch_size=4, ten_crop=True)
+    losses, hits1, hits5, losses10, hits10 = [], [], [], [], []
+    for i in range(9):
+        full = torch.from_numpy(images.images[i].copy()).permute(2, 0, 1).float() / 255
+        y = int(images.labels[i])
+        with torch.no_grad():
+            p = F.softmax(model(full[None, :, 2:18, 2:18]), 1)[0]
+            crops = [full[:, t:t + 16, s:s + 16] for t, s in [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]]
+            crops += [c.flip(-1) for c in crops]
+            p10 = torch.stack([F.softmax(model(c[None]), 1)[0] for c in crops]).mean(0)
+        losses.append(-float(p[y].log()))
+        hits1.append(int(p.argmax()) == y)
+        hits5.append(True)  # 3 classes: always in the top 5
+        losses10.append(-float(p10[y].log()))
+        hits10.append(int(p10.argmax()) == y)
+    assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert got["top1"] == pytest.approx(np.mean(hits1)) and got["top5"] == 1.0
+    assert got10["loss"] == pytest.approx(np.mean(losses10), rel=1e-5)
+    assert got10["top1"] == pytest.approx(np.mean(hits10))
+
+
+def test_fit_learns_keeps_epochs_and_writes_loadable_checkpoints(tmp_path):
+    images = tiny_images(n=48)
+    train, val = ImageTensors(images, range(36), 16, train=True), ImageTensors(images, range(36, 48), 16)
+    torch.manual_seed(0)
+    model = Tiny(dropout=0.0)
+    seen = []
+    cfg = TrainConfig(epochs=4, batch_size=6, lr=0.1, num_workers=0, keep_epochs=[1, 3], filter_rms=0.5)
+    history = fit(model, train, val, cfg, tmp_path / "ck", "cpu", on_epoch_end=lambda h: seen.append(len(h)))
+    assert list(history.columns) == ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
+                                     "val_top5", "seconds"]
+    assert history.epoch.tolist() == [1, 2, 3, 4] and seen == [1, 2, 3, 4]
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0] and history.val_top1.iloc[-1] > 0.5
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["epoch_001.pt", "epoch_003.pt", "last.pt"]
+    state = load_checkpoint(tmp_path / "ck" / "epoch_003.pt")  # weights_only=True
+    assert state["epoch"] == 3 and set(state["model"]) == set(model.state_dict())
+    assert float(model.features[0].weight.pow(2).mean((1, 2, 3)).sqrt().max()) <= 0.5 + 1e-6
+    again = fit(model, train, val, cfg, tmp_path / "ck", "cpu")  # finished: resumes to the same history
+    pd.testing.assert_frame_equal(again, history)
+
+
+def test_plateau_lowers_the_learning_rate(tmp_path):
+    images = tiny_images(n=12)
+    data = ImageTensors(images, range(12), 16)
+    model = Tiny(dropout=0.0)
+    cfg = TrainConfig(epochs=4, batch_size=12, lr=1e-6, num_workers=0, plateau_patience=0, plateau_factor=0.5)
+    history = fit(model, data, data, cfg, tmp_path / "ck", "cpu")  # a tiny lr: the val loss cannot improve
+    assert history.lr.iloc[0] == 1e-6 and history.lr.iloc[-1] < 1e-6
+
+
+def test_trainable_prefixes_freeze_the_rest(tmp_path):
+    images = tiny_images(n=12)
+    data = ImageTensors(images, range(12), 16, train=True)
+    model = Tiny(dropout=0.0)
+    conv_before = model.features[0].weight.detach().clone()
+    head_before = model.head.weight.detach().clone()
+    fit(model, data, None, TrainConfig(epochs=1, batch_size=6, num_workers=0, trainable=["head."]), tmp_path, "cpu")
+    assert torch.equal(model.features[0].weight, conv_before) and not torch.equal(model.head.weight, head_before)
+    with pytest.raises(ValueError, match="features, head"):
+        select_trainable(Tiny(), ["classifier."])
+
+
+@pytest.mark.parametrize("options", [{"checkpoint_every": 1, "num_workers": 2}, {}],
+                         ids=["mid-epoch-checkpoints", "epoch-checkpoints"])
+def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path, options):
+    tiny_run(tmp_path / "reference", tmp_path / "reference.json", **options)
+    killed = run_tiny(tmp_path, "resumed", env={KILL_ENV: "5"}, **options)  # 3 steps/epoch: dies in epoch 2
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "resumed.json").exists()
+    state = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (state["epoch"], state["step"]) == ((1, 2) if options else (1, 0))
+    resumed = run_tiny(tmp_path, "resumed", **options)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and ("at epoch 2 step 2" in resumed.stderr) == bool(options)
+    assert read_run(tmp_path, "resumed") == read_run(tmp_path, "reference")  # bit for bit
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    tiny_run(tmp_path / "single", tmp_path / "single.json", dropout=0.0)
+    ddp = run_tiny(tmp_path, "ddp", torchrun=True, dropout=0.0)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = read_run(tmp_path, "single"), read_run(tmp_path, "ddp")
+    for key, values in one["history"].items():
+        np.testing.assert_allclose(two["history"][key], values, rtol=1e-4, atol=1e-6, err_msg=key)
+    for key, values in one["weights"].items():
+        np.testing.assert_allclose(two["weights"][key], values, rtol=1e-4, atol=1e-6, err_msg=key)
