@@ -1,0 +1,74 @@
+"""Map-scoring metrics against hand-computed answers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnvis import localization as loc
+
+
+def test_box_from_map_takes_the_largest_component_above_the_threshold():
+    m = np.zeros((20, 30))
+    m[2:6, 3:7] = 1.0  # 16 pixels at the maximum
+    m[10:18, 12:25] = 0.5  # 104 pixels, above 20% of the max: the largest component
+    m[0, 29] = 0.1  # below 20%: ignored
+    np.testing.assert_array_equal(loc.box_from_map(m, 0.2), [12, 10, 25, 18])
+    np.testing.assert_array_equal(loc.box_from_map(m, 0.6), [3, 2, 7, 6])  # only the peak survives
+    diagonal = np.eye(5)  # 8-connected: one component along the diagonal
+    np.testing.assert_array_equal(loc.box_from_map(diagonal), [0, 0, 5, 5])
+    np.testing.assert_array_equal(loc.box_from_map(np.zeros((4, 6))), [0, 0, 6, 4])
+
+
+def test_iou():
+    assert loc.iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert loc.iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert loc.iou([0, 0, 2, 2], [3, 3, 4, 4]) == 0.0
+    assert loc.localized(np.pad(np.ones((10, 10)), 5), [5, 5, 15, 15], 0.2)
+    assert not loc.localized(np.pad(np.ones((10, 10)), 5), [0, 0, 6, 6], 0.2)
+
+
+def test_pointing_game_tolerance():
+    m = np.zeros((50, 50))
+    m[25, 40] = 1  # centre at (40.5, 25.5)
+    assert loc.pointing_hit(m, [30, 20, 45, 30])
+    assert loc.pointing_hit(m, [0, 0, 30, 30], tolerance=15)  # 10.5 px away
+    assert not loc.pointing_hit(m, [0, 0, 30, 30], tolerance=10)
+
+
+class MeanLogit(nn.Module):
+    """logits = (4 * mean of channel 0 of the image, 0): class 0's probability is sigmoid(4 m)."""
+
+    def forward(self, x):
+        m = x[:, 0].mean((1, 2))
+        return torch.stack([4 * m, torch.zeros_like(m)], 1)
+
+
+def test_average_drop_and_increase_in_confidence_by_hand():
+    x = torch.ones(2, 3, 4, 4)
+    maps = torch.zeros(2, 4, 4)
+    maps[0, :2] = 2.0  # scaled to [0, 1]: half the image kept
+    maps[1] = torch.arange(16.0).view(4, 4)  # kept fraction mean(0..15)/15 = 0.5 as well
+    out = loc.confidence_change(MeanLogit(), x, maps, 0)
+    y, o = torch.sigmoid(torch.tensor(4.0)), torch.sigmoid(torch.tensor(2.0))
+    assert out["average_drop"] == pytest.approx(float((y - o) / y * 100), rel=1e-5)
+    assert out["increase_in_confidence"] == 0.0
+    up = loc.confidence_change(MeanLogit(), 0.5 * x, maps, 1)  # class 1 gains when the image darkens
+    assert up["increase_in_confidence"] == 100.0 and up["average_drop"] == 0.0
+
+
+def test_deletion_and_insertion_curves_against_a_pixel_loop():
+    torch.manual_seed(0)
+    image, saliency = torch.rand(3, 6, 6), torch.rand(6, 6)
+    model = MeanLogit()
+    for mode in ("deletion", "insertion"):
+        curve = loc.causal_curve(model, image, saliency, 0, mode, steps=36)
+        canvas = image.clone() if mode == "deletion" else loc.blurred(image[None])[0]
+        expected = [torch.sigmoid(4 * canvas[0].mean())]
+        for flat in torch.argsort(saliency.flatten(), descending=True):  # one pixel per step
+            i, j = divmod(int(flat), 6)
+            canvas[:, i, j] = 0 if mode == "deletion" else image[:, i, j]
+            expected.append(torch.sigmoid(4 * canvas[0].mean()))
+        torch.testing.assert_close(curve, torch.stack(expected))
+    assert loc.auc(torch.linspace(0, 1, 11)) == pytest.approx(0.5)
+    assert loc.auc(torch.ones(5)) == pytest.approx(1.0)
