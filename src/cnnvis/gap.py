@@ -1,0 +1,62 @@
+"""GAP surgery of Zhou et al. 2016 (CAM), Sec. 3: remove the layers after conv5, add a 3x3 convolution
+(1024 units, stride 1, pad 1) + ReLU, global average pooling and a linear layer; ``extra_convs=2`` is the
+paper's AlexNet*-GAP (two added convolutions, to recover AlexNet's accuracy). The conv trunk keeps its weights;
+the added layers are freshly initialized. The layer feeding the pooling is named ``cam`` (CAM is exact there).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+from torch import nn
+
+from cnnvis.models import ImageClassifier, build_model
+
+# the last conv layer kept by the surgery, per model
+LAST_CONV = {"alexnet": "conv5", "zfnet": "conv5", "vgg16": "conv5_3"}
+# variant name -> (base model, number of added 3x3 conv layers)
+GAP_VARIANTS = {"alexnet-gap": ("alexnet", 1), "alexnet*-gap": ("alexnet", 2), "zfnet-gap": ("zfnet", 1),
+                "vgg16-gap": ("vgg16", 1)}
+
+
+def gap_network(model: ImageClassifier, num_classes: int | None = None, extra_convs: int = 1, width: int = 1024,
+                last_layer: str | None = None) -> ImageClassifier:
+    """A new GAP network: ``model``'s trunk up to ``last_layer`` (copied, weights kept) + ``extra_convs``
+    3x3 convs of ``width`` units + global average pooling + linear (``num_classes``, default the model's)."""
+    last_layer = last_layer or next((n for n in ("conv5", "conv5_3") if n in model.layers), None)
+    if last_layer not in model.layers or not model.layers[last_layer].startswith("features."):
+        raise ValueError(f"no conv layer {last_layer!r} to cut after; give last_layer= one of "
+                         f"{', '.join(n for n, p in model.layers.items() if p.startswith('features.'))}")
+    if extra_convs < 1:
+        raise ValueError("the CAM paper adds at least one 3x3 conv layer (extra_convs >= 1)")
+    child = model.layers[last_layer].split(".", 1)[1]
+    names = list(model.features._modules)
+    kept = names[:names.index(child) + 1]
+    trunk = OrderedDict((n, copy.deepcopy(model.features._modules[n])) for n in kept)
+    channels = [m.out_channels for n in kept for m in trunk[n].modules() if isinstance(m, nn.Conv2d)][-1]
+    layers = {k: v for k, v in model.layers.items() if v.startswith("features.") and v.split(".")[1] in trunk}
+    for i in range(1, extra_convs + 1):
+        trunk[f"gap_conv{i}"] = nn.Conv2d(channels, width, 3, stride=1, padding=1)
+        trunk[f"gap_relu{i}"] = nn.ReLU()
+        layers[f"gap_conv{i}"] = f"features.gap_relu{i}"
+        channels = width
+    layers["cam"] = f"features.gap_relu{extra_convs}"
+    classifier = nn.Sequential(OrderedDict(fc=nn.Linear(channels, num_classes or model.head.out_features)))
+    layers["fc"] = "classifier.fc"
+    return ImageClassifier(copy.deepcopy(model.normalize), nn.Sequential(trunk),
+                           nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, model.input_size)
+
+
+def build_gap_model(variant: str, num_classes: int = 1000, input_size: int = 224, pretrained: bool = False,
+                    checkpoint: str | None = None) -> ImageClassifier:
+    """``alexnet-gap``, ``alexnet*-gap``, ``zfnet-gap`` or ``vgg16-gap``, cut from the harness's model."""
+    if variant not in GAP_VARIANTS:
+        raise KeyError(f"unknown GAP variant {variant!r}; available: {', '.join(GAP_VARIANTS)}")
+    base, extra = GAP_VARIANTS[variant]
+    model = build_model(base, num_classes, pretrained, checkpoint, input_size)
+    return gap_network(model, num_classes, extra, last_layer=LAST_CONV[base])
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

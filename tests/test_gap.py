@@ -1,0 +1,55 @@
+"""GAP surgery (CAM paper Sec. 3): trunk weights kept, the paper's layers added, CAM exact on the result."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnvis.cams import CAM, GradCAM
+from cnnvis.gap import build_gap_model, count_parameters, gap_network
+from cnnvis.models import alexnet, vgg16, zfnet
+
+
+@pytest.mark.parametrize("builder, last, size", [(alexnet, "conv5", 112), (zfnet, "conv5", 112), (vgg16, "conv5_3", 64)])
+def test_surgery_keeps_the_trunk_and_adds_the_papers_layers(builder, last, size):
+    torch.manual_seed(0)
+    model = builder(num_classes=10, input_size=size) if builder is not vgg16 else builder(input_size=size)
+    gap = gap_network(model, num_classes=7)
+    trunk = {k: v for k, v in model.state_dict().items() if k.startswith("features.")}
+    kept = {k: v for k, v in gap.state_dict().items() if k in trunk}
+    assert kept and all(torch.equal(kept[k], trunk[k]) for k in kept)
+    last_path = model.layers[last].split(".")[1]
+    assert list(gap.features._modules)[-3] == last_path  # cut right after conv5's ReLU: pool5 and the fcs are gone
+    added = gap.features.gap_conv1
+    assert (added.out_channels, added.kernel_size, added.stride, added.padding) == (1024, (3, 3), (1, 1), (1, 1))
+    assert isinstance(gap.pool[0], nn.AdaptiveAvgPool2d) and gap.head.in_features == 1024 and gap.head.out_features == 7
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        conv5 = model.features[: list(model.features._modules).index(last_path) + 1](model.normalize(x))
+        assert torch.equal(gap.features[: -2](gap.normalize(x)), conv5)  # same conv5 maps (13x13 at 224 px)
+    assert gap(x).shape == (2, 7)
+    gap.features[0].weight.data.zero_()
+    assert model.features[0].weight.abs().sum() > 0  # the original is untouched
+
+
+def test_alexnet_star_gap_has_two_added_convs_and_fewer_parameters():
+    plain = alexnet(num_classes=101, input_size=112)
+    one, two = build_gap_model("alexnet-gap", 101, 112), build_gap_model("alexnet*-gap", 101, 112)
+    assert [n for n in two.features._modules if n.startswith("gap_conv")] == ["gap_conv1", "gap_conv2"]
+    assert two.layers["cam"] == "features.gap_relu2"
+    extra = 1024 * 1024 * 9 + 1024
+    assert count_parameters(two) - count_parameters(one) == extra
+    assert count_parameters(one) < count_parameters(plain) / 2  # the fc layers dominate AlexNet
+    with pytest.raises(KeyError, match="alexnet\\*-gap"):
+        build_gap_model("resnet-gap")
+
+
+def test_cam_is_exact_on_a_gap_network_and_equals_gradcam_up_to_scale():
+    torch.manual_seed(0)
+    gap = build_gap_model("alexnet-gap", 5, 112).eval()
+    x = torch.rand(3, 3, 112, 112)
+    with CAM(gap, "cam") as cam, GradCAM(gap, "cam", relu=False) as grad_cam:
+        a, b = cam.attribute(x, [0, 1, 4], False), grad_cam.attribute(x, [0, 1, 4], False)
+        logits = gap(x)
+    head = gap.head
+    torch.testing.assert_close(a.mean((1, 2)) + head.bias[[0, 1, 4]], logits[[0, 1, 2], [0, 1, 4]], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a, b * a.shape[-1] * a.shape[-2], atol=1e-6, rtol=1e-4)
