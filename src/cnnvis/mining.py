@@ -1,0 +1,88 @@
+"""Top-k activation mining: one streaming pass that keeps, for every feature map of the chosen layers,
+its k strongest activations over a dataset (Zeiler & Fergus Fig. 2's top 9, Girshick's top regions).
+
+Each image contributes at most one entry per feature map, its strongest location (the papers show k
+different images per map). Memory is channels x k per layer: a batch's per-channel maxima are merged into
+the running top-k with one ``topk`` over the concatenation; activations are never all stored, and the
+forward pass stops at the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cnnvis.hooks import forward_recorded, record_activations
+from cnnvis.models import get_layer
+
+
+@dataclass
+class TopK:
+    """The k strongest activations of every channel of one layer, each (channels, k), sorted descending."""
+
+    values: torch.Tensor
+    image_index: torch.Tensor
+    y: torch.Tensor
+    x: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[1]
+
+    def location(self, channel: int, rank: int) -> tuple[int, int, int]:
+        """(image index, y, x) of ``channel``'s ``rank``-th strongest activation."""
+        return int(self.image_index[channel, rank]), int(self.y[channel, rank]), int(self.x[channel, rank])
+
+
+def _batches(images, size, batch_size):
+    """(first image index, float batch) from an ImageSet (``.tensors(idx, size)``) or an (N, C, H, W) tensor."""
+    n = len(images)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        yield start, images[start:start + batch_size] if isinstance(images, torch.Tensor) else images.tensors(idx, size)
+
+
+@torch.no_grad()
+def top_activations(model: nn.Module, images, layers, k: int = 9, batch_size: int = 32, size: int | None = None,
+                    device=None, progress: bool = True) -> dict[str, TopK]:
+    """For every channel of each layer in ``layers``: its ``k`` strongest activations over ``images``
+    (an ImageSet, center-cropped to ``size``, default the model's ``input_size``; or a float tensor),
+    as value, image index and spatial location, at most one per image. ``k`` is capped at the image count."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    for name in names:
+        get_layer(model, name)
+    if len(images) == 0:
+        raise ValueError("no images to mine activations from")
+    k = min(k, len(images))
+    size = size or getattr(model, "input_size", None)
+    device = device or next(model.parameters()).device
+    best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (values, flat index) each (C, k)
+    shapes: dict[str, tuple[int, int]] = {}
+    batches = _batches(images, size, batch_size)
+    with record_activations(model, names, stop_early=True) as store:
+        for start, x in tqdm(batches, total=-(-len(images) // batch_size), desc="mining top activations",
+                             disable=not progress, leave=False):
+            forward_recorded(model, x.to(device), store)
+            for name in names:
+                act = store[name]
+                if act.ndim == 2:  # fully connected: one location
+                    act = act[:, :, None, None]
+                b, c, h, w = act.shape
+                shapes[name] = (h, w)
+                peak, where = act.flatten(2).max(2)  # (B, C): each image's strongest unit per channel
+                # flat index over (image, y, x) so one tensor carries the whole location
+                flat = where + (torch.arange(start, start + b, device=act.device)[:, None] * (h * w))
+                values, index = peak.T, flat.T
+                if name in best:
+                    values, index = torch.cat([best[name][0], values], 1), torch.cat([best[name][1], index], 1)
+                top, order = values.topk(min(k, values.shape[1]), dim=1)
+                best[name] = (top, index.gather(1, order))
+    result = {}
+    for name, (values, flat) in best.items():
+        h, w = shapes[name]
+        flat = flat.cpu()
+        result[name] = TopK(values.cpu(), flat // (h * w), (flat % (h * w)) // w, flat % w)
+    return result
