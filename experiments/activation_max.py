@@ -1,0 +1,199 @@
+"""Activation maximization (Erhan 2009, Simonyan 2013, Yosinski 2015): optimized images for channels of
+several layers and for ImageNet classes, the activation each reaches against the strongest over real images,
+and whether the model's top-1 on each class image is its class. In a ``--multirun`` sweep every job also
+redraws ``multirun/sweep.png`` (one row per finished job) from the strips its siblings left."""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from PIL import Image
+
+from cnnvis.activation_max import PRESETS, channel, class_logit, dataset_maxima, maximize, unit, with_overrides
+from cnnvis.config import ExperimentConfig
+from cnnvis.data import imagenet_classes
+from cnnvis.models import build_model, get_layer
+from cnnvis.plotting.activation_max import class_grid, sweep_grid, unit_grid
+from cnnvis.runner import images_from_config, model_from_config
+
+# A varied set: fish, birds, dog, big cat, insect, objects, vehicle, fruit, food, scene.
+DEFAULT_CLASSES = [1, 130, 145, 207, 291, 323, 417, 504, 817, 948, 963, 980]
+
+
+@dataclass
+class Config(ExperimentConfig):
+    preset: str = "yosinski1"  # none | simonyan | yosinski1..4 (Yosinski Table 1); fields below override it
+    l2: Optional[float] = None
+    decay: Optional[float] = None
+    blur_every: Optional[int] = None
+    blur_sigma: Optional[float] = None
+    norm_pct: Optional[float] = None
+    contrib_pct: Optional[float] = None
+    jitter: Optional[int] = 4
+    target: str = "channel"  # channel: a channel's mean activation; unit: its centre unit
+    layers: list[str] = field(default_factory=lambda: ["stage2", "stage4", "stage6"])
+    channels: Optional[list[int]] = None  # None: channels_per_layer channels evenly spread over each layer
+    channels_per_layer: int = 6
+    classes: list[int] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    size: int = 112  # side of the optimized images (and of the real images they are compared with)
+    steps: int = 100
+    lr: float = 0.15
+    batch_size: int = 50  # real-image pass
+    zfnet_checkpoint: Optional[str] = None  # a trained zfnet: its units and classes too
+    zfnet_input_size: int = 224  # the size that checkpoint was trained at (its fc6 depends on it)
+    zfnet_layers: list[str] = field(default_factory=lambda: ["conv2", "conv3", "conv5"])
+
+
+def spread_channels(n_channels: int, k: int) -> list[int]:
+    return torch.linspace(0, n_channels - 1, min(k, n_channels)).round().long().unique().tolist()
+
+
+def cached_maxima(cfg, tag, model, images, size, layers, checkpoint) -> dict:
+    """Real-image maxima of ``layers`` and the logits: one pass over the data, cached under ``cache_dir``."""
+    stamp = Path(checkpoint).stat().st_mtime if checkpoint else None
+    key = json.dumps([tag, cfg.model.pretrained, checkpoint, stamp, size, sorted(layers), images.name,
+                      len(images), images.paths[0], images.paths[-1]])
+    path = Path(cfg.cache_dir) / "activation_max" / f"maxima-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    batches = (images.tensors(range(i, min(i + cfg.experiment.batch_size, len(images))), size)
+               for i in range(0, len(images), cfg.experiment.batch_size))
+    maxima = dataset_maxima(model, batches, layers, logits=True, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(maxima, path)
+    return maxima
+
+
+def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, reg, checkpoint=None):
+    """Channel (or unit) images per layer and class images for one model: rows of the table, figures."""
+    e = cfg.experiment
+    steps = 3 if cfg.smoke else e.steps
+    maxima = cached_maxima(cfg, tag, model, images, size, layers, checkpoint)
+    rows, unit_panels, kw = [], {}, dict(size=size, steps=steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True)
+    for layer in layers:
+        n_channels = maxima[layer]["channel"].numel()
+        chosen = list(e.channels) if e.channels else spread_channels(n_channels, 2 if cfg.smoke else e.channels_per_layer)
+        objective = (channel if e.target == "channel" else unit)(layer, chosen)
+        result = maximize(model, objective, **kw)
+        real = maxima[layer][e.target][chosen]
+        captions = []
+        for ch, reached, best in zip(chosen, result.values.tolist(), real.tolist()):
+            rows.append(dict(model=tag, kind=e.target, layer=layer, index=ch, name=f"{layer}[{ch}]", reached=reached,
+                             real_max=best, ratio=reached / best if best > 0 else float("nan")))
+            captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
+        unit_panels[layer] = (result.images, captions)
+    result = maximize(model, class_logit(classes), **kw)
+    with torch.no_grad():
+        logits = model(result.images)
+    top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
+    class_captions = []
+    for b, (k, reached) in enumerate(zip(classes, result.values.tolist())):
+        best = float(maxima["logits"][k])
+        hit = top1[b] == k
+        rows.append(dict(model=tag, kind="class", layer="logits", index=k, name=class_names[k], reached=reached,
+                         real_max=best, ratio=reached / best if best > 0 else float("nan"),
+                         top1=class_names[top1[b]], top1_is_target=hit, p_target=float(prob[b, k])))
+        class_captions.append(f"{class_names[k][:18]}\nscore {reached:.3g} (real max {best:.3g})\n"
+                              f"top-1: {'= target' if hit else class_names[top1[b]][:16]}")
+    return rows, unit_panels, (result.images, class_captions)
+
+
+def write_sweep_row(out, e, rows, unit_panels, class_panel, tile):
+    """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
+    sweep_dir = out.dir.parent
+    images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
+    first_of_layer = {r["layer"]: r["name"] for r in reversed(rows) if r["kind"] != "class"}
+    titles = [first_of_layer[layer] for layer in unit_panels][:3]
+    titles += [r["name"][:14] for r in rows if r["kind"] == "class"][:4]
+    strip = torch.cat([torch.nn.functional.interpolate(x[None], size=(tile, tile), mode="area")[0]
+                       for x in images], dim=-1)
+    Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out.path("sweep_strip.png"))
+    classes = [r for r in rows if r["kind"] == "class"]
+    units = [r for r in rows if r["kind"] != "class"]
+    label = (f"{e.preset}\n" + ", ".join(f"{k}={getattr(e, k)}" for k in ("l2", "decay", "blur_every", "blur_sigma",
+                                                                          "norm_pct", "contrib_pct", "jitter")
+                                         if getattr(e, k) is not None)
+             + f"\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/{len(classes)}, "
+               f"median unit ratio {np.median([r['ratio'] for r in units]):.2f}")
+    out.path("sweep_row.json").write_text(json.dumps({"label": label, "titles": titles}))
+    jobs = sorted(p for p in sweep_dir.iterdir() if (p / "sweep_strip.png").exists() and (p / "sweep_row.json").exists())
+    grid_rows = [(json.loads((p / "sweep_row.json").read_text())["label"], np.asarray(Image.open(p / "sweep_strip.png")))
+                 for p in jobs]
+    fig = sweep_grid(grid_rows, titles, tile, f"Regularization sweep ({len(jobs)} jobs): channels of efficientnet_lite0 "
+                     f"and class images (Yosinski 2015 Fig. 3 layout)")
+    fig.savefig(sweep_dir / "sweep.png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(cfg, out):
+    e = cfg.experiment
+    if e.preset not in PRESETS:
+        raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join(PRESETS)}")
+    if e.target not in ("channel", "unit"):
+        raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
+    size = 64 if cfg.smoke else e.size
+    images = images_from_config(cfg, size)  # data first: a missing dataset fails before anything is written
+    zf_images = images_from_config(cfg, e.zfnet_input_size) if e.zfnet_checkpoint else None
+    reg = with_overrides(PRESETS[e.preset], l2=e.l2, decay=e.decay, blur_every=e.blur_every, blur_sigma=e.blur_sigma,
+                         norm_pct=e.norm_pct, contrib_pct=e.contrib_pct, jitter=e.jitter)
+    model = model_from_config(cfg)
+    layers = list(e.layers[:2] if cfg.smoke else e.layers)
+    for name in layers:
+        get_layer(model, name)  # a wrong name fails before any optimization
+    classes = list(e.classes[:3] if cfg.smoke else e.classes)
+    names = imagenet_classes()
+    models = [(cfg.model.name, model, images, size, layers, classes, names, None)]
+    if e.zfnet_checkpoint:
+        zf = build_model("zfnet", checkpoint=e.zfnet_checkpoint, input_size=e.zfnet_input_size).eval()
+        n_out = zf.head.out_features
+        zf_classes = [k for k in classes if k < n_out] if n_out == 1000 else list(range(min(n_out, len(classes))))
+        blob = torch.load(e.zfnet_checkpoint, map_location="cpu", weights_only=True)
+        zf_names = (list(blob["classes"]) if isinstance(blob, dict) and "classes" in blob
+                    else names if n_out == 1000 else [f"class {k}" for k in range(n_out)])
+        zf_layers = list(e.zfnet_layers[:2] if cfg.smoke else e.zfnet_layers)
+        models.append(("zfnet", zf, zf_images, e.zfnet_input_size, zf_layers, zf_classes, zf_names, e.zfnet_checkpoint))
+
+    all_rows, metrics = [], {}
+    for tag, net, data, side, net_layers, net_classes, net_names, checkpoint in models:
+        rows, unit_panels, class_panel = optimize_model(cfg, tag, net, data, side, net_layers, net_classes, net_names,
+                                                        reg, checkpoint)
+        what = "mean activation" if e.target == "channel" else "centre unit"
+        out.figure(unit_grid(unit_panels, f"{tag}: images maximizing a channel's {what} ({e.preset}, {side} px, "
+                                          f"{3 if cfg.smoke else e.steps} steps); value (ratio to the real-image max)"),
+                   f"units_{tag}")
+        out.figure(class_grid(*class_panel, f"{tag}: class images maximizing the pre-softmax score ({e.preset}); "
+                                            f"top-1 of the model on each"), f"classes_{tag}")
+        classes_rows = [r for r in rows if r["kind"] == "class"]
+        unit_rows = [r for r in rows if r["kind"] != "class"]
+        metrics.update({
+            f"{tag}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes_rows])),
+            f"{tag}_class_mean_score": float(np.mean([r["reached"] for r in classes_rows])),
+            f"{tag}_class_median_ratio": float(np.median([r["ratio"] for r in classes_rows])),
+            f"{tag}_{e.target}_median_ratio": float(np.median([r["ratio"] for r in unit_rows])),
+        })
+        all_rows += rows
+        if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            write_sweep_row(out, e, rows, unit_panels, class_panel, tile=64)
+
+    table = pd.DataFrame(all_rows)
+    hits = {tag: f"{metrics[f'{tag}_class_top1_rate']:.0%}" for tag, *_ in models}
+    out.table(table, "activation_max", title="Activation reached by the optimized images vs the strongest over real images",
+              notes=f"""
+`reached`: the unit's value on its optimized image ({e.target}: {'mean of the channel map' if e.target == 'channel' else 'centre unit of the map'};
+class: pre-softmax score). `real_max`: the largest value of the same unit over the {len(images)} images of
+{images.name} ({'mean of the map' if e.target == 'channel' else 'any position'}, at the same input size).
+`ratio` = reached / real_max. Class images: `top1_is_target` says whether the model's top-1 on the image is the
+target class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}.
+Regularization: preset `{e.preset}` = {reg}. Optimized at {size} px for {3 if cfg.smoke else e.steps} steps.
+Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 report no numbers for this (their results are figures);
+Simonyan 2013 Fig. 1 and Yosinski 2015 Fig. 4 are the qualitative references.
+""")
+    return metrics

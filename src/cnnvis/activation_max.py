@@ -1,0 +1,239 @@
+"""Activation maximization: gradient ascent on the input image (Erhan 2009, Simonyan 2013, Yosinski 2015).
+
+One verb, ``maximize(model, objective, ...)``, optimizes a batch of images at once, one batch element per
+unit: a channel's mean activation, one spatial unit of a channel, or a class's pre-softmax score.
+
+The image lives in pixel space [0, 1] (every model here normalizes its own input). Regularizers act on
+``x - mean`` (Yosinski's "zero" is the mean image; we use the dataset's mean colour), and after every step
+the image is clamped back to [0, 1] (a projection onto the valid input range).
+
+    images, values = maximize(model, class_logit([1, 130]), size=128, reg=PRESETS["yosinski3"])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+from torch import nn
+from torchvision.transforms.functional import gaussian_blur as _tv_gaussian_blur
+from tqdm.auto import tqdm
+
+from cnnvis.hooks import forward_recorded, record_activations
+from cnnvis.models import get_layer
+
+KINDS = ("channel", "unit", "class")
+
+
+# ---------------------------------------------------------------- objectives
+
+
+@dataclass
+class Objective:
+    """What each batch element maximizes: ``index[b]`` of ``layer`` (a channel, or a class of the logits)."""
+
+    kind: str
+    layer: Optional[str]  # None: the model's output (its logits)
+    index: list[int]
+    position: Optional[tuple[int, int]] = None  # unit objectives: (row, col) of the map; None: its centre
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown objective kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        self.index = [int(i) for i in self.index]
+        if not self.index:
+            raise ValueError("an objective needs at least one channel or class (one per batch element)")
+
+    def __len__(self):
+        return len(self.index)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        """The (B,) values of the B units, from the layer's (B, C, ...) output."""
+        if max(self.index) >= out.shape[1] or min(self.index) < 0:
+            what = "classes" if self.kind == "class" else f"channels of {self.layer}"
+            raise IndexError(f"index {self.index} out of range: the model has {out.shape[1]} {what}")
+        rows = torch.arange(out.shape[0], device=out.device)
+        picked = out[rows, torch.as_tensor(self.index, device=out.device)]  # (B, ...) one map per element
+        if self.kind == "class" or picked.ndim == 1:
+            return picked
+        if self.kind == "channel":
+            return picked.flatten(1).mean(1)
+        r, c = self.position if self.position is not None else (picked.shape[-2] // 2, picked.shape[-1] // 2)
+        return picked[:, r, c]
+
+
+def channel(layer: str, channels) -> Objective:
+    """Mean activation of each channel over its whole map (Yosinski's and Lucid's "channel")."""
+    return Objective("channel", layer, list(channels))
+
+
+def unit(layer: str, channels, position: Optional[tuple[int, int]] = None) -> Objective:
+    """One spatial unit of each channel (the map's centre unless ``position``), as in Erhan 2009 / Yosinski 2015."""
+    return Objective("unit", layer, list(channels), position)
+
+
+def class_logit(classes) -> Objective:
+    """The pre-softmax score of each class (Simonyan 2013): the probability could rise by lowering the others."""
+    return Objective("class", None, list(classes))
+
+
+def objective_values(model: nn.Module, x: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """The (B,) objective of a batch, computing the network only as deep as the objective's layer."""
+    if objective.layer is None:
+        return objective(model(x))
+    with record_activations(model, objective.layer, stop_early=True, detach=False) as store:
+        forward_recorded(model, x, store)
+        return objective(store[objective.layer])
+
+
+# ---------------------------------------------------------------- regularizers
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """Simonyan's L2 penalty and Yosinski's four regularizers plus jitter; 0 switches each off."""
+
+    l2: float = 0.0  # Simonyan: maximize S(x) - l2 * ||x - mean||^2
+    decay: float = 0.0  # Yosinski theta_decay: x - mean <- (1 - decay) (x - mean) after each step
+    blur_every: int = 0  # Yosinski theta_b_every: Gaussian blur every k steps
+    blur_sigma: float = 0.0  # Yosinski theta_b_width, in pixels
+    norm_pct: float = 0.0  # Yosinski theta_n_pct: pixels whose |x - mean| is below this percentile -> mean
+    contrib_pct: float = 0.0  # Yosinski theta_c_pct: pixels whose |sum_c (x - mean) grad| is below it -> mean
+    jitter: int = 0  # random shift of up to this many pixels before each forward pass
+
+    def __post_init__(self):
+        for name in ("norm_pct", "contrib_pct"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name}={getattr(self, name)} must be a percentile in [0, 100]")
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"decay={self.decay} must be in [0, 1) (a fraction of x - mean removed per step)")
+        if self.blur_every and self.blur_sigma <= 0:
+            raise ValueError("blur_every > 0 needs blur_sigma > 0 (the Gaussian's width in pixels)")
+
+
+# Yosinski et al. 2015 Table 1, the four hand-picked combinations (decay, blur every, blur width, norm pct,
+# contribution pct), and Simonyan's L2 penalty; 'none' is plain gradient ascent.
+PRESETS = {
+    "none": Regularization(),
+    "simonyan": Regularization(l2=0.01),
+    "yosinski1": Regularization(decay=0.0, blur_every=4, blur_sigma=0.5, norm_pct=50, contrib_pct=0),
+    "yosinski2": Regularization(decay=0.3, blur_every=0, blur_sigma=0.0, norm_pct=20, contrib_pct=0),
+    "yosinski3": Regularization(decay=0.0001, blur_every=4, blur_sigma=1.0, norm_pct=0, contrib_pct=0),
+    "yosinski4": Regularization(decay=0.0, blur_every=0, blur_sigma=0.0, norm_pct=0, contrib_pct=90),
+}
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur (B, C, H, W) with a Gaussian of ``sigma`` pixels (kernel +-3 sigma, reflected borders)."""
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, (min(x.shape[-2:]) - 1) // 2)
+    return _tv_gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
+
+
+def _zero_below_percentile(centered: torch.Tensor, score: torch.Tensor, pct: float) -> torch.Tensor:
+    """Set pixels (all channels) whose per-image ``score`` (B, H, W) is below its ``pct`` percentile to 0."""
+    threshold = torch.quantile(score.flatten(1), pct / 100, dim=1).view(-1, 1, 1)
+    return centered * (score >= threshold).unsqueeze(1)
+
+
+def random_shift(x: torch.Tensor, jitter: int, generator: torch.Generator) -> torch.Tensor:
+    """Roll the batch by one random (dy, dx) in [-jitter, jitter]^2 (wrapping round the borders)."""
+    if jitter <= 0:
+        return x
+    dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+    return torch.roll(x, (dy, dx), dims=(-2, -1))
+
+
+# ---------------------------------------------------------------- the optimization
+
+
+@dataclass
+class Maximized:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    values: torch.Tensor  # (B,) objective of the final images (no jitter, no penalty)
+    history: torch.Tensor  # (steps, B) objective during the optimization (jittered input)
+
+
+def maximize(model: nn.Module, objective: Objective, size: int = 128, steps: int = 150, lr: float = 0.05,
+             reg: Regularization = Regularization(), mean=(0.5, 0.5, 0.5), init_std: float = 0.02,
+             seed: int = 0, progress: bool = False, init: Optional[torch.Tensor] = None) -> Maximized:
+    """Gradient ascent on a batch of images, one per unit of ``objective``, kept in [0, 1].
+
+    Each step moves each image by ``lr`` times its gradient divided by the image's mean absolute gradient
+    (so one ``lr`` suits every layer and unit; every image of the batch is independent), and the step size
+    decays linearly to a tenth of ``lr``. Then Yosinski's regularizers run in his order: decay, blur (every
+    ``blur_every`` steps), clipping of small-norm pixels, clipping of small-contribution pixels; finally the
+    clamp to [0, 1]. The start is ``mean`` plus Gaussian noise of ``init_std`` (or ``init``).
+    """
+    device = next(model.parameters()).device
+    if model.training:
+        raise ValueError("call model.eval() first: batch statistics would couple the units of the batch")
+    if objective.layer is not None:
+        get_layer(model, objective.layer)  # an unknown name fails listing the valid ones
+    shifts = torch.Generator().manual_seed(seed)  # its own stream: the same shifts with or without ``init``
+    n = len(objective)
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    if init is None:
+        noise = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)).to(device)
+        init = m + init_std * noise
+    x = init.detach().clone().to(device).clamp_(0, 1)
+    history = []
+    for step in tqdm(range(steps), desc=f"maximize {objective.kind} {objective.layer or 'logits'}",
+                     disable=not progress, leave=False):
+        x.requires_grad_(True)
+        values = objective_values(model, random_shift(x, reg.jitter, shifts), objective)
+        (grad_obj,) = torch.autograd.grad(values.sum(), x)
+        x = x.detach()
+        history.append(values.detach())
+        grad = grad_obj - 2 * reg.l2 * (x - m) if reg.l2 else grad_obj
+        scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        step_lr = lr * (1 - 0.9 * step / max(steps - 1, 1))
+        centered = x + step_lr * grad / scale - m
+        if reg.decay:
+            centered = centered * (1 - reg.decay)
+        if reg.blur_every and (step + 1) % reg.blur_every == 0:
+            centered = gaussian_blur(centered, reg.blur_sigma)
+        if reg.norm_pct:
+            centered = _zero_below_percentile(centered, centered.norm(dim=1), reg.norm_pct)
+        if reg.contrib_pct:  # linearized change of the unit if the pixel went back to the mean
+            contribution = (centered * grad_obj).sum(1).abs()
+            centered = _zero_below_percentile(centered, contribution, reg.contrib_pct)
+        x = (m + centered).clamp(0, 1)
+    with torch.no_grad():
+        final = objective_values(model, x, objective)
+    hist = torch.stack(history).cpu() if history else torch.empty(0, n)
+    return Maximized(x.detach(), final.detach().cpu(), hist)
+
+
+def with_overrides(reg: Regularization, **changes) -> Regularization:
+    """``reg`` with the non-None ``changes`` applied (config fields left at None keep the preset's)."""
+    return replace(reg, **{k: v for k, v in changes.items() if v is not None})
+
+
+# ---------------------------------------------------------------- the strongest real activations
+
+
+@torch.no_grad()
+def dataset_maxima(model: nn.Module, batches, layers, logits: bool = False, progress: bool = False) -> dict:
+    """Per-unit maxima over real images, in one pass that stops at the deepest layer needed.
+
+    Returns ``{layer: {"channel": (C,), "unit": (C,)}}`` with, per channel, the largest mean activation
+    of any image and the largest activation at any position of any image; and ``"logits": (K,)`` (the
+    largest score of each class) when ``logits``.
+    """
+    layers = list(layers)
+    best: dict = {}
+    with record_activations(model, layers, stop_early=not logits) as store:
+        for x in tqdm(batches, desc="real-image maxima", disable=not progress, leave=False):
+            out = forward_recorded(model, x, store)
+            found = {name: store[name] for name in layers}
+            for name, act in found.items():
+                flat = act.flatten(2) if act.ndim > 2 else act.unsqueeze(-1)
+                cur = {"channel": flat.mean(2).amax(0), "unit": flat.amax(2).amax(0)}
+                prev = best.get(name)
+                best[name] = cur if prev is None else {k: torch.maximum(prev[k], v) for k, v in cur.items()}
+            if logits:
+                best["logits"] = out.amax(0) if "logits" not in best else torch.maximum(best["logits"], out.amax(0))
+    return {k: ({kk: vv.cpu() for kk, vv in v.items()} if isinstance(v, dict) else v.cpu()) for k, v in best.items()}
