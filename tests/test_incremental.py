@@ -176,3 +176,18 @@ def test_approximate_mode_trades_exactness_for_multiply_adds():
     assert macs[0] > macs[1] > macs[2] and 0 < errors[1] < errors[2]
     with pytest.raises(ValueError, match="fraction"):
         IncrementalOcclusion(model, image, approximate=1.5)
+
+
+@pytest.mark.parametrize("name, layer", [("alexnet", "conv5"), ("resnet18", "fc")])
+def test_occlusion_map_incremental_flag_gives_the_same_maps(name, layer):
+    from cnnvis.occlusion import occlusion_map
+
+    torch.manual_seed(5)
+    model = lively(build_model(name, num_classes=10, input_size=72))
+    image = torch.rand(3, 72, 72)
+    full = occlusion_map(model, image, layer, size=20, stride=13, batch_size=9, fill=0.3)
+    fast = occlusion_map(model, image, layer, size=20, stride=13, batch_size=9, fill=0.3, incremental=True)
+    assert (full.engine, fast.engine) == ("full", "incremental") and fast.channel == full.channel
+    for ours, ref in [(fast.probability, full.probability), (fast.activation, full.activation)]:
+        assert_close(ours.flatten()[:, None], ref.flatten()[:, None])
+    assert torch.equal(fast.top_class, full.top_class)

@@ -55,7 +55,7 @@ class IncrementalOcclusion:
     """
 
     def __init__(self, model: nn.Module, image: Tensor, layer: str | None = None, channel: int | None = None,
-                 threshold: float = 0.5, approximate: float | None = None):
+                 threshold: float = 0.9, approximate: float | None = None):
         if approximate is not None and not 0 < approximate <= 1:
             raise ValueError(f"approximate={approximate}: the projective-field threshold is a fraction in (0, 1]")
         self.model, self.image = model, image.unsqueeze(0) if image.ndim == 3 else image
@@ -72,7 +72,8 @@ class IncrementalOcclusion:
 
     @torch.no_grad()
     def __call__(self, tops, lefts, size: int, fill=0.0):
-        tops, lefts = torch.as_tensor(tops, dtype=torch.long), torch.as_tensor(lefts, dtype=torch.long)
+        device = self.image.device
+        tops, lefts = (torch.as_tensor(t, dtype=torch.long).to(device) for t in (tops, lefts))
         self._captured = None
         logits = self._run(self.model, self._occluded(tops, lefts, size, fill), "")
         return self._materialize(logits), self._captured
@@ -84,11 +85,11 @@ class IncrementalOcclusion:
         h, w = min(size, H), min(size, W)
         pt, pl = tops.clamp(0, H - h), lefts.clamp(0, W - w)
         patch = _gather(x, pt, pl, h, w)
-        rows = pt[:, None] + torch.arange(h)
-        cols = pl[:, None] + torch.arange(w)
+        rows = pt[:, None] + torch.arange(h, device=x.device)
+        cols = pl[:, None] + torch.arange(w, device=x.device)
         inside = ((rows >= tops[:, None]) & (rows < tops[:, None] + size))[:, :, None] & \
                  ((cols >= lefts[:, None]) & (cols < lefts[:, None] + size))[:, None, :]
-        fill = torch.as_tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1)
+        fill = torch.as_tensor(fill, dtype=x.dtype).to(x.device).reshape(1, -1, 1, 1)
         return Patched(x, torch.where(inside[:, None], fill, patch), pt, pl)
 
     # ------------------------------------------------------------------ the walker
@@ -206,9 +207,11 @@ class IncrementalOcclusion:
     def _materialize(self, x):
         if not isinstance(x, Patched):
             return x
-        H, W = x.clean.shape[-2:]
-        zeros = torch.zeros_like(x.top)
-        return _read(x.clean, x, (0, 0), zeros, zeros, H, W).contiguous()
+        h, w = x.patch.shape[-2:]
+        full = x.clean.expand(len(x.patch), -1, -1, -1).clone()
+        for b, (top, left) in enumerate(zip(x.top.tolist(), x.left.tolist())):
+            full[b, :, top:top + h, left:left + w] = x.patch[b]
+        return full
 
     def _capture(self, x):
         if self.channel is None:
@@ -281,8 +284,8 @@ def _read(padded: Tensor, x: Patched | None, offset: tuple[int, int], tops: Tens
     if x is not None and x.patch.shape[-2:] == (h, w) and torch.equal(tops - offset[0], x.top) \
             and torch.equal(lefts - offset[1], x.left):
         return x.patch  # the window is the patch (1x1 convs)
-    rows = tops[:, None] + torch.arange(h)  # B x h, padded coordinates
-    cols = lefts[:, None] + torch.arange(w)
+    rows = tops[:, None] + torch.arange(h, device=tops.device)  # B x h, padded coordinates
+    cols = lefts[:, None] + torch.arange(w, device=tops.device)
     window = padded[0].permute(1, 2, 0)[rows[:, :, None], cols[:, None, :]]  # B x h x w x C
     if x is None:
         return window.permute(0, 3, 1, 2)
@@ -290,7 +293,7 @@ def _read(padded: Tensor, x: Patched | None, offset: tuple[int, int], tops: Tens
     prow = rows - offset[0] - x.top[:, None]  # row inside the patch
     pcol = cols - offset[1] - x.left[:, None]
     inside = ((prow >= 0) & (prow < ph))[:, :, None] & ((pcol >= 0) & (pcol < pw))[:, None, :]
-    batch = torch.arange(len(tops))[:, None, None]
+    batch = torch.arange(len(tops), device=tops.device)[:, None, None]
     pasted = x.patch.permute(0, 2, 3, 1)[batch, prow.clamp(0, ph - 1)[:, :, None], pcol.clamp(0, pw - 1)[:, None, :]]
     return torch.where(inside[..., None], pasted, window).permute(0, 3, 1, 2)
 
@@ -298,6 +301,7 @@ def _read(padded: Tensor, x: Patched | None, offset: tuple[int, int], tops: Tens
 @torch.no_grad()
 def forward_macs(model: nn.Module, input_size: int = 224) -> int:
     """Multiply-adds of conv and linear layers in one full forward pass of one image."""
-    engine = IncrementalOcclusion(model, torch.zeros(1, 3, input_size, input_size), threshold=-1.0)
+    device = next(model.parameters()).device
+    engine = IncrementalOcclusion(model, torch.zeros(1, 3, input_size, input_size, device=device), threshold=-1.0)
     engine(torch.zeros(1), torch.zeros(1), 1)
     return engine.macs
