@@ -138,3 +138,15 @@ def test_bad_arguments_fail_clearly():
         deconv_project(Relu6Net(net), x, "body.6", 0, method="switches")
     with pytest.raises(IndexError, match="5x5"):
         deconv_project(net, x, "7", 0, location=(7, 0))
+
+
+def test_zfnet_deconv_end_to_end(tmp_path):
+    from conftest import run_py
+
+    # a random-init ZFNet (the switch-based path) on the packaged sample photos
+    result = run_py("experiment=zfnet_deconv", "smoke=true", "model=zfnet", "model.input_size=96",
+                    "dataset=samples", f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "zfnet_deconv"
+    assert (out / "conv1.png").stat().st_size > 1000 and (out / "conv5.png").stat().st_size > 1000
+    assert "receptive field" in (out / "layers.md").read_text() and (out / "run.json").exists()

@@ -74,3 +74,15 @@ def test_the_forward_pass_stops_at_the_deepest_layer():
     net[6].register_forward_hook(lambda *a: calls.append(1))
     top_activations(net, torch.rand(4, 3, 12, 12), ["1", "3"], k=2, progress=False)
     assert calls == []
+
+
+def test_rcnn_patches_end_to_end(tmp_path):
+    from conftest import run_py
+
+    result = run_py("experiment=rcnn_patches", "smoke=true", "dataset=samples", "experiment.k=4",
+                    f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "rcnn_patches"
+    assert (out / "top_patches.png").stat().st_size > 1000
+    units = (out / "units.csv").read_text().splitlines()
+    assert len(units) == 3 and units[0].startswith("unit,top activation")

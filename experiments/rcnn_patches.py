@@ -1,0 +1,81 @@
+"""Girshick et al. 2014 (R-CNN) Fig. 4: the top image patches of units of the last conv / pool layer
+across a dataset, one row per unit."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from cnnvis.config import ExperimentConfig
+from cnnvis.mining import top_activations
+from cnnvis.models import get_layer
+from cnnvis.plotting.deconv import square_tile, unit_rows_figure
+from cnnvis.receptive_field import crop_patch, geometry
+from cnnvis.runner import images_from_config, model_from_config, resolve_device
+
+from experiments.zfnet_deconv import chance_purity, label_purity, pick_maps
+
+LAST_LAYER = {"alexnet": "pool5", "zfnet": "pool5", "vgg16": "pool5", "resnet18": "layer4", "efficientnet_lite0": "features.head.bn"}
+# EfficientNet-Lite0: the head conv before its ReLU6, whose cap at 6 would tie the strongest activations
+
+
+@dataclass
+class Config(ExperimentConfig):
+    layer: Optional[str] = None  # None: the last conv / pool layer (pool5, layer4, EfficientNet head pre-ReLU6)
+    units: Optional[list[int]] = None  # None: a seeded random pick of n_units among those that fire
+    n_units: int = 6  # the paper's six rows
+    k: int = 16  # the paper's top 16 regions per unit
+    batch_size: int = 32
+    tile: int = 64
+
+
+def main(cfg, out):
+    e = cfg.experiment
+    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    device = resolve_device(cfg.device)
+    model = model_from_config(cfg, device)
+    layer = e.layer or LAST_LAYER.get(cfg.model.name) or list(model.layers)[-2]
+    get_layer(model, layer)
+    size = cfg.model.input_size
+    t = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size)[layer]
+    geo = geometry(model, layer, size)
+    rng = np.random.default_rng(cfg.seed)
+    labels = np.asarray(images.labels)
+    names = [images.classes[y] if y >= 0 else "-" for y in labels]
+    rows, table = [], []
+    for unit in pick_maps(t, min(e.n_units, 2) if cfg.smoke else e.n_units, rng, e.units):
+        idx = t.image_index[unit].numpy()
+        x = images.tensors(idx, size)
+        boxes = [geo.box(int(y), int(xx)) for y, xx in zip(t.y[unit], t.x[unit])]
+        rows.append({"unit": unit, "values": t.values[unit].tolist(), "labels": [names[i] for i in idx],
+                     "patches": [square_tile(crop_patch(img, b), e.tile) for img, b in zip(x, boxes)]})
+        areas = [(b[1] - b[0]) * (b[3] - b[2]) / (size * size) for b in boxes]
+        table.append({"unit": unit, "top activation": float(t.values[unit, 0]),
+                      f"{t.k}th activation": float(t.values[unit, -1]),
+                      "class purity": label_purity(labels[idx]) if (labels >= 0).all() else np.nan,
+                      "most frequent class": images.classes[np.bincount(labels[idx]).argmax()] if (labels >= 0).all() else "-",
+                      "patch area / image": float(np.mean(areas))})
+    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    out.figure(unit_rows_figure(rows, f"{cfg.model.name} ({weights}) {layer}: top-{t.k} patches of {len(rows)} "
+                                f"units over {len(images)} {images.name} images (field {geo.field[0]} px at "
+                                f"{size} px input; value, class above each)"), "top_patches")
+    chance = chance_purity(labels, t.k, rng) if (labels >= 0).all() else float("nan")
+    out.table(pd.DataFrame(table), "units", title=f"Top-{t.k} patches of {layer} units: {cfg.model.name} on {images.name}",
+              notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, n=len(images), data=images.name,
+                                 field=geo.field[0], size=size, stride=geo.stride[0], chance=chance))
+    return {"images": len(images), "mean_class_purity": float(np.nanmean([r["class purity"] for r in table])),
+            "chance_purity": chance}
+
+
+NOTES = """
+Ours: {model} ({weights}), unit = one channel of {layer} at its strongest location in each image, top
+{{k}} over {n} whole {data} images; a unit's field is {field} px at {size} px input (stride {stride}), clipped
+to the image: "patch area / image" is the mean share of the image the patches cover. Chance class purity
+for random image sets of the same size: {chance:.3f}.
+Paper (Girshick et al. 2014, Fig. 4): AlexNet fine-tuned on VOC 2007, pool5 units (6x6x256; each sees 195x195
+of the 227x227 input), top 16 of about 10 million region proposals of VOC 2007 test, no number reported.
+We mine whole images, not region proposals, so a patch is the unit's receptive field in the image rather than
+in a warped proposal; where the field covers the whole image (EfficientNet-Lite0's head) the "patches" are
+the top images of the unit.
+""".replace("{{k}}", "k")

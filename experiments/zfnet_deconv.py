@@ -1,0 +1,123 @@
+"""Zeiler & Fergus 2013 Fig. 2: for chosen feature maps of each layer, the top-9 activations over a dataset
+projected back to pixel space by the deconvnet, beside the image patches under them."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cnnvis.config import ExperimentConfig
+from cnnvis.deconvnet import METHODS, deconv_project
+from cnnvis.mining import TopK, top_activations
+from cnnvis.models import get_layer
+from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
+from cnnvis.receptive_field import crop_patch, geometry
+from cnnvis.runner import images_from_config, model_from_config, resolve_device
+
+
+@dataclass
+class Config(ExperimentConfig):
+    layers: Optional[list[str]] = None  # None: conv1..conv5 (ZFNet, AlexNet), stage1..stage7 (EfficientNet-Lite0)
+    maps_per_layer: int = 9  # feature maps shown per layer (a seeded random pick of those that fire)
+    channels: Optional[list[int]] = None  # show these feature maps instead (in every layer)
+    k: int = 9  # top activations per feature map (the paper's 9)
+    batch_size: int = 32
+    tile: int = 40  # pixels per projection / patch tile
+    method: str = "auto"  # deconvnet: auto | switches | autograd
+
+
+def default_layers(model) -> list[str]:
+    """The paper's five conv layers where the model has them, else its stages / residual layers."""
+    for prefix, count in (("conv", 5), ("stage", 7), ("layer", 4)):
+        names = [f"{prefix}{i}" for i in range(1, count + 1)]
+        if all(n in model.layers for n in names):
+            return names
+    return [n for n, p in model.layers.items() if p.startswith("features.")][-5:]
+
+
+def pick_maps(top: TopK, n: int, rng: np.random.Generator, channels=None) -> list[int]:
+    """``channels`` if given, else ``n`` random feature maps among those whose k-th activation is positive."""
+    if channels is not None:
+        bad = [c for c in channels if not 0 <= c < len(top.values)]
+        if bad:
+            raise IndexError(f"channels {bad} out of range: the layer has {len(top.values)} feature maps")
+        return list(channels)
+    firing = np.flatnonzero((top.values[:, -1] > 0).numpy())
+    pool = firing if len(firing) >= n else np.arange(len(top.values))
+    return sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist())
+
+
+def label_purity(labels: np.ndarray) -> float:
+    """Share of the top-k images that belong to their most frequent class."""
+    return np.bincount(labels).max() / len(labels)
+
+
+def chance_purity(labels: np.ndarray, k: int, rng: np.random.Generator, draws: int = 2000) -> float:
+    return float(np.mean([label_purity(rng.choice(labels, k, replace=False)) for _ in range(draws)]))
+
+
+def main(cfg, out):
+    e = cfg.experiment
+    if e.method not in METHODS:
+        raise ValueError(f"experiment.method={e.method!r}; choose one of {', '.join(METHODS)}")
+    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    device = resolve_device(cfg.device)
+    model = model_from_config(cfg, device)
+    layers = list(e.layers or default_layers(model))
+    maps_per_layer = e.maps_per_layer
+    if cfg.smoke:  # the whole path on the first and last layer, two maps each
+        layers, maps_per_layer = list(dict.fromkeys([layers[0], layers[-1]])), min(maps_per_layer, 2)
+    for name in layers:
+        get_layer(model, name)
+    size = cfg.model.input_size
+    top = top_activations(model, images, layers, k=e.k, batch_size=e.batch_size, size=size)
+    rng = np.random.default_rng(cfg.seed)
+    labels = np.asarray(images.labels)
+    has_labels = (labels >= 0).all()
+    chance = chance_purity(labels, top[layers[0]].k, rng) if has_labels else float("nan")
+    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    rows, metrics = [], {}
+    for name in layers:
+        t, geo = top[name], geometry(model, name, size)
+        shown = []
+        for ch in pick_maps(t, maps_per_layer, rng, e.channels):
+            idx, ys, xs = t.image_index[ch], t.y[ch], t.x[ch]
+            x = images.tensors(idx.numpy(), size).to(device)
+            proj = deconv_project(model, x, name, ch, location=torch.stack([ys, xs], 1), method=e.method).cpu()
+            boxes = [geo.box(int(y), int(xx)) for y, xx in zip(ys, xs)]
+            shown.append({
+                "channel": ch,
+                "projections": [projection_tile(crop_patch(p, b), e.tile) for p, b in zip(proj, boxes)],
+                "patches": [square_tile(crop_patch(img, b), e.tile) for img, b in zip(x.cpu(), boxes)],
+            })
+        fig = top9_figure(shown, f"{cfg.model.name} ({weights}) {name}: top-{t.k} activations of {len(shown)} "
+                          f"feature maps over {len(images)} {images.name} images\n(field {geo.field[0]} px, "
+                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own)")
+        out.figure(fig, f"{name}")
+        purity = [label_purity(labels[t.image_index[c].numpy()]) for c in range(len(t.values))] if has_labels else [np.nan]
+        rows.append({
+            "layer": name, "feature maps": len(t.values), "map size": f"{geo.rows.size}x{geo.cols.size}",
+            "receptive field (px)": geo.field[0], "stride (px)": geo.stride[0],
+            "maps firing in all top-k": int((t.values[:, -1] > 0).sum()),
+            "top-k class purity (ours)": float(np.mean(purity)), "chance purity": chance,
+            "paper (ZF 2013)": "qualitative: strong grouping in each map, more invariance in higher layers",
+        })
+        metrics[f"purity_{name}"] = float(np.mean(purity))
+    out.table(pd.DataFrame(rows), "layers", title=f"Top-{top[layers[0]].k} mining: {cfg.model.name} on {images.name}",
+              notes=NOTES.format(model=cfg.model.name, weights=weights, n=len(images), data=images.name))
+    return {"images": len(images), **metrics}
+
+
+NOTES = """
+{model} ({weights}) mined over {n} {data} images, one entry per image per feature map (its strongest
+location). *Class purity*: the share of a map's top-k images that belong to its most frequent class,
+averaged over all maps of the layer; *chance*: the same for k images drawn at random from the dataset.
+Zeiler & Fergus give no number for Fig. 2 (they show 9 projections per map over the 50,000 ImageNet
+validation images for their trained ZFNet); the purity is our measure of the grouping they describe.
+Receptive fields are the theoretical ones from the layer geometry (patches are clipped to the image).
+EfficientNet-Lite0 has no max-pooling and uses ReLU6 and residual blocks, so its projections go through
+autograd with the deconvnet rule at every rectifier; a trained ZFNet checkpoint (model=zfnet
+model.checkpoint=PATH) uses the paper's switch-based deconvnet instead.
+"""
