@@ -1,0 +1,107 @@
+"""Zeiler & Fergus Fig. 7: occlusion sensitivity, one row of five panels per image."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch, Rectangle
+
+from cnnvis.plotting import to_image
+
+LEGEND_CLASSES = 7  # panel (e) names the most frequent classes; the rest share one colour
+
+
+def _map_extent(maps) -> list[float]:
+    """imshow extent that puts each map cell at its occluder's centre, in image pixels."""
+    yc, xc = (c.float().numpy() for c in maps.centers)
+    half = maps.stride / 2
+    return [xc[0] - half, xc[-1] + half, yc[-1] + half, yc[0] - half]
+
+
+def montage(projection: np.ndarray, crops: list[np.ndarray], side: int = 224, cols: int = 3) -> np.ndarray:
+    """The projection (side x side) beside a ``cols``-wide grid of crops, each resized to side/cols."""
+    tile = side // cols
+    grid = np.ones((side, side, 3))
+    for k, crop in enumerate(crops[: cols * cols]):
+        resized = torch.nn.functional.interpolate(torch.from_numpy(crop).permute(2, 0, 1)[None].float(),
+                                                  size=(tile - 2, tile - 2), mode="bilinear", align_corners=False)
+        r, c = divmod(k, cols)
+        grid[r * tile + 1:(r + 1) * tile - 1, c * tile + 1:(c + 1) * tile - 1] = resized[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    gap = np.ones((side, 8, 3))
+    return np.concatenate([projection, gap, grid], axis=1)
+
+
+def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_label: int, fill,
+                     projection: torch.Tensor | None = None, crops: list[torch.Tensor] | None = None,
+                     title: str = ""):
+    """(a) input with the occluder to scale, (b) total activation of the chosen feature map, (c) that map's
+    strongest activation projected to pixels beside the crops that excite it most, (d) p(true class) and
+    (e) the most probable class, all against the occluder's position."""
+    fig, axes = plt.subplots(1, 5, figsize=(21, 4.4), gridspec_kw={"width_ratios": [1, 1.15, 2.05, 1.15, 1.5]})
+    h, w = image.shape[-2:]
+    extent = _map_extent(maps)
+    row, col = maps.most_sensitive()
+
+    ax = axes[0]
+    ax.imshow(to_image(image))
+    y0, x0 = int(maps.ys[row]), int(maps.xs[col])
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), maps.size, maps.size, facecolor=np.asarray(fill, dtype=float),
+                           edgecolor="white", linewidth=1))
+    ax.set_title(f"(a) input: {class_names[true_label]}\n{maps.size}-px occluder, stride {maps.stride}", fontsize=9)
+
+    ax = axes[1]
+    if maps.activation is not None:
+        im = ax.imshow(maps.activation.numpy(), cmap="jet", extent=extent, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        ax.set_title(f"(b) total activation, {maps.layer} map {maps.channel}\n(unoccluded: {maps.clean_activation:.4g})",
+                     fontsize=9)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+
+    ax = axes[2]
+    if projection is not None:
+        proj = projection.detach().cpu().permute(1, 2, 0).numpy()
+        scale = np.percentile(np.abs(proj), 99.5) or 1.0  # a few extreme pixels would grey out the rest
+        proj = np.clip(0.5 + 0.5 * proj / scale, 0, 1)
+        panel = montage(proj, [to_image(c) for c in crops or []], side=proj.shape[0])
+        ax.imshow(panel)
+        ax.set_title(f"(c) {maps.layer} map {maps.channel}: deconvnet projection of its strongest activation\n"
+                     f"| crops of the {len(crops or [])} images that excite it most", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no projection", ha="center", va="center")
+    ax.axis("off")
+
+    ax = axes[3]
+    im = ax.imshow(maps.probability.numpy(), cmap="jet", extent=extent, interpolation="nearest", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    ax.set_title(f"(d) p({class_names[maps.target]})\n(unoccluded: {maps.clean_probability:.3f})", fontsize=9)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+
+    ax = axes[4]
+    classes, counts = maps.top_class.unique(return_counts=True)
+    order = classes[counts.argsort(descending=True)].tolist()
+    shown = order[:LEGEND_CLASSES]
+    codes = torch.full_like(maps.top_class, len(shown))
+    for k, c in enumerate(shown):
+        codes[maps.top_class == c] = k
+    colors = list(plt.get_cmap("tab10").colors[: len(shown)]) + [(0.6, 0.6, 0.6)]
+    ax.imshow(codes.numpy(), cmap=ListedColormap(colors), vmin=-0.5, vmax=len(colors) - 0.5, extent=extent,
+              interpolation="nearest")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    handles = [Patch(color=colors[k], label=class_names[c][:22] + (" (true)" if c == true_label else ""))
+               for k, c in enumerate(shown)]
+    if len(order) > len(shown):
+        handles.append(Patch(color=colors[-1], label=f"{len(order) - len(shown)} other classes"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    ax.set_title("(e) most probable class", fontsize=9)
+    for ax in (axes[0], axes[1], axes[3], axes[4]):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
