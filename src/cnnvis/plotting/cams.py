@@ -1,0 +1,67 @@
+"""CAM-family figures: an images x methods grid (Grad-CAM Fig. 1 / Score-CAM Fig. 1 layout) with overlays,
+boxes and a colorbar; input-space signals (guided backprop, deconvnet) shown as images, as in their papers."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+
+from cnnvis.plotting import rescale, to_image
+
+
+def _signal_image(signal: torch.Tensor) -> np.ndarray:
+    """A signed (3, H, W) input-space signal as an RGB picture: 0 at grey, scaled by its largest magnitude."""
+    return rescale(signal.detach().cpu().permute(1, 2, 0).numpy(), symmetric=True)
+
+
+def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], title: str, captions=None,
+                boxes=None, predicted_boxes=None, cmap: str = "jet"):
+    """Rows: images; columns: the image, then each method. (N, H, W) maps are min-max scaled and overlaid
+    on the image; (N, 3, H, W) signals are drawn as pictures. ``boxes``: ground truth (green); ``predicted_boxes``
+    {method: (N, 4)}: the box the localization rule draws from that method's map (red)."""
+    n, cols = len(images), len(attributions) + 1
+    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False)
+    heat = None
+    for i in range(n):
+        img = to_image(images[i])
+        axes[i, 0].imshow(img)
+        if captions is not None:
+            axes[i, 0].set_title(captions[i], fontsize=6)
+        for col, (name, attr) in enumerate(attributions.items(), start=1):
+            ax = axes[i, col]
+            if attr.ndim == 4:
+                ax.imshow(_signal_image(attr[i]))
+            else:
+                ax.imshow(img)
+                heat = ax.imshow(rescale(attr[i].cpu().numpy()), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+            if predicted_boxes is not None and name in predicted_boxes:
+                x0, y0, x1, y1 = predicted_boxes[name][i]
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="red", lw=1))
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+        for col in range(cols):
+            if boxes is not None:
+                x0, y0, x1, y1 = boxes[i]
+                axes[i, col].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=1))
+            axes[i, col].axis("off")
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="map (min-max scaled)")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def curves_figure(curves: dict[str, dict[str, np.ndarray]], title: str):
+    """Mean deletion and insertion curves (RISE Fig. 4 layout): probability vs fraction of pixels changed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, mode in zip(axes, ("deletion", "insertion")):
+        for name, per_mode in curves.items():
+            c = per_mode[mode]
+            ax.plot(np.linspace(0, 1, len(c)), c, label=name, lw=1.2)
+        ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}")
+        ax.set_ylabel("class probability")
+        ax.set_title(f"{mode} (mean over images)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
