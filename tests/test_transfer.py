@@ -1,0 +1,154 @@
+"""Transfer protocol: fold splits, the per-class mean accuracy, the feature cache and the classifiers."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+
+from cnnvis.data import ImageSet
+from cnnvis.models import ImageClassifier, Normalize
+from cnnvis.transfer import (caltech_folds, extract_features, fold_accuracies, make_classifier,
+                             mean_class_accuracy, mean_std, per_class_accuracy, pool_features)
+from conftest import run_py
+
+SIZES = [31, 40, 62, 80, 120]  # images per class, Caltech-101-like: the smallest class has 31
+
+
+def test_folds_follow_the_protocol():
+    labels = np.repeat(np.arange(len(SIZES)), SIZES)
+    for train_per_class in (15, 30):
+        folds = caltech_folds(labels, train_per_class, 50, folds=5, seed=0)
+        assert len(folds) == 5
+        for train, test in folds:
+            assert not set(train) & set(test)
+            assert [(labels[train] == y).sum() for y in range(5)] == [train_per_class] * 5
+            assert [(labels[test] == y).sum() for y in range(5)] == [min(n - train_per_class, 50) for n in SIZES]
+        assert len({tuple(train) for train, _ in folds}) == 5  # every fold draws its own images
+    again = caltech_folds(labels, 30, 50, folds=5, seed=0)
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(again, caltech_folds(labels, 30, 50, folds=5, seed=0)))
+    other_seed = caltech_folds(labels, 30, 50, folds=1, seed=1)[0]
+    assert not np.array_equal(other_seed[0], again[0][0])
+
+
+def test_mean_class_accuracy_from_a_hand_made_confusion_matrix():
+    # confusion matrix (rows: true class, columns: predicted):
+    #   [[3, 1, 0],     class 0: 3 of 4 right
+    #    [2, 0, 0],     class 1: 0 of 2
+    #    [0, 0, 6]]     class 2: 6 of 6
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+    y_pred = np.array([0, 0, 0, 1, 0, 0, 2, 2, 2, 2, 2, 2])
+    assert per_class_accuracy(y_true, y_pred).tolist() == [0.75, 0.0, 1.0]
+    assert mean_class_accuracy(y_true, y_pred) == pytest.approx((0.75 + 0 + 1) / 3)
+    assert (y_true == y_pred).mean() == pytest.approx(9 / 12)  # not the plain accuracy
+    assert mean_class_accuracy(y_true, y_pred) == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    # a class predicted but absent from the test labels does not enter the mean
+    assert mean_class_accuracy(np.array([0, 0]), np.array([0, 5])) == 0.5
+
+
+def test_mean_std_is_percent_with_the_sample_deviation():
+    assert mean_std([0.8, 0.9]) == f"85.0 ± {np.std([80, 90], ddof=1):.1f}"
+    assert mean_std([0.5]) == "50.0 ± 0.0"
+
+
+def test_grid_pooling_matches_a_loop():
+    act = torch.rand(2, 3, 6, 6)
+    pooled = pool_features(act, grid=2).view(2, 3, 2, 2)
+    for i, j in np.ndindex(2, 2):
+        assert torch.allclose(pooled[:, :, i, j], act[:, :, 3 * i:3 * i + 3, 3 * j:3 * j + 3].mean((2, 3)))
+    assert torch.equal(pool_features(act), act.mean((2, 3)))
+    assert torch.equal(pool_features(torch.ones(2, 5)), torch.ones(2, 5))
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2), nn.ReLU())
+    return ImageClassifier(Normalize((0.5,) * 3, (0.25,) * 3), features, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                           nn.Sequential(nn.Linear(6, 2)), {"c1": "features.1", "c2": "features.3"}, 12).eval()
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    """Five 16x16 images on disk (the cache key reads the files' sizes and dates)."""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
+    paths = []
+    for i, a in enumerate(arr):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    return ImageSet("tiny", arr, np.array([0, 0, 1, 1, 1]), ["a", "b"], paths, np.full((5, 2), 16))
+
+
+def test_features_are_the_pooled_activations_and_are_cached(tiny_images, tmp_path, monkeypatch):
+    net, cache = tiny_net(), str(tmp_path / "cache")
+    feats = extract_features(net, tiny_images, ["c1", "c2"], 12, cache, batch_size=2)
+    x = tiny_images.tensors(size=12)
+    with torch.no_grad():  # independent computation: the layers called by hand
+        c1 = net.features[1](net.features[0](net.normalize(x)))
+        c2 = net.features[3](net.features[2](c1))
+    assert np.allclose(feats["c1"], c1.mean((2, 3)).numpy(), atol=1e-6)
+    assert np.allclose(feats["c2"], c2.mean((2, 3)).numpy(), atol=1e-6)
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
+
+    import cnnvis.transfer
+
+    def no_forward(*args, **kw):
+        raise AssertionError("recomputed features that are in the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(cnnvis.transfer, "_extract", no_forward)
+        again = extract_features(tiny_net(), tiny_images, ["c2", "c1"], 12, cache)  # same weights: a new object
+        assert np.array_equal(again["c1"], feats["c1"]) and list(again) == ["c2", "c1"]
+
+
+def test_feature_cache_is_invalidated_when_backbone_or_transform_changes(tiny_images, tmp_path):
+    cache = str(tmp_path / "cache")
+    files = lambda: len(list((tmp_path / "cache" / "features").glob("*.npy")))  # noqa: E731
+    base = extract_features(tiny_net(), tiny_images, "c2", 12, cache)["c2"]
+    assert files() == 1
+    changed = tiny_net()
+    with torch.no_grad():
+        changed.features[2].weight[0, 0, 0, 0] += 1.0  # one weight
+    assert not np.array_equal(extract_features(changed, tiny_images, "c2", 12, cache)["c2"], base)
+    assert files() == 2
+    wider = tiny_net()
+    wider.features[3] = nn.ReLU6()  # same weights, another architecture
+    extract_features(wider, tiny_images, "c2", 12, cache)
+    assert files() == 3
+    extract_features(tiny_net(), tiny_images, "c2", 10, cache)  # another crop
+    assert files() == 4
+    grid = extract_features(tiny_net(), tiny_images, "c2", 12, cache, grid=2)["c2"]  # another pooling
+    assert files() == 5 and grid.shape == (5, 6 * 4)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tiny_images.paths[0])  # a changed source image
+    extract_features(tiny_net(), tiny_images, "c2", 12, cache)
+    assert files() == 6
+
+
+@pytest.mark.parametrize("kind", ["softmax", "svm"])
+def test_classifiers_learn_separable_features_and_fail_on_noise(kind):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 40)
+    separable = np.eye(6)[labels] * 3 + rng.normal(size=(len(labels), 6)) * 0.3
+    assert np.mean(fold_accuracies(separable, labels, 15, 20, folds=2, classifier=kind)) > 0.95
+    noise = rng.normal(size=(len(labels), 6))
+    assert np.mean(fold_accuracies(noise, labels, 15, 20, folds=2, classifier=kind)) < 0.45  # chance: 1/6
+
+
+def test_linear_svm_matches_libsvms_own_linear_kernel():
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(60, 5)) + np.repeat(np.eye(3, 5), 20, axis=0), np.repeat(np.arange(3), 20)
+    ours = make_classifier("svm", C=0.5).fit(X, y)
+    Xs = StandardScaler().fit_transform(X)
+    peer = SVC(kernel="linear", C=0.5).fit(Xs, y)
+    assert np.allclose(ours.decision_function(X), peer.decision_function(Xs), atol=1e-3)
+    assert np.array_equal(ours.predict(X), peer.predict(Xs))
+
+
+def test_fold_without_test_images_says_what_to_change():
+    with pytest.raises(ValueError, match="lower train_per_class"):
+        fold_accuracies(np.zeros((4, 2)), np.array([0, 0, 1, 1]), 2, 50, folds=1)
