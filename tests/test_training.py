@@ -210,3 +210,54 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         np.testing.assert_allclose(two["history"][key], values, rtol=1e-4, atol=1e-6, err_msg=key)
     for key, values in one["weights"].items():
         np.testing.assert_allclose(two["weights"][key], values, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+# ---------------------------------------------------------------- end to end, through run.py
+
+from conftest import needs_caltech101, run_py  # noqa: E402
+
+
+@needs_caltech101
+def test_train_then_evolution_share_one_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CHECKPOINTS", str(tmp_path / "ck"))
+    train = run_py("experiment=train", "smoke=true", f"results_dir={tmp_path}")
+    assert train.returncode == 0, train.stderr[-3000:]
+    metrics = pd.read_csv(tmp_path / "train" / "metrics.csv")
+    assert metrics.epoch.tolist() == [1, 2] and {"val_top1", "val_top5", "seconds"} <= set(metrics.columns)
+    for name in ["curves.png", "conv1_filters.png", "metrics.md", "run.json"]:
+        assert (tmp_path / "train" / name).exists(), name
+    assert load_checkpoint(tmp_path / "ck" / "zfnet_caltech101" / "last.pt")["classes"]  # the stable export
+    evolution = run_py("experiment=zfnet_evolution", "smoke=true", f"results_dir={tmp_path}")
+    assert evolution.returncode == 0, evolution.stderr[-3000:]
+    assert (tmp_path / "zfnet_evolution" / "evolution.png").stat().st_size > 5000
+    runs = [p for p in (tmp_path / "ck").iterdir() if p.name.startswith("zfnet_caltech101-")]
+    assert len(runs) == 1 and "epochs=2" not in evolution.stderr  # reused, not retrained
+    assert "epoch 1/2" not in evolution.stderr
+
+
+@needs_caltech101
+def test_ablations_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CHECKPOINTS", str(tmp_path / "ck"))
+    conv1 = run_py("experiment=zfnet_conv1_ablation", "smoke=true", f"results_dir={tmp_path}")
+    assert conv1.returncode == 0, conv1.stderr[-3000:]
+    runs = pd.read_csv(tmp_path / "zfnet_conv1_ablation" / "runs.csv")
+    assert len(runs) == 4 and runs.dead_conv1_fraction.between(0, 1).all()
+    assert (tmp_path / "zfnet_conv1_ablation" / "conv1_filters.png").exists()
+    assert "paper" in (tmp_path / "zfnet_conv1_ablation" / "claims.md").read_text()
+    arch = run_py("experiment=zfnet_arch_ablation", "smoke=true", "experiment.variants=[base,no_fc6_fc7,no_conv3_conv4]",
+                  f"results_dir={tmp_path}")
+    assert arch.returncode == 0, arch.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "table3.csv")
+    assert table.variant.tolist() == ["base", "no_fc6_fc7", "no_conv3_conv4"]
+    assert table.paper_val_top1_err.tolist() == [38.4, 44.8, 45.4]
+
+
+@needs_caltech101
+def test_two_job_sweep_through_submitit(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNVIS_CHECKPOINTS", str(tmp_path / "ck"))
+    sweep = run_py("--multirun", "hydra/launcher=local", "experiment=train", "smoke=true", "seed=0,1",
+                   f"results_dir={tmp_path}")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "train" / "multirun" / "summary.csv")
+    assert sorted(summary.seed.tolist()) == [0, 1] and summary.val_top1.between(0, 1).all()
+    assert list((tmp_path / "train" / "multirun" / ".submitit").iterdir())  # submitit's job folders

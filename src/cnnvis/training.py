@@ -62,6 +62,7 @@ class TrainConfig:
     trainable: Optional[list[str]] = None  # None: all params; else only params whose name starts with a prefix
     checkpoint_every: int = 0  # also write last.pt every N optimizer steps (0: only at epoch ends)
     eval_batch_size: int = 128
+    kaiming_init: bool = False  # He et al. 2015 (normal, fan-in, ReLU gain), biases 0; ignored with paper_init
 
 
 def scaled_keep_epochs(epochs: int) -> list[int]:
@@ -74,6 +75,16 @@ def paper_init_(model: nn.Module, std: float = 1e-2) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def kaiming_init_(model: nn.Module) -> None:
+    """He et al. 2015: keeps the signal's scale through deep ReLU stacks without normalization layers, where
+    N(0, 1e-2) (and PyTorch's default) shrink it layer after layer and a short run never starts learning."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -341,6 +352,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
     torch.manual_seed(seed)
     if cfg.paper_init:
         paper_init_(model)
+    elif cfg.kaiming_init:
+        kaiming_init_(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -363,7 +376,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
         history, epoch, step_in_epoch, sums = state["history"], state["epoch"], state["step"], state["sums"]
         _set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         if is_main_process():
-            log.info("resuming %s at epoch %d step %d", last, epoch + 1, step_in_epoch)
+            log.info("%s: finished run, nothing to train", last) if epoch >= cfg.epochs else \
+                log.info("resuming %s at epoch %d step %d", last, epoch + 1, step_in_epoch)
 
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if gpu else None) if world > 1 else model
     data = SeededSamples(train_set, seed)
@@ -443,3 +457,92 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
             if on_epoch_end is not None:
                 on_epoch_end(pd.DataFrame(history, columns=HISTORY_COLUMNS))
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+# ---------------------------------------------------------------- experiments' data and runs
+
+
+def largest_classes(index, classes: Optional[int]):
+    """The ``classes`` classes with the most images (ties by name), relabelled 0..classes-1; None: all."""
+    from cnnvis.data import ImageIndex
+
+    if classes is None:
+        return index
+    counts = np.bincount(index.labels, minlength=len(index.classes))
+    if classes > int((counts > 0).sum()):
+        raise ValueError(f"experiment.classes={classes} but {index.name} has only {int((counts > 0).sum())} classes")
+    chosen = sorted(np.flatnonzero(counts > 0), key=lambda c: (-counts[c], index.classes[c]))[:classes]
+    chosen = sorted(chosen, key=lambda c: index.classes[c])
+    remap = {int(c): k for k, c in enumerate(chosen)}
+    keep = [i for i, y in enumerate(index.labels) if int(y) in remap]
+    return ImageIndex(index.name, [index.paths[i] for i in keep],
+                      np.asarray([remap[int(index.labels[i])] for i in keep], dtype=np.int64),
+                      [index.classes[c] for c in chosen])
+
+
+def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None):
+    """(images, train set, val set) of ``cfg.dataset``: the ``classes`` largest classes, the papers' per-class
+    split (``dataset.train_per_class`` / ``test_per_class`` / ``fold``, seeded by ``cfg.seed``), images
+    decoded through the cache at ``dataset.resize`` (default input_size * 256 / 224). With ``cfg.smoke``:
+    3 classes of 4 images (2 train, 2 val)."""
+    from cnnvis.data import ImageTensors, decode_to_cache, index_dataset, per_class_split, smoke_subset
+
+    size = input_size or cfg.model.input_size
+    index = largest_classes(index_dataset(cfg.dataset), classes)
+    train_per_class, test_per_class = cfg.dataset.train_per_class, cfg.dataset.test_per_class
+    if cfg.smoke:
+        index = largest_classes(smoke_subset(index, classes=3, per_class=4), 3)
+        train_per_class, test_per_class = 2, 2
+    train_idx, val_idx = per_class_split(index.labels, train_per_class, test_per_class, cfg.dataset.fold, cfg.seed)
+    keep = np.concatenate([train_idx, val_idx])
+    images = decode_to_cache(index.select(np.sort(keep)), cfg.dataset.resize or round(size * 256 / 224),
+                             getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
+                             cfg.dataset.num_workers)
+    # positions in the decoded (sorted, kept) set; no image is unreadable in the datasets used here
+    position = {p: i for i, p in enumerate(images.paths)}
+    train = [position[index.paths[i]] for i in train_idx if index.paths[i] in position]
+    val = [position[index.paths[i]] for i in val_idx if index.paths[i] in position]
+    return images, ImageTensors(images, train, size, train=True), ImageTensors(images, val, size)
+
+
+def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, seed: int) -> Path:
+    """``root/<tag>-<hash>``: one folder per (architecture, data, recipe, seed), so experiments that train the
+    same thing share (and resume) one run."""
+    import hashlib
+    import json
+
+    recipe = {k: v for k, v in asdict(as_train_config(cfg)).items()
+              if k not in ("num_workers", "amp", "channels_last", "checkpoint_every", "eval_batch_size", "keep_epochs")}
+    blob = json.dumps({"model": str(model), "data": data_key, "train": recipe, "seed": seed}, sort_keys=True,
+                      default=str)
+    return Path(root) / f"{tag}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def data_key(cfg, classes: Optional[int]) -> dict:
+    d = cfg.dataset
+    return {"dataset": d.name, "classes": classes, "train_per_class": d.train_per_class,
+            "test_per_class": d.test_per_class, "fold": d.fold, "resize": d.resize, "smoke": cfg.smoke,
+            "split_seed": cfg.seed, "input_size": cfg.model.input_size}
+
+
+def smoke_recipe(cfg: TrainConfig, smoke: bool) -> TrainConfig:
+    """``smoke=true``: 2 epochs, no loader workers (the run ends in seconds)."""
+    cfg = as_train_config(cfg)
+    if not smoke:
+        return cfg
+    from dataclasses import replace
+
+    return replace(cfg, epochs=min(cfg.epochs, 2), num_workers=0, keep_epochs=None)
+
+
+def train_variant(build: Callable[[], nn.Module], tag: str, cfg, train_set, val_set, recipe: TrainConfig, seed: int,
+                  classes: Optional[int], on_epoch_end=None):
+    """Build a model under ``seed`` and train it (or resume / reuse its finished run) in its ``run_dir``;
+    returns (model, history, checkpoint folder)."""
+    torch.manual_seed(seed)
+    model = build()
+    ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, data_key(cfg, classes),
+                   recipe, seed)
+    device = None if cfg.device == "auto" else cfg.device
+    history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end)
+    return model, history, ckpt

@@ -1,0 +1,69 @@
+"""Train any model of the harness on a dataset split (Zeiler & Fergus / Krizhevsky recipe as options).
+
+Checkpoints go to ``<checkpoint_root>/<model>_<dataset>-<hash of architecture, data, recipe, seed>/``
+(``last.pt`` every epoch, ``epoch_NNN.pt`` for the kept epochs); the same command resumes a killed run.
+The final weights are also exported to a stable path (``export``) for other experiments' figures.
+Under ``torchrun --nproc_per_node=N run.py experiment=train ...`` it trains with DistributedDataParallel.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from cnnvis.ablations import first_conv, harness_model
+from cnnvis.config import ExperimentConfig
+from cnnvis.plotting.filters import filter_grid
+from cnnvis.plotting.training import training_curves
+from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe, train_val_sets, train_variant
+
+
+@dataclass
+class Config(ExperimentConfig):
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classes: Optional[int] = None  # the N largest classes of the dataset (None: all)
+    width: float = 1.0  # zfnet / alexnet from scratch: channel multiplier (the CPU preset: 0.25)
+    checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
+    export: Optional[str] = None  # final weights; None: <checkpoint_root>/<model>_<dataset>/last.pt
+
+
+def recipe_notes(cfg, n_train: int, n_val: int, n_classes: int) -> str:
+    t = smoke_recipe(cfg.experiment.train, cfg.smoke)
+    return (f"{cfg.model.name} from {'ImageNet weights' if cfg.model.pretrained else 'scratch'} on {cfg.dataset.name}: "
+            f"{n_classes} classes, {n_train} training / {n_val} validation images, {cfg.model.input_size} px crops "
+            f"(random crop + flip from {cfg.dataset.resize or round(cfg.model.input_size * 256 / 224)} px), "
+            f"{t.epochs} epochs, batch {t.batch_size}, SGD lr {t.lr} (x{t.plateau_factor} after {t.plateau_patience} "
+            f"epoch(s) without a lower val loss), momentum {t.momentum}, weight decay {t.weight_decay}, "
+            f"{'N(0, 1e-2) weights' if t.paper_init else 'He-normal weights' if t.kaiming_init else 'PyTorch default init'}, "
+            f"conv filter RMS cap {t.filter_rms}, {'10-crop' if t.ten_crop else 'centre-crop'} final validation.")
+
+
+def main(cfg, out):
+    t = smoke_recipe(cfg.experiment.train, cfg.smoke)
+    images, train_set, val_set = train_val_sets(cfg, cfg.experiment.classes)  # data first
+    n_classes = len(images.classes)
+    m = cfg.model
+    width = f", width x{cfg.experiment.width}" if cfg.experiment.width != 1 else ""
+    title = f"{m.name} on {cfg.dataset.name} ({n_classes} classes, {m.input_size} px{width})"
+
+    def progress(history):
+        history.to_csv(out.dir / "metrics.csv", index=False)
+
+    model, history, ckpt = train_variant(
+        lambda: harness_model(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained, m.checkpoint),
+        m.name, cfg, train_set,
+        val_set, t, cfg.seed, cfg.experiment.classes, on_epoch_end=progress)
+    if not is_main_process():
+        return {}
+    export = cfg.experiment.export or f"{cfg.experiment.checkpoint_root}/{m.name}_{cfg.dataset.name}/last.pt"
+    save_atomic({"model": model.state_dict(), "classes": list(images.classes), "input_size": m.input_size}, export)
+    out.table(history, "metrics", title=f"Training {title}",
+              notes=recipe_notes(cfg, len(train_set), len(val_set), n_classes)
+              + f"\n\nCheckpoints: `{ckpt}` (kept epochs {sorted(p.name for p in ckpt.glob('epoch_*.pt'))}); "
+                f"final weights: `{export}`.")
+    out.figure(training_curves({m.name: history}, f"Training {title}"), "curves")
+    conv = first_conv(model)
+    out.figure(filter_grid(conv.weight.cpu(), f"{m.name} conv1 after {len(history)} epochs "
+                           f"({conv.out_channels} filters {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]})"),
+               "conv1_filters")
+    last = history.iloc[-1]
+    return {"val_top1": float(last.val_top1), "val_top5": float(last.val_top5), "train_top1": float(last.train_top1),
+            "epochs": int(last.epoch), "train_seconds": float(history.seconds.sum())}

@@ -1,0 +1,89 @@
+"""Zeiler & Fergus 2013 Fig. 4: the evolution of features through training.
+
+For a few feature maps of each layer, the deconvnet projection of the map's strongest activation over the
+held-out images, at every kept epoch of a training run (one column per epoch). The run is the `train`
+experiment's: with the same model, data and recipe options it reuses that run's checkpoints (and trains,
+or resumes, when they are missing).
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from cnnvis.config import ExperimentConfig
+from cnnvis.hooks import activations
+from cnnvis.ablations import harness_model
+from cnnvis.plotting.training import evolution_grid
+from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
+
+
+@dataclass
+class Config(ExperimentConfig):
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classes: Optional[int] = 10  # the N largest classes of the dataset (None: all)
+    width: float = 1.0  # zfnet / alexnet from scratch: channel multiplier (the CPU preset: 0.25)
+    checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
+    layers: list[str] = field(default_factory=lambda: ["conv1", "conv2", "conv3", "conv4", "conv5"])
+    maps_per_layer: int = 4  # the maps with the strongest activations at the last epoch
+
+
+def crop_to_support(proj: torch.Tensor, min_side: int = 9, rel: float = 0.02) -> torch.Tensor:
+    """The square around the pixels the projection reaches (|value| above ``rel`` of its maximum)."""
+    mag = proj.abs().sum(0)
+    ys, xs = torch.nonzero(mag > rel * mag.max(), as_tuple=True)
+    if len(ys) == 0:
+        return proj
+    side = max(int(ys.max() - ys.min()), int(xs.max() - xs.min()), min_side) + 1
+    cy, cx = int(ys.min() + ys.max()) // 2, int(xs.min() + xs.max()) // 2
+    h, w = mag.shape
+    top = min(max(cy - side // 2, 0), max(h - side, 0))
+    left = min(max(cx - side // 2, 0), max(w - side, 0))
+    return proj[:, top:top + side, left:left + side]
+
+
+def strongest_projections(model, x: torch.Tensor, picks: dict) -> dict:
+    """{(layer, channel): projection of the channel's strongest activation over the images in ``x``}."""
+    from cnnvis.deconvnet import deconv_project
+
+    acts = [activations(model, chunk, list(picks)) for chunk in x.split(32)]
+    out = {}
+    for layer, channels in picks.items():
+        peak = torch.cat([a[layer] for a in acts]).flatten(2).amax(2)  # (images, channels)
+        for c in channels:
+            image = int(peak[:, c].argmax())
+            out[(layer, c)] = crop_to_support(deconv_project(model, x[image][None], layer, c)[0].detach())
+    return out
+
+
+def main(cfg, out):
+    e = cfg.experiment
+    images, train_set, val_set = train_val_sets(cfg, e.classes)  # data first
+    recipe = smoke_recipe(e.train, cfg.smoke)
+    m = cfg.model
+    n_classes = len(images.classes)
+    model, history, ckpt = train_variant(
+        lambda: harness_model(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint), m.name, cfg,
+        train_set,
+        val_set, recipe, cfg.seed, e.classes)
+    model.cpu().eval()
+    kept = sorted(ckpt.glob("epoch_*.pt"))
+    epochs = [int(p.stem.split("_")[1]) for p in kept]
+    x = images.tensors(val_set.idx, m.input_size)
+    with torch.no_grad():
+        final = activations(model, x[:64], list(e.layers))
+    picks = {layer: final[layer].flatten(2).amax(2).mean(0).argsort(descending=True)[: e.maps_per_layer].tolist()
+             for layer in e.layers}
+    columns = []
+    for path in kept:
+        model.load_state_dict(load_checkpoint(path)["model"])
+        columns.append(strongest_projections(model, x, picks))
+    grid = {key: [col[key] for col in columns] for key in columns[0]}
+    title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "
+             f"strongest activation over {len(x)} held-out images, projected by the deconvnet, at epochs {epochs} "
+             f"of {recipe.epochs}")
+    out.figure(evolution_grid(grid, epochs, title), "evolution")
+    out.table(history, "metrics", title="The training run whose kept epochs are shown",
+              notes=f"Checkpoints: `{ckpt}`. Maps per layer: the {e.maps_per_layer} with the largest mean peak "
+                    f"activation at the last epoch (the paper shows a random subset).")
+    return {"epochs_shown": len(epochs), "maps": len(grid), "final_val_top1": float(history.val_top1.iloc[-1])}

@@ -1,0 +1,153 @@
+"""Zeiler & Fergus 2013 Sec. 4 / 5.1: architecture variants of ZFNet, and measures of what conv1 learned.
+
+* ``conv1_variant``: ZFNet with its own first layer (7x7, stride 2) or AlexNet's (11x11, stride 4),
+  everything after it unchanged (Fig. 6).
+* ``arch_variant``: the Table 3 ablations (layers removed, fc6/fc7 resized, conv3-5 widened).
+* ``dead_filter_fraction``: conv1 filters whose rectified response carries (almost) no signal.
+* ``aliasing_energy_share``: the share of a strided filter's spectral energy above the Nyquist frequency of
+  its stride (what sampling every ``stride`` pixels folds back as aliasing).
+* ``grid_artifact_score``: how much an image-space pattern (a deconvnet projection of a conv2 unit) is
+  concentrated on the lattice frequencies of a stride-``period`` grid, relative to a flat spectrum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnvis.models import ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, conv_stack_classifier
+
+CONV1_ARMS = {
+    # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
+    "zfnet": ZFNET_SPEC[0],
+    "alexnet_conv1": ALEXNET_SPEC[0][:4] + ZFNET_SPEC[0][4:],
+}
+
+
+def scaled(spec, width: float) -> list[tuple]:
+    """A conv spec with every layer's channel count times ``width`` (CPU budgets: 0.25 costs ~1/10)."""
+    return [(max(1, round(row[0] * width)), *row[1:]) for row in spec]
+
+
+def conv1_variant(arm: str, num_classes: int, input_size: int = 224, width: float = 1.0) -> ImageClassifier:
+    """ZFNet with the first layer of ``arm`` (``zfnet``: 7x7 stride 2; ``alexnet_conv1``: 11x11 stride 4);
+    ``width`` scales every layer's channels (fc6/fc7 included)."""
+    if arm not in CONV1_ARMS:
+        raise KeyError(f"unknown conv1 arm {arm!r}; choose one of {', '.join(CONV1_ARMS)}")
+    fc = (round(4096 * width),) * 2
+    return conv_stack_classifier(scaled([CONV1_ARMS[arm], *ZFNET_SPEC[1:]], width), num_classes, input_size, fc)
+
+
+# Table 3 rows run here: which conv layers (1-5) are kept, fc6/fc7 widths, conv3-5 widths.
+ARCH_VARIANTS = {
+    "base": {},
+    "no_fc7": {"fc": (4096,)},
+    "no_fc6_fc7": {"fc": ()},
+    "no_conv3_conv4": {"convs": (1, 2, 5)},
+    "no_conv3_conv4_fc6_fc7": {"convs": (1, 2, 5), "fc": ()},
+    "fc6_fc7_2048": {"fc": (2048, 2048)},
+    "fc6_fc7_8192": {"fc": (8192, 8192)},
+    "conv345_512_1024_512": {"widths": (512, 1024, 512)},
+}
+
+# Zeiler & Fergus 2013 Table 3 (ImageNet 2012 validation, error %): train top-1, val top-1, val top-5.
+# Removal rows were run on their replication of Krizhevsky et al.; resizing rows on their Fig. 3 model.
+PAPER_TABLE3 = {
+    "base": ("Our model (as per Fig. 3)", 33.1, 38.4, 16.6),
+    "paper_alexnet_base": ("Our replication of (Krizhevsky et al., 2012), 1 convnet", 35.1, 40.5, 18.1),
+    "no_conv3_conv4": ("Removed layers 3,4 (Krizhevsky replication)", 41.8, 45.4, 22.1),
+    "no_fc7": ("Removed layer 7 (Krizhevsky replication)", 27.4, 40.0, 18.4),
+    "no_fc6_fc7": ("Removed layers 6,7 (Krizhevsky replication)", 27.4, 44.8, 22.4),
+    "no_conv3_conv4_fc6_fc7": ("Removed layers 3,4,6,7 (Krizhevsky replication)", 71.1, 71.3, 50.1),
+    "fc6_fc7_2048": ("Adjust layers 6,7: 2048 units (Fig. 3 model)", 38.2, 40.2, 17.6),
+    "fc6_fc7_8192": ("Adjust layers 6,7: 8192 units (Fig. 3 model)", 22.0, 38.8, 17.0),
+    "conv345_512_1024_512": ("Adjust layers 3,4,5: 512,1024,512 maps (Fig. 3 model)", 18.8, 37.5, 16.0),
+}
+
+
+def arch_variant(name: str, num_classes: int, input_size: int = 224, width: float = 1.0) -> ImageClassifier:
+    """A Table 3 variant of ZFNet (layers are renumbered consecutively in ``model.layers``); ``width``
+    scales every channel count and fc width, the variants' changes included."""
+    if name not in ARCH_VARIANTS:
+        raise KeyError(f"unknown architecture variant {name!r}; choose one of {', '.join(ARCH_VARIANTS)}")
+    v = ARCH_VARIANTS[name]
+    spec = [list(row) for row in ZFNET_SPEC]
+    for row, channels in zip(spec[2:], v.get("widths", (384, 384, 256))):
+        row[0] = channels
+    spec = scaled([tuple(spec[i - 1]) for i in v.get("convs", (1, 2, 3, 4, 5))], width)
+    fc = tuple(round(f * width) for f in v.get("fc", (4096, 4096)))
+    return conv_stack_classifier(spec, num_classes, input_size, fc_widths=fc)
+
+
+def harness_model(name: str, num_classes: int, input_size: int, width: float = 1.0, pretrained: bool = False,
+                  checkpoint=None) -> ImageClassifier:
+    """``build_model``'s network, or for zfnet / alexnet with ``width`` != 1 the same network with every
+    channel count (and fc width) scaled."""
+    from cnnvis.models import build_model
+
+    if width == 1.0:
+        return build_model(name, num_classes, pretrained, checkpoint, input_size)
+    specs = {"zfnet": ZFNET_SPEC, "alexnet": ALEXNET_SPEC}
+    if name not in specs or pretrained or checkpoint:
+        raise ValueError(f"experiment.width={width} applies to models trained from scratch of "
+                         f"{', '.join(specs)}; use width=1.0 for {name}")
+    fc = (round(4096 * width),) * 2
+    return conv_stack_classifier(scaled(specs[name], width), num_classes, input_size, fc)
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@torch.no_grad()
+def conv1_responses(model: ImageClassifier, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Rectified conv1 outputs, (filters, images * positions)."""
+    conv = first_conv(model)
+    outs = []
+    for x in images.split(batch_size):
+        outs.append(torch.relu(conv(model.normalize(x))).transpose(0, 1).flatten(1))
+    return torch.cat(outs, 1)
+
+
+def dead_filter_fraction(responses: torch.Tensor, rel_threshold: float = 0.01) -> tuple[float, torch.Tensor]:
+    """A filter is dead when its rectified response over held-out images carries almost no signal: its
+    standard deviation is below ``rel_threshold`` of the layer's median filter's. This catches both filters
+    that never fire (ReLU output always 0) and filters whose output is a constant (weights collapsed to a
+    uniform, image-independent response); the next layer can use neither. Returns (fraction, mask)."""
+    std = responses.float().std(1)
+    dead = std < rel_threshold * std.median()
+    return float(dead.float().mean()), dead
+
+
+def aliasing_energy_share(weight: torch.Tensor, stride: int, n_fft: int = 64) -> torch.Tensor:
+    """Per filter: the share of spectral energy (summed over input channels, DC removed per channel) at
+    frequencies the stride cannot represent, max(|fx|, |fy|) > 1 / (2 * stride) cycles per pixel."""
+    w = weight.detach().double()
+    w = w - w.mean(dim=(2, 3), keepdim=True)
+    power = torch.fft.fft2(w, s=(n_fft, n_fft)).abs().pow(2).sum(1)  # (filters, n_fft, n_fft)
+    f = torch.fft.fftfreq(n_fft, dtype=torch.float64).abs()
+    above = torch.maximum(f[:, None], f[None, :]) > 1.0 / (2 * stride)
+    total = power.sum((1, 2)).clamp_min(1e-30)
+    return (power * above).sum((1, 2)) / total
+
+
+def grid_artifact_score(patterns: torch.Tensor, period: int) -> torch.Tensor:
+    """Per pattern (N, C, H, W): the share of (DC-removed) spectral energy on the lattice lines of a
+    ``period``-pixel grid (fx or fy a non-zero multiple of 1/period), divided by the share those lines hold
+    in a flat spectrum. 1: no grid; >1: energy piles up on the grid (the aliasing artefacts of Fig. 6 (d))."""
+    x = patterns.detach().double()
+    x = x - x.mean(dim=(2, 3), keepdim=True)
+    h, w = x.shape[-2:]
+    power = torch.fft.fft2(x).abs().pow(2).sum(1)
+    fy, fx = torch.fft.fftfreq(h, dtype=torch.float64), torch.fft.fftfreq(w, dtype=torch.float64)
+
+    def on_lattice(f, n):  # within half a frequency bin of k / period, k != 0 (mod 1)
+        k = f * period
+        return ((k - k.round()).abs() * n / period < 0.5) & (k.round() % period != 0)
+
+    lines = on_lattice(fy, h)[:, None] | on_lattice(fx, w)[None, :]
+    nonzero = torch.ones(h, w, dtype=torch.bool)
+    nonzero[0, 0] = False
+    share = (power * lines).sum((1, 2)) / power.sum((1, 2)).clamp_min(1e-30)
+    return share / (lines & nonzero).double().mean() * nonzero.double().mean()

@@ -1,0 +1,91 @@
+"""Training curves, side-by-side conv1 filter grids (ZF Fig. 6 (b)/(c)) and feature evolution (ZF Fig. 4)."""
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cnnvis.plotting import rescale
+from cnnvis.plotting.filters import filter_tiles
+
+
+def training_curves(histories: dict, title: str):
+    """Loss and top-1 per epoch, train (dashed) and validation (solid), one colour per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        ax_loss.plot(h.epoch, h.train_loss, "--", color=color, label=f"{label} train")
+        ax_loss.plot(h.epoch, h.val_loss, "-", color=color, label=f"{label} val")
+        ax_acc.plot(h.epoch, h.train_top1, "--", color=color)
+        ax_acc.plot(h.epoch, h.val_top1, "-", color=color)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
+    ax_loss.legend(fontsize=7, ncol=1 + len(histories) // 5)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def filter_grids(weights: dict, title: str, cols: int | None = None):
+    """One RGB filter mosaic per run, side by side (Fig. 6 (b) and (c))."""
+    fig, axes = plt.subplots(1, len(weights), figsize=(4.5 * len(weights), 5), squeeze=False)
+    for ax, (label, w) in zip(axes[0], weights.items()):
+        ax.imshow(filter_tiles(w, cols), interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(textwrap.fill(title, 55 * len(weights)), fontsize=9)
+    return fig
+
+
+def evolution_grid(projections: dict, epochs: list, title: str):
+    """Fig. 4: one row per (layer, channel), one column per kept epoch; each tile the projection of the
+    channel's strongest activation over the held-out set at that epoch (min-max scaled per tile)."""
+    rows = list(projections)
+    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(1.15 * len(epochs) + 1.2, 1.15 * len(rows) + 0.6),
+                             squeeze=False)
+    for r, key in enumerate(rows):
+        for c, epoch in enumerate(epochs):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            proj = projections[key][c]
+            if proj is not None:  # a signed (3, H, W) projection
+                ax.imshow(rescale(proj.detach().cpu().permute(1, 2, 0).numpy()))
+            if r == 0:
+                ax.set_title(f"epoch {epoch}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{key[0]}[{key[1]}]", fontsize=7)
+    fig.suptitle(textwrap.fill(title, 12 * len(epochs) + 20), fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return fig
+
+
+def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str):
+    """Our number and the paper's per variant, side by side."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, ours, 0.4, label="ours (Caltech-101, CPU budget)")
+    ax.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper (ImageNet)")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def projection_rows(rows: dict, title: str):
+    """One row of image-space projections per label (e.g. conv2 features of each conv1 arm, Fig. 6 (d)/(e))."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.5, 1.25 * len(rows) + 0.6), squeeze=False)
+    for r, (label, projections) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(projections):
+                ax.imshow(rescale(projections[c].detach().cpu().permute(1, 2, 0).numpy()))
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(textwrap.fill(title, 14 * n + 20), fontsize=9)
+    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    return fig

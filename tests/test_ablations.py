@@ -1,0 +1,118 @@
+"""Architecture variants (ZF Fig. 6 / Table 3) and the conv1 measures, against hand-built answers."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnvis.ablations import (ARCH_VARIANTS, aliasing_energy_share, arch_variant, conv1_responses, conv1_variant,
+                              dead_filter_fraction, first_conv, grid_artifact_score)
+from cnnvis.models import zfnet
+from cnnvis.training import kaiming_init_, paper_init_
+
+
+def test_conv1_arms_differ_only_in_conv1():
+    zf, alex = conv1_variant("zfnet", 5, 112), conv1_variant("alexnet_conv1", 5, 112)
+    assert (first_conv(zf).kernel_size, first_conv(zf).stride) == ((7, 7), (2, 2))
+    assert (first_conv(alex).kernel_size, first_conv(alex).stride) == ((11, 11), (4, 4))
+    rest = lambda m: [(n, tuple(p.shape)) for n, p in m.named_parameters() if not n.startswith(("features.conv1", "classifier.fc6"))]
+    assert rest(zf) == rest(alex)
+    assert str(zf) == str(zfnet(5, 112))  # the ZF arm is the harness's ZFNet (so runs are shared with `train`)
+    assert alex(torch.rand(2, 3, 112, 112)).shape == (2, 5)
+    with pytest.raises(KeyError, match="zfnet, alexnet_conv1"):
+        conv1_variant("vgg", 5)
+
+
+def _convs_and_fcs(model):
+    convs = [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]
+    fcs = [m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
+    return convs, fcs
+
+
+@pytest.mark.parametrize("name, convs, fcs", [
+    ("base", [96, 256, 384, 384, 256], [4096, 4096, 7]),
+    ("no_fc7", [96, 256, 384, 384, 256], [4096, 7]),
+    ("no_fc6_fc7", [96, 256, 384, 384, 256], [7]),
+    ("no_conv3_conv4", [96, 256, 256], [4096, 4096, 7]),
+    ("no_conv3_conv4_fc6_fc7", [96, 256, 256], [7]),
+    ("fc6_fc7_2048", [96, 256, 384, 384, 256], [2048, 2048, 7]),
+    ("fc6_fc7_8192", [96, 256, 384, 384, 256], [8192, 8192, 7]),
+    ("conv345_512_1024_512", [96, 256, 512, 1024, 512], [4096, 4096, 7]),
+])
+def test_table3_variants(name, convs, fcs):
+    model = arch_variant(name, 7, 64)
+    assert _convs_and_fcs(model) == (convs, fcs)
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_every_variant_is_tested_and_unknown_names_fail():
+    assert len(ARCH_VARIANTS) == 8
+    with pytest.raises(KeyError, match="no_fc7"):
+        arch_variant("no_fc9", 3)
+
+
+def _naive_share(w: np.ndarray, stride: int, n: int) -> float:
+    """The same quantity by an explicit DFT sum (no FFT)."""
+    w = w - w.mean(axis=(1, 2), keepdims=True)
+    c, k, _ = w.shape
+    nyq = 1 / (2 * stride)
+    total = above = 0.0
+    for u in range(n):
+        for v in range(n):
+            fy, fx = (u if u < n / 2 else u - n) / n, (v if v < n / 2 else v - n) / n
+            e = 0.0
+            for ch in range(c):
+                s = sum(w[ch, y, x] * np.exp(-2j * np.pi * (u * y + v * x) / n) for y in range(k) for x in range(k))
+                e += abs(s) ** 2
+            total += e
+            above += e if max(abs(fy), abs(fx)) > nyq else 0.0
+    return above / total
+
+
+def test_aliasing_share_matches_an_explicit_dft_and_known_filters():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 3, 5, 5))
+    got = aliasing_energy_share(torch.from_numpy(w), stride=2, n_fft=16)
+    for i in range(2):
+        assert float(got[i]) == pytest.approx(_naive_share(w[i], 2, 16), rel=1e-9)
+    y, x = np.mgrid[:7, :7]
+    checker = np.broadcast_to((-1.0) ** (x + y), (3, 7, 7))  # all energy at (0.5, 0.5) cycles/pixel
+    y, x = np.mgrid[:15, :15]
+    blob = np.broadcast_to(np.exp(-((x - 7) ** 2 + (y - 7) ** 2) / 8.0), (1, 3, 15, 15))  # smooth: low frequencies
+    assert float(aliasing_energy_share(torch.tensor(checker[None].copy()), stride=2)) > 0.95
+    assert float(aliasing_energy_share(torch.tensor(blob.copy()), stride=2)) < 0.05
+
+
+def test_dead_filters_are_the_silent_and_the_constant_ones():
+    torch.manual_seed(0)
+    model = zfnet(3, 64)
+    conv = first_conv(model)
+    with torch.no_grad():
+        conv.bias[:5] = -1e3  # never fire
+        conv.weight[5:8] = 0.0  # a constant response (the bias alone)
+        conv.bias[5:8] = 0.3
+    _, dead = dead_filter_fraction(conv1_responses(model, torch.rand(4, 3, 64, 64)))
+    assert dead.nonzero().flatten().tolist() == list(range(8))
+
+
+def test_grid_score_sees_a_stride_grid_and_not_smooth_noise():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(4, 3, 72, 72), 9, 1, 4)
+    y, x = torch.meshgrid(torch.arange(72), torch.arange(72), indexing="ij")
+    grid = smooth + 0.5 * ((y % 4 == 0) | (x % 4 == 0)).float()  # a period-4 grid on top
+    assert float(grid_artifact_score(grid, 4).mean()) > 3 * float(grid_artifact_score(smooth, 4).mean())
+    white = torch.randn(64, 3, 72, 72)
+    assert float(grid_artifact_score(white, 4).mean()) == pytest.approx(1.0, abs=0.05)  # flat spectrum: 1
+
+
+def test_paper_init_shrinks_the_signal_and_he_init_keeps_it():
+    """Why the CPU presets use He init: with N(0, 1e-2) the 8-layer net's logits start ~1e4 times smaller."""
+    x = torch.rand(4, 3, 112, 112)
+    stds = {}
+    for name, init in [("paper", paper_init_), ("he", kaiming_init_)]:
+        torch.manual_seed(0)
+        model = zfnet(10, 112).eval()
+        init(model)
+        with torch.no_grad():
+            stds[name] = float(model(x).std())
+    assert stds["paper"] < 1e-3 < 0.3 < stds["he"]
