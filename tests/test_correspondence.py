@@ -1,0 +1,36 @@
+"""Table 1's score (mean normalized Hamming distance of sign changes) by hand, and the masking."""
+
+import pytest
+import torch
+
+from experiments.zfnet_correspondence import delta, mask, shifted, sign_changes
+from test_occlusion import tiny_net
+
+
+def test_delta_by_hand():
+    signs = torch.tensor([[1, 0, -1, 1], [1, 0, -1, 1], [1, 1, 1, 1]])
+    # pairs (0,1): 0 of 4 differ; (0,2) and (1,2): 2 of 4 differ; each unordered pair counted twice
+    assert delta(signs) == pytest.approx((0 + 0.5 + 0.5) * 2 / 6)
+    assert delta(signs[:2]) == 0.0
+
+
+def test_mask_fills_only_the_box():
+    x = torch.rand(2, 3, 8, 8)
+    out = mask(x, [[1, 2, 4, 5], [0, 0, 2, 8]], torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.equal(out[0, :, 2:5, 1:4], torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1).expand(3, 3, 3))
+    untouched = torch.ones(8, 8, dtype=torch.bool)
+    untouched[2:5, 1:4] = False
+    assert torch.equal(out[0][:, untouched], x[0][:, untouched])
+    assert torch.equal(out[1, :, :, 2:], x[1, :, :, 2:])
+    assert shifted([[0, 0, 4, 4], [4, 4, 8, 8]], [(-3, 2), (5, -1)], 8) == [[0, 2, 4, 6], [4, 3, 8, 7]]
+
+
+def test_identical_images_masked_alike_give_zero_and_unmasked_gives_no_change():
+    model = tiny_net()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).repeat(5, 1, 1, 1)
+    box = [[8, 8, 16, 16]] * 5
+    signs = sign_changes(model, x, mask(x, box, 0.5), ["conv1", "conv2"])
+    assert all(delta(s) == 0.0 for s in signs.values())
+    assert all(s.abs().sum() > 0 for s in signs.values())  # the mask did change the features
+    same = sign_changes(model, x, x.clone(), ["conv2"])["conv2"]
+    assert (same == 0).all()
