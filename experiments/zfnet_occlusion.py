@@ -38,6 +38,7 @@ class Config(ExperimentConfig):
     stride: int = 8
     batch_size: int = 16
     channels_last: bool = False
+    incremental: bool = True  # exact incremental inference (cnnvis.incremental); false: one forward pass per position
     top_crops: int = 9  # panel (c): crops of the images that excite the map most
     # the quantitative parts: a coarser grid, so 1,300 images x all positions take minutes
     quant_size: int = 56
@@ -88,7 +89,8 @@ def quantitative_drop(model, images, cfg, fill, rng) -> pd.DataFrame:
     idx = np.sort(rng.permutation(np.flatnonzero(images.labels >= 0))[: e.quant_images])
     for i in tqdm(idx, desc="occlusion drop"):
         maps = occlusion_map(model, images.tensors([i], size)[0], target=int(images.labels[i]), size=e.quant_size,
-                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last)
+                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
+                             incremental=e.incremental)
         r, c = maps.most_sensitive()
         rr, rc = rng.integers(maps.probability.shape[0]), rng.integers(maps.probability.shape[1])
         rows.append({"image": i, "p_clean": maps.clean_probability, "p_sensitive": float(maps.probability[r, c]),
@@ -146,7 +148,8 @@ def caltech_localization(model, cfg, rng):
         label = int(eval_set.labels[i])
         x0, y0, x1, y1 = eval_set.box_in_image(i, boxes[eval_set.paths[i]], size)
         maps = occlusion_map(caltech, eval_set.tensors([i], size)[0], target=label, size=e.quant_size,
-                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last)
+                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
+                             incremental=e.incremental)
         yc, xc = maps.centers
         inside = ((yc[:, None] >= y0) & (yc[:, None] < y1) & (xc[None] >= x0) & (xc[None] < x1))
         r, c = maps.most_sensitive()
@@ -175,7 +178,7 @@ def main(cfg, out):
         label = int(images.labels[example])
         maps = occlusion_map(model, x, layer=e.layer, target=label if label >= 0 else None, size=e.size,
                              stride=stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
-                             progress=True)
+                             progress=True, incremental=e.incremental)
         projection, crops = panel_c(model, images, x, e.layer, maps.channel, top, example, e.top_crops, size)
         name = images.classes[maps.target]
         fig = occlusion_figure(x, maps, images.classes, maps.target, fill, projection, crops,
@@ -248,7 +251,7 @@ def main(cfg, out):
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
               notes=f"{cfg.model.name} replaces ZFNet (no ImageNet-trained ZFNet ships offline); its last conv stage "
                     f"`{e.layer}` stands for ZFNet's layer 5.")
-    metrics.update(examples=len(ex))
+    metrics.update(examples=len(ex), occlusion_engine=maps.engine)  # which path computed the maps
     return metrics
 
 
