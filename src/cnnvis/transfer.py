@@ -183,3 +183,93 @@ def mean_std(values) -> str:
     """'83.8 ± 0.5' from fractions: percent, one decimal, the sample standard deviation over folds."""
     values = 100 * np.asarray(values, dtype=np.float64)
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+
+
+# ---------------------------------------------------------------- backbones and datasets of the experiments
+
+# The layer whose (pooled) output is "the features" of a backbone: its penultimate layer.
+FEATURE_LAYER = {"efficientnet_lite0": "head", "resnet18": "layer4", "zfnet": "fc7", "alexnet": "fc7", "vgg16": "fc7"}
+DATA_ABSENT = "not run: data absent"
+
+
+class NotRun(Exception):
+    """A table row that cannot be computed here (weights or data absent); the message is the row's text."""
+
+
+def feature_backbone(name: str, checkpoint: str | None = None):
+    """(model, feature layer, where its weights come from) for a frozen pretrained backbone, or ``NotRun``
+    saying which file is missing."""
+    from cnnvis.models import PRETRAINED_BUILTIN, build_model, load_checkpoint_state
+
+    if name not in FEATURE_LAYER:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(FEATURE_LAYER)}")
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise NotRun(f"not run: checkpoint {checkpoint} absent")
+        size = checkpoint_input_size(name, load_checkpoint_state(checkpoint))
+        return build_model(name, checkpoint=checkpoint, input_size=size).eval(), FEATURE_LAYER[name], checkpoint
+    if name not in PRETRAINED_BUILTIN:
+        raise NotRun(f"not run: no checkpoint (train one with experiment=train model={name}, then set "
+                     f"experiment.checkpoints.{name}=PATH)")
+    try:
+        model = build_model(name, pretrained=True).eval()
+    except FileNotFoundError:
+        raise NotRun(f"not run: weights absent (put {imagenet_weights_file(name)} in $TORCH_HOME/hub/checkpoints)") from None
+    return model, FEATURE_LAYER[name], "ImageNet"
+
+
+def imagenet_weights_file(name: str) -> str:
+    import torchvision
+
+    return os.path.basename(torchvision.models.get_model_weights(name).IMAGENET1K_V1.url)
+
+
+def checkpoint_input_size(name: str, state: dict) -> int:
+    """The input size an AlexNet/ZFNet checkpoint was built for (its fc6 width fixes it); 224 otherwise."""
+    from cnnvis.models import build_model
+
+    fc6 = state.get("classifier.fc6.weight")
+    if fc6 is None:
+        return 224
+    for size in range(64, 321, 8):
+        if build_model(name, num_classes=2, input_size=size).classifier.fc6.in_features == fc6.shape[1]:
+            return size
+    raise ValueError(f"no input size between 64 and 320 gives {name} an fc6 of {fc6.shape[1]} inputs")
+
+
+def load_datasets(dataset_cfg, names, input_size: int, cache_dir: str | None, smoke: bool = False) -> dict:
+    """{name: ImageSet, or None when absent} for ``names`` read like ``dataset_cfg`` (its root, background
+    option, resize); fails with the first dataset's error only when none is present."""
+    from omegaconf import OmegaConf
+
+    from cnnvis.data import DatasetNotFoundError, load_images
+
+    found, errors = {}, []
+    for name in names:
+        try:
+            found[name] = load_images(OmegaConf.merge(dataset_cfg, {"name": name}), input_size, cache_dir, smoke)
+        except DatasetNotFoundError as err:
+            log.warning("%s: %s", DATA_ABSENT, err)
+            found[name], _ = None, errors.append(err)
+    if all(v is None for v in found.values()):
+        raise errors[0]
+    return found
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, device="cpu", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted labels) of a (image, label) dataset."""
+    from torch.utils.data import DataLoader
+
+    model.eval().to(device)
+    ys, preds = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        preds.append(model(x.to(device)).argmax(1).cpu().numpy())
+        ys.append(y.numpy())
+    return np.concatenate(ys), np.concatenate(preds)
+
+
+def run_key(*parts) -> str:
+    """A short hash of a run's settings: names its checkpoint folder, so a changed setting never resumes
+    from another run's checkpoint."""
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:12]

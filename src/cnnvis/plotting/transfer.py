@@ -1,0 +1,52 @@
+"""Transfer figures: accuracy vs training images per class (ZF Tables 4-5), vs depth (Table 7), training curves."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def accuracy_vs_train_size(curves: dict, paper: dict, title: str):
+    """``curves``/``paper``: {dataset: {label: [(images per class, mean %, std %), ...]}}; one panel per dataset,
+    ours solid with error bars, the paper's dashed."""
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for style, source in (("-o", curves[name]), ("--s", paper.get(name, {}))):
+            for label, points in source.items():
+                if points:
+                    n, mean, std = np.asarray(points, dtype=float).T
+                    ax.errorbar(n, mean, yerr=std, fmt=style, capsize=3, label=label)
+        if not any(curves[name].values()):
+            ax.text(0.5, 0.5, "not run: data absent (ours)", transform=ax.transAxes, ha="center", color="grey")
+        ax.set(title=name, xlabel="training images per class", ylabel="mean per-class accuracy (%)", ylim=(0, 100))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_depth(curves: dict, title: str):
+    """``curves``: {label: (relative depths, mean %, std %)}; the paper's labels (containing 'paper') dashed."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, (depth, mean, std) in curves.items():
+        ax.errorbar(depth, mean, yerr=std, fmt="--s" if "paper" in label else "-o", capsize=3, label=label)
+    ax.set(xlabel="relative depth of the layer (layer / number of layers)", ylabel="mean per-class accuracy (%)",
+           ylim=(0, 100), xlim=(0, 1.05), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: dict, title: str):
+    """``histories``: {label: DataFrame with epoch, train_top1, val_top1}; train dashed, validation solid."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (label, h) in enumerate(histories.items()):
+        color = f"C{i}"
+        ax.plot(h["epoch"], 100 * h["train_top1"], "--o", color=color, label=f"{label}: train")
+        ax.plot(h["epoch"], 100 * h["val_top1"], "-o", color=color, label=f"{label}: validation")
+    ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", ylim=(0, 100), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
