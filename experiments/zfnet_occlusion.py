@@ -35,18 +35,19 @@ class Config(ExperimentConfig):
     classes: list[int] = field(default_factory=lambda: [259, 479, 160])  # the paper's examples: Pomeranian, car wheel, Afghan hound
     layer: str = "head"  # the last conv stage; its strongest map on the unoccluded image is panel (b)'s
     size: int = 48  # occluder side (px) for the figures; the paper gives none
-    stride: int = 8
+    stride: int = 12
     batch_size: int = 16
     channels_last: bool = False
     incremental: bool = True  # exact incremental inference (cnnvis.incremental); false: one forward pass per position
     top_crops: int = 9  # panel (c): crops of the images that excite the map most
+    mining_images: int | None = 400  # a seeded random sample searched for those crops (None: all)
     # the quantitative parts: a coarser grid, so 1,300 images x all positions take minutes
     quant_size: int = 56
     quant_stride: int = 56
-    quant_images: int | None = 300  # a seeded random sample of the ImageNet images to score (None: all 1,300)
+    quant_images: int | None = 100  # a seeded random sample of the ImageNet images to score (None: all 1,300)
     caltech: bool = True
-    caltech_train_per_class: int = 10  # linear-head training images per class (all 101 classes)
-    caltech_eval_per_class: int = 5  # held-out boxed images per boxed class that are occluded
+    caltech_train_per_class: int = 5  # linear-head training images per class (all 101 classes)
+    caltech_eval_per_class: int = 3  # held-out boxed images per boxed class that are occluded
 
 
 def load_examples(cfg):
@@ -70,13 +71,14 @@ def pick_examples(images, classes) -> list[int]:
     return picks
 
 
-def panel_c(model, images, x, layer, channel, top, example, k, size):
+def panel_c(model, images, x, layer, channel, top, mined, example, k, size):
     """Deconvnet projection of the map's strongest activation in this image, and crops of the other
-    images of the dataset whose strongest activations of that map are the largest (``top``: mined once)."""
+    images whose strongest activations of that map are the largest (``top``: mined once over ``mined``)."""
     projection = deconv_project(model, x[None], layer, channel)[0]
     crops = []
     for rank in range(top.k):
         i, y, xx = top.location(channel, rank)
+        i = int(mined[i])
         if i != example and len(crops) < k:
             crops.append(crop_patch(images.tensors([i], size)[0], receptive_field(model, layer, y, xx, size)))
     return projection, crops
@@ -170,7 +172,8 @@ def main(cfg, out):
     rng = np.random.default_rng(cfg.seed)
     fill = images.mean_color()
     stride = e.size if cfg.smoke else e.stride  # smoke: non-overlapping squares, seconds not minutes
-    top = top_activations(model, images, [e.layer], k=e.top_crops + 1, size=size)[e.layer]
+    mined = np.sort(rng.permutation(len(images))[: e.mining_images])
+    top = top_activations(model, images.subset(mined), [e.layer], k=e.top_crops + 1, size=size)[e.layer]
 
     examples = []
     for example in pick_examples(images, e.classes):
@@ -179,7 +182,8 @@ def main(cfg, out):
         maps = occlusion_map(model, x, layer=e.layer, target=label if label >= 0 else None, size=e.size,
                              stride=stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
                              progress=True, incremental=e.incremental)
-        projection, crops = panel_c(model, images, x, e.layer, maps.channel, top, example, e.top_crops, size)
+        projection, crops = panel_c(model, images, x, e.layer, maps.channel, top, mined, example,
+                                    e.top_crops, size)
         name = images.classes[maps.target]
         fig = occlusion_figure(x, maps, images.classes, maps.target, fill, projection, crops,
                                title=f"{cfg.model.name}, {images.name} {images.paths[example].rsplit('/', 1)[-1]}")

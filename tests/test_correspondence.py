@@ -1,9 +1,11 @@
 """Table 1's score (mean normalized Hamming distance of sign changes) by hand, and the masking."""
 
+import pandas as pd
 import pytest
 import torch
 
 from experiments.zfnet_correspondence import delta, mask, shifted, sign_changes
+from conftest import needs_imagenet_val, run_py
 from test_occlusion import tiny_net
 
 
@@ -34,3 +36,20 @@ def test_identical_images_masked_alike_give_zero_and_unmasked_gives_no_change():
     assert all(s.abs().sum() > 0 for s in signs.values())  # the mask did change the features
     same = sign_changes(model, x, x.clone(), ["conv2"])["conv2"]
     assert (same == 0).all()
+
+
+@needs_imagenet_val
+def test_zfnet_correspondence_end_to_end(tmp_path):
+    result = run_py("experiment=zfnet_correspondence", "smoke=true", f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "zfnet_correspondence"
+    table = pd.read_csv(out / "table1_correspondence.csv")
+    assert list(table.occluded) == ["right eye", "left eye", "nose", "random"]
+    assert {"stage4", "head", "pool", "paper layer 5"} <= set(table.columns)
+    assert (out / "masked_parts.png").is_file()
+
+
+def test_zfnet_correspondence_rejects_unknown_images(tmp_path):
+    result = run_py("experiment=zfnet_correspondence", "smoke=true", "dataset=samples",
+                    f"results_dir={tmp_path}")
+    assert result.returncode != 0 and "experiment.images must name files of samples" in result.stderr

@@ -1,10 +1,12 @@
 """Fig. 5's transformations and distances, against exact hand-made transforms and a direct computation."""
 
+import pandas as pd
 import pytest
 import torch
 
 from cnnvis.hooks import activations
 from cnnvis.invariance import invariance_curves, transform
+from conftest import needs_imagenet_val, run_py
 from test_occlusion import tiny_net
 
 
@@ -46,3 +48,14 @@ def test_distances_and_probabilities_match_a_direct_computation():
         torch.testing.assert_close(curves.probability[:, a], p)
     assert (curves.distances["conv2"] > 0).all()
     torch.testing.assert_close(curves.reference_norm["conv2"], f0.norm(dim=1))
+
+
+@needs_imagenet_val
+def test_zfnet_invariance_end_to_end(tmp_path):
+    result = run_py("experiment=zfnet_invariance", "smoke=true", f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "zfnet_invariance"
+    assert (out / "fig5_invariance.png").stat().st_size > 10_000
+    curves = pd.read_csv(out / "invariance_curves.csv")
+    assert set(curves.transformation) == {"translate_y", "scale", "rotate"}
+    assert (curves[curves.amount == 1.0].query("transformation == 'scale'").stem_relative_distance < 1e-4).all()

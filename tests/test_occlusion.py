@@ -1,5 +1,6 @@
 """The batched occlusion engine against a naive loop and against networks whose answer is known by construction."""
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -7,6 +8,7 @@ from torch import nn
 from cnnvis.hooks import activations
 from cnnvis.models import ImageClassifier, Normalize
 from cnnvis.occlusion import occlusion_map, occluder_positions
+from conftest import needs_caltech101, needs_imagenet_val, run_py
 
 
 def tiny_net(classes=4, crop=None, seed=0):
@@ -117,3 +119,27 @@ def test_bad_arguments_name_the_fix():
         occlusion_map(model, image, target=4, size=8)
     with pytest.raises(ValueError, match="one value per channel"):
         occlusion_map(model, image, size=8, fill=[0.1, 0.2])
+
+
+def test_zfnet_occlusion_falls_back_to_the_sample_photos_without_imagenet(tmp_path):
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"dataset.root={tmp_path / 'nowhere'}",
+                    f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "zfnet_occlusion"
+    assert "falling back to dataset=samples" in result.stdout + result.stderr
+    assert len(list(out.glob("fig7_*.png"))) == 3
+    assert "Caltech" not in (out / "occlusion_quantitative.md").read_text()  # no Caltech-101 there either
+    for table in ["fig7_examples", "occlusion_quantitative", "claims"]:
+        assert (out / f"{table}.csv").is_file() and (out / f"{table}.md").is_file()
+
+
+@needs_imagenet_val
+@needs_caltech101
+def test_zfnet_occlusion_end_to_end_on_the_papers_examples(tmp_path):
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"results_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "zfnet_occlusion"
+    assert {p.name for p in out.glob("fig7_*.png")} >= {"fig7_pomeranian.png", "fig7_car_wheel.png", "fig7_afghan_hound.png"}
+    assert all(p.stat().st_size < 1_000_000 for p in out.glob("*.png"))
+    quant = pd.read_csv(out / "occlusion_quantitative.csv")
+    assert quant.measure.str.contains("inside the object box").any()
