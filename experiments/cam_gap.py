@@ -34,7 +34,7 @@ PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "v
 @dataclass
 class Config(ExperimentConfig):
     variants: list[str] = field(default_factory=lambda: ["alexnet", "alexnet-gap"])  # plain names or GAP_VARIANTS
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, kaiming_init=True))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, kaiming_init=True))
     threshold: float = 0.2  # the CAM paper's
     figure_images: int = 6
     checkpoint_root: str = "data/checkpoints"

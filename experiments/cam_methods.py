@@ -54,14 +54,14 @@ class Config(ExperimentConfig):
     layer: str = "head"  # the last conv layer (feeds GAP + fc: CAM is exact there)
     layercam_layers: list[str] = field(default_factory=lambda: ["stage4", "stage6", "head"])  # fused LayerCAM
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
-    imagenet_images: int = 40
-    caltech_images: int = 80  # annotated Caltech-101 images (24 categories), spread over the categories
-    curve_images: int = 5  # of those, the first ones that also get deletion / insertion curves
-    curve_steps: int = 16
-    scorecam_images: int = 3  # Score-CAM (1,280 masked forward passes per image) is scored on the first ones only
+    imagenet_images: int = 24
+    caltech_images: int = 40  # annotated Caltech-101 images (24 categories), spread over the categories
+    curve_images: int = 3  # of those, the first ones that also get deletion / insertion curves
+    curve_steps: int = 10
+    scorecam_images: int = 1  # Score-CAM (1,280 masked forward passes per image) is scored on the first ones only
     scorecam_batch_size: int = 4
     batch_size: int = 8
-    figure_images: int = 5
+    figure_images: int = 4
     pointing_tolerance: float = 15.0
 
 

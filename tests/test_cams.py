@@ -2,6 +2,7 @@
 layer and target; CAM == Grad-CAM up to a positive scale on a GAP + linear head; hooks always released."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -9,6 +10,7 @@ from torch.nn import functional as F
 
 from cnnvis import cams
 from cnnvis.models import alexnet, build_model, get_layer
+from conftest import needs_caltech101, needs_imagenet_val, run_py
 
 SIZE = 96
 
@@ -234,3 +236,19 @@ def test_bad_input_names_the_fix(lite0, images):
             method.attribute(images, 1)
     finally:
         lite0.eval()
+
+
+@needs_imagenet_val
+@needs_caltech101
+def test_cam_methods_end_to_end(tmp_path):
+    result = run_py("experiment=cam_methods", "smoke=true", "model.input_size=64", f"results_dir={tmp_path}",
+                    "experiment.methods=[cam,gradcam,guided_backprop,layercam_fused]", "experiment.layer=head")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "cam_methods"
+    for name in ("imagenet", "caltech101"):
+        assert (out / f"{name}_grid.png").stat().st_size > 1000
+        table = pd.read_csv(out / f"{name}_metrics.csv")
+        assert list(table["method"]) == ["cam", "gradcam", "guided_backprop", "layercam_fused"]
+        assert table["average_drop"].between(0, 100).all() and table["insertion_auc"].between(0, 1).all()
+    caltech = pd.read_csv(out / "caltech101_metrics.csv")
+    assert caltech["loc_err_15"].notna().all() and caltech["paper_loc_err_15"].notna().any()

@@ -1,5 +1,6 @@
 """GAP surgery (CAM paper Sec. 3): trunk weights kept, the paper's layers added, CAM exact on the result."""
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -7,6 +8,7 @@ from torch import nn
 from cnnvis.cams import CAM, GradCAM
 from cnnvis.gap import build_gap_model, count_parameters, gap_network
 from cnnvis.models import alexnet, vgg16, zfnet
+from conftest import needs_caltech101, run_py
 
 
 @pytest.mark.parametrize("builder, last, size", [(alexnet, "conv5", 112), (zfnet, "conv5", 112), (vgg16, "conv5_3", 64)])
@@ -53,3 +55,14 @@ def test_cam_is_exact_on_a_gap_network_and_equals_gradcam_up_to_scale():
     head = gap.head
     torch.testing.assert_close(a.mean((1, 2)) + head.bias[[0, 1, 4]], logits[[0, 1, 2], [0, 1, 4]], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(a, b * a.shape[-1] * a.shape[-2], atol=1e-6, rtol=1e-4)
+
+
+@needs_caltech101
+def test_cam_gap_end_to_end(tmp_path):
+    result = run_py("experiment=cam_gap", "smoke=true", "model.input_size=64", f"results_dir={tmp_path}",
+                    f"experiment.checkpoint_root={tmp_path / 'ckpt'}", "experiment.variants=[alexnet,alexnet-gap]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "cam_gap" / "gap_vs_original.csv")
+    assert list(table["network"]) == ["alexnet", "alexnet-gap"]
+    assert table["parameters_M"][1] < table["parameters_M"][0] and table["paper_top1_err_imagenet"].notna().all()
+    assert (tmp_path / "cam_gap" / "training_curves.png").stat().st_size > 1000
