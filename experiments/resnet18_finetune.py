@@ -31,9 +31,9 @@ FALLBACKS = ("efficientnet_lite0", "scratch")
 class Config(ExperimentConfig):
     datasets: list[str] = field(default_factory=lambda: ["caltech101", "caltech256"])
     train_per_class: dict[str, int] = field(default_factory=lambda: {"caltech101": 30, "caltech256": 60})
-    val_per_class: int = 50  # validation: up to this many of the other images of each class
+    val_per_class: int = 20  # validation: up to this many of the other images of each class
     fallback: str = "efficientnet_lite0"  # without ResNet18's ImageNet weights: efficientnet_lite0 | scratch
-    input_size: int = 112  # CPU preset; the usual recipe: 224
+    input_size: int = 96  # CPU preset; the usual recipe: 224
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=3, batch_size=32, lr=0.01, weight_decay=1e-4, plateau_patience=1, keep_epochs=[], num_workers=0))
 
@@ -89,7 +89,7 @@ def main(cfg, out):
         histories[f"{name} ({start.split(':')[0]})"] = history
         history.assign(dataset=name).to_csv(out.path(f"history_{name}.csv"), index=False)
         metrics[f"{name}_best_val_top1"] = rows[-1]["best val top-1"]
-    table = pd.DataFrame(rows).fillna("-")
+    table = pd.DataFrame(rows, dtype=object).fillna("-")
     out.table(table, "finetune", title="Fine-tuning an ImageNet network on Caltech (the replication notes' ResNet18 table)",
               notes=(f"SGD (lr {train_cfg.lr}, momentum {train_cfg.momentum}, weight decay {train_cfg.weight_decay}, "
                      f"lr x{train_cfg.plateau_factor} when the validation loss stops improving), batch "

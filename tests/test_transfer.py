@@ -1,5 +1,7 @@
 """Transfer protocol: fold splits, the per-class mean accuracy, the feature cache and the classifiers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +154,65 @@ def test_linear_svm_matches_libsvms_own_linear_kernel():
 def test_fold_without_test_images_says_what_to_change():
     with pytest.raises(ValueError, match="lower train_per_class"):
         fold_accuracies(np.zeros((4, 2)), np.array([0, 0, 1, 1]), 2, 50, folds=1)
+
+
+@pytest.fixture(scope="module")
+def caltech256_only(tmp_path_factory):
+    """A data root with a tiny Caltech-256 in torchvision's 256_ObjectCategories layout and no Caltech-101."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["001.ak47", "002.american-flag", "003.backpack", "004.baseball-bat", "257.clutter"], 1):
+        folder = root / "caltech256" / "256_ObjectCategories" / name
+        folder.mkdir(parents=True)
+        for i in range(1, 4):
+            img = np.clip(rng.normal(50 * c, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{c:03d}_{i:04d}.jpg")
+    return root
+
+
+def run_smoke(experiment, root, results):
+    result = run_py(f"experiment={experiment}", "smoke=true", f"dataset.root={root}", f"results_dir={results}",
+                    f"cache_dir={results}/cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return results / experiment
+
+
+def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only, tmp_path):
+    import pandas as pd
+
+    out = run_smoke("caltech_transfer", caltech256_only, tmp_path)
+    t256 = pd.read_csv(out / "table5_caltech256.csv").set_index("backbone")
+    ran = t256[t256.status == "ran"]
+    assert set(ran.index) == {"efficientnet_lite0"} and len(ran) == 2  # pretrained features and from scratch
+    assert all(float(v.split(" ± ")[0]) >= 0 for v in ran["2/class"])
+    assert "65.7 ± 0.2" not in t256.to_string()  # the paper's 15/class figure has no 1- or 2-image setting
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists():
+        assert "weights absent (put resnet18-f37072fd.pth" in t256.loc["resnet18", "status"]
+    assert "no checkpoint" in t256.loc["zfnet", "status"]
+    t101 = pd.read_csv(out / "table4_caltech101.csv")
+    assert (t101.status == "not run: data absent").all()
+    assert (out / "accuracy_vs_train_size.png").stat().st_size > 1000 and (out / "run.json").exists()
+
+
+def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path):
+    import pandas as pd
+
+    out = run_smoke("layer_features", caltech256_only, tmp_path)
+    table = pd.read_csv(out / "table7_layer_features.csv")
+    ours = table[table.source.str.startswith("ours")]
+    assert len(ours) == 2 * 9 and (ours.caltech101 == "not run: data absent").all()
+    assert ours.caltech256.str.contains(" ± ").all()
+    assert (table[table.source == "paper (ZFNet)"].caltech256.iloc[0]) == "24.6 ± 0.4"
+    assert len(list((tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy"))) == 9
+
+    out = run_smoke("resnet18_finetune", caltech256_only, tmp_path)
+    table = pd.read_csv(out / "finetune.csv").set_index("dataset")
+    assert table.loc["caltech101", "starting point"] == "not run: data absent"
+    assert int(table.loc["caltech256", "best epoch"]) in (1, 2)
+    assert len(pd.read_csv(out / "history_caltech256.csv")) == 2
+
+
+def test_no_dataset_at_all_fails_and_writes_nothing(tmp_path):
+    result = run_py("experiment=layer_features", f"dataset.root={tmp_path / 'nowhere'}", f"results_dir={tmp_path / 'r'}")
+    assert result.returncode != 0 and "101_ObjectCategories" in result.stdout + result.stderr
+    assert not (tmp_path / "r" / "layer_features").exists()
