@@ -5,6 +5,7 @@ redraws ``multirun/sweep.png`` (one row per finished job) from the strips its si
 
 import hashlib
 import json
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -77,10 +78,13 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
     e = cfg.experiment
     steps = 3 if cfg.smoke else e.steps
     maxima = cached_maxima(cfg, tag, model, images, size, layers, checkpoint)
-    rows, unit_panels, kw = [], {}, dict(size=size, steps=steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True)
+    kw = dict(size=size, steps=steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True,
+              mean=tuple(images.mean_color().tolist()))  # Yosinski's "zero": the mean image (here its colour)
+    rows, unit_panels = [], {}
     for layer in layers:
         n_channels = maxima[layer]["channel"].numel()
-        chosen = list(e.channels) if e.channels else spread_channels(n_channels, 2 if cfg.smoke else e.channels_per_layer)
+        per_layer = 2 if cfg.smoke else e.channels_per_layer
+        chosen = list(e.channels) if e.channels else spread_channels(n_channels, per_layer)
         objective = (channel if e.target == "channel" else unit)(layer, chosen)
         result = maximize(model, objective, **kw)
         real = maxima[layer][e.target][chosen]
@@ -106,9 +110,8 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
     return rows, unit_panels, (result.images, class_captions)
 
 
-def write_sweep_row(out, e, rows, unit_panels, class_panel, tile):
+def write_sweep_row(out, sweep_dir, tag, preset, reg, rows, unit_panels, class_panel, tile):
     """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
-    sweep_dir = out.dir.parent
     images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
     first_of_layer = {r["layer"]: r["name"] for r in reversed(rows) if r["kind"] != "class"}
     titles = [first_of_layer[layer] for layer in unit_panels][:3]
@@ -117,18 +120,17 @@ def write_sweep_row(out, e, rows, unit_panels, class_panel, tile):
                        for x in images], dim=-1)
     Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out.path("sweep_strip.png"))
     classes = [r for r in rows if r["kind"] == "class"]
-    units = [r for r in rows if r["kind"] != "class"]
-    label = (f"{e.preset}\n" + ", ".join(f"{k}={getattr(e, k)}" for k in ("l2", "decay", "blur_every", "blur_sigma",
-                                                                          "norm_pct", "contrib_pct", "jitter")
-                                         if getattr(e, k) is not None)
-             + f"\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/{len(classes)}, "
-               f"median unit ratio {np.median([r['ratio'] for r in units]):.2f}")
+    ratio = np.nanmedian([r["ratio"] for r in rows if r["kind"] != "class"])
+    settings = ", ".join(f"{k}={v}" for k, v in vars(reg).items() if v) or "no regularizer"
+    label = (f"{preset}\n{textwrap.fill(settings, 30)}\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/"
+             f"{len(classes)}\nmedian unit ratio {ratio:.2f}")
     out.path("sweep_row.json").write_text(json.dumps({"label": label, "titles": titles}))
-    jobs = sorted(p for p in sweep_dir.iterdir() if (p / "sweep_strip.png").exists() and (p / "sweep_row.json").exists())
-    grid_rows = [(json.loads((p / "sweep_row.json").read_text())["label"], np.asarray(Image.open(p / "sweep_strip.png")))
-                 for p in jobs]
-    fig = sweep_grid(grid_rows, titles, tile, f"Regularization sweep ({len(jobs)} jobs): channels of efficientnet_lite0 "
-                     f"and class images (Yosinski 2015 Fig. 3 layout)")
+    # rglob: a job folder nests deeper when an override's value is a path
+    jobs = sorted(p.parent for p in sweep_dir.rglob("sweep_row.json") if (p.parent / "sweep_strip.png").exists())
+    grid_rows = [(json.loads((p / "sweep_row.json").read_text())["label"],
+                  np.asarray(Image.open(p / "sweep_strip.png"))) for p in jobs]
+    fig = sweep_grid(grid_rows, titles, tile, f"Regularization sweep ({len(jobs)} jobs): a channel of three layers of "
+                     f"{tag} and class images; each row one setting")
     fig.savefig(sweep_dir / "sweep.png", dpi=80, bbox_inches="tight")
     plt.close(fig)
 
@@ -176,24 +178,34 @@ def main(cfg, out):
         metrics.update({
             f"{tag}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes_rows])),
             f"{tag}_class_mean_score": float(np.mean([r["reached"] for r in classes_rows])),
-            f"{tag}_class_median_ratio": float(np.median([r["ratio"] for r in classes_rows])),
-            f"{tag}_{e.target}_median_ratio": float(np.median([r["ratio"] for r in unit_rows])),
+            f"{tag}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes_rows])),
+            f"{tag}_{e.target}_median_ratio": float(np.nanmedian([r["ratio"] for r in unit_rows])),
         })
         all_rows += rows
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            write_sweep_row(out, e, rows, unit_panels, class_panel, tile=64)
+            write_sweep_row(out, Path(HydraConfig.get().sweep.dir), tag, e.preset, reg, rows, unit_panels,
+                            class_panel, tile=96)
 
     table = pd.DataFrame(all_rows)
     hits = {tag: f"{metrics[f'{tag}_class_top1_rate']:.0%}" for tag, *_ in models}
-    out.table(table, "activation_max", title="Activation reached by the optimized images vs the strongest over real images",
+    value = "mean of the channel map" if e.target == "channel" else "centre unit of the map"
+    out.table(table, "activation_max", title="Activation reached by optimized images vs the strongest over real images",
               notes=f"""
-`reached`: the unit's value on its optimized image ({e.target}: {'mean of the channel map' if e.target == 'channel' else 'centre unit of the map'};
+`reached`: the unit's value on its optimized image ({e.target}: {value};
 class: pre-softmax score). `real_max`: the largest value of the same unit over the {len(images)} images of
-{images.name} ({'mean of the map' if e.target == 'channel' else 'any position'}, at the same input size).
-`ratio` = reached / real_max. Class images: `top1_is_target` says whether the model's top-1 on the image is the
-target class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}.
-Regularization: preset `{e.preset}` = {reg}. Optimized at {size} px for {3 if cfg.smoke else e.steps} steps.
-Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 report no numbers for this (their results are figures);
-Simonyan 2013 Fig. 1 and Yosinski 2015 Fig. 4 are the qualitative references.
+{images.name} ({'mean of the map' if e.target == 'channel' else 'any position of the map'}, at the same input size).
+`ratio` = reached / real_max (left empty where no real image drives the unit above 0: EfficientNet's stage
+outputs are linear bottlenecks, so they are signed). `top1_is_target`: is the model's top-1 on the class image
+its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}. `p_target`: its softmax probability.
+
+Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
+each step lr * gradient / mean|gradient| of that image (lr {e.lr} decaying linearly to a tenth), then Yosinski's
+regularizers around the mean colour, then a clamp to [0, 1] (the models' valid input). Regularization: preset
+`{e.preset}` = {reg}. {size} px, {3 if cfg.smoke else e.steps} steps, one batch element per unit.
+
+Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 publish no numbers for this (their results are figures:
+Simonyan Fig. 1, Yosinski Figs. 3-4); there is no paper number to set beside ours. Differences: EfficientNet-Lite0
+instead of their AlexNet-style nets, {size} px instead of 227 px (so a blur width in pixels is {227 / size:.1f}x as strong
+relative to the image), {3 if cfg.smoke else e.steps} normalized steps instead of their 200-1000+ plain SGD steps, all on a CPU.
 """)
     return metrics

@@ -164,24 +164,25 @@ def test_bad_input_says_how_to_fix_it():
 
 
 @needs_imagenet_val
-def test_experiment_end_to_end_with_a_zfnet_checkpoint(tmp_path):
+def test_experiment_sweep_end_to_end_with_a_zfnet_checkpoint(tmp_path):
     from cnnvis.models import zfnet
 
     checkpoint = tmp_path / "zfnet.pt"
     torch.manual_seed(0)
     torch.save({"model": zfnet(num_classes=5, input_size=64).state_dict()}, checkpoint)
-    result = run_py("experiment=activation_max", "smoke=true", f"results_dir={tmp_path}",
-                    f"experiment.zfnet_checkpoint={checkpoint}", "experiment.zfnet_input_size=64",
-                    f"cache_dir={tmp_path / 'cache'}")
+    result = run_py("--multirun", "experiment=activation_max", "experiment.preset=none,yosinski4", "smoke=true",
+                    f"results_dir={tmp_path}", f"experiment.zfnet_checkpoint={checkpoint}",
+                    "experiment.zfnet_input_size=64", f"cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    out = tmp_path / "activation_max"
+    sweep = tmp_path / "activation_max" / "multirun"
+    out = next(p.parent for p in sweep.rglob("run.json") if "preset=yosinski4" in str(p))  # the path nests
     table = pd.read_csv(out / "activation_max.csv")
     assert set(table["model"]) == {"efficientnet_lite0", "zfnet"}
     assert {"channel", "class"} <= set(table["kind"])
-    classes = table[table["kind"] == "class"]
-    assert classes["top1_is_target"].isin([True, False]).all()
-    assert (table["real_max"].notna()).all() and (table["reached"].notna()).all()
+    assert table.loc[table["kind"] == "class", "top1_is_target"].isin([True, False]).all()
+    assert table["real_max"].notna().all() and table["reached"].notna().all()
     for name in ["units_efficientnet_lite0", "classes_efficientnet_lite0", "units_zfnet", "classes_zfnet"]:
         assert (out / f"{name}.png").stat().st_size > 1000
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert 0 <= metrics["efficientnet_lite0_class_top1_rate"] <= 1
+    assert (sweep / "sweep.png").stat().st_size > 1000 and len(list(sweep.rglob("sweep_strip.png"))) == 2

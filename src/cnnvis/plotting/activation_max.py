@@ -32,7 +32,7 @@ def unit_grid(rows: dict, title: str):
 def class_grid(images, captions: list[str], title: str, cols: int | None = None):
     """One optimized image per class; captions say the class, the model's top-1 on it and the score."""
     n_rows, n_cols = grid_shape(len(images), cols or min(len(images), 6))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.0 * n_cols, 2.25 * n_rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.0 * n_cols, 2.5 * n_rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
