@@ -280,22 +280,22 @@ def _gather(image: Tensor, tops: Tensor, lefts: Tensor, h: int, w: int) -> Tenso
 
 def _read(padded: Tensor, x: Patched | None, offset: tuple[int, int], tops: Tensor, lefts: Tensor, h: int, w: int) -> Tensor:
     """Per position b, the h x w window at (tops[b], lefts[b]) of ``padded`` (the clean map with ``offset``
-    rows/columns of padding before it) with x.patch[b] pasted at its place: B x C x h x w (channels last)."""
+    rows/columns of padding before it) with x.patch[b] pasted at its place: B x C x h x w."""
     if x is not None and x.patch.shape[-2:] == (h, w) and torch.equal(tops - offset[0], x.top) \
             and torch.equal(lefts - offset[1], x.left):
         return x.patch  # the window is the patch (1x1 convs)
-    rows = tops[:, None] + torch.arange(h, device=tops.device)  # B x h, padded coordinates
-    cols = lefts[:, None] + torch.arange(w, device=tops.device)
-    window = padded[0].permute(1, 2, 0)[rows[:, :, None], cols[:, None, :]]  # B x h x w x C
+    # slices copy whole rows at memory speed; a B-long Python loop costs far less than one gather
+    tops, lefts = tops.tolist(), lefts.tolist()
+    windows = torch.stack([padded[0, :, t:t + h, l:l + w] for t, l in zip(tops, lefts)])
     if x is None:
-        return window.permute(0, 3, 1, 2)
+        return windows
     ph, pw = x.patch.shape[-2:]
-    prow = rows - offset[0] - x.top[:, None]  # row inside the patch
-    pcol = cols - offset[1] - x.left[:, None]
-    inside = ((prow >= 0) & (prow < ph))[:, :, None] & ((pcol >= 0) & (pcol < pw))[:, None, :]
-    batch = torch.arange(len(tops), device=tops.device)[:, None, None]
-    pasted = x.patch.permute(0, 2, 3, 1)[batch, prow.clamp(0, ph - 1)[:, :, None], pcol.clamp(0, pw - 1)[:, None, :]]
-    return torch.where(inside[..., None], pasted, window).permute(0, 3, 1, 2)
+    for b, (t, l, pt, pl) in enumerate(zip(tops, lefts, x.top.tolist(), x.left.tolist())):
+        pt, pl = pt + offset[0] - t, pl + offset[1] - l  # the patch's corner in window coordinates
+        r0, r1, c0, c1 = max(pt, 0), min(pt + ph, h), max(pl, 0), min(pl + pw, w)
+        if r0 < r1 and c0 < c1:
+            windows[b, :, r0:r1, c0:c1] = x.patch[b, :, r0 - pt:r1 - pt, c0 - pl:c1 - pl]
+    return windows
 
 
 @torch.no_grad()
