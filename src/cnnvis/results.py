@@ -141,9 +141,10 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = []
-        for run_json in sorted(sweep_dir.glob("*/run.json")):
+        # a swept path value (a=/x/y.pt) nests the job folder deeper, hence rglob
+        for run_json in sorted(sweep_dir.rglob("run.json")):
             record = json.loads(run_json.read_text())
-            row = {"job": run_json.parent.name}
+            row = {"job": str(run_json.parent.relative_to(sweep_dir))}
             row.update(dict(o.split("=", 1) for o in record["overrides"] if "=" in o and not o.startswith("experiment=")))
             row.update(record.get("metrics", {}))
             row["wall_time_s"] = record["wall_time_s"]
