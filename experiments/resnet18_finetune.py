@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
@@ -31,9 +32,10 @@ FALLBACKS = ("efficientnet_lite0", "scratch")
 class Config(ExperimentConfig):
     datasets: list[str] = field(default_factory=lambda: ["caltech101", "caltech256"])
     train_per_class: dict[str, int] = field(default_factory=lambda: {"caltech101": 30, "caltech256": 60})
-    val_per_class: int = 20  # validation: up to this many of the other images of each class
+    val_per_class: int = 10  # validation: up to this many of the other images of each class
     fallback: str = "efficientnet_lite0"  # without ResNet18's ImageNet weights: efficientnet_lite0 | scratch
-    input_size: int = 96  # CPU preset; the usual recipe: 224
+    input_size: int = 64  # CPU preset; the usual recipe: 224
+    train_last: Optional[int] = None  # train only the last N blocks of model.features and the classifier (None: all)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=3, batch_size=32, lr=0.01, weight_decay=1e-4, plateau_patience=1, keep_epochs=[], num_workers=0))
 
@@ -80,6 +82,9 @@ def main(cfg, out):
         n, n_val = (2, 1) if cfg.smoke else (e.train_per_class[name], e.val_per_class)
         train, val = per_class_split(images.labels, n, n_val, cfg.dataset.fold, cfg.seed)
         model, start = starting_point(e.fallback, len(images.classes), e.input_size)
+        if e.train_last:
+            blocks = list(model.features._modules)[-e.train_last:]
+            train_cfg = dataclasses.replace(train_cfg, trainable=[f"features.{b}" for b in blocks] + ["classifier"])
         key = run_key(start, dataset_fingerprint(images), n, n_val, cfg.dataset.fold, e.input_size, train_cfg, cfg.seed)
         with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind
             root = tmp if cfg.smoke else Path(cfg.cache_dir).parent / "checkpoints" / "resnet18_finetune"
@@ -93,7 +98,7 @@ def main(cfg, out):
     out.table(table, "finetune", title="Fine-tuning an ImageNet network on Caltech (the replication notes' ResNet18 table)",
               notes=(f"SGD (lr {train_cfg.lr}, momentum {train_cfg.momentum}, weight decay {train_cfg.weight_decay}, "
                      f"lr x{train_cfg.plateau_factor} when the validation loss stops improving), batch "
-                     f"{train_cfg.batch_size}, all layers trained, a new last layer for the classes. "
+                     f"{train_cfg.batch_size}, {'trained: ' + ', '.join(train_cfg.trainable) + ' (the rest frozen)' if train_cfg.trainable else 'all layers trained'}, a new last layer for the classes. "
                      f"Training: {', '.join(f'{k} images/class of {d}' for d, k in e.train_per_class.items())}; "
                      f"validation: up to {e.val_per_class} other images per class (fold {cfg.dataset.fold}). "
                      f"Train top-1 is the running accuracy on the augmented (random crop + flip) training batches of "
