@@ -94,7 +94,7 @@ def tiny_net():
         nn.LocalResponseNorm(3),
         SamePad(3, 2), nn.Conv2d(6, 6, 3, 2, groups=6, bias=False),
         nn.Conv2d(6, 8, 3, padding=2, dilation=2),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.AvgPool2d(3, 1, padding=1),
         nn.Conv2d(8, 4, 1),
         nn.Flatten(),

@@ -128,6 +128,8 @@ class IncrementalOcclusion:
                           f"computing it and every later layer in full", stacklevel=4)
         if isinstance(x, Patched) and supported and not isinstance(module, GLOBAL):
             if isinstance(module, POINTWISE):
+                if getattr(module, "inplace", False):  # never overwrite the cache or a patch another branch reads
+                    x = Patched(x.clean.clone(), x.patch.clone(), x.top, x.left)
                 return Patched(self._clean_out(module, x, path), module(x.patch), x.top, x.left)
             if isinstance(module, SamePad):
                 top, left = _same_pad_offsets(module, x.clean)
@@ -214,13 +216,12 @@ class IncrementalOcclusion:
         return full
 
     def _capture(self, x):
-        if self.channel is None:
-            self._captured = self._materialize(x)
-        elif isinstance(x, Patched):  # materialize only the channel asked for
-            c = slice(self.channel, self.channel + 1)
-            self._captured = self._materialize(Patched(x.clean[:, c], x.patch[:, c], x.top, x.left))[:, 0]
-        else:
-            self._captured = x[:, self.channel]
+        if isinstance(x, Patched):  # materialize only the channel asked for
+            c = slice(self.channel, self.channel + 1) if self.channel is not None else slice(None)
+            x = self._materialize(Patched(x.clean[:, c], x.patch[:, c], x.top, x.left))
+            self._captured = x[:, 0] if self.channel is not None else x
+        else:  # a copy: a later in-place layer may overwrite this output
+            self._captured = (x[:, self.channel] if self.channel is not None else x).clone()
 
     def _count(self, module: nn.Module, x: Tensor):
         if isinstance(module, nn.Linear):
