@@ -188,8 +188,11 @@ def notes_for(name, cfg, n, top1) -> str:
     e = cfg.experiment
     common = (
         f"{n} images at {cfg.model.input_size} px; every map explains the model's top-1 class. "
-        f"Score-CAM (1,280 channels: 1,281 forward passes per image) is scored on its first {e.scorecam_images} "
-        f"images only, deletion / insertion on the first {e.curve_images} ({e.curve_steps} steps; deletion sets "
+        + (f"Score-CAM (1,280 channels: 1,281 forward passes per image) is scored on its first {e.scorecam_images} "
+           "images only. " if "scorecam" in e.methods else
+           "Score-CAM is not in this run (1,281 forward passes per image at this layer: minutes per image on a "
+           "shared CPU; its maps equal pytorch-grad-cam's, see tests/test_cams.py). ")
+        + f"Deletion / insertion on the first {e.curve_images} images ({e.curve_steps} steps; deletion sets "
         "pixels to 0, insertion starts from an 11-px sigma-5 Gaussian blur, as RISE). Average Drop / Increase in "
         "Confidence use softmax probabilities on the image times its min-max-scaled map (Grad-CAM++ definitions). "
         "Input-space methods (saliency, deconvnet, guided backprop, guided Grad-CAM) are reduced to a map by max_c |.| "
