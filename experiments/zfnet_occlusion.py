@@ -273,7 +273,8 @@ def claims_table(ex, drop, loc) -> pd.DataFrame:
         ("The classifier does not rely on the strongest layer-5 map alone (e.g. car wheel: text drives the map, "
          "the wheel drives the class)",
          f"correlation of maps (b) and (d): {', '.join(f'{v:.2f}' for v in ex.corr_activation_vs_probability)}",
-         "see values: low or negative correlation agrees"),
+         "yes (some example below 0.3)" if (ex.corr_activation_vs_probability < 0.3).any()
+         else "no: map and classifier move together in every example"),
         ("Occluding the object changes the most probable class, often to another object in the scene",
          f"share of positions where the top class is not the true one: "
          f"{', '.join(f'{v:.2f}' for v in ex.positions_not_top1)}",
