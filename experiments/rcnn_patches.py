@@ -62,7 +62,7 @@ def main(cfg, out):
                                 f"{size} px input; value, class above each)"), "top_patches")
     chance = chance_purity(labels, t.k, rng) if (labels >= 0).all() else float("nan")
     out.table(pd.DataFrame(table), "units", title=f"Top-{t.k} patches of {layer} units: {cfg.model.name} on {images.name}",
-              notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, n=len(images), data=images.name,
+              notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, k=t.k, n=len(images), data=images.name,
                                  field=geo.field[0], size=size, stride=geo.stride[0], chance=chance))
     return {"images": len(images), "mean_class_purity": float(np.nanmean([r["class purity"] for r in table])),
             "chance_purity": chance}
@@ -70,12 +70,14 @@ def main(cfg, out):
 
 NOTES = """
 Ours: {model} ({weights}), unit = one channel of {layer} at its strongest location in each image, top
-{{k}} over {n} whole {data} images; a unit's field is {field} px at {size} px input (stride {stride}), clipped
+{k} over {n} whole {data} images; a unit's field is {field} px at {size} px input (stride {stride}), clipped
 to the image: "patch area / image" is the mean share of the image the patches cover. Chance class purity
-for random image sets of the same size: {chance:.3f}.
+for random image sets of the same size: {chance:.3f} (imagenet-val-1300 has 1 to 2 images of most of its
+725 classes, so a unit's top {k} can hardly share one class: the grouping shows in the figure, by shape and
+texture, rather than in this number).
 Paper (Girshick et al. 2014, Fig. 4): AlexNet fine-tuned on VOC 2007, pool5 units (6x6x256; each sees 195x195
 of the 227x227 input), top 16 of about 10 million region proposals of VOC 2007 test, no number reported.
 We mine whole images, not region proposals, so a patch is the unit's receptive field in the image rather than
 in a warped proposal; where the field covers the whole image (EfficientNet-Lite0's head) the "patches" are
 the top images of the unit.
-""".replace("{{k}}", "k")
+"""

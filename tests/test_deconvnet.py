@@ -71,6 +71,7 @@ def test_switches_equal_autograd_with_the_deconvnet_rule():
     # zfnet up to conv1 (before any normalization): both ways, with the input Normalize transposed
     model = zfnet(input_size=64, fc_widths=(8, 8)).eval()
     x = torch.rand(2, 3, 64, 64)
+    assert switch_chain(model, "conv5") is not None  # conv / relu / pool / LRN all the way
     a = deconv_project(model, x, "conv1", 5, method="switches")
     assert torch.allclose(a, deconv_project(model, x, "conv1", 5, method="autograd"), atol=1e-6)
 
@@ -117,6 +118,7 @@ def test_deconvnet_rule_holds_at_relu6_and_functional_relu():
     # and on an nn.ReLU6 network (EfficientNet-Lite0): differs from the plain gradient projection
     model = build_model("efficientnet_lite0", pretrained=True, input_size=64).eval()
     x = torch.rand(1, 3, 64, 64)
+    assert switch_chain(model, "stage3") is None  # BatchNorm, ReLU6, residual blocks: autograd
     proj = deconv_project(model, x, "stage3", 4)
     xg = x.clone().requires_grad_(True)
     from cnnvis.hooks import forward_recorded, record_activations

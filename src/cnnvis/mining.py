@@ -45,6 +45,24 @@ def _batches(images, size, batch_size):
         yield start, images[start:start + batch_size] if isinstance(images, torch.Tensor) else images.tensors(idx, size)
 
 
+def _merge(best, act: torch.Tensor, start: int, k: int):
+    """The running (values, flat index over (image, y, x)), each (C, k), merged with a batch's maxima.
+    The max over space comes first (cheap); the argmax is taken only for the maps that enter the top-k."""
+    b, c, h, w = act.shape
+    peak = act.amax((2, 3)).T  # (C, B): each image's strongest unit per channel
+    kept = 0 if best is None else best[0].shape[1]
+    values = peak if best is None else torch.cat([best[0], peak], 1)
+    top, order = values.topk(min(k, values.shape[1]), dim=1)
+    index = torch.zeros_like(order)
+    if kept:
+        index = best[1].gather(1, order.clamp(max=kept - 1))
+    ch, rank = (order >= kept).nonzero(as_tuple=True)  # entries won by this batch
+    image = order[ch, rank] - kept
+    where = act[image, ch].flatten(1).argmax(1)
+    index[ch, rank] = (start + image) * (h * w) + where
+    return top, index
+
+
 @torch.no_grad()
 def top_activations(model: nn.Module, images, layers, k: int = 9, batch_size: int = 32, size: int | None = None,
                     device=None, progress: bool = True) -> dict[str, TopK]:
@@ -59,7 +77,7 @@ def top_activations(model: nn.Module, images, layers, k: int = 9, batch_size: in
     k = min(k, len(images))
     size = size or getattr(model, "input_size", None)
     device = device or next(model.parameters()).device
-    best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (values, flat index) each (C, k)
+    best: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (values, flat index over (image, y, x))
     shapes: dict[str, tuple[int, int]] = {}
     batches = _batches(images, size, batch_size)
     with record_activations(model, names, stop_early=True) as store:
@@ -70,16 +88,8 @@ def top_activations(model: nn.Module, images, layers, k: int = 9, batch_size: in
                 act = store[name]
                 if act.ndim == 2:  # fully connected: one location
                     act = act[:, :, None, None]
-                b, c, h, w = act.shape
-                shapes[name] = (h, w)
-                peak, where = act.flatten(2).max(2)  # (B, C): each image's strongest unit per channel
-                # flat index over (image, y, x) so one tensor carries the whole location
-                flat = where + (torch.arange(start, start + b, device=act.device)[:, None] * (h * w))
-                values, index = peak.T, flat.T
-                if name in best:
-                    values, index = torch.cat([best[name][0], values], 1), torch.cat([best[name][1], index], 1)
-                top, order = values.topk(min(k, values.shape[1]), dim=1)
-                best[name] = (top, index.gather(1, order))
+                shapes[name] = tuple(act.shape[-2:])
+                best[name] = _merge(best.get(name), act, start, k)
     result = {}
     for name, (values, flat) in best.items():
         h, w = shapes[name]
