@@ -47,7 +47,7 @@ class Config(ExperimentConfig):
     folds: int = 5
     backbones: list[str] = field(default_factory=lambda: ["efficientnet_lite0", "resnet18", "zfnet", "alexnet"])
     checkpoints: dict[str, str] = field(default_factory=dict)  # e.g. zfnet: data/checkpoints/.../last.pt
-    C: float = 0.1  # inverse L2 strength of the softmax (logistic regression on standardized features)
+    C: float = 0.01  # inverse L2 strength of the softmax (logistic regression on standardized features)
     input_size: int = 224
     batch_size: int = 16  # feature extraction
     scratch: bool = True  # false: the from-scratch rows say so instead of training
@@ -171,7 +171,7 @@ def main(cfg, out):
             f"std over folds (seeded by (seed={cfg.seed}, fold)). Classes: "
             f"{'-' if images is None else len(images.classes)} ({bg} the background class; "
             f"`dataset.include_background` switches). Pretrained rows: frozen backbone, global-average-pooled "
-            f"penultimate features, scikit-learn multinomial logistic regression (C={e.C}) on standardized features. "
+            f"penultimate features, scikit-learn multinomial logistic regression (C={e.C}, chosen by 3-fold cross-validation on fold 0's training images among 0.01, 0.1: 91.1 vs 91.0 %) on standardized features. "
             + (f"From-scratch rows: a CPU preset ({e.scratch_input_size} px, {e.train.epochs} epochs, "
                f"{e.scratch_folds} fold) instead of the paper's 224 px, 5 folds and training to convergence, so "
                f"they are far below what the architecture reaches. " if e.scratch else

@@ -53,7 +53,7 @@ class Config(ExperimentConfig):
     layers: Optional[list[str]] = None  # None: every stage of the model (STAGES)
     classifiers: list[str] = field(default_factory=lambda: ["svm", "softmax"])
     C_svm: float = 0.001  # on standardized features (linear kernel)
-    C_softmax: float = 0.1
+    C_softmax: float = 0.01
     grid: int = 1  # average pooling over grid x grid cells of each map (1: global average)
     batch_size: int = 16
 
@@ -111,7 +111,7 @@ def main(cfg, out):
                      f"to {e.test_per_class} other images per class. Features: each layer's output at "
                      f"{cfg.model.input_size} px (center crop), average-pooled over {e.grid}x{e.grid} cells, "
                      f"standardized; SVM = linear SVM (libsvm, one-vs-one, C={e.C_svm}); Softmax = multinomial "
-                     f"logistic regression (C={e.C_softmax}). 'depth' = layer index / number of layers, so the "
+                     f"logistic regression (C={e.C_softmax}); both C chosen by 3-fold cross-validation on fold 0's training images of the last layer (SVM: 1e-4/1e-3/1e-2/0.1 gave 87.5/90.7/90.6/90.6 %; softmax 0.01/0.1: 91.1/91.0 %). 'depth' = layer index / number of layers, so the "
                      f"paper's ZFNet layers (1-5 conv, 7 = fc7) and ours line up in the figure. The paper "
                      f"classified layer outputs of ZFNet; ours are the stages of {cfg.model.name}, whose early "
                      f"stages have few channels (16-40), so global pooling leaves them fewer dimensions than "
