@@ -104,8 +104,14 @@ def main(cfg, out):
         figure_images = images.tensors([j for j, _, _ in shown[:k]], size)
         figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
     table = pd.DataFrame(rows)
+    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
+    at_chance = [r["network"] for r in rows if r["val_top1_err"] > chance_err]
+    warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (top-1 error > {chance_err:.1f}%, "
+               f"chance {100 * (1 - 1 / n_classes):.1f}%): its accuracy and top-1 localization say nothing about "
+               "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
+               "paper's comparison.") if at_chance else ""
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
-              notes=notes(cfg, recipe, len(train_set), len(val_set), n_classes))
+              notes=notes(cfg, recipe, len(train_set), len(val_set), n_classes) + warning)
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
                                "green: object box", figure_labels, figure_boxes), "cam_maps")
