@@ -107,7 +107,7 @@ def main(cfg, out):
     chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
     at_chance = [r["network"] for r in rows if r["val_top1_err"] > chance_err]
     warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (top-1 error > {chance_err:.1f}%, "
-               f"chance {100 * (1 - 1 / n_classes):.1f}%): its accuracy and top-1 localization say nothing about "
+               f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
                "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
                "paper's comparison.") if at_chance else ""
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
