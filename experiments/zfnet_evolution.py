@@ -82,7 +82,7 @@ def main(cfg, out):
     title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "
              f"strongest activation over {len(x)} held-out images, projected by the deconvnet, at epochs {epochs} "
              f"of {recipe.epochs}")
-    out.figure(evolution_grid(grid, epochs, title), "evolution")
+    out.figure(evolution_grid(grid, epochs, title), "evolution", dpi=60)  # under 1 MB
     out.table(history, "metrics", title="The training run whose kept epochs are shown",
               notes=f"Checkpoints: `{ckpt}`. Maps per layer: the {e.maps_per_layer} with the largest mean peak "
                     f"activation at the last epoch (the paper shows a random subset).")

@@ -42,8 +42,9 @@ def evolution_grid(projections: dict, epochs: list, title: str):
     """Fig. 4: one row per (layer, channel), one column per kept epoch; each tile the projection of the
     channel's strongest activation over the held-out set at that epoch (min-max scaled per tile)."""
     rows = list(projections)
-    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(1.15 * len(epochs) + 1.2, 1.15 * len(rows) + 0.6),
-                             squeeze=False)
+    width, height = 1.1 * len(epochs) + 0.5, 1.1 * len(rows) + 1.2
+    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=0.4 / width, right=0.99, bottom=0.1 / height, top=1 - 1.0 / height)
     for r, key in enumerate(rows):
         for c, epoch in enumerate(epochs):
             ax = axes[r, c]
