@@ -82,7 +82,7 @@ def main():
     imgs, source = images(a.batch * a.steps, round(a.size * 256 / 224))
     data = ImageTensors(imgs, range(len(imgs)), a.size, train=True)
     torch.manual_seed(0)
-    model = zfnet(10, a.size)
+    model = zfnet(len(imgs.classes), a.size)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     batches = [(torch.stack([data[i][0] for i in range(b * a.batch, (b + 1) * a.batch)]),
                 torch.tensor([data[i][1] for i in range(b * a.batch, (b + 1) * a.batch)])) for b in range(2)]
