@@ -44,10 +44,10 @@ class Config(ExperimentConfig):
     # the quantitative parts: a coarser grid, so 1,300 images x all positions take minutes
     quant_size: int = 56
     quant_stride: int = 56
-    quant_images: int | None = 100  # a seeded random sample of the ImageNet images to score (None: all 1,300)
+    quant_images: int | None = None  # a seeded random sample of the ImageNet images to score (None: all 1,300)
     caltech: bool = True
     caltech_train_per_class: int = 5  # linear-head training images per class (all 101 classes)
-    caltech_eval_per_class: int = 3  # held-out boxed images per boxed class that are occluded
+    caltech_eval_per_class: int | None = None  # held-out boxed images occluded per boxed class (None: all)
 
 
 def load_examples(cfg):
@@ -125,12 +125,11 @@ def caltech_localization(model, cfg, rng):
     n_train, n_eval = e.caltech_train_per_class, e.caltech_eval_per_class
     if cfg.smoke:
         boxed_classes, n_train, n_eval = boxed_classes[:3], 3, 2
-    evaluate = np.concatenate([rng.permutation(np.flatnonzero(boxed & (index.labels == c)))[:n_eval]
+    pool = np.flatnonzero(np.isin(index.labels, boxed_classes)) if cfg.smoke else np.arange(len(index.paths))
+    train = pool[per_class_split(index.labels[pool], n_train, 0, seed=cfg.seed)[0]]
+    held_out = boxed & ~np.isin(np.arange(len(index.paths)), train)  # every class keeps training images
+    evaluate = np.concatenate([rng.permutation(np.flatnonzero(held_out & (index.labels == c)))[:n_eval]
                                for c in boxed_classes])
-    rest = np.setdiff1d(np.arange(len(index.paths)), evaluate)
-    if cfg.smoke:
-        rest = rest[np.isin(index.labels[rest], boxed_classes)]
-    train = rest[per_class_split(index.labels[rest], n_train, 0, seed=cfg.seed)[0]]
     decode = lambda sel: decode_to_cache(index.select(sel), size, "stretch", cfg.cache_dir, cfg.dataset.num_workers)
     train_set, eval_set = decode(train), decode(evaluate)
 
@@ -223,7 +222,8 @@ def main(cfg, out):
              {"measure": "top-1 accuracy: unoccluded / most sensitive / random",
               "ours": f"{drop.top1_clean.mean():.3f} / {drop.top1_sensitive.mean():.3f} / {drop.top1_random.mean():.3f}",
               "paper": "not reported"}]
-    notes = (f"{len(drop)} {images.name} images (a seeded random sample; `experiment.quant_images=null` scores all), occluder {e.quant_size} px every {e.quant_stride} px; drop = p(true, "
+    sample = "all labelled" if e.quant_images is None else "a seeded random sample of the"
+    notes = (f"{len(drop)} {images.name} images ({sample} images), occluder {e.quant_size} px every {e.quant_stride} px; drop = p(true, "
              f"unoccluded) - p(true, occluded), mean ± std over images; the random position is drawn uniformly "
              f"from the same grid (seed {cfg.seed}).")
     metrics = {"drop_sensitive": float((drop.p_clean - drop.p_sensitive).mean()),
