@@ -154,6 +154,15 @@ CALTECH101_ANNOTATION_DIRS = {"Faces": "Faces_2", "Faces_easy": "Faces_3", "Moto
                               "airplanes": "Airplanes_Side_2"}
 
 
+def caltech101_box_categories(root: str) -> set[str]:
+    """The Caltech-101 categories that have an annotation folder (24 of the 101 here)."""
+    folder = Path(root) / "caltech101" / "Annotations"
+    if not folder.is_dir():
+        raise _not_found("Caltech-101 annotations", folder, "Unpack Annotations/ beside 101_ObjectCategories.")
+    category = {folder_name: name for name, folder_name in CALTECH101_ANNOTATION_DIRS.items()}
+    return {category.get(d.name, d.name) for d in folder.iterdir() if d.is_dir()}
+
+
 def caltech101_boxes(index: ImageIndex, root: str) -> dict[str, np.ndarray]:
     """Object boxes (x0, y0, x1, y1) in 0-based image pixels for the Caltech-101 images that have one
     (``<root>/caltech101/Annotations``: 24 of the 101 categories here)."""

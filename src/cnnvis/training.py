@@ -464,14 +464,19 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
 
 def largest_classes(index, classes: Optional[int]):
     """The ``classes`` classes with the most images (ties by name), relabelled 0..classes-1; None: all."""
-    from cnnvis.data import ImageIndex
-
     if classes is None:
         return index
     counts = np.bincount(index.labels, minlength=len(index.classes))
     if classes > int((counts > 0).sum()):
         raise ValueError(f"experiment.classes={classes} but {index.name} has only {int((counts > 0).sum())} classes")
     chosen = sorted(np.flatnonzero(counts > 0), key=lambda c: (-counts[c], index.classes[c]))[:classes]
+    return keep_classes(index, chosen)
+
+
+def keep_classes(index, chosen):
+    """Only the images of the class ids ``chosen``, relabelled 0..len-1 in name order."""
+    from cnnvis.data import ImageIndex
+
     chosen = sorted(chosen, key=lambda c: index.classes[c])
     remap = {int(c): k for k, c in enumerate(chosen)}
     keep = [i for i, y in enumerate(index.labels) if int(y) in remap]
@@ -480,15 +485,19 @@ def largest_classes(index, classes: Optional[int]):
                       [index.classes[c] for c in chosen])
 
 
-def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None):
-    """(images, train set, val set) of ``cfg.dataset``: the ``classes`` largest classes, the papers' per-class
-    split (``dataset.train_per_class`` / ``test_per_class`` / ``fold``, seeded by ``cfg.seed``), images
-    decoded through the cache at ``dataset.resize`` (default input_size * 256 / 224). With ``cfg.smoke``:
-    3 classes of 4 images (2 train, 2 val)."""
+def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
+                   class_filter: Optional[Callable] = None):
+    """(images, train set, val set) of ``cfg.dataset``: the ``classes`` largest classes (of those whose name
+    passes ``class_filter``), the papers' per-class split (``dataset.train_per_class`` / ``test_per_class`` /
+    ``fold``, seeded by ``cfg.seed``), images decoded through the cache at ``dataset.resize`` (default
+    input_size * 256 / 224). With ``cfg.smoke``: 3 classes of 4 images (2 train, 2 val)."""
     from cnnvis.data import ImageTensors, decode_to_cache, index_dataset, per_class_split, smoke_subset
 
     size = input_size or cfg.model.input_size
-    index = largest_classes(index_dataset(cfg.dataset), classes)
+    index = index_dataset(cfg.dataset)
+    if class_filter is not None:
+        index = keep_classes(index, [c for c, name in enumerate(index.classes) if class_filter(name)])
+    index = largest_classes(index, classes)
     train_per_class, test_per_class = cfg.dataset.train_per_class, cfg.dataset.test_per_class
     if cfg.smoke:
         index = largest_classes(smoke_subset(index, classes=3, per_class=4), 3)
