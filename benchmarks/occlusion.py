@@ -2,7 +2,10 @@
 (i) the plain forward pass of the same number of images at the best batch size and memory format, and
 (ii) Captum's ``Occlusion`` with the same window and stride, at perturbations_per_eval=1 and at its best.
 
-    python benchmarks/occlusion.py [--size 48 --stride 32 --threads N]
+    python benchmarks/occlusion.py [--size 48 --stride 32 --threads N] [--incremental-args "--models zfnet"]
+
+Then, unless --no-incremental, the incremental engine against the full-forward one on zfnet, alexnet,
+resnet18 and efficientnet_lite0 (benchmarks/occlusion_incremental.py, wall clock and multiply-adds).
 
 Every ratio is measured in this run; the headline lines come last.
 """
@@ -44,6 +47,10 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 37])
+    parser.add_argument("--incremental-args", default="",
+                        help="options of the incremental part (see benchmarks/occlusion_incremental.py), quoted")
+    parser.add_argument("--no-incremental", dest="incremental", action="store_false",
+                        help="skip the incremental-vs-full-forward part")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,12 +131,23 @@ def main():
     print(f"alternating re-time at batch {bs} {'NHWC' if channels_last else 'NCHW'}: forward "
           f"{best_fwd * 1000 / n:.2f}, ours {best_ours * 1000 / n:.2f} ms/image")
 
+    headlines = []
+    if args.incremental:  # Krypton-style incremental inference vs this engine's one forward per position
+        import shlex
+
+        import occlusion_incremental
+
+        print("\nincremental occlusion vs the full-forward engine", flush=True)
+        headlines = occlusion_incremental.run(occlusion_incremental.build_parser().parse_args(
+            shlex.split(args.incremental_args)))
+
     print()
     print(f"best forward: batch {best_fwd_key[0]} {'NHWC' if best_fwd_key[1] else 'NCHW'}; best ours: batch "
           f"{best_ours_key[0]} {'NHWC' if best_ours_key[1] else 'NCHW'}; best captum: perturbations_per_eval {best_ppe}")
     print(f"occlusion_vs_forward: {best_ours / best_fwd:.2f}x the time of the plain forward pass (target: <= 1.2)")
     print(f"speedup_vs_captum_ppe1: {captum[1] / best_ours:.2f}x (target: > 1)")
     print(f"speedup_vs_captum_best: {best_captum / best_ours:.2f}x (target: > 1)")
+    print("\n".join(headlines))
 
 
 if __name__ == "__main__":

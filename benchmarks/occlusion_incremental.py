@@ -107,7 +107,7 @@ def compare(name, model, image, size, stride, batch_sizes, reps, taus=()):
     return rows
 
 
-def main():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["zfnet", "alexnet", "resnet18", "efficientnet_lite0"])
     parser.add_argument("--size", type=int, default=32)
@@ -118,7 +118,11 @@ def main():
     parser.add_argument("--no-defaults", dest="defaults", action="store_false")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 keeps timings stable on a CPU shared with other jobs")
-    args = parser.parse_args()
+    return parser
+
+
+def run(args) -> list[str]:
+    """Print the table of every setting; return the headline lines."""
     torch.set_num_threads(args.threads)
 
     image = photo()
@@ -142,18 +146,19 @@ def main():
               f"{r['wall_full']:7.2f} {r['wall']:7.2f} {r['wall_full'] / r['wall']:6.2f}x {r['cpu_full'] / r['cpu']:5.2f}x "
               f"{r['mac_ratio']:5.2f}x {r['max_rel_diff']:12.1e} {r.get('mean_abs_diff', float('nan')):9.2e} "
               f"{r.get('spearman', float('nan')):8.3f}")
-    print()
+    headlines = []
     for setting in dict.fromkeys((r["model"], r["size"], r["stride"]) for r in rows):
         exact = [r for r in rows if (r["model"], r["size"], r["stride"]) == setting and r["path"] == "incremental"]
         best_full, best_fast = min(exact, key=lambda r: r["wall_full"]), min(exact, key=lambda r: r["wall"])
         name, size, stride = setting
         target = f">= {TARGETS[name]}x" if name in TARGETS and (size, stride) == (args.size, args.stride) else "> 1x"
-        print(f"{name}_{size}px_every_{stride}_speedup: {best_full['wall_full'] / best_fast['wall']:.2f}x (target: "
-              f"{target}; exact; each path at its fastest batch: full {best_full['batch']}, "
-              f"incremental {best_fast['batch']})")
-        print(f"{name}_{size}px_every_{stride}_mac_ratio: {max(r['mac_ratio'] for r in exact):.2f}x (target: the "
-              f"receptive-field growth's bound)")
+        headlines.append(f"{name}_{size}px_every_{stride}_speedup: {best_full['wall_full'] / best_fast['wall']:.2f}x "
+                         f"(target: {target}; exact; each path at its fastest batch: full {best_full['batch']}, "
+                         f"incremental {best_fast['batch']})")
+        headlines.append(f"{name}_{size}px_every_{stride}_mac_ratio: {max(r['mac_ratio'] for r in exact):.2f}x "
+                         f"(target: the receptive-field growth's bound)")
+    return headlines
 
 
 if __name__ == "__main__":
-    main()
+    print("\n" + "\n".join(run(build_parser().parse_args())))
