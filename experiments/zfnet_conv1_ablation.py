@@ -102,7 +102,7 @@ def main(cfg, out):
              f"{size} px, channel width x{e.width}, {recipe.epochs} epochs, seeds {list(e.seeds)}")
     out.table(per_run, "runs", title="ZF Fig. 6 ablation: every run", notes=scale)
     out.table(summary, "summary", title="ZF Fig. 6 ablation: mean and std over seeds", notes=scale)
-    out.table(claims_table(summary, len(val_set)), "claims", title="ZF Fig. 6: the paper's claims beside ours",
+    out.table(claims_table(summary, len(train_set), len(val_set)), "claims", title="ZF Fig. 6: the paper's claims beside ours",
               notes=CLAIM_NOTES + "\n\nOurs: " + scale + ".")
     out.figure(filter_grids(filters, f"conv1 filters after training (Fig. 6 (b) AlexNet-style, (c) ZFNet); {scale}"),
                "conv1_filters")
@@ -130,7 +130,7 @@ conv1-stride grid, relative to a flat spectrum (1 = no grid).
 """
 
 
-def claims_table(summary: pd.DataFrame, n_val: int) -> pd.DataFrame:
+def claims_table(summary: pd.DataFrame, n_train: int, n_val: int) -> pd.DataFrame:
     """The paper's Fig. 6 claims, our measurement, a verdict computed from it, and why ours may differ."""
     def get(prefix, col):
         row = summary[summary.arm.str.startswith(prefix)]
@@ -145,7 +145,7 @@ def claims_table(summary: pd.DataFrame, n_val: int) -> pd.DataFrame:
     grid_sd = max(get(a, "conv2_grid_score_std"), get(z, "conv2_grid_score_std"))
     top_a, top_z = get(a, "val_top1_mean"), get(z, "val_top1_mean")
     top_sd = max(get(a, "val_top1_std"), get(z, "val_top1_std"))
-    scale = ("the paper trains on 1.2M ImageNet images for ~70 epochs at full width; ours sees a few hundred "
+    scale = (f"the paper trains on 1.2M ImageNet images for ~70 epochs at full width; ours sees {n_train} "
              "Caltech-101 images at quarter width")
     return pd.DataFrame([
         {"claim": "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
