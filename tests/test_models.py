@@ -108,6 +108,17 @@ def test_checkpoint_round_trip_and_new_head(tmp_path):
     assert other.head.out_features == 9
 
 
+def test_width_scaled_checkpoint_loads_and_a_wrong_input_size_says_so(tmp_path):
+    model = zfnet(num_classes=4, input_size=112, width=0.25).eval()  # the CPU presets' network
+    assert model.features.conv1.out_channels == 24 and model.classifier.fc6.out_features == 1024
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    loaded = build_model("zfnet", num_classes=4, checkpoint=str(tmp_path / "ckpt.pt"), input_size=112).eval()
+    x = torch.rand(2, 3, 112, 112)
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="model.input_size=224"):
+        build_model("zfnet", num_classes=4, checkpoint=str(tmp_path / "ckpt.pt"), input_size=224)
+
+
 def test_zfnet_without_checkpoint_cannot_be_pretrained():
     with pytest.raises(ValueError, match="model.checkpoint"):
         build_model("zfnet", pretrained=True)

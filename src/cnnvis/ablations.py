@@ -16,18 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnvis.models import ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, conv_stack_classifier
+from cnnvis.models import ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, conv_stack_classifier, scaled
 
 CONV1_ARMS = {
     # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
     "zfnet": ZFNET_SPEC[0],
     "alexnet_conv1": ALEXNET_SPEC[0][:4] + ZFNET_SPEC[0][4:],
 }
-
-
-def scaled(spec, width: float) -> list[tuple]:
-    """A conv spec with every layer's channel count times ``width`` (CPU budgets: 0.25 costs ~1/10)."""
-    return [(max(1, round(row[0] * width)), *row[1:]) for row in spec]
 
 
 def conv1_variant(arm: str, num_classes: int, input_size: int = 224, width: float = 1.0) -> ImageClassifier:
@@ -84,16 +79,14 @@ def harness_model(name: str, num_classes: int, input_size: int, width: float = 1
                   checkpoint=None) -> ImageClassifier:
     """``build_model``'s network, or for zfnet / alexnet with ``width`` != 1 the same network with every
     channel count (and fc width) scaled."""
-    from cnnvis.models import build_model
+    from cnnvis.models import BUILDERS, build_model
 
     if width == 1.0:
         return build_model(name, num_classes, pretrained, checkpoint, input_size)
-    specs = {"zfnet": ZFNET_SPEC, "alexnet": ALEXNET_SPEC}
-    if name not in specs or pretrained or checkpoint:
-        raise ValueError(f"experiment.width={width} applies to models trained from scratch of "
-                         f"{', '.join(specs)}; use width=1.0 for {name}")
-    fc = (round(4096 * width),) * 2
-    return conv_stack_classifier(scaled(specs[name], width), num_classes, input_size, fc)
+    if name not in ("zfnet", "alexnet") or pretrained or checkpoint:
+        raise ValueError(f"experiment.width={width} applies to models trained from scratch of zfnet, alexnet; "
+                         f"use width=1.0 for {name}")
+    return BUILDERS[name](num_classes, input_size, width=width)
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:

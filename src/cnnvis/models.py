@@ -148,14 +148,21 @@ def conv_stack_classifier(spec, num_classes=1000, input_size=224, fc_widths=(409
     )
 
 
-def alexnet(num_classes=1000, input_size=224, **kw):
-    """Krizhevsky et al. 2012, one tower: 96 11x11/4, LRN, 256-384-384-256, fc 4096-4096."""
-    return conv_stack_classifier(ALEXNET_SPEC, num_classes, input_size, **kw)
+def scaled(spec, width: float) -> list[tuple]:
+    """A conv spec with every layer's channel count times ``width`` (CPU budgets: 0.25 costs ~1/10)."""
+    return [(max(1, round(row[0] * width)), *row[1:]) for row in spec]
 
 
-def zfnet(num_classes=1000, input_size=224, **kw):
-    """Zeiler & Fergus 2013 Fig. 3: maps of 110, 55, 26, 13, 13, 13, 6 at 224 input."""
-    return conv_stack_classifier(ZFNET_SPEC, num_classes, input_size, **kw)
+def alexnet(num_classes=1000, input_size=224, width=1.0, fc_widths=None, **kw):
+    """Krizhevsky et al. 2012, one tower: 96 11x11/4, LRN, 256-384-384-256, fc 4096-4096 (all x ``width``)."""
+    return conv_stack_classifier(scaled(ALEXNET_SPEC, width), num_classes, input_size,
+                                 fc_widths or (round(4096 * width),) * 2, **kw)
+
+
+def zfnet(num_classes=1000, input_size=224, width=1.0, fc_widths=None, **kw):
+    """Zeiler & Fergus 2013 Fig. 3: maps of 110, 55, 26, 13, 13, 13, 6 at 224 input (channels x ``width``)."""
+    return conv_stack_classifier(scaled(ZFNET_SPEC, width), num_classes, input_size,
+                                 fc_widths or (round(4096 * width),) * 2, **kw)
 
 
 # ---------------------------------------------------------------- torchvision models
@@ -349,15 +356,20 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool = False,
         raise ValueError(
             f"no ImageNet weights ship for {name}: train one (experiment=train model={name}) and pass "
             f"model.checkpoint=PATH, or set model.pretrained=false.")
+    state = load_checkpoint_state(checkpoint) if checkpoint else None
     if name in PRETRAINED_BUILTIN:  # torchvision/pip ImageNet models: built with their 1000-way head
         model = BUILDERS[name](pretrained=pretrained and checkpoint is None, input_size=input_size)
-    else:
-        model = BUILDERS[name](num_classes=num_classes, input_size=input_size)
-    if checkpoint:
-        state = load_checkpoint_state(checkpoint)
+    else:  # a checkpoint of a width-scaled net (the CPU presets) sets the width
+        width = state["features.conv1.weight"].shape[0] / 96 if state and "features.conv1.weight" in state else 1.0
+        model = BUILDERS[name](num_classes=num_classes, input_size=input_size, width=width)
+    if state is not None:
         if _num_classes_of(state) != model.head.out_features:
             replace_head(model, _num_classes_of(state))
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {checkpoint} does not fit model={name} at model.input_size={input_size} "
+                             f"(the input size it was trained at, if it differs, changes fc6): {err}") from None
     if num_classes != model.head.out_features:
         replace_head(model, num_classes)
     return model
