@@ -128,10 +128,17 @@ def main(cfg, out):
                     f"`pool` (the vector the classifier reads) for layer 7, `{e.layers[0]}` is a middle layer. The paper's "
                     f"layer-7 values are not transcribed here.\n\nParts more consistent than random regions (every part "
                     f"below random): " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in verdict.items()) +
-                    ". The paper: yes at layer 5, nearly equal at layer 7. Command: "
-                    "`python run.py experiment=zfnet_correspondence`.")
+                    ". The paper: yes at layer 5, nearly equal at layer 7." + ("" if all(verdict.values()) else WHY_NOT) +
+                    " Command: `python run.py experiment=zfnet_correspondence`.")
     df.to_csv(out.path("deltas_per_repeat.csv"), index=False)
     return {f"delta_{loc}_{layer}": float(means[(loc, layer)]) for loc in (*PARTS, "random") for layer in e.layers}
+
+
+WHY_NOT = (" Where ours says no, likely reasons (untested): a random box often lands on background and changes few "
+           "features, and features unchanged in every image (sign 0) count as agreeing, so a small change scores as "
+           "consistent; EfficientNet-Lite0's last maps are 7x7 with receptive fields covering the whole image, so masking "
+           "an eye perturbs most of its 1,280 channels, where ZFNet's 13x13 layer 5 keeps a part's effect local; and 5 "
+           "images give few pairs.")
 
 
 def parts_figure(x, trial, classes):
