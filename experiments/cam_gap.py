@@ -122,13 +122,22 @@ def main(cfg, out):
             if pd.notna(r[k])}
 
 
+def init_text(recipe) -> str:
+    if recipe.paper_init:
+        return "weights N(0, 0.01)"
+    if not recipe.kaiming_init:
+        return "PyTorch's default init"
+    linear = "" if recipe.linear_init_std is None else f" (fc layers N(0, {recipe.linear_init_std:g}))"
+    return f"He init{linear}"
+
+
 def notes(cfg, recipe, n_train, n_val, n_classes) -> str:
     return (
         f"All networks trained from scratch on Caltech-101 ({n_classes} classes"
         f"{': the categories with boxes' if cfg.experiment.boxed_categories else ''}, {n_train} training / {n_val} "
         f"validation images, {cfg.dataset.train_per_class}/{cfg.dataset.test_per_class} per class) at "
         f"{cfg.model.input_size} px, with the same budget: {recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr "
-        f"{recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay}, He init. The paper fine-tunes ImageNet "
+        f"{recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay}, {init_text(recipe)}. The paper fine-tunes ImageNet "
         "networks and reports ImageNet errors (paper column): the comparison to carry over is the ordering "
         "(GAP costs a few points, AlexNet-GAP most, AlexNet*-GAP recovers part), not the values. Localization on the "
         "validation images that have boxes (boxes mapped through the resize and centre crop): "

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnvis.ablations import (ARCH_VARIANTS, aliasing_energy_share, arch_variant, conv1_responses, conv1_variant,
                               dead_filter_fraction, first_conv, grid_artifact_score)
-from cnnvis.models import zfnet
+from cnnvis.models import alexnet, zfnet
 from cnnvis.training import kaiming_init_, paper_init_
 
 
@@ -116,3 +116,21 @@ def test_paper_init_shrinks_the_signal_and_he_init_keeps_it():
         with torch.no_grad():
             stds[name] = float(model(x).std())
     assert stds["paper"] < 1e-3 < 0.3 < stds["he"]
+
+
+def test_he_init_with_small_linear_std_keeps_a_wide_fc_head_calm():
+    """cam_gap's AlexNet (fc 9216-4096-4096): He init everywhere starts with huge logits and the first steps
+    kill every ReLU; N(0, 1e-2) on the Linear layers (torchvision's VGG) keeps the logits small, convs He."""
+    x = torch.rand(2, 3, 112, 112)
+    stds = {}
+    for linear_std in (None, 0.01):
+        torch.manual_seed(0)
+        model = alexnet(24, 112).eval()
+        kaiming_init_(model, linear_std)
+        with torch.no_grad():
+            stds[linear_std] = float(model(x).std())
+        conv1 = model.features[0].weight
+        assert float(conv1.std()) == pytest.approx((2 / conv1[0].numel()) ** 0.5, rel=0.1)  # convs stay He
+    fc_weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert all(float(w.std()) == pytest.approx(0.01, rel=0.05) for w in fc_weights)
+    assert stds[0.01] < 0.05 * stds[None]

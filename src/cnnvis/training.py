@@ -63,6 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also write last.pt every N optimizer steps (0: only at epoch ends)
     eval_batch_size: int = 128
     kaiming_init: bool = False  # He et al. 2015 (normal, fan-in, ReLU gain), biases 0; ignored with paper_init
+    linear_init_std: Optional[float] = None  # with kaiming_init: Linear weights N(0, std) instead (torchvision's VGG)
 
 
 def scaled_keep_epochs(epochs: int) -> list[int]:
@@ -79,12 +80,17 @@ def paper_init_(model: nn.Module, std: float = 1e-2) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def kaiming_init_(model: nn.Module) -> None:
+def kaiming_init_(model: nn.Module, linear_std: Optional[float] = None) -> None:
     """He et al. 2015: keeps the signal's scale through deep ReLU stacks without normalization layers, where
-    N(0, 1e-2) (and PyTorch's default) shrink it layer after layer and a short run never starts learning."""
+    N(0, 1e-2) (and PyTorch's default) shrink it layer after layer and a short run never starts learning.
+    ``linear_std`` draws Linear weights from N(0, linear_std) instead: a wide fc head (AlexNet's 9216-4096-4096)
+    under He init starts with logits so large that the first steps at lr 1e-2 kill every ReLU."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if isinstance(m, nn.Linear) and linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            else:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -353,7 +359,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
     if cfg.paper_init:
         paper_init_(model)
     elif cfg.kaiming_init:
-        kaiming_init_(model)
+        kaiming_init_(model, cfg.linear_init_std)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
