@@ -16,6 +16,16 @@ def test_delta_by_hand():
     assert delta(signs[:2]) == 0.0
 
 
+def test_delta_over_changed_features_by_hand():
+    signs = torch.tensor([[1, 0, 0, 0], [-1, 0, 0, 1], [0, 0, 0, 0]])
+    # changed in i or j: (0,1) features 0 and 3, both differ: 1; (0,2) feature 0, differs: 1; (1,2) 0 and 3: 1
+    assert delta(signs, changed_only=True) == 1.0
+    assert delta(signs) == pytest.approx((2 / 4 + 1 / 4 + 2 / 4) / 3)  # the unchanged features dilute it
+    same = torch.tensor([[1, 0, 0, -1], [1, 0, 0, -1]])
+    assert delta(same, changed_only=True) == 0.0
+    assert delta(torch.zeros(3, 4), changed_only=True) == 0.0  # nothing changed anywhere: no disagreement
+
+
 def test_mask_fills_only_the_box():
     x = torch.rand(2, 3, 8, 8)
     out = mask(x, [[1, 2, 4, 5], [0, 0, 2, 8]], torch.tensor([0.1, 0.2, 0.3]))
@@ -46,6 +56,8 @@ def test_zfnet_correspondence_end_to_end(tmp_path):
     table = pd.read_csv(out / "table1_correspondence.csv")
     assert list(table.occluded) == ["right eye", "left eye", "nose", "random"]
     assert {"stage4", "head", "pool", "paper layer 5"} <= set(table.columns)
+    changed = pd.read_csv(out / "table1_changed_features.csv")
+    assert list(changed.occluded) == list(table.occluded) and {"stage4", "head", "pool"} <= set(changed.columns)
     assert (out / "masked_parts.png").is_file()
 
 
