@@ -9,6 +9,7 @@ from cnnvis.cams import CAM, GradCAM
 from cnnvis.gap import build_gap_model, count_parameters, gap_network
 from cnnvis.models import alexnet, vgg16, zfnet
 from conftest import needs_caltech101, run_py
+from experiments.cam_gap import claims_text
 
 
 @pytest.mark.parametrize("builder, last, size", [(alexnet, "conv5", 112), (zfnet, "conv5", 112), (vgg16, "conv5_3", 64)])
@@ -66,3 +67,14 @@ def test_cam_gap_end_to_end(tmp_path):
     assert list(table["network"]) == ["alexnet", "alexnet-gap"]
     assert table["parameters_M"][1] < table["parameters_M"][0] and table["paper_top1_err_imagenet"].notna().all()
     assert (tmp_path / "cam_gap" / "training_curves.png").stat().st_size > 1000
+
+
+def test_cam_gap_claims_follow_the_numbers():
+    table = pd.DataFrame({"network": ["alexnet", "alexnet-gap", "alexnet*-gap"], "val_top1_err": [40.0, 45.0, 50.0]})
+    text = claims_text(table, {"alexnet": 90.0, "alexnet-gap": 80.0, "alexnet*-gap": 60.0})
+    assert "(paper +8.5 points): ours +5.0 points, agrees" in text
+    assert "ours 45.0 -> 50.0%, no. Likely why" in text and "train top-1 60% vs 80%" in text
+    table["val_top1_err"] = [50.0, 45.0, 42.0]
+    text = claims_text(table, {})
+    assert "no: GAP cost nothing here" in text and "45.0 -> 42.0%, agrees." in text
+    assert claims_text(table.iloc[[1]], {}) == ""  # a GAP network alone: nothing to compare
