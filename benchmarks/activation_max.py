@@ -1,4 +1,8 @@
-"""Activation maximization: optimizing many units as one batch vs one unit at a time (same images, same steps).
+"""Activation maximization: optimizing many units as one batch vs one unit at a time (same start, same steps).
+
+The two paths do the same arithmetic per image, but batched convolutions round differently, and the normalized
+gradient steps, clamps and percentile clipping amplify a 1e-7 difference over the steps (the images agree to
+1e-5 after one step and drift apart later); the objective values reached are what must agree.
 
     python benchmarks/activation_max.py [--units 8] [--steps 10] [--size 112] [--layer stage4]
 
@@ -36,13 +40,21 @@ def main():
     batched, t_batched = timed(lambda: maximize(model, channel(args.layer, channels), init=start, **kw))
     singles, t_loop = timed(lambda: [maximize(model, channel(args.layer, [c]), init=start[i:i + 1], **kw)
                                      for i, c in enumerate(channels)])
-    diff = max(float((s.images[0] - batched.images[i]).abs().max()) for i, s in enumerate(singles))
+    values = torch.cat([s.values for s in singles])
+    value_gap = float(((values - batched.values).abs() / values.abs().clamp_min(1e-6)).max())
+    one_step = {**kw, "steps": 1}
+    first = maximize(model, channel(args.layer, channels), init=start, **one_step).images
+    first_gap = max(float((maximize(model, channel(args.layer, [c]), init=start[i:i + 1], **one_step).images[0]
+                           - first[i]).abs().max()) for i, c in enumerate(channels))
     print(f"torch threads: {torch.get_num_threads()}; {args.units} units of {args.layer}, {args.steps} steps at "
           f"{args.size} px")
-    print(f"one unit at a time: {t_loop:.2f} s; batched: {t_batched:.2f} s; max |image difference| {diff:.2e}")
+    print(f"one unit at a time: {t_loop:.2f} s; batched: {t_batched:.2f} s")
+    print(f"max |image difference| after one step: {first_gap:.1e}; largest relative gap of the final objective "
+          f"values: {value_gap:.1e}")
     print(f"image_steps_per_s_batched: {args.units * args.steps / t_batched:.1f} (target: higher than one at a time)")
     print(f"image_steps_per_s_one_at_a_time: {args.units * args.steps / t_loop:.1f} (target: baseline)")
-    print(f"batched_speedup: {t_loop / t_batched:.2f}x (target: > 1, same images)")
+    print(f"one_step_image_gap: {first_gap:.1e} (target: <= 1e-5, the units of a batch do not interact)")
+    print(f"batched_speedup: {t_loop / t_batched:.2f}x (target: > 1)")
 
 
 if __name__ == "__main__":
