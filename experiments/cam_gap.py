@@ -95,6 +95,7 @@ def main(cfg, out):
             "val_top5_err": 100 * (1 - float(last["val_top5"])), "boxed_val_images": len(found),
             "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
             "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
+            "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
             "paper_top1_err_imagenet": PAPER_TOP1_ERR.get(name, np.nan),
         })
         log.info("%s: %s (checkpoints %s)", name, rows[-1], ckpt)
