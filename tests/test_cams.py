@@ -213,6 +213,33 @@ def test_batching_and_default_targets(lite0, images):
     torch.testing.assert_close(a, b, atol=1e-5 * float(b.abs().max()), rtol=1e-4)  # float sums differ by batch
 
 
+def test_graph_from_the_hooked_layer_on_gives_the_full_graphs_gradients():
+    """The trunk runs without a graph; the hook starts one. Same weights as a full-graph gradient, an in-place
+    ReLU right after the hooked conv leaves the recorded activation alone, and grad mode comes back as it was."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 6, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    x = torch.randn(3, 3, 12, 12)
+    targets = torch.tensor([0, 3, 1])
+    a = model[0](x).detach()  # the conv's output, before the in-place ReLU
+    a_leaf = a.clone().requires_grad_(True)
+    scores = model[2:](F.relu(a_leaf))[torch.arange(3), targets]  # the graph above the conv, by hand
+    (expected,) = torch.autograd.grad(scores.sum(), a_leaf)
+    with cams.GradCAM(model, "0", relu=False) as method:
+        acts, grads, got_scores, _ = method._scores_and_grads(x, targets)
+        cam = method.attribute(x, [0, 3, 1], upsample_to_input=False)
+    torch.testing.assert_close(acts[0], a)  # recorded before the in-place ReLU, not overwritten by it
+    torch.testing.assert_close(grads[0], expected)
+    torch.testing.assert_close(got_scores, scores.detach())
+    torch.testing.assert_close(cam, (expected.mean((2, 3))[:, :, None, None] * a).sum(1))
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        method = cams.GradCAM(model, "0")
+        method.attribute(x, 0)
+        assert not torch.is_grad_enabled()
+        method.close()
+
+
 def test_hooks_are_released_on_exit_and_on_error(lite0, images):
     layer = get_layer(lite0, "head")
     before = len(layer._forward_hooks)

@@ -61,11 +61,18 @@ class Attribution:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.activations: dict[str, torch.Tensor] = {}
+        self._graph_from_first_hook = False
         modules = [get_layer(model, name) for name in self.layers]  # unknown names fail listing valid ones
         self._handles = [m.register_forward_hook(self._record(name)) for name, m in zip(self.layers, modules)]
 
     def _record(self, name):
         def hook(module, inputs, output):
+            if self._graph_from_first_hook and not torch.is_grad_enabled():
+                # the trunk below ran without a graph (a third of a CPU forward pass); record from here on
+                torch.set_grad_enabled(True)
+                leaf = output.detach().requires_grad_(True)
+                self.activations[name] = leaf
+                return leaf.clone()  # what the next layers see: an in-place op there cannot touch the leaf
             self.activations[name] = output
 
         return hook
@@ -134,12 +141,16 @@ class Attribution:
         return logits, logits.gather(1, target[:, None])[:, 0], target
 
     def _scores_and_grads(self, x, target):
-        """Target scores and dy/dA for every hooked layer (only the needed part of the graph is backpropagated)."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)  # so the layers' outputs need grad even with frozen weights
-            _, scores, target = self._forward(x, target)
-            acts = [self.activations[name] for name in self.layers]
-            grads = torch.autograd.grad(scores.sum(), acts)  # images are independent in eval mode
+        """Target scores and dy/dA for every hooked layer: the forward pass records a graph only from the first
+        hooked layer on (its hook switches grad on), so only that part is built and backpropagated."""
+        self._graph_from_first_hook = True
+        try:
+            with torch.no_grad():
+                _, scores, target = self._forward(x, target)
+                acts = [self.activations[name] for name in self.layers]
+                grads = torch.autograd.grad(scores.sum(), acts)  # images are independent in eval mode
+        finally:
+            self._graph_from_first_hook = False
         return [a.detach() for a in acts], [g.detach() for g in grads], scores.detach(), target
 
     def _attribute(self, x, target):
@@ -216,11 +227,15 @@ class ScoreCAM(_ChannelWeightedCAM):
     logits), so the maps equal its maps. A channel that is constant after upsampling masks the image to zero;
     those share one forward pass of the black image instead of one each (the map is unchanged).
     ``batch_size`` counts masked images per forward pass (small batches are fastest on a CPU: cache-resident).
+    ``channels_last`` feeds the masked images in NHWC layout, which oneDNN's CPU convolutions run about 1.2x
+    faster (1.4x with the model's weights in channels_last too); the maps agree to float rounding.
     """
 
-    def __init__(self, model, layer: str, batch_size: int = 4, relu: bool = True, progress: bool = False):
+    def __init__(self, model, layer: str, batch_size: int = 4, relu: bool = True, progress: bool = False,
+                 channels_last: bool = True):
         super().__init__(model, layer, batch_size, relu)
         self.progress = progress
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @property
     def images_per_batch(self) -> int:
@@ -244,7 +259,7 @@ class ScoreCAM(_ChannelWeightedCAM):
         for i in chunks:
             ch = live[i:i + self.batch_size]
             masks = (up[ch] - lo[ch, None, None]) / (hi[ch] - lo[ch] + 1e-8)[:, None, None]
-            scores[ch] = self.model(x * masks[:, None])[:, target[0]]
+            scores[ch] = self.model((x * masks[:, None]).contiguous(memory_format=self.memory_format))[:, target[0]]
         return torch.softmax(scores, 0)[None], acts
 
 
