@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from cnnvis.hooks import activations, record_activations
-from cnnvis.models import build_model, get_layer, replace_head, zfnet
+from cnnvis.models import build_model, fold_batchnorm, get_layer, replace_head, zfnet
 
 
 def test_zfnet_map_sizes_match_the_paper():
@@ -122,3 +122,17 @@ def test_width_scaled_checkpoint_loads_and_a_wrong_input_size_says_so(tmp_path):
 def test_zfnet_without_checkpoint_cannot_be_pretrained():
     with pytest.raises(ValueError, match="model.checkpoint"):
         build_model("zfnet", pretrained=True)
+
+
+def test_fold_batchnorm_gives_the_same_outputs_without_batchnorm():
+    model = build_model("efficientnet_lite0", pretrained=True).eval()
+    handle = get_layer(model, "head").register_forward_hook(lambda *a: None)
+    folded = fold_batchnorm(model)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original keeps its own
+    assert len(get_layer(model, "head")._forward_hooks) == 1 and not get_layer(folded, "head")._forward_hooks
+    handle.remove()

@@ -11,6 +11,7 @@ never see one module called twice.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import os
@@ -345,6 +346,29 @@ BUILDERS = {
     "efficientnet_lite0": efficientnet_lite0,
 }
 PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with every BatchNorm2d that directly follows a Conv2d in an nn.Sequential
+    folded into the conv's weights and bias (exact up to float rounding; the original and its hooks are left
+    untouched, the copy has none). Inside a Sequential the conv's output feeds the BatchNorm alone, so the fold changes nothing else."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():  # the original's hooks (e.g. a CAM's recorders) stay with the original
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+        module._backward_hooks.clear()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = seq._modules[conv_name], seq._modules[bn_name]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                seq._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[bn_name] = nn.Identity()
+    return folded
 
 
 def build_model(name: str, num_classes: int = 1000, pretrained: bool = False,
