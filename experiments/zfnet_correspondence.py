@@ -117,8 +117,7 @@ def main(cfg, out):
             out.figure(parts_figure(x, trial, [images.classes[images.labels[i]] for i in idx]), "masked_parts")
     df = pd.DataFrame(scores, columns=["location", "repeat", "layer", "delta", "delta_changed", "changed_share"])
     means = df.groupby(["location", "layer"])[["delta", "delta_changed", "changed_share"]].mean()
-    verdict, verdict_changed = ({layer: all(means.loc[(p, layer), col] < means.loc[("random", layer), col] for p in PARTS)
-                                 for layer in e.layers} for col in ("delta", "delta_changed"))
+    verdict, verdict_changed = (parts_beat_random(means, e.layers, col) for col in ("delta", "delta_changed"))
     out.table(summary_table(df, e.layers, "delta", paper=True), "table1_correspondence",
               title="Table 1: correspondence of dog parts (Δ, lower = more consistent)",
               notes=f"Δ_l = (1/20) Σ_(i≠j) H(sign(ε_i^l), sign(ε_j^l)) / d: the mean over the 20 ordered pairs of the 5 "
@@ -138,7 +137,8 @@ def main(cfg, out):
               notes="The same masks and pairs as table1_correspondence, with each pair's Hamming rate taken over the "
                     "features changed in image i or j (sign ≠ 0 in either), so features no mask touches do not count "
                     "as agreeing. Share of features changed by the mask, mean over images and repeats: " +
-                    "; ".join(f"{layer}: " + ", ".join(f"{loc.replace('_', ' ')} {means.loc[(loc, layer), 'changed_share']:.3f}"
+                    "; ".join(f"{layer}: " + ", ".join(f"{loc.replace('_', ' ')} "
+                                                      f"{means.loc[(loc, layer), 'changed_share']:.3f}"
                                                       for loc in (*PARTS, "random")) for layer in e.layers) +
                     f".\n\nParts more consistent than random regions: {yes_no(verdict_changed)}.")
     df.to_csv(out.path("deltas_per_repeat.csv"), index=False)
@@ -157,6 +157,12 @@ def summary_table(df: pd.DataFrame, layers, column: str, paper: bool = False) ->
             row["paper layer 5"] = f"{PAPER_LAYER5[location]:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def parts_beat_random(means: pd.DataFrame, layers, column: str) -> dict:
+    """{layer: every part's mean ``column`` below the random regions'}."""
+    return {layer: all(means.loc[(p, layer), column] < means.loc[("random", layer), column] for p in PARTS)
+            for layer in layers}
 
 
 def yes_no(verdict: dict) -> str:

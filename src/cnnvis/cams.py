@@ -249,12 +249,12 @@ class ScoreCAM(_ChannelWeightedCAM):
         up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
         lo, hi = up.flatten(1).amin(1), up.flatten(1).amax(1)
         live = torch.nonzero(hi > lo).flatten()
-        scores = torch.empty(acts.shape[1], device=x.device)
-        if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
-            scores[hi <= lo] = self.model(torch.zeros_like(x))[0, target[0]]
         net, layout = self.model, torch.contiguous_format
         if self.fast:  # a fresh copy per image: the model's weights may have changed since the last call
             net, layout = fold_batchnorm(self.model).to(memory_format=torch.channels_last), torch.channels_last
+        scores = torch.empty(acts.shape[1], device=x.device)
+        if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
+            scores[hi <= lo] = net(torch.zeros_like(x).contiguous(memory_format=layout))[0, target[0]]
         chunks = range(0, len(live), self.batch_size)
         if self.progress:
             from tqdm import tqdm

@@ -351,7 +351,8 @@ PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An inference copy of ``model`` with every BatchNorm2d that directly follows a Conv2d in an nn.Sequential
     folded into the conv's weights and bias (exact up to float rounding; the original and its hooks are left
-    untouched, the copy has none). Inside a Sequential the conv's output feeds the BatchNorm alone, so the fold changes nothing else."""
+    untouched, the copy has none). Inside a Sequential the conv's output feeds the BatchNorm alone, so the fold
+    changes nothing else."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     folded = copy.deepcopy(model).eval()
