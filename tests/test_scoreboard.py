@@ -1,0 +1,66 @@
+"""The scoreboard cannot drift from the committed results, and shows no verdict without n and an interval."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from cnnvis import scoreboard
+from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.config import REPO
+
+
+def _claim(ours, n, holds=True):
+    return Claim(paper="Zeiler & Fergus 2014", source="Fig. 7", claim="c", paper_number="qualitative", ours=ours,
+                 n=n, baseline="centre 0.90", rule="r", verdict=decide(holds))
+
+
+def _folder(root, name, claims=None, legacy=False):
+    folder = root / name
+    folder.mkdir(parents=True)
+    run = {"overrides": [f"experiment={name}"], "config": {"model": {"name": "efficientnet_lite0", "pretrained": True},
+                                                            "dataset": {"name": "imagenet_val"}}}
+    (folder / "run.json").write_text(json.dumps(run))
+    if claims is not None:
+        claims_frame(claims).to_csv(folder / "claims.csv", index=False)
+    if legacy:
+        pd.DataFrame({"paper's claim": ["x"], "ours": ["y"], "agrees": ["yes"]}).to_csv(folder / "claims.csv", index=False)
+
+
+def test_the_committed_scoreboard_and_gallery_are_regenerated_exactly():
+    for path, text in scoreboard.generate().items():
+        assert path.read_text() == text, f"{path} is out of date: run python -m cnnvis.scoreboard"
+
+
+def test_every_committed_scoreboard_row_has_n_and_an_interval():
+    for folder in scoreboard.read_results(REPO / "results"):
+        if folder.claims is not None:
+            for _, row in folder.claims.iterrows():
+                assert scoreboard.row_problems(row) == [], (folder.name, row["claim"])
+
+
+def test_a_mean_without_an_interval_or_n_is_refused():
+    row = claims_frame([_claim("0.936 (n = 1389)", 1389)]).iloc[0]
+    assert "a mean over n > 1 without its 95 % interval" in scoreboard.row_problems(row)
+    row = claims_frame([_claim("0.936", 5)]).iloc[0]
+    assert "'ours' does not print its n" in scoreboard.row_problems(row)
+    ok = claims_frame([_claim("0.936 [0.921, 0.949] (n = 1389)", 1389)]).iloc[0]
+    assert scoreboard.row_problems(ok) == []
+
+
+def test_summary_counts_verdicts_and_old_tables_stay_off_the_board(tmp_path):
+    root = tmp_path / "results"
+    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50), _claim("0.0 [-0.1, 0.1] (n = 50)", 50, False)])
+    _folder(root, "zfnet_invariance", legacy=True)
+    folders = scoreboard.read_results(root)
+    text = scoreboard.scoreboard_markdown(folders)
+    assert "**Zeiler & Fergus 2014**: 1 of 2 claims reproduced, 1 not reproduced, 0 not comparable" in text
+    assert "[zfnet_invariance](zfnet_invariance/): claims.csv" in text and "agrees" not in text
+
+
+def test_gallery_section_replaces_only_what_is_between_its_markers():
+    readme = f"intro\n{scoreboard.GALLERY_START}\nold\n{scoreboard.GALLERY_END}\nrest\n"
+    new = scoreboard.with_gallery(readme, f"{scoreboard.GALLERY_START}\nnew\n{scoreboard.GALLERY_END}")
+    assert new == f"intro\n{scoreboard.GALLERY_START}\nnew\n{scoreboard.GALLERY_END}\nrest\n"
+    with pytest.raises(ValueError, match="markers"):
+        scoreboard.with_gallery("no markers", "x")
