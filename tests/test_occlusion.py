@@ -1,5 +1,7 @@
 """The batched occlusion engine against a naive loop and against networks whose answer is known by construction."""
 
+import os
+
 import pandas as pd
 import pytest
 import torch
@@ -122,8 +124,9 @@ def test_bad_arguments_name_the_fix():
 
 
 def test_zfnet_occlusion_falls_back_to_the_sample_photos_without_imagenet(tmp_path):
-    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"dataset.root={tmp_path / 'nowhere'}",
-                    f"results_dir={tmp_path}")
+    without_data_root = {k: v for k, v in os.environ.items() if k != "DATA_ROOT"}  # the only case that falls back
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"results_dir={tmp_path}", cwd=tmp_path,
+                    env=without_data_root)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "zfnet_occlusion"
     assert "falling back to dataset=samples" in result.stdout + result.stderr

@@ -62,7 +62,7 @@ class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     experiment: Any = MISSING
-    results_dir: str = "results"
+    results_dir: Optional[str] = None  # None: results/ for a canonical run, else outputs/ (cnnvis.runner)
     cache_dir: str = "${oc.env:CNNVIS_CACHE,data/cache}"
     seed: int = 0
     smoke: bool = False  # a sliver of the data, end to end, in seconds
