@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.config import REPO, check_config, experiment_names, register_configs
-from cnnvis.results import Results, markdown_table, provenance_problems, sweep_destination
+from cnnvis.results import Results, git_commit, markdown_table, provenance_problems, sweep_destination
 from cnnvis.runner import destination, place, weights_source, what_changed
 from conftest import run_py
 
@@ -244,3 +244,21 @@ def test_provenance_problems_reports_dirty_unknown_and_foreign_commits(tmp_path)
     reported = {path.parent.name: reason for path, reason in provenance_problems(repo / "results")}
     assert sorted(reported) == ["dirty", "side_branch", "unknown"]
     assert "not an ancestor" in reported["side_branch"] and "uncommitted" in reported["dirty"]
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "results" / "exp").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "code.py").write_text("1")
+    (repo / "results" / "exp" / "table.csv").write_text("old")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / "results" / "exp" / "table.csv").write_text("rewritten by an earlier run of the re-run")
+    assert git_commit(repo) == head
+    (repo / "code.py").write_text("2")
+    assert git_commit(repo) == head + "+dirty"
+    assert git_commit(tmp_path / "not_a_repo") == "unknown"
