@@ -127,15 +127,15 @@ def environment(device) -> dict:
     }
 
 
-def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrides, metrics=None, extra=None,
-                   commit: str | None = None) -> Path:
-    """run.json; ``commit`` is the one read when the run started (read now when not given)."""
+def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrides, commit: str, metrics=None,
+                   extra=None) -> Path:
+    """run.json; ``commit`` is git_commit() read when the run started, before the run wrote anything."""
     record = {
         "experiment": cfg.experiment.name,
         "overrides": list(overrides),
         "seed": cfg.seed,
         "smoke": cfg.smoke,
-        "git_commit": commit or git_commit(),
+        "git_commit": commit,
         "wall_time_s": round(wall_time_s, 2),
         **environment(device),
         "metrics": metrics or {},

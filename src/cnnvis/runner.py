@@ -149,12 +149,15 @@ def run_experiment(cfg: DictConfig) -> dict:
             shutil.rmtree(staged, ignore_errors=True)
         raise
     wall = time.time() - start
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes and places the run's folder
+        shutil.rmtree(staged, ignore_errors=True)
+        return metrics
     overrides = list(hydra_cfg.overrides.task)
     changed = what_changed(overrides, cfg.smoke, data.loaded_datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
-    record = {"canonical": not changed and cfg.results_dir is None, "changed": changed,
+    record = {"canonical": not changed, "changed": changed,
               "datasets_loaded": list(data.loaded_datasets), "weights": list(loaded_weights)}
-    write_run_json(staged, cfg, device, wall, overrides, metrics, extra=record, commit=commit)
+    write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=record)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
         place(staged, dest)
