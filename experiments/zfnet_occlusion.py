@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -51,16 +52,18 @@ class Config(ExperimentConfig):
 
 
 def load_examples(cfg):
-    """The configured dataset; ImageNet falls back to the bundled sample photos where it is absent."""
+    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
+    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
     try:
         return images_from_config(cfg)
-    except DatasetNotFoundError as err:
-        if cfg.dataset.name != "imagenet_val":
+    except DatasetNotFoundError:
+        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
+        if cfg.dataset.name != "imagenet_val" or root_given:
             raise
-        log.warning("%s -- falling back to dataset=samples", err)
+        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
         fallback = copy.deepcopy(cfg)
         OmegaConf.update(fallback, "dataset.name", "samples")
-        return images_from_config(fallback)
+        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def pick_examples(images, classes) -> list[int]:

@@ -23,8 +23,9 @@ needs_imagenet_val = pytest.mark.skipif(
     reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
 
 
-def run_py(*args, timeout=600):
-    """``python run.py ARGS`` from the repository root, as a user runs it."""
+def run_py(*args, timeout=600, cwd=REPO, env=None):
+    """``python run.py ARGS`` from ``cwd`` (the repository root, as a user runs it), with ``env`` when given."""
     import subprocess
 
-    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

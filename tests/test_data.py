@@ -146,3 +146,33 @@ def test_box_maps_through_resize_and_center_crop():
     assert images.box_in_image(0, [60, 20, 140, 80]).tolist() == [5, 10, 45, 40]
     assert images.box_in_image(0, [60, 20, 140, 80], size=40).tolist() == [0, 5, 40, 35]  # then a 40-px center crop
     assert images.box_in_image(0, [0, 0, 200, 100]).tolist() == [0, 0, 50, 50]  # clipped to the image
+
+
+def test_decoding_records_what_was_loaded_for_run_json(folder, tmp_path):
+    from cnnvis import data
+
+    data.loaded_datasets.clear()
+    decode_to_cache(index_imagefolder(folder), 16, "crop", str(tmp_path / "cache"), num_workers=0)
+    assert data.loaded_datasets == [{"name": "imagefolder", "root": str(folder), "images": 3, "skipped": 1}]
+
+
+def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from cnnvis.config import REPO, register_configs
+    from experiments.zfnet_occlusion import load_examples
+
+    register_configs()
+    monkeypatch.chdir(tmp_path)  # the default root, data/, holds nothing here
+    monkeypatch.delenv("DATA_ROOT", raising=False)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=zfnet_occlusion", "smoke=true",
+                                                       f"cache_dir={tmp_path / 'cache'}"])
+        given = compose(config_name="config", overrides=["experiment=zfnet_occlusion",
+                                                         f"dataset.root={tmp_path / 'nowhere'}"])
+    assert load_examples(cfg).name == "sample photos (fallback: DATA_ROOT unset)"
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        load_examples(given)
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetNotFoundError, match="elsewhere"):
+        load_examples(cfg)

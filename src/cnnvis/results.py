@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -17,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-HYDRA_FILES = {".hydra", "run.log"}
 PACKAGES = ["torch", "torchvision", "numpy", "hydra-core", "omegaconf", "scikit-learn", "pandas", "matplotlib",
             "efficientnet-lite-pytorch"]
 
@@ -79,15 +77,34 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
-def git_commit() -> str:
+def git_commit(repo=None) -> str:
+    """HEAD of the repository, with "+dirty" when a tracked file outside results/ differs from it (results/
+    holds outputs that no run reads, and a canonical re-run rewrites it between runs)."""
+    repo = repo or Path(__file__).resolve().parents[2]
     try:
-        repo = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def provenance_problems(results_root) -> list[tuple[Path, str]]:
+    """Every run.json under ``results_root`` whose commit is unknown, dirty, or not an ancestor of HEAD
+    (of the repository that holds ``results_root``), with the reason."""
+    root = Path(results_root)
+    problems = []
+    for run_json in sorted(root.rglob("run.json")):
+        commit = json.loads(run_json.read_text()).get("git_commit", "unknown")
+        if commit == "unknown":
+            problems.append((run_json, "commit unknown"))
+        elif commit.endswith("+dirty"):
+            problems.append((run_json, f"{commit}: run from a tree with uncommitted changes"))
+        elif subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], cwd=root,
+                            capture_output=True).returncode != 0:
+            problems.append((run_json, f"{commit}: not an ancestor of HEAD"))
+    return problems
 
 
 def environment(device) -> dict:
@@ -110,13 +127,15 @@ def environment(device) -> dict:
     }
 
 
-def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrides, metrics=None, extra=None) -> Path:
+def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrides, commit: str, metrics=None,
+                   extra=None) -> Path:
+    """run.json; ``commit`` is git_commit() read when the run started, before the run wrote anything."""
     record = {
         "experiment": cfg.experiment.name,
         "overrides": list(overrides),
         "seed": cfg.seed,
         "smoke": cfg.smoke,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "wall_time_s": round(wall_time_s, 2),
         **environment(device),
         "metrics": metrics or {},
@@ -128,18 +147,33 @@ def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrid
     return path
 
 
-def remove_if_only_hydra_files(out_dir) -> None:
-    """After a failure before anything was produced, leave no folder behind."""
-    out_dir = Path(out_dir)
-    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= HYDRA_FILES:
-        shutil.rmtree(out_dir)
+def sweep_destination(config: DictConfig) -> Path:
+    """Where a finished sweep goes: ``<results_dir>/<experiment>/multirun`` when results_dir is given, else under
+    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself)."""
+    return Path(config.results_dir or "outputs") / config.experiment.name / "multirun"
 
 
 class SweepSummary(Callback):
-    """At the end of a ``--multirun`` sweep: ``summary.csv`` / ``.md`` with each job's overrides and metrics."""
+    """At the end of a ``--multirun`` sweep: ``summary.csv`` / ``.md`` with each job's overrides and metrics, then
+    the staged sweep folder moves into place (only when every job finished)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from cnnvis.runner import place
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = {p.parent for p in sweep_dir.rglob(".hydra")}
+        finished = {p.parent for p in sweep_dir.rglob("run.json")}
+        if jobs - finished:
+            log.error("%d sweep job(s) failed: the sweep stays in %s and nothing is replaced",
+                      len(jobs - finished), sweep_dir)
+            return
+        self.summarize(sweep_dir)
+        dest = sweep_destination(config)
+        place(sweep_dir, dest)
+        log.info("sweep: %s", dest)
+
+    @staticmethod
+    def summarize(sweep_dir: Path) -> None:
         rows = []
         # a swept path value (a=/x/y.pt) nests the job folder deeper, hence rglob
         for run_json in sorted(sweep_dir.rglob("run.json")):
