@@ -205,17 +205,20 @@ def fitted_prior_position(boxes, size, square, stride) -> tuple[int, int]:
 def caltech_measures(maps, box, size, prior_rc, on_box, off_box) -> dict:
     """Per boxed image: is the most sensitive position on the object, and do the trivial baselines land there
     (the image centre, a uniform position = the box-area prior, the fitted prior position); the drop and the
-    share of positions with another top class, occluder on the object vs off it (NaN where no position is)."""
+    share of positions with another top class, occluder on the object vs off it (NaN where no position is); the
+    share of the image's total drop at positions inside the box (NaN where nothing lowers p)."""
     inside = centre_inside(maps.ys, maps.xs, maps.size, box)
     overlap = box_overlap(maps.ys, maps.xs, maps.size, box)
     on, off = overlap >= on_box, overlap <= off_box
     drop = maps.clean_probability - maps.probability
+    lowered = drop.clamp(min=0)
     changed = (maps.top_class != maps.target).float()
     x0, y0, x1, y1 = box
     r, c = maps.most_sensitive()
     return {"correct": maps.clean_top_class == maps.target, "sensitive_inside_box": bool(inside[r, c]),
             "centre_inside_box": bool(y0 <= size / 2 < y1 and x0 <= size / 2 < x1),
             "uniform_inside_box": float(inside.float().mean()), "prior_inside_box": bool(inside[prior_rc]),
+            "drop_mass_inside_box": float(lowered[inside].sum() / lowered.sum()) if lowered.sum() > 0 else np.nan,
             "drop_on_box": float(drop[on].mean()) if on.any() else np.nan,
             "drop_off_box": float(drop[off].mean()) if off.any() else np.nan,
             "changed_on_box": float(changed[on].mean()) if on.any() else np.nan,
@@ -302,7 +305,7 @@ def examples_table(model, images, maps_by_example, cfg) -> pd.DataFrame:
 
 def imagenet_table(drop) -> list[dict]:
     """The probability drop over the scored ImageNet images, each with n and a 95 % interval; no verdict."""
-    boot = lambda v: bootstrap_mean(v).format()
+    boot = lambda v: fmt(bootstrap_mean, v)
     return [
         {"measure": "ImageNet: p(true) drop, occluder at the most sensitive position",
          "ours": boot(drop.p_clean - drop.p_sensitive), "paper": "not reported (Fig. 7 shows it qualitatively)"},
@@ -310,12 +313,12 @@ def imagenet_table(drop) -> list[dict]:
          "ours": boot(drop.p_clean - drop.p_random), "paper": "not reported"},
         {"measure": "ImageNet: p(true) drop, mean over all occluder positions",
          "ours": boot(drop.p_clean - drop.p_mean), "paper": "not reported"},
-        {"measure": "ImageNet: top-1 accuracy unoccluded", "ours": proportion(drop.top1_clean).format(),
+        {"measure": "ImageNet: top-1 accuracy unoccluded", "ours": fmt(rate, drop.top1_clean),
          "paper": "not reported"},
         {"measure": "ImageNet: top-1 accuracy, occluder at the most sensitive position",
-         "ours": proportion(drop.top1_sensitive).format(), "paper": "not reported"},
+         "ours": fmt(rate, drop.top1_sensitive), "paper": "not reported"},
         {"measure": "ImageNet: top-1 accuracy, occluder at a random position",
-         "ours": proportion(drop.top1_random).format(), "paper": "not reported"},
+         "ours": fmt(rate, drop.top1_random), "paper": "not reported"},
         {"measure": "ImageNet: relative drop of the strongest map, occluder covering its strongest unit",
          "ours": boot(drop.map_drop_covering), "paper": "not reported"},
         {"measure": "ImageNet: relative drop of the strongest map, occluder elsewhere",
@@ -324,23 +327,39 @@ def imagenet_table(drop) -> list[dict]:
 
 
 def caltech_table(loc) -> list[dict]:
-    boot = lambda v: bootstrap_mean(v).format()
+    boot = lambda v: fmt(bootstrap_mean, v)
     return [
-        {"measure": "Caltech-101: most sensitive position inside the object box", "ours": boot(loc.sensitive_inside_box),
-         "paper": "not reported"},
-        {"measure": "Caltech-101 baseline: image centre inside the box", "ours": boot(loc.centre_inside_box),
+        {"measure": "Caltech-101: most sensitive position inside the object box",
+         "ours": fmt(rate, loc.sensitive_inside_box), "paper": "not reported"},
+        {"measure": "Caltech-101 baseline: image centre inside the box", "ours": fmt(rate, loc.centre_inside_box),
          "paper": "-"},
         {"measure": "Caltech-101 baseline: uniform position inside the box (box-area prior)",
          "ours": boot(loc.uniform_inside_box), "paper": "-"},
         {"measure": "Caltech-101 baseline: prior position fitted on the training boxes, inside the box",
-         "ours": boot(loc.prior_inside_box), "paper": "-"},
+         "ours": fmt(rate, loc.prior_inside_box), "paper": "-"},
+        {"measure": "Caltech-101: share of the image's p(true) drop at positions inside the box, minus the share of "
+                    "positions inside it (every image, no exclusions)",
+         "ours": fmt(paired_difference, loc.drop_mass_inside_box, loc.uniform_inside_box), "paper": "not reported"},
         {"measure": "Caltech-101: p(true) drop, occluder on the object", "ours": boot(loc.drop_on_box),
          "paper": "not reported"},
         {"measure": "Caltech-101: p(true) drop, occluder off the object", "ours": boot(loc.drop_off_box),
          "paper": "not reported"},
-        {"measure": "Caltech-101 linear head accuracy on those held-out images", "ours": proportion(loc.correct).format(),
+        {"measure": "Caltech-101 linear head accuracy on those held-out images", "ours": fmt(rate, loc.correct),
          "paper": "not reported"},
     ]
+
+
+def rate(values):
+    """A share of yes/no per image gets a Wilson interval, a per-image mean a bootstrap one."""
+    values = pd.Series(values).dropna()
+    return proportion(values) if values.dtype == bool else bootstrap_mean(values)
+
+
+def fmt(estimate_of, *columns) -> str:
+    """``estimate_of(*columns).format()``, or "n = 0" where no image has a value."""
+    if not np.isfinite(np.asarray(pd.concat(columns, axis=1), dtype=float)).all(1).any():
+        return "no image (n = 0)"
+    return estimate_of(*columns).format()
 
 
 def claim(source, text, ours, n, baseline, rule, verdict) -> Claim:
@@ -365,11 +384,11 @@ def localization_claim(loc) -> Claim:
     """Most sensitive position in the box vs the centre, the box-area prior and the fitted prior, paired per image."""
     baselines = {"image centre": loc.centre_inside_box, "box-area prior (uniform position)": loc.uniform_inside_box,
                  "prior position fitted on training boxes": loc.prior_inside_box}
-    means = {name: bootstrap_mean(v) for name, v in baselines.items()}
+    means = {name: rate(v) for name, v in baselines.items()}
     diffs = {name: paired_difference(loc.sensitive_inside_box, v) for name, v in baselines.items()}
     strongest = max(means, key=lambda name: means[name].value)
     return claim("Sec. 4.2, Fig. 7", LOCALIZES,
-                 f"inside the box {bootstrap_mean(loc.sensitive_inside_box).format()}; minus {strongest}: "
+                 f"inside the box {rate(loc.sensitive_inside_box).format()}; minus {strongest}: "
                  f"{diffs[strongest].format()}", len(loc),
                  "; ".join(f"{name} {est.format()}" for name, est in means.items()),
                  "reproduced when, against every baseline, the 95 % interval of the per-image paired difference "

@@ -202,6 +202,7 @@ def test_a_model_that_finds_off_centre_objects_beats_every_baseline():
     boxes = [(int(c) * SQUARE, int(r) * SQUARE, (int(c) + 1) * SQUARE, (int(r) + 1) * SQUARE) for r, c in corners]
     loc = caltech_frame(boxes, [dip_at(r, c) for r, c in corners], prior=(0, 0))
     assert loc.sensitive_inside_box.all() and loc.centre_inside_box.mean() < 0.5
+    assert np.allclose(loc.drop_mass_inside_box, 1.0)  # the only drop is on the object
     assert zo.localization_claim(loc).verdict == REPRODUCED
 
 
