@@ -122,7 +122,8 @@ def panel_c(model, images, x, layer, channel, top, mined, example, k, size, meth
     locations = [divmod(int(act.argmax()), act.shape[1])] + [(y, xx) for _, y, xx in picks]
     project = deconv_project if method == "deconvnet" else guided_project
     projections = project(model, batch, layer, channel, locations).detach()
-    others = [crop_patch(p, receptive_field(model, layer, y, xx, size)) for p, (y, xx) in zip(projections[1:], locations[1:])]
+    others = [crop_patch(p, receptive_field(model, layer, y, xx, size))
+              for p, (y, xx) in zip(projections[1:], locations[1:])]
     return projections[0], others
 
 
@@ -296,7 +297,8 @@ def examples_table(model, images, maps_by_example, cfg) -> pd.DataFrame:
             "p_min": float(maps.probability.min()), "p_min_at_yx": f"({int(yc[r])}, {int(xc[c])})",
             "activation_min_over_clean": float(maps.activation.min()) / maps.clean_activation,
             "min_activation_covers_strongest_unit": bool(covers),
-            "corr_activation_vs_probability": float(np.corrcoef(maps.activation.flatten(), maps.probability.flatten())[0, 1]),
+            "corr_activation_vs_probability": float(np.corrcoef(maps.activation.flatten(),
+                                                                maps.probability.flatten())[0, 1]),
             "positions_not_top1": float((maps.top_class != maps.target).float().mean()),
             "other_top_classes": ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""),
         })
@@ -419,10 +421,12 @@ def object_drop_claim(loc, on_box, off_box) -> Claim:
 def map_drop_claim(drop) -> Claim:
     kept, excluded = paired_on_off(drop, "map_drop_covering", "map_drop_elsewhere")
     if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS, f"no image with positions covering and missing the unit ({excluded} tried)")
+        return absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
+                      f"no image with positions covering and missing the unit ({excluded} tried)")
     diff = paired_difference(kept.map_drop_covering, kept.map_drop_elsewhere)
     return claim("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
-                 f"relative drop of the map covering its strongest unit {bootstrap_mean(kept.map_drop_covering).format()}; "
+                 f"relative drop of the map covering its strongest unit "
+                 f"{bootstrap_mean(kept.map_drop_covering).format()}; "
                  f"covering - elsewhere {diff.format()}" + (f"; {excluded} images excluded" if excluded else ""),
                  len(kept), f"occluder elsewhere: {bootstrap_mean(kept.map_drop_elsewhere).format()}",
                  "reproduced when the 95 % interval of the per-image paired difference drop(occluder covers the "
@@ -446,7 +450,8 @@ def map_not_alone_claim(drop) -> Claim:
 def top_class_claim(loc, on_box, off_box) -> Claim:
     kept, excluded = paired_on_off(loc[loc.correct.astype(bool)], "changed_on_box", "changed_off_box")
     if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (e)", CHANGES, "no correctly classified image with positions on and off its box")
+        return absent("Sec. 4.2, Fig. 7 (e)", CHANGES,
+                      "no correctly classified image with positions on and off its box")
     diff = paired_difference(kept.changed_on_box, kept.changed_off_box)
     return claim("Sec. 4.2, Fig. 7 (e)", CHANGES,
                  f"share of on-object positions with another top class {bootstrap_mean(kept.changed_on_box).format()}; "
@@ -476,7 +481,8 @@ def claims_table(drop, loc, on_box, off_box) -> pd.DataFrame:
         rows = [map_drop_claim(drop), map_not_alone_claim(drop)]
     if loc is None or loc.empty:
         rows += [absent("Sec. 4.2, Fig. 7", LOCALIZES, no_boxes), absent("Sec. 4.2", DROPS, no_boxes),
-                 absent("Sec. 4.2, Fig. 7 (e)", CHANGES, no_boxes), absent("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, no_boxes)]
+                 absent("Sec. 4.2, Fig. 7 (e)", CHANGES, no_boxes),
+                 absent("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, no_boxes)]
     else:
         rows += [localization_claim(loc), object_drop_claim(loc, on_box, off_box),
                  top_class_claim(loc, on_box, off_box), other_object_claim(loc)]
@@ -510,7 +516,8 @@ def main(cfg, out):
         out.figure(fig, f"fig7_{images.classes[maps.target].replace(' ', '_').lower()}")
         shown.append((example, x, maps))
     ex = examples_table(model, images, shown, cfg)
-    out.table(ex, "fig7_examples", title="Fig. 7 examples: what the occluder does (illustrations; the claims table decides)",
+    out.table(ex, "fig7_examples",
+              title="Fig. 7 examples: what the occluder does (illustrations; the claims table decides)",
               notes=f"{who}, {images.name} images at {size} px; grey occluder = the dataset's mean colour, "
                     f"{e.size} px every {stride} px ({len(maps.ys)}x{len(maps.xs)} positions). Map = the channel of "
                     f"`{e.layer}` with the largest total activation on the unoccluded image. `min_activation_covers_"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis.claims import NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED
+from cnnvis.claims import COLUMNS, NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED
 from cnnvis.hooks import activations
 from cnnvis.models import ImageClassifier, Normalize
 from cnnvis.occlusion import OcclusionMaps, occlusion_map, occluder_positions
@@ -264,7 +264,7 @@ def test_claims_table_has_the_shared_shape_and_marks_missing_boxes_not_comparabl
     rng = np.random.default_rng(4)
     drop = imagenet_frame([(2, 0)] * 5, (40.0, 8.0), rng)
     table = zo.claims_table(drop, None, 0.5, 0.1)
-    assert list(table.columns) == ["paper", "source", "claim", "paper's number", "ours", "n", "baseline", "rule", "verdict"]
+    assert list(table.columns) == COLUMNS
     assert (table.verdict.iloc[2:] == NOT_COMPARABLE).all() and len(table) == 6
 
 
@@ -301,3 +301,36 @@ def test_panel_c_uses_the_deconvnet_only_where_max_pool_switches_exist():
                                {"pool1": "features.2"}, input_size=16)
     assert zo.projection_method(switches, "pool1") == "deconvnet"
     assert zo.projection_method(one_conv(nn.ReLU6()), "block") == "guided backprop"
+
+
+class TensorImages:
+    """The one method of an ImageSet that panel (c) calls."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def tensors(self, idx, size):
+        return self.x[list(idx)]
+
+
+def test_panel_c_projects_the_maps_top_activations_in_the_other_images():
+    from cnnvis.deconvnet import deconv_project
+    from cnnvis.mining import top_activations
+    from cnnvis.receptive_field import crop_patch, receptive_field
+
+    torch.manual_seed(7)
+    model = ImageClassifier(Normalize((0.5,) * 3, (0.25,) * 3),
+                            nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+                            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), nn.Linear(4, 2),
+                            {"pool1": "features.2"}, input_size=16).eval()
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    top = top_activations(model, images, ["pool1"], k=4, size=16, progress=False)["pool1"]
+    example = top.location(1, 0)[0]  # the map's strongest image is the one shown: it must not reappear
+    proj, others = zo.panel_c(model, TensorImages(images), images[example], "pool1", 1, top, np.arange(6), example,
+                              3, 16, "deconvnet")
+    torch.testing.assert_close(proj, deconv_project(model, images[example][None], "pool1", 1)[0])
+    assert len(others) == 3
+    for rank, other in zip(range(1, 4), others):
+        i, y, x = top.location(1, rank)
+        expected = deconv_project(model, images[i][None], "pool1", 1, location=(y, x))[0]
+        torch.testing.assert_close(other, crop_patch(expected, receptive_field(model, "pool1", y, x, 16)))
