@@ -20,11 +20,18 @@ def _map_extent(maps) -> list[float]:
     return [xc[0] - half, xc[-1] + half, yc[-1] + half, yc[0] - half]
 
 
-def montage(projection: np.ndarray, crops: list[np.ndarray], side: int = 224, cols: int = 3) -> np.ndarray:
-    """The projection (side x side) beside a ``cols``-wide grid of crops, each resized to side/cols."""
+def projection_image(projection: torch.Tensor) -> np.ndarray:
+    """A (3, H, W) signed projection as an (H, W, 3) image around grey, scaled by its own 99.5th percentile."""
+    proj = projection.detach().cpu().permute(1, 2, 0).numpy()
+    scale = np.percentile(np.abs(proj), 99.5) or 1.0  # a few extreme pixels would grey out the rest
+    return np.clip(0.5 + 0.5 * proj / scale, 0, 1)
+
+
+def montage(projection: np.ndarray, tiles: list[np.ndarray], side: int = 224, cols: int = 3) -> np.ndarray:
+    """The projection (side x side) beside a ``cols``-wide grid of tiles, each resized to side/cols."""
     tile = side // cols
     grid = np.ones((side, side, 3))
-    for k, crop in enumerate(crops[: cols * cols]):
+    for k, crop in enumerate(tiles[: cols * cols]):
         resized = torch.nn.functional.interpolate(torch.from_numpy(crop).permute(2, 0, 1)[None].float(),
                                                   size=(tile - 2, tile - 2), mode="bilinear", align_corners=False)
         r, c = divmod(k, cols)
@@ -34,11 +41,12 @@ def montage(projection: np.ndarray, crops: list[np.ndarray], side: int = 224, co
 
 
 def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_label: int, fill,
-                     projection: torch.Tensor | None = None, crops: list[torch.Tensor] | None = None,
-                     title: str = ""):
+                     projection: torch.Tensor | None = None, others: list[torch.Tensor] | None = None,
+                     method: str = "deconvnet", title: str = ""):
     """(a) input with the occluder to scale, (b) total activation of the chosen feature map, (c) that map's
-    strongest activation projected to pixels beside the crops that excite it most, (d) p(true class) and
-    (e) the most probable class, all against the occluder's position."""
+    strongest activation in this image projected to pixels by ``method``, beside the projections of its strongest
+    activations in other images (``others``, each cut to its receptive field), (d) p(true class) and (e) the
+    most probable class, all against the occluder's position."""
     fig, axes = plt.subplots(1, 5, figsize=(21, 4.4), gridspec_kw={"width_ratios": [1, 1.15, 2.05, 1.15, 1.5]})
     h, w = image.shape[-2:]
     extent = _map_extent(maps)
@@ -62,13 +70,11 @@ def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_lab
 
     ax = axes[2]
     if projection is not None:
-        proj = projection.detach().cpu().permute(1, 2, 0).numpy()
-        scale = np.percentile(np.abs(proj), 99.5) or 1.0  # a few extreme pixels would grey out the rest
-        proj = np.clip(0.5 + 0.5 * proj / scale, 0, 1)
-        panel = montage(proj, [to_image(c) for c in crops or []], side=proj.shape[0])
-        ax.imshow(panel)
-        ax.set_title(f"(c) {maps.layer} map {maps.channel}: deconvnet projection of its strongest activation\n"
-                     f"| crops of the {len(crops or [])} images that excite it most", fontsize=9)
+        others = others or []
+        proj = projection_image(projection)
+        ax.imshow(montage(proj, [projection_image(p) for p in others], side=proj.shape[0]))
+        ax.set_title(f"(c) {maps.layer} map {maps.channel}, {method}: its strongest activation here\n"
+                     f"| in the {len(others)} other images it excites most", fontsize=9)
     else:
         ax.text(0.5, 0.5, "no projection", ha="center", va="center")
     ax.axis("off")
