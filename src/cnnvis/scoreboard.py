@@ -60,17 +60,17 @@ class Folder:
 
 
 def describe_run(run: dict) -> tuple[str, str, str]:
-    """(network with its weights, data with its size, the command) from a run.json."""
+    """(networks with their weights, data sets with their sizes, the command) from a run.json."""
     config = run.get("config", {})
-    model = config.get("model", {})
-    loaded = run.get("loaded", {})
-    weights = loaded.get("weights") or ("pretrained" if model.get("pretrained") else "random init or trained here")
-    network = f"{model.get('name', '?')} ({weights})"
-    dataset = loaded.get("dataset") or config.get("dataset", {}).get("name", "?")
-    images = loaded.get("images")
-    data = f"{dataset} ({images} images)" if images else str(dataset)
-    overrides = " ".join(run.get("overrides", []))
-    return network, data, f"python run.py {overrides}".strip()
+    weights = run.get("weights") or [{"model": config.get("model", {}).get("name", "?"), "weights": "not recorded"}]
+    network = "; ".join(dict.fromkeys(f"{w['model']} ({w['weights']})" for w in weights))
+    loaded = run.get("datasets_loaded") or [{"name": config.get("dataset", {}).get("name", "?"), "images": None}]
+    largest = {}
+    for d in loaded:  # a data set decoded in several splits: its largest split stands for it
+        largest[d["name"]] = max(largest.get(d["name"]) or 0, d.get("images") or 0)
+    data = "; ".join(f"{name} ({n} images)" if n else name for name, n in largest.items())
+    command = " ".join(["python run.py", *run.get("overrides", [])])
+    return network, data, command
 
 
 def read_folder(folder: Path, root: Path) -> Folder | None:
