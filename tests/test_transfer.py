@@ -11,8 +11,9 @@ from torch import nn
 
 from cnnvis.data import ImageSet
 from cnnvis.models import ImageClassifier, Normalize
-from cnnvis.transfer import (caltech_folds, extract_features, fold_accuracies, make_classifier,
-                             mean_class_accuracy, mean_std, per_class_accuracy, pool_features)
+from cnnvis.transfer import (caltech_folds, choose_C, cv_fold_accuracies, extract_features, fold_accuracies,
+                             fold_estimate, grid_for, make_classifier, mean_class_accuracy, per_class_accuracy,
+                             pool_features)
 from conftest import run_py
 
 SIZES = [31, 40, 62, 80, 120]  # images per class, Caltech-101-like: the smallest class has 31
@@ -50,9 +51,55 @@ def test_mean_class_accuracy_from_a_hand_made_confusion_matrix():
     assert mean_class_accuracy(np.array([0, 0]), np.array([0, 5])) == 0.5
 
 
-def test_mean_std_is_percent_with_the_sample_deviation():
-    assert mean_std([0.8, 0.9]) == f"85.0 ± {np.std([80, 90], ddof=1):.1f}"
-    assert mean_std([0.5]) == "50.0 ± 0.0"
+def test_fold_estimate_is_percent_with_a_t_interval_and_one_fold_prints_n_1():
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 1) * np.std([80, 90], ddof=1) / np.sqrt(2)
+    assert fold_estimate([0.8, 0.9]) == f"85.0 [{85 - half:.1f}, {85 + half:.1f}] (n = 2)"
+    assert fold_estimate([0.5]) == "50.0 (n = 1)"
+
+
+@pytest.mark.parametrize("channels, side, expected_grid", [(16, 112, 14), (40, 28, 9), (320, 7, 3), (1280, 7, 2),
+                                                           (32, 4, 4)])
+def test_spatial_pooling_keeps_about_the_target_feature_count(channels, side, expected_grid):
+    assert grid_for(channels, side, 3000) == expected_grid
+    pooled = pool_features(torch.rand(2, channels, side, side), target_features=3000)
+    assert pooled.shape == (2, channels * expected_grid ** 2)
+    if expected_grid < side:  # not capped by the map: within one grid step of the target
+        assert channels * (expected_grid - 1) ** 2 < 3000 < channels * (expected_grid + 1) ** 2
+
+
+def test_choose_C_matches_sklearns_grid_search_on_the_same_splits():
+    from sklearn.metrics import make_scorer, balanced_accuracy_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 12)
+    X = np.eye(4, 30)[labels] * 0.8 + rng.normal(size=(len(labels), 30))
+    grid = [1e-4, 1e-2, 1.0]
+    C, scores = choose_C(X, labels, "softmax", grid, cv=3, seed=0)
+    peer = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=0)),
+                        {"logisticregression__C": grid}, scoring=make_scorer(balanced_accuracy_score),
+                        cv=StratifiedKFold(3, shuffle=True, random_state=0)).fit(X, labels)
+    assert C == peer.best_params_["logisticregression__C"]
+    np.testing.assert_allclose([scores[c] for c in grid], peer.cv_results_["mean_test_score"], atol=1e-9)
+
+
+def test_C_is_chosen_on_each_folds_training_images_only(monkeypatch):
+    import cnnvis.transfer as transfer
+
+    labels = np.repeat(np.arange(3), 10)
+    features = np.c_[np.arange(len(labels)), np.eye(3)[labels]].astype(float)  # column 0: the image's index
+    seen = []
+    real = transfer.choose_C
+    monkeypatch.setattr(transfer, "choose_C", lambda X, y, *a, **k: (seen.append(X[:, 0].astype(int)), real(X, y, *a, **k))[1])
+    out = cv_fold_accuracies(features, labels, 4, 5, 2, "svm", [0.01, 1.0], cv=2, seed=0)
+    assert len(out) == 2 and all(C in (0.01, 1.0) for _, C in out)
+    for images, (train, test) in zip(seen, caltech_folds(labels, 4, 5, 2, 0)):
+        assert sorted(images) == sorted(train) and not set(images) & set(test)
 
 
 def test_grid_pooling_matches_a_loop():
