@@ -231,7 +231,8 @@ def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only,
     t256 = pd.read_csv(out / "table5_caltech256.csv").set_index("backbone")
     ran = t256[t256.status == "ran"]
     assert set(ran.index) == {"efficientnet_lite0"} and len(ran) == 2  # pretrained features and from scratch
-    assert all(float(v.split(" ± ")[0]) >= 0 for v in ran["2/class"])
+    assert all(float(v.split(" ")[0]) >= 0 and "(n = " in v and "±" not in v for v in ran["2/class"])
+    assert ran["2/class"].str.endswith("(n = 1)").any()  # the one-fold scratch row: no interval, never ± 0.0
     assert "65.7 ± 0.2" not in t256.to_string()  # the paper's 15/class figure has no 1- or 2-image setting
     if not (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists():
         assert "weights absent (put resnet18-f37072fd.pth" in t256.loc["resnet18", "status"]
@@ -248,18 +249,47 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
     table = pd.read_csv(out / "table7_layer_features.csv")
     ours = table[table.source.str.startswith("ours")]
     assert len(ours) == 2 * 9 and (ours.caltech101 == "not run: data absent").all()
-    assert ours.caltech256.str.contains(" ± ").all()
+    assert ours.caltech256.str.endswith("(n = 2)").all() and not ours.caltech256.str.contains("±").any()
     assert (table[table.source == "paper (ZFNet)"].caltech256.iloc[0]) == "24.6 ± 0.4"
     assert len(list((tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy"))) == 9
 
     out = run_smoke("resnet18_finetune", caltech256_only, tmp_path)
     table = pd.read_csv(out / "finetune.csv").set_index("dataset")
     assert table.loc["caltech101", "starting point"] == "not run: data absent"
-    assert int(table.loc["caltech256", "best epoch"]) in (1, 2)
+    assert int(table.loc["caltech256", "epoch chosen on val"]) in (1, 2)
+    assert table.loc["caltech256", "test top-1 there"].endswith("(n = 4)")
     assert len(pd.read_csv(out / "history_caltech256.csv")) == 2
+
+
+def test_finetune_split_is_disjoint_and_the_epoch_is_chosen_on_val_only():
+    import pandas as pd
+
+    from experiments.resnet18_finetune import best_epoch, split_three
+
+    labels = np.repeat(np.arange(3), 40)
+    train, val, test = split_three(labels, 10, 5, 20, fold=0, seed=0)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    assert [np.bincount(labels[s]).tolist() for s in (train, val, test)] == [[10] * 3, [5] * 3, [20] * 3]
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_top1": [0.5, 0.7, 0.7], "train_top1": [0.6, 0.9, 0.99]})
+    assert best_epoch(history) == 2  # highest val top-1, the first of a tie; train accuracy plays no part
 
 
 def test_no_dataset_at_all_fails_and_writes_nothing(tmp_path):
     result = run_py("experiment=layer_features", f"dataset.root={tmp_path / 'nowhere'}", f"results_dir={tmp_path / 'r'}")
     assert result.returncode != 0 and "101_ObjectCategories" in result.stdout + result.stderr
     assert not (tmp_path / "r" / "layer_features").exists()
+
+
+def test_svm_with_another_C_equals_a_fresh_fit():
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 8)) + np.repeat(np.eye(4, 8), 10, axis=0), np.repeat(np.arange(4), 10)
+    reused = make_classifier("svm", C=0.01).fit(X, y).with_C(0.5)
+    fresh = make_classifier("svm", C=0.5).fit(X, y)
+    np.testing.assert_allclose(reused.decision_function(X), fresh.decision_function(X), atol=1e-6)
+    splits = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    naive = {C: np.mean([mean_class_accuracy(y[va], make_classifier("svm", C).fit(X[tr], y[tr]).predict(X[va]))
+                         for tr, va in splits]) for C in (0.001, 0.5)}
+    C, scores = choose_C(X, y, "svm", [0.5, 0.001], cv=2)
+    assert scores == pytest.approx(naive) and C == max(sorted(naive), key=naive.get)

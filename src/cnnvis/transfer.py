@@ -9,6 +9,7 @@ over several seeded folds.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -138,8 +139,17 @@ class LinearSVM:
 
         self.scaler_ = StandardScaler().fit(X)
         self.train_ = self.scaler_.transform(X).astype(np.float32)
-        self.svc_ = SVC(kernel="precomputed", C=self.C).fit(self.train_ @ self.train_.T, y)
+        self.gram_, self.y_ = self.train_ @ self.train_.T, np.asarray(y)
+        self.svc_ = SVC(kernel="precomputed", C=self.C).fit(self.gram_, self.y_)
         return self
+
+    def with_C(self, C: float) -> "LinearSVM":
+        """The same SVM trained with another C on the kernel already computed (a C search pays for it once)."""
+        from sklearn.svm import SVC
+
+        other = copy.copy(self)
+        other.C, other.svc_ = C, SVC(kernel="precomputed", C=C).fit(self.gram_, self.y_)
+        return other
 
     def decision_function(self, X):
         return self.svc_.decision_function(self.scaler_.transform(X).astype(np.float32) @ self.train_.T)
@@ -199,10 +209,19 @@ def choose_C(features: np.ndarray, labels, classifier: str, grid, cv: int = 2, s
 
     labels = np.asarray(labels)
     splits = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(features, labels))
-    scores = {}
-    for C in sorted(grid):
-        scores[C] = float(np.mean([mean_class_accuracy(labels[va], make_classifier(classifier, C, seed).fit(
-            features[tr], labels[tr]).predict(features[va])) for tr, va in splits]))
+    grid = sorted(grid)
+    accuracy = {C: [] for C in grid}
+    for tr, va in splits:
+        first = make_classifier(classifier, grid[0], seed).fit(features[tr], labels[tr])
+        for C in grid:
+            if C == grid[0]:
+                clf = first
+            elif isinstance(first, LinearSVM):
+                clf = first.with_C(C)
+            else:
+                clf = make_classifier(classifier, C, seed).fit(features[tr], labels[tr])
+            accuracy[C].append(mean_class_accuracy(labels[va], clf.predict(features[va])))
+    scores = {C: float(np.mean(a)) for C, a in accuracy.items()}
     return max(scores, key=scores.get), scores  # max keeps the first (smallest) C of a tie
 
 
