@@ -175,10 +175,8 @@ def main(cfg, out):
             + (f"From-scratch rows: a CPU preset ({e.scratch_input_size} px, {e.train.epochs} epochs, "
                f"{e.scratch_folds} fold) instead of the paper's 224 px, 5 folds and training to convergence, so "
                f"they are far below what the architecture reaches. " if e.scratch else
-               "From-scratch rows: not trained in this run (experiment.scratch=false): on the shared 2-core "
-               "machine (load ~18) training only EfficientNet-Lite0's last two blocks at 64 px took 21 min per "
-               "epoch of 1,515 images (resnet18_finetune), so the preset (4,545 images x 4 epochs, all layers) "
-               "would take hours; run them with experiment.scratch=true (CPU preset) or on a GPU with "
+               "From-scratch rows: not trained in this run (experiment.scratch=false: training every layer on a "
+               "CPU takes hours); run them with experiment.scratch=true (CPU preset) or on a GPU with "
                "experiment.scratch_input_size=224. ")
             + f"The paper's convnet is ZFNet pretrained on "
             f"ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "

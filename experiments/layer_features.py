@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.runner import model_from_config
@@ -74,6 +75,17 @@ def paper_rows(names):
     return rows
 
 
+def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, last: str) -> Claim:
+    """"Deeper layers classify better": the last layer's accuracy minus the first's, per fold, above 0."""
+    gain = t_mean(100 * (np.asarray(last_scores) - np.asarray(first_scores)))
+    lo, hi = PAPER["svm", 1][PAPER_COLUMN[dataset]][0], PAPER["svm", 7][PAPER_COLUMN[dataset]][0]
+    return Claim("Zeiler & Fergus 2014", "Table 7", f"deeper layers give better features ({dataset}, {kind})",
+                 f"SVM layer 1 -> 7: {lo} -> {hi}% ({hi - lo:+.1f} points)", gain.format(1), gain.n,
+                 f"the first layer ({first}): {fold_estimate(first_scores)}",
+                 f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
+                 "(accuracy points) lies above 0", decide(gain.above(0)))
+
+
 def main(cfg, out):
     e = cfg.experiment
     names = list(e.datasets)
@@ -129,6 +141,13 @@ def main(cfg, out):
                      f"(1-5 conv, 7 = fc7) and ours line up in the figure. The paper classified layer outputs of "
                      f"ZFNet; ours are the stages of {cfg.model.name}." + (" SMOKE RUN." if cfg.smoke else "")))
     out.table(pd.DataFrame(per_fold), "folds", title="Accuracy and chosen C of every fold")
+    claims = [depth_claim(name, kind, results[name, layers[0], kind], results[name, layers[-1], kind],
+                          layers[0], layers[-1]) for name in names for kind in e.classifiers
+              if (name, layers[0], kind) in results and len(layers) > 1 and name in PAPER_COLUMN]
+    if claims:
+        out.table(claims_frame(claims), "claims", title="Zeiler & Fergus Table 7: the paper's claim, decided over folds",
+                  notes="Each fold's first and last layer are scored on the same test images, so the difference "
+                        "is paired per fold; the t interval is over folds (n = folds).")
     curves = {}
     for name in names:
         for kind in e.classifiers:

@@ -251,6 +251,9 @@ def test_ablations_end_to_end(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "table3.csv")
     assert table.variant.tolist() == ["base", "no_fc6_fc7", "no_conv3_conv4"]
     assert table.paper_val_top1_err.tolist() == [38.4, 44.8, 45.4]
+    assert table.test_top1_err.str.endswith("(n = 2)").all()  # two seeds by default, test split reported
+    claims = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "claims.csv")
+    assert claims.claim.tolist() == ["removing layers 6,7 costs little"] and claims.n.tolist() == [2]
 
 
 @needs_caltech101

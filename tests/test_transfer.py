@@ -293,3 +293,16 @@ def test_svm_with_another_C_equals_a_fresh_fit():
                          for tr, va in splits]) for C in (0.001, 0.5)}
     C, scores = choose_C(X, y, "svm", [0.5, 0.001], cv=2)
     assert scores == pytest.approx(naive) and C == max(sorted(naive), key=naive.get)
+
+
+def test_depth_claim_needs_every_fold_to_agree():
+    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+    from experiments.layer_features import depth_claim
+
+    first = [0.40, 0.42, 0.41]
+    mixed = depth_claim("caltech101", "svm", first, [0.45, 0.38, 0.43], "stem", "head")  # +5, -4, +2 points
+    assert mixed.verdict == NOT_REPRODUCED and mixed.n == 3 and mixed.paper_number.startswith("SVM layer 1 -> 7: 44.8")
+    clear = depth_claim("caltech101", "softmax", first, [0.90, 0.91, 0.89], "stem", "head")
+    assert clear.verdict == REPRODUCED and clear.baseline.startswith("the first layer (stem): 41.0 [")
+    one = depth_claim("caltech101", "svm", [0.4], [0.9], "stem", "head")
+    assert one.verdict == NOT_REPRODUCED and one.ours == "50.0 (n = 1)"  # one fold never decides
