@@ -2,8 +2,9 @@
 
 Pretrained rows: a frozen backbone's pooled penultimate features (extracted once, cached) and a new softmax
 (scikit-learn) trained per fold on 15/30 (Caltech-101) or 15/30/45/60 (Caltech-256) images per class, tested
-on up to 50 of the rest, mean of per-class accuracies, mean with a 95 % t interval over folds. Non-pretrained rows: the same
-architecture trained from scratch (``cnnvis.training.fit``) on the same split, a CPU preset by default.
+on up to 50 of the rest, mean of per-class accuracies, mean with a 95 % t interval over folds. Non-pretrained
+rows: the same architecture trained from scratch (``cnnvis.training.fit``) on the same split, a CPU preset by
+default.
 """
 
 import dataclasses

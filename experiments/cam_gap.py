@@ -101,7 +101,8 @@ def main(cfg, out):
             rows.append({
                 "network": name, "seed": seed, "map": "CAM" if name in GAP_VARIANTS else "Grad-CAM (conv5)",
                 "parameters_M": count_parameters(model) / 1e6, "test_top1_err": 100 * (1 - test["top1"]),
-                "test_top5_err": 100 * (1 - test["top5"]), "train_top1_last_epoch": 100 * float(history.iloc[-1]["train_top1"]),
+                "test_top5_err": 100 * (1 - test["top5"]),
+                "train_top1_last_epoch": 100 * float(history.iloc[-1]["train_top1"]),
                 "boxed_test_images": len(found),
                 "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
                 "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
@@ -142,7 +143,8 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per network: each error as its mean over seeds with a 95 % t interval (n = seeds)."""
     rows = []
     for name, group in runs.groupby("network", sort=False):
-        row = {"network": name, "map": group["map"].iloc[0], "parameters_M": round(float(group["parameters_M"].iloc[0]), 2)}
+        row = {"network": name, "map": group["map"].iloc[0],
+               "parameters_M": round(float(group["parameters_M"].iloc[0]), 2)}
         for column in ("test_top1_err", "test_top5_err", "loc_err_top1", "loc_err_gt_known"):
             values = group[column].dropna()
             row[column] = t_mean(values).format(1) if len(values) else "-"

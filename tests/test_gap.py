@@ -63,7 +63,8 @@ def test_cam_is_exact_on_a_gap_network_and_equals_gradcam_up_to_scale():
 @needs_caltech101
 def test_cam_gap_end_to_end(tmp_path):
     result = run_py("experiment=cam_gap", "smoke=true", "model.input_size=64", f"results_dir={tmp_path}",
-                    f"experiment.checkpoint_root={tmp_path / 'ckpt'}", "experiment.variants=[alexnet,alexnet-gap]", timeout=900)
+                    f"experiment.checkpoint_root={tmp_path / 'ckpt'}", "experiment.variants=[alexnet,alexnet-gap]",
+                    timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "cam_gap" / "gap_vs_original.csv")
     assert list(table["network"]) == ["alexnet", "alexnet-gap"]

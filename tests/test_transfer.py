@@ -93,9 +93,13 @@ def test_C_is_chosen_on_each_folds_training_images_only(monkeypatch):
 
     labels = np.repeat(np.arange(3), 10)
     features = np.c_[np.arange(len(labels)), np.eye(3)[labels]].astype(float)  # column 0: the image's index
-    seen = []
-    real = transfer.choose_C
-    monkeypatch.setattr(transfer, "choose_C", lambda X, y, *a, **k: (seen.append(X[:, 0].astype(int)), real(X, y, *a, **k))[1])
+    seen, real = [], transfer.choose_C
+
+    def spy(X, y, *args, **kwargs):
+        seen.append(X[:, 0].astype(int))
+        return real(X, y, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "choose_C", spy)
     out = cv_fold_accuracies(features, labels, 4, 5, 2, "svm", [0.01, 1.0], cv=2, seed=0)
     assert len(out) == 2 and all(C in (0.01, 1.0) for _, C in out)
     for images, (train, test) in zip(seen, caltech_folds(labels, 4, 5, 2, 0)):
