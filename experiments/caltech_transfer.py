@@ -2,8 +2,9 @@
 
 Pretrained rows: a frozen backbone's pooled penultimate features (extracted once, cached) and a new softmax
 (scikit-learn) trained per fold on 15/30 (Caltech-101) or 15/30/45/60 (Caltech-256) images per class, tested
-on up to 50 of the rest, mean of per-class accuracies, mean ± std over folds. Non-pretrained rows: the same
-architecture trained from scratch (``cnnvis.training.fit``) on the same split, a CPU preset by default.
+on up to 50 of the rest, mean of per-class accuracies, mean with a 95 % t interval over folds. Non-pretrained
+rows: the same architecture trained from scratch (``cnnvis.training.fit``) on the same split, a CPU preset by
+default.
 """
 
 import dataclasses
@@ -22,12 +23,12 @@ from cnnvis.plotting.transfer import accuracy_vs_train_size
 from cnnvis.runner import resolve_device
 from cnnvis.training import TrainConfig, as_train_config, fit
 from cnnvis.transfer import (DATA_ABSENT, NotRun, caltech_folds, dataset_fingerprint, extract_features,
-                             feature_backbone, fold_accuracies, load_datasets, mean_class_accuracy, mean_std,
+                             feature_backbone, fold_accuracies, load_datasets, mean_class_accuracy, fold_estimate,
                              predict, run_key)
 
 log = logging.getLogger(__name__)
 
-# Zeiler & Fergus 2013, Table 4 (Caltech-101) and Table 5 (Caltech-256): mean ± std over 5 folds, in %.
+# Zeiler & Fergus 2013, Table 4 (Caltech-101) and Table 5 (Caltech-256): the paper prints mean ± std over 5 folds, in %.
 PAPER = {
     "caltech101": {"pretrained": {15: (83.8, 0.5), 30: (86.5, 0.5)},
                    "scratch": {15: (22.8, 1.5), 30: (46.5, 1.7)}},
@@ -83,7 +84,7 @@ def pretrained_rows(cfg, name, images, timings):
         row.update(weights=f"{weights}, frozen; {layer} pooled ({feats.shape[1]}-d)", input=f"{size} px", status="ran")
         for n in settings_of(cfg, name):
             scores = fold_accuracies(feats, images.labels, n, e.test_per_class, folds, "softmax", e.C, cfg.seed)
-            row[f"{n}/class"] = mean_std(scores)
+            row[f"{n}/class"] = fold_estimate(scores)
             per_fold += [{"dataset": name, "method": "pretrained", "backbone": backbone, "train_per_class": n,
                           "fold": k, "accuracy": s} for k, s in enumerate(scores)]
         rows.append(row)
@@ -118,7 +119,7 @@ def scratch_rows(cfg, name, images, device, ckpt_root):
                 scores.append(mean_class_accuracy(y, pred))
                 per_fold.append({"dataset": name, "method": "scratch", "backbone": arch, "train_per_class": n,
                                  "fold": fold, "accuracy": scores[-1]})
-            row[f"{n}/class"] = mean_std(scores)
+            row[f"{n}/class"] = fold_estimate(scores)
         rows.append(row)
     return rows, per_fold
 
@@ -167,18 +168,16 @@ def main(cfg, out):
         images = all_images[name]
         bg = "with" if cfg.dataset.include_background else "without"
         notes = (
-            f"Mean of per-class accuracies (%) on up to {e.test_per_class} test images per class, mean ± sample "
-            f"std over folds (seeded by (seed={cfg.seed}, fold)). Classes: "
+            f"Mean of per-class accuracies (%) on up to {e.test_per_class} test images per class, mean with its "
+            f"95 % t interval over folds, n = folds (seeded by (seed={cfg.seed}, fold)). Classes: "
             f"{'-' if images is None else len(images.classes)} ({bg} the background class; "
             f"`dataset.include_background` switches). Pretrained rows: frozen backbone, global-average-pooled "
-            f"penultimate features, scikit-learn multinomial logistic regression (C={e.C}, chosen by 3-fold cross-validation on fold 0's training images among 0.01, 0.1: 91.1 vs 91.0 %) on standardized features. "
+            f"penultimate features, scikit-learn multinomial logistic regression (C={e.C}) on standardized features. "
             + (f"From-scratch rows: a CPU preset ({e.scratch_input_size} px, {e.train.epochs} epochs, "
                f"{e.scratch_folds} fold) instead of the paper's 224 px, 5 folds and training to convergence, so "
                f"they are far below what the architecture reaches. " if e.scratch else
-               "From-scratch rows: not trained in this run (experiment.scratch=false): on the shared 2-core "
-               "machine (load ~18) training only EfficientNet-Lite0's last two blocks at 64 px took 21 min per "
-               "epoch of 1,515 images (resnet18_finetune), so the preset (4,545 images x 4 epochs, all layers) "
-               "would take hours; run them with experiment.scratch=true (CPU preset) or on a GPU with "
+               "From-scratch rows: not trained in this run (experiment.scratch=false: training every layer on a "
+               "CPU takes hours); run them with experiment.scratch=true (CPU preset) or on a GPU with "
                "experiment.scratch_input_size=224. ")
             + f"The paper's convnet is ZFNet pretrained on "
             f"ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "

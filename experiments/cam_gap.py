@@ -17,13 +17,15 @@ from tqdm import tqdm
 
 from cnnvis import localization as loc
 from cnnvis.cams import CAM, GradCAM
+from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, build_gap_model, count_parameters
 from cnnvis.models import build_model
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
-from cnnvis.training import TrainConfig, smoke_recipe, train_val_sets, train_variant
+from cnnvis.stats import t_mean
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "v
 class Config(ExperimentConfig):
     variants: list[str] = field(default_factory=lambda: ["alexnet", "alexnet-gap"])  # plain names or GAP_VARIANTS
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, kaiming_init=True))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds (init, order); the split is cfg.seed's
+    val_per_class: int = 5  # held-out images per class for the lr plateau; the rest are the reported test images
     boxed_categories: bool = True  # train and validate on the 24 categories with boxes only; false: all 101
     threshold: float = 0.2  # the CAM paper's
     figure_images: int = 6
@@ -49,12 +53,12 @@ def build_variant(name: str, num_classes: int, input_size: int):
     return build_model(name, num_classes, False, None, input_size)
 
 
-def localize(model, name, images, val_set, boxes, size, threshold):
-    """Per boxed validation image: the map of the true class (GT-known) and of the predicted class (top-1)."""
+def localize(model, name, images, test_set, boxes, size, threshold):
+    """Per boxed test image: the map of the true class (GT-known) and of the predicted class (top-1)."""
     base = GAP_VARIANTS.get(name, (name,))[0]
     method = CAM(model, "cam") if name in GAP_VARIANTS else GradCAM(model, LAST_CONV[base])
     rows, shown = [], []
-    boxed = [j for j in val_set.idx if images.paths[j] in boxes]
+    boxed = [j for j in test_set.idx if images.paths[j] in boxes]
     with method:
         for j in tqdm(boxed, desc=f"localizing {name}", leave=False):
             x = images.tensors([j], size)
@@ -74,75 +78,110 @@ def main(cfg, out):
     for name in e.variants:
         if name not in GAP_VARIANTS and name not in LAST_CONV:
             raise KeyError(f"unknown variant {name!r}; available: {', '.join([*LAST_CONV, *GAP_VARIANTS])}")
+    if not e.seeds:
+        raise ValueError("experiment.seeds is empty: give at least one training seed, e.g. experiment.seeds=[0,1,2]")
     recipe = smoke_recipe(e.train, cfg.smoke)
     boxed = caltech101_box_categories(cfg.dataset.root) if e.boxed_categories else None
-    images, train_set, val_set = train_val_sets(cfg, class_filter=boxed.__contains__ if boxed else None)  # data first
+    images, train_set, val_set, test_set = train_val_test_sets(  # data first
+        cfg, class_filter=boxed.__contains__ if boxed else None, val_per_class=e.val_per_class)
     boxes = caltech101_boxes(index_dataset(cfg.dataset), cfg.dataset.root)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories, figure_maps, figure_boxes = [], {}, {}, None
-    for name in e.variants:
-        model, history, ckpt = train_variant(lambda: build_variant(name, n_classes, size), name.replace("*", "star"),
-                                             cfg, train_set, val_set, recipe, cfg.seed, None)
-        model.eval()
-        histories[name] = history
-        found, shown = localize(model, name, images, val_set, boxes, size, e.threshold)
-        last = history.iloc[-1]
-        hit_gt = found["iou_true_class"] >= 0.5
-        hit_top1 = found["correct"] & (found["iou_predicted"] >= 0.5)
-        rows.append({
-            "network": name, "map": "CAM" if name in GAP_VARIANTS else "Grad-CAM (conv5)",
-            "parameters_M": count_parameters(model) / 1e6, "val_top1_err": 100 * (1 - float(last["val_top1"])),
-            "val_top5_err": 100 * (1 - float(last["val_top5"])), "boxed_val_images": len(found),
-            "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
-            "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
-            "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
-            "paper_top1_err_imagenet": PAPER_TOP1_ERR.get(name, np.nan),
-        })
-        log.info("%s: %s (checkpoints %s)", name, rows[-1], ckpt)
-        k = min(e.figure_images, len(shown))
-        if not k:  # no boxed validation image (smoke runs): nothing to show
-            continue
-        figure_maps[name] = torch.stack([m for _, m, _ in shown[:k]])
-        figure_boxes = [b for _, _, b in shown[:k]]
-        figure_images = images.tensors([j for j, _, _ in shown[:k]], size)
-        figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
-    table = pd.DataFrame(rows)
+    for seed in e.seeds:
+        for name in e.variants:
+            model, history, ckpt = train_variant(lambda: build_variant(name, n_classes, size), name.replace("*", "star"),
+                                                 cfg, train_set, val_set, recipe, seed, None)
+            model.eval()
+            histories[f"{name} s{seed}"] = history
+            test = evaluate(model, test_set, next(model.parameters()).device)
+            model.cpu()
+            found, shown = localize(model, name, images, test_set, boxes, size, e.threshold)
+            hit_gt = found["iou_true_class"] >= 0.5
+            hit_top1 = found["correct"] & (found["iou_predicted"] >= 0.5)
+            rows.append({
+                "network": name, "seed": seed, "map": "CAM" if name in GAP_VARIANTS else "Grad-CAM (conv5)",
+                "parameters_M": count_parameters(model) / 1e6, "test_top1_err": 100 * (1 - test["top1"]),
+                "test_top5_err": 100 * (1 - test["top5"]),
+                "train_top1_last_epoch": 100 * float(history.iloc[-1]["train_top1"]),
+                "boxed_test_images": len(found),
+                "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
+                "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
+                "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
+            })
+            log.info("%s seed %d: %s (checkpoints %s)", name, seed, rows[-1], ckpt)
+            k = min(e.figure_images, len(shown))
+            if seed != e.seeds[0] or not k:  # the figure shows the first seed; smoke runs may have no boxed image
+                continue
+            figure_maps[name] = torch.stack([m for _, m, _ in shown[:k]])
+            figure_boxes = [b for _, _, b in shown[:k]]
+            figure_images = images.tensors([j for j, _, _ in shown[:k]], size)
+            figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
+    runs = pd.DataFrame(rows)
+    table = summary_table(runs)
     chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
-    at_chance = [r["network"] for r in rows if r["val_top1_err"] > chance_err]
-    warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (top-1 error > {chance_err:.1f}%, "
+    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
+    at_chance = [name for name, err in mean_err.items() if err > chance_err]
+    warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
                f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
                "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
                "paper's comparison.") if at_chance else ""
-    train_top1 = {name: 100 * float(h.iloc[-1]["train_top1"]) for name, h in histories.items()}
+    text = notes(cfg, recipe, len(train_set), len(val_set), len(test_set), n_classes)
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
-              notes=notes(cfg, recipe, len(train_set), len(val_set), n_classes) + claims_text(table, train_top1)
-              + warning)
+              notes=text + warning)
+    out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
+    out.table(claims_frame(table1_claims(runs)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
+              notes=text)
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
                                "green: object box", figure_labels, figure_boxes), "cam_maps")
     out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget)"), "training_curves")
-    return {f"{r['network']}/{k}": float(r[k]) for r in rows for k in ("val_top1_err", "loc_err_top1", "loc_err_gt_known")
-            if pd.notna(r[k])}
+    means = runs.groupby("network", sort=False)[["test_top1_err", "loc_err_top1", "loc_err_gt_known"]].mean()
+    return {f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}
 
 
-def claims_text(table: pd.DataFrame, train_top1: dict[str, float]) -> str:
-    """The paper's Table 1 orderings checked on our rows (only those whose networks ran)."""
-    err = dict(zip(table["network"], table["val_top1_err"]))
-    lines = []
-    for base in [n for n in err if f"{n}-gap" in err]:
-        cost = err[f"{base}-gap"] - err[base]
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per network: each error as its mean over seeds with a 95 % t interval (n = seeds)."""
+    rows = []
+    for name, group in runs.groupby("network", sort=False):
+        row = {"network": name, "map": group["map"].iloc[0],
+               "parameters_M": round(float(group["parameters_M"].iloc[0]), 2)}
+        for column in ("test_top1_err", "test_top5_err", "loc_err_top1", "loc_err_gt_known"):
+            values = group[column].dropna()
+            row[column] = t_mean(values).format(1) if len(values) else "-"
+        row["boxed_test_images"] = int(group["boxed_test_images"].iloc[0])
+        row["paper_top1_err_imagenet"] = PAPER_TOP1_ERR.get(name, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_differences(runs: pd.DataFrame, worse: str, better: str, column: str = "test_top1_err") -> np.ndarray:
+    """Per seed, ``column`` of ``worse`` minus that of ``better`` (seeds where both ran)."""
+    wide = runs.pivot(index="seed", columns="network", values=column)[[worse, better]].dropna()
+    return (wide[worse] - wide[better]).to_numpy()
+
+
+def table1_claims(runs: pd.DataFrame) -> list[Claim]:
+    """The paper's Table 1 orderings, each decided on the t interval over seeds of the per-seed paired difference."""
+    ran = set(runs["network"])
+    rule = ("yes when the 95 % t interval over seeds of the per-seed difference {what} (top-1 error, points; "
+            "same split, same seed) lies above 0")
+    claims = []
+    for base in [n for n in ran if f"{n}-gap" in ran]:
+        diff = t_mean(seed_differences(runs, f"{base}-gap", base))
         paper = PAPER_TOP1_ERR.get(f"{base}-gap", np.nan) - PAPER_TOP1_ERR.get(base, np.nan)
-        verdict = "agrees" if cost > 0 else "no: GAP cost nothing here"
-        lines.append(f"GAP costs {base} some top-1 (paper {paper:+.1f} points): ours {cost:+.1f} points, {verdict}.")
-    if "alexnet*-gap" in err and "alexnet-gap" in err:
-        gain = err["alexnet-gap"] - err["alexnet*-gap"]
-        why = ("" if gain > 0 else " Likely why: its two extra convs start from random weights and fit more slowly "
-               f"(train top-1 {train_top1['alexnet*-gap']:.0f}% vs {train_top1['alexnet-gap']:.0f}% for "
-               "alexnet-gap at the last epoch), where the paper fine-tunes ImageNet weights.")
-        lines.append(f"AlexNet*-GAP recovers part of the cost (paper {PAPER_TOP1_ERR['alexnet-gap']} -> "
-                     f"{PAPER_TOP1_ERR['alexnet*-gap']}% error): ours {err['alexnet-gap']:.1f} -> "
-                     f"{err['alexnet*-gap']:.1f}%, {'agrees' if gain > 0 else 'no'}.{why}")
-    return "\n\nThe paper's claims (Table 1): " + " ".join(lines) if lines else ""
+        claims.append(Claim("Zhou et al. 2016", "Table 1", f"GAP costs {base} some top-1 accuracy",
+                            f"{paper:+.1f} points (ImageNet)" if np.isfinite(paper) else "qualitative",
+                            diff.format(1), diff.n, "0 points (GAP costs nothing)",
+                            rule.format(what=f"{base}-gap minus {base}"), decide(diff.above(0))))
+    if {"alexnet-gap", "alexnet*-gap"} <= ran:
+        diff = t_mean(seed_differences(runs, "alexnet-gap", "alexnet*-gap"))
+        claims.append(Claim("Zhou et al. 2016", "Table 1", "AlexNet*-GAP (two added convs) recovers part of "
+                            "AlexNet-GAP's cost",
+                            f"{PAPER_TOP1_ERR['alexnet-gap'] - PAPER_TOP1_ERR['alexnet*-gap']:+.1f} points (ImageNet "
+                            f"{PAPER_TOP1_ERR['alexnet-gap']} -> {PAPER_TOP1_ERR['alexnet*-gap']}% error)",
+                            diff.format(1), diff.n, "0 points (the extra conv recovers nothing)",
+                            rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))))
+    return claims
 
 
 def init_text(recipe) -> str:
@@ -154,17 +193,23 @@ def init_text(recipe) -> str:
     return f"He init{linear}"
 
 
-def notes(cfg, recipe, n_train, n_val, n_classes) -> str:
+def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
+    e = cfg.experiment
     return (
         f"All networks trained from scratch on Caltech-101 ({n_classes} classes"
-        f"{': the categories with boxes' if cfg.experiment.boxed_categories else ''}, {n_train} training / {n_val} "
-        f"validation images, {cfg.dataset.train_per_class}/{cfg.dataset.test_per_class} per class) at "
-        f"{cfg.model.input_size} px, with the same budget: {recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr "
+        f"{': the categories with boxes' if e.boxed_categories else ''}, {n_train} training / {n_val} validation / "
+        f"{n_test} test images: {cfg.dataset.train_per_class} training per class, and of up to "
+        f"{cfg.dataset.test_per_class} held-out per class {e.val_per_class} for validation (the learning-rate "
+        f"plateau only) and the rest for test (every reported number)) at {cfg.model.input_size} px, seeds "
+        f"{list(e.seeds)} (the seed sets the initialization and sample order; one split, from seed {cfg.seed}); "
+        "errors are means over seeds with a 95 % t interval (n = seeds). The same budget: "
+        f"{recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr "
         f"{recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay}, {init_text(recipe)}. The paper fine-tunes "
         "ImageNet networks and reports ImageNet errors (paper column): the comparison to carry over is the ordering "
         "(GAP costs a few points, AlexNet-GAP most, AlexNet*-GAP recovers part), not the values. Localization on the "
-        "validation images that have boxes (boxes mapped through the resize and centre crop): "
+        "test images that have boxes (boxes mapped through the resize and centre crop): "
         "loc_err_top1 counts a wrong class or IoU < 0.5 (the paper's top-1 localization error); loc_err_gt_known "
         f"uses the true class's map. Box rule: largest connected component above {cfg.experiment.threshold:g} of the "
         "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
+        + (" SMOKE RUN: 2 training, 1 validation and 1 test image per class." if cfg.smoke else "")
     )

@@ -1,9 +1,11 @@
 """Zeiler & Fergus 2013 Table 7: a linear SVM and a softmax on the features of each layer of an ImageNet
 network, Caltech-101 at 30 images per class (Caltech-256 at 60 when present): accuracy grows with depth.
 
-Each layer's maps are average-pooled over the whole image (``grid: 1``; ``grid: g`` pools over g x g cells),
-extracted once per (backbone, layer, dataset, transform) and cached; the paper's rows (ZFNet layers 1-7)
-sit beside ours at their relative depth.
+Each layer's maps are average-pooled over a grid of cells chosen per layer so that it keeps about
+``features_per_layer`` numbers (the paper's SVM saw the whole layer; global pooling would leave early layers
+16-40 numbers), extracted once per (backbone, layer, dataset, transform) and cached. C is chosen per fold,
+layer and classifier by cross-validation on that fold's training images only. The paper's rows (ZFNet layers
+1-7) sit beside ours at their relative depth.
 """
 
 import logging
@@ -14,10 +16,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.runner import model_from_config
-from cnnvis.transfer import extract_features, fold_accuracies, load_datasets, mean_std
+from cnnvis.stats import t_mean
+from cnnvis.transfer import cv_fold_accuracies, extract_features, fold_estimate, load_datasets
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +56,10 @@ class Config(ExperimentConfig):
     folds: int = 5
     layers: Optional[list[str]] = None  # None: every stage of the model (STAGES)
     classifiers: list[str] = field(default_factory=lambda: ["svm", "softmax"])
-    C_svm: float = 0.001  # on standardized features (linear kernel)
-    C_softmax: float = 0.01
-    grid: int = 1  # average pooling over grid x grid cells of each map (1: global average)
+    C_grid_svm: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01])  # on standardized features
+    C_grid_softmax: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1])
+    cv: int = 2  # cross-validation folds within each fold's training images, to choose C
+    features_per_layer: int = 3000  # pool each map to the grid whose channels x cells come nearest this
     batch_size: int = 16
 
 
@@ -70,6 +75,17 @@ def paper_rows(names):
     return rows
 
 
+def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, last: str) -> Claim:
+    """"Deeper layers classify better": the last layer's accuracy minus the first's, per fold, above 0."""
+    gain = t_mean(100 * (np.asarray(last_scores) - np.asarray(first_scores)))
+    lo, hi = PAPER["svm", 1][PAPER_COLUMN[dataset]][0], PAPER["svm", 7][PAPER_COLUMN[dataset]][0]
+    return Claim("Zeiler & Fergus 2014", "Table 7", f"deeper layers give better features ({dataset}, {kind})",
+                 f"SVM layer 1 -> 7: {lo} -> {hi}% ({hi - lo:+.1f} points)", gain.format(1), gain.n,
+                 f"the first layer ({first}): {fold_estimate(first_scores)}",
+                 f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
+                 "(accuracy points) lies above 0", decide(gain.above(0)))
+
+
 def main(cfg, out):
     e = cfg.experiment
     names = list(e.datasets)
@@ -78,58 +94,75 @@ def main(cfg, out):
     layers = list(e.layers or STAGES.get(cfg.model.name) or [n for n in model.layers][:-1])
     weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
     folds = 2 if cfg.smoke else e.folds
-    C = {"svm": e.C_svm, "softmax": e.C_softmax}
-    start, timings, results, per_fold = time.perf_counter(), {}, {}, []
+    C_grid = {"svm": list(e.C_grid_svm), "softmax": list(e.C_grid_softmax)}
+    start, timings, results, chosen, per_fold, dims = time.perf_counter(), {}, {}, {}, [], {}
     for name in names:
         images = all_images[name]
         if images is None:
             continue
         n = 2 if cfg.smoke else e.train_per_class[name]
         feats = extract_features(model, images, layers, cfg.model.input_size, cfg.cache_dir, tag=cfg.model.name,
-                                 grid=e.grid, batch_size=e.batch_size, timings=timings)
+                                 batch_size=e.batch_size, timings=timings, target_features=e.features_per_layer)
         for layer in layers:
+            dims[layer] = feats[layer].shape[1]
             for kind in e.classifiers:
-                scores = fold_accuracies(feats[layer], images.labels, n, e.test_per_class, folds, kind, C[kind], cfg.seed)
-                results[name, layer, kind] = scores
+                runs = cv_fold_accuracies(feats[layer], images.labels, n, e.test_per_class, folds, kind,
+                                          C_grid[kind], e.cv, cfg.seed)
+                results[name, layer, kind] = [acc for acc, _ in runs]
+                chosen[name, layer, kind] = [C for _, C in runs]
                 per_fold += [{"dataset": name, "layer": layer, "classifier": kind, "train_per_class": n, "fold": k,
-                              "accuracy": s} for k, s in enumerate(scores)]
-                log.info("%s %s %s: %s", name, layer, kind, mean_std(scores))
-        dims = {layer: feats[layer].shape[1] for layer in layers}
+                              "C": C, "accuracy": acc} for k, (acc, C) in enumerate(runs)]
+                log.info("%s %s %s: %s (C per fold %s)", name, layer, kind, fold_estimate(results[name, layer, kind]),
+                         chosen[name, layer, kind])
 
     rows = []
     for kind in e.classifiers:
         for depth, layer in enumerate(layers, start=1):
-            row = {"source": f"ours ({cfg.model.name}, {weights})", "layer": f"{layer}", "depth": round(depth / len(layers), 3),
-                   "dims": dims[layer], "classifier": kind}
+            row = {"source": f"ours ({cfg.model.name}, {weights})", "layer": f"{layer}",
+                   "depth": round(depth / len(layers), 3), "dims": dims.get(layer, "-"), "classifier": kind}
             for name in names:
-                row[name] = mean_std(results[name, layer, kind]) if (name, layer, kind) in results else "not run: data absent"
+                ran = (name, layer, kind) in results
+                row[name] = fold_estimate(results[name, layer, kind]) if ran else "not run: data absent"
+                row[f"{name} C per fold"] = ", ".join(f"{C:g}" for C in chosen[name, layer, kind]) if ran else "-"
             rows.append(row)
     table = pd.DataFrame(rows + paper_rows(names))
     sizes = ", ".join(f"{name} at {2 if cfg.smoke else e.train_per_class[name]}/class" for name in names)
+    grids = ", ".join(f"{kind} {C_grid[kind]}" for kind in e.classifiers)
     out.table(table, "table7_layer_features", title="Zeiler & Fergus Table 7: classifiers on the features of each layer",
-              notes=(f"Mean of per-class accuracies (%) over {folds} folds (mean ± sample std), {sizes}, tested on up "
-                     f"to {e.test_per_class} other images per class. Features: each layer's output at "
-                     f"{cfg.model.input_size} px (center crop), average-pooled over {e.grid}x{e.grid} cells, "
-                     f"standardized; SVM = linear SVM (libsvm, one-vs-one, C={e.C_svm}); Softmax = multinomial "
-                     f"logistic regression (C={e.C_softmax}); both C chosen by 3-fold cross-validation on fold 0's training images of the last layer (SVM: 1e-4/1e-3/1e-2/0.1 gave 87.5/90.7/90.6/90.6 %; softmax 0.01/0.1: 91.1/91.0 %). 'depth' = layer index / number of layers, so the "
-                     f"paper's ZFNet layers (1-5 conv, 7 = fc7) and ours line up in the figure. The paper "
-                     f"classified layer outputs of ZFNet; ours are the stages of {cfg.model.name}, whose early "
-                     f"stages have few channels (16-40), so global pooling leaves them fewer dimensions than "
-                     f"ZFNet's layers had." + (" SMOKE RUN." if cfg.smoke else "")))
-    out.table(pd.DataFrame(per_fold), "folds", title="Accuracy of every fold")
+              notes=(f"Mean of per-class accuracies (%) over {folds} folds with its 95 % t interval (n = folds), "
+                     f"{sizes}, tested on up to {e.test_per_class} other images per class (the paper's column: mean "
+                     f"± std over 5 folds). Features: each layer's output at {cfg.model.input_size} px (center crop), "
+                     f"average-pooled over the g x g grid whose channels x g x g comes nearest "
+                     f"{e.features_per_layer} (g at most the map's side; 'dims' is what each layer kept), "
+                     f"standardized; SVM = linear SVM (libsvm, one-vs-one); Softmax = multinomial logistic regression. "
+                     f"C is chosen per fold, layer and classifier by {e.cv}-fold stratified cross-validation on that "
+                     f"fold's training images only (ties to the smaller C), among {grids}; the chosen Cs are in the "
+                     f"table and in `folds`. 'depth' = layer index / number of layers, so the paper's ZFNet layers "
+                     f"(1-5 conv, 7 = fc7) and ours line up in the figure. The paper classified layer outputs of "
+                     f"ZFNet; ours are the stages of {cfg.model.name}." + (" SMOKE RUN." if cfg.smoke else "")))
+    out.table(pd.DataFrame(per_fold), "folds", title="Accuracy and chosen C of every fold")
+    claims = [depth_claim(name, kind, results[name, layers[0], kind], results[name, layers[-1], kind],
+                          layers[0], layers[-1]) for name in names for kind in e.classifiers
+              if (name, layers[0], kind) in results and len(layers) > 1 and name in PAPER_COLUMN]
+    if claims:
+        out.table(claims_frame(claims), "claims", title="Zeiler & Fergus Table 7: the paper's claim, decided over folds",
+                  notes="Each fold's first and last layer are scored on the same test images, so the difference "
+                        "is paired per fold; the t interval is over folds (n = folds).")
     curves = {}
     for name in names:
         for kind in e.classifiers:
             scores = [results.get((name, layer, kind)) for layer in layers]
             if all(s is not None for s in scores):
+                estimates = [t_mean(100 * np.asarray(s)) for s in scores]
                 curves[f"ours {name}: {kind}"] = (np.arange(1, len(layers) + 1) / len(layers),
-                                                  [100 * np.mean(s) for s in scores],
-                                                  [100 * np.std(s, ddof=1) if len(s) > 1 else 0 for s in scores])
+                                                  [est.value for est in estimates],
+                                                  [(est.hi - est.lo) / 2 if est.has_interval else 0 for est in estimates])
             points = [(layer / ZFNET_DEPTH, *PAPER[kind, layer][PAPER_COLUMN[name]]) for k, layer in PAPER
                       if k == kind and name in PAPER_COLUMN]
             if points:
                 curves[f"paper (ZFNet) {name}: {kind}"] = tuple(np.asarray(points).T)
-    out.figure(accuracy_vs_depth(curves, f"Accuracy vs depth: {cfg.model.name} features ({weights})"), "accuracy_vs_depth")
+    out.figure(accuracy_vs_depth(curves, f"Accuracy vs depth: {cfg.model.name} features ({weights}); ours: 95 % "
+                                 "interval over folds, paper: std"), "accuracy_vs_depth")
     metrics = {f"{name}_{layer}_{kind}": round(100 * float(np.mean(s)), 2) for (name, layer, kind), s in results.items()}
     metrics["feature_extraction_s"] = round(timings.get("extract_s", 0.0), 1)
     metrics["total_s"] = round(time.perf_counter() - start, 1)

@@ -8,14 +8,15 @@ whose ranking is the paper's claim (removing 6,7 costs little, removing 3,4,6,7 
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from cnnvis.ablations import ARCH_VARIANTS, PAPER_TABLE3, arch_variant
+from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.training import ablation_bars, training_curves
-from cnnvis.training import TrainConfig, smoke_recipe, train_val_sets, train_variant
+from cnnvis.stats import t_mean
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
 
 @dataclass
@@ -24,8 +25,18 @@ class Config(ExperimentConfig):
     classes: Optional[int] = 10  # the N largest classes of the dataset (None: all)
     width: float = 1.0  # channel multiplier of every layer and fc width (the CPU preset: 0.25)
     variants: list[str] = field(default_factory=lambda: list(ARCH_VARIANTS))
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    val_per_class: int = 5  # held-out images per class for the lr plateau; the rest are the reported test images
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
+
+
+# The paper's two headline claims of Table 3: (claim, variant, rule text, rule on the change's Estimate).
+CLAIMS = [
+    ("removing layers 6,7 costs little", "no_fc6_fc7",
+     "yes when the 95 % t interval of the per-seed change lies below +5 points", lambda est: est.below(5)),
+    ("removing layers 3,4,6,7 costs a lot", "no_conv3_conv4_fc6_fc7",
+     "yes when the 95 % t interval of the per-seed change lies above +10 points", lambda est: est.above(10)),
+]
 
 
 def paper_delta(variant: str) -> float:
@@ -41,7 +52,9 @@ def main(cfg, out):
         raise KeyError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(ARCH_VARIANTS)}")
     if "base" not in e.variants:
         raise ValueError("experiment.variants must include 'base' (the reference every change is measured from)")
-    images, train_set, val_set = train_val_sets(cfg, e.classes)  # data first
+    if not e.seeds:
+        raise ValueError("experiment.seeds is empty: give at least one training seed, e.g. experiment.seeds=[0,1]")
+    images, train_set, val_set, test_set = train_val_test_sets(cfg, e.classes, val_per_class=e.val_per_class)
     recipe = smoke_recipe(e.train, cfg.smoke)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories = [], {}
@@ -50,52 +63,66 @@ def main(cfg, out):
             model, history, _ = train_variant(lambda: arch_variant(variant, n_classes, size, e.width),
                                               "zfnet" if variant == "base" else f"zfnet-{variant}", cfg,
                                               train_set, val_set, recipe, seed, e.classes)
-            last = history.iloc[-1]
+            test = evaluate(model, test_set, next(model.parameters()).device)
             rows.append({"variant": variant, "seed": seed, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-                         "train_top1_err": 100 * (1 - last.train_top1), "val_top1_err": 100 * (1 - last.val_top1),
-                         "val_top5_err": 100 * (1 - last.val_top5), "train_seconds": history.seconds.sum()})
+                         "train_top1_err": 100 * (1 - history.iloc[-1].train_top1),
+                         "test_top1_err": 100 * (1 - test["top1"]), "test_top5_err": 100 * (1 - test["top5"]),
+                         "train_seconds": history.seconds.sum()})
             histories[f"{variant} s{seed}"] = history
     runs = pd.DataFrame(rows)
-    table = runs.groupby("variant", sort=False).mean(numeric_only=True).drop(columns="seed").reset_index()
-    base_err = float(table.loc[table.variant == "base", "val_top1_err"].iloc[0])
-    table["val_top1_err_change"] = table.val_top1_err - base_err
-    table["paper_row"] = [PAPER_TABLE3[v][0] for v in table.variant]
-    table["paper_train_top1_err"] = [PAPER_TABLE3[v][1] for v in table.variant]
-    table["paper_val_top1_err"] = [PAPER_TABLE3[v][2] for v in table.variant]
-    table["paper_val_top5_err"] = [PAPER_TABLE3[v][3] for v in table.variant]
-    table["paper_val_top1_err_change"] = [paper_delta(v) for v in table.variant]
-    changed = table[table.variant != "base"]
-    rho = float(spearmanr(changed.val_top1_err_change, changed.paper_val_top1_err_change).statistic) \
+    runs["test_top1_err_change"] = runs.test_top1_err - runs.seed.map(
+        runs[runs.variant == "base"].set_index("seed").test_top1_err)  # paired: same seed, same test images
+    changes = {v: t_mean(g.test_top1_err_change) for v, g in runs.groupby("variant", sort=False)}
+    table = summary_table(runs, changes)
+    means = pd.Series({v: c.value for v, c in changes.items()})
+    changed = [v for v in table.variant if v != "base"]
+    rho = float(spearmanr(means[changed], [paper_delta(v) for v in changed]).statistic) \
         if len(changed) > 2 else float("nan")
     scale = (f"Ours: {n_classes} largest Caltech-101 classes, {len(train_set)} training / {len(val_set)} validation "
-             f"images, {size} px, channel width x{e.width}, {recipe.epochs} epochs, seeds {list(e.seeds)} (errors averaged over seeds). "
-             f"Paper: ImageNet 2012 (1.2M training images, 1000 classes), 224 px, ~70 epochs; its removal rows were run "
-             f"on its replication of Krizhevsky et al. (val top-1 error {PAPER_TABLE3['paper_alexnet_base'][2]}%), "
-             f"its resizing rows on its Fig. 3 model ({PAPER_TABLE3['base'][2]}%): `*_change` columns are measured "
-             f"from each row's own base. Spearman rank correlation of our and the paper's val top-1 changes over the "
-             f"{len(changed)} variants: {rho:.2f}." + claims_text(table, 100 / len(val_set)))
+             f"(the learning-rate plateau only) / {len(test_set)} test images (every reported error), {size} px, "
+             f"channel width x{e.width}, {recipe.epochs} epochs, seeds {list(e.seeds)}: errors are means over seeds "
+             f"with a 95 % t interval (n = seeds); a change is the per-seed difference from the base on the same "
+             f"seed and test images. Paper: ImageNet 2012 (1.2M training images, 1000 classes), 224 px, ~70 "
+             f"epochs; its removal rows were run on its replication of Krizhevsky et al. (val top-1 error "
+             f"{PAPER_TABLE3['paper_alexnet_base'][2]}%), its resizing rows on its Fig. 3 model "
+             f"({PAPER_TABLE3['base'][2]}%): `*_change` columns are measured from each row's own base. Spearman rank "
+             f"correlation of our mean and the paper's top-1 changes over the {len(changed)} variants: {rho:.2f}. "
+             f"One test image is {100 / len(test_set):.1f} points.")
     out.table(table, "table3", title="ZF Table 3: architecture ablations (error %)", notes=scale)
     out.table(runs, "runs", title="ZF Table 3 ablation: every run", notes=scale)
-    out.figure(ablation_bars(list(table.variant), list(table.val_top1_err_change), list(table.paper_val_top1_err_change),
-                             "Change in val top-1 error from the base model (percentage points)",
-                             "val top-1 error change (points)"), "table3_changes")
+    base_err = t_mean(runs[runs.variant == "base"].test_top1_err)
+    out.table(claims_frame(table3_claims(changes, base_err)), "claims",
+              title="ZF Table 3: the paper's claims, decided over seeds", notes=scale)
+    out.figure(ablation_bars(list(table.variant), list(means[table.variant]), list(table.paper_val_top1_err_change),
+                             "Change in top-1 error from the base model (percentage points; ours: test split, mean "
+                             "over seeds)", "top-1 error change (points)"), "table3_changes")
     out.figure(training_curves(histories, "Training curves of the Table 3 variants"), "curves")
-    return {"spearman_val_top1_change": rho, "base_val_top1_err": base_err,
-            **{f"{v}_val_top1_err": float(err) for v, err in zip(table.variant, table.val_top1_err)}}
+    mean_err = runs.groupby("variant", sort=False).test_top1_err.mean()
+    return {"spearman_test_top1_change": rho, "base_test_top1_err": float(mean_err["base"]),
+            **{f"{v}_test_top1_err": float(err) for v, err in mean_err.items()}}
 
 
-def claims_text(table: pd.DataFrame, one_image: float) -> str:
-    """The paper's two headline claims of Table 3, checked on our changes, and why ours may differ."""
-    change = dict(zip(table.variant, table.val_top1_err_change))
-    checks = [("removing layers 6,7 costs little (paper +4.3 points)", "no_fc6_fc7", lambda c: c < 5),
-              ("removing layers 3,4,6,7 costs a lot (paper +30.8)", "no_conv3_conv4_fc6_fc7", lambda c: c >= 10)]
-    said = [f"{claim}: ours {change[v]:+.1f}, {'yes' if holds(change[v]) else 'no'}"
-            for claim, v, holds in checks if v in change]
-    if not said:
-        return ""
-    differs = any(not holds(change[v]) for _, v, holds in checks if v in change)
-    return ("\n\nThe paper's claims: " + "; ".join(said) + f". One validation image is {one_image:.1f} points." +
-            (" Where ours differ, the likely reason is scale: a few classes and under a thousand images are separated "
-             "by a linear classifier on a few conv layers, so fc6/fc7 (most of the parameters) add overfitting rather "
-             "than capacity, and the depth the paper needs for 1,000 ImageNet classes is not needed here."
-             if differs else ""))
+def summary_table(runs: pd.DataFrame, changes: dict) -> pd.DataFrame:
+    """One row per variant: errors as mean over seeds with a 95 % t interval, the paired change from the base."""
+    rows = []
+    for variant, g in runs.groupby("variant", sort=False):
+        rows.append({"variant": variant, "params_M": round(float(g.params_M.iloc[0]), 3),
+                     **{c: t_mean(g[c]).format(1) for c in ("train_top1_err", "test_top1_err", "test_top5_err")},
+                     "test_top1_err_change": "-" if variant == "base" else changes[variant].format(1),
+                     "paper_row": PAPER_TABLE3[variant][0], "paper_train_top1_err": PAPER_TABLE3[variant][1],
+                     "paper_val_top1_err": PAPER_TABLE3[variant][2], "paper_val_top5_err": PAPER_TABLE3[variant][3],
+                     "paper_val_top1_err_change": paper_delta(variant)})
+    return pd.DataFrame(rows)
+
+
+def table3_claims(changes: dict, base_err) -> list[Claim]:
+    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base."""
+    claims = []
+    for claim, variant, rule, holds in CLAIMS:
+        if variant not in changes:
+            continue
+        est = changes[variant]
+        claims.append(Claim("Zeiler & Fergus 2014", "Table 3", claim, f"{paper_delta(variant):+.1f} points (ImageNet)",
+                            est.format(1), est.n, f"the base network's top-1 error: {base_err.format(1)}",
+                            rule, decide(holds(est))))
+    return claims

@@ -134,3 +134,21 @@ def test_he_init_with_small_linear_std_keeps_a_wide_fc_head_calm():
     fc_weights = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     assert all(float(w.std()) == pytest.approx(0.01, rel=0.05) for w in fc_weights)
     assert stds[0.01] < 0.05 * stds[None]
+
+
+def test_table3_claims_decide_on_the_interval_over_seeds():
+    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+    from cnnvis.stats import t_mean
+    from experiments.zfnet_arch_ablation import table3_claims
+
+    base = t_mean([40.0, 42.0])
+    # one seed costs 1 point and the other 9: the mean (+5) is not "little" and the interval spans +5
+    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 9.0]),
+                                 "no_conv3_conv4_fc6_fc7": t_mean([8.0, 30.0])}, base)
+    assert (little.verdict, lot.verdict) == (NOT_REPRODUCED, NOT_REPRODUCED) and little.n == 2
+    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]),
+                                 "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}, base)
+    assert (little.verdict, lot.verdict) == (REPRODUCED, REPRODUCED)
+    assert little.paper_number == "+4.3 points (ImageNet)" and lot.paper_number == "+30.8 points (ImageNet)"
+    one = table3_claims({"base": t_mean([40.0]), "no_fc6_fc7": t_mean([1.0])}, t_mean([40.0]))
+    assert one[0].verdict == NOT_REPRODUCED and one[0].ours == "1.0 (n = 1)"  # one seed never decides

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from cnnvis.data import ImageSet, ImageTensors
 from cnnvis.training import (KILL_ENV, EpochSampler, TrainConfig, evaluate, fit, load_checkpoint, paper_init_,
-                             renormalize_filters_, scaled_keep_epochs, select_trainable)
+                             renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out,
+                             train_val_sets, train_val_test_sets)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -250,6 +251,9 @@ def test_ablations_end_to_end(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "table3.csv")
     assert table.variant.tolist() == ["base", "no_fc6_fc7", "no_conv3_conv4"]
     assert table.paper_val_top1_err.tolist() == [38.4, 44.8, 45.4]
+    assert table.test_top1_err.str.endswith("(n = 2)").all()  # two seeds by default, test split reported
+    claims = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "claims.csv")
+    assert claims.claim.tolist() == ["removing layers 6,7 costs little"] and claims.n.tolist() == [2]
 
 
 @needs_caltech101
@@ -261,3 +265,34 @@ def test_two_job_sweep_through_submitit(tmp_path, monkeypatch):
     summary = pd.read_csv(tmp_path / "train" / "multirun" / "summary.csv")
     assert sorted(summary.seed.tolist()) == [0, 1] and summary.val_top1.between(0, 1).all()
     assert list((tmp_path / "train" / "multirun" / ".submitit").iterdir())  # submitit's job folders
+
+
+def test_held_out_split_is_disjoint_per_class_and_seeded():
+    labels = np.repeat(np.arange(4), 30)
+    held_out = np.arange(0, 120, 2)  # 15 held-out images per class
+    val, test = split_held_out(labels, held_out, 5, seed=3)
+    assert not set(val) & set(test) and sorted({*val, *test}) == held_out.tolist()
+    assert np.bincount(labels[val]).tolist() == [5] * 4 and np.bincount(labels[test]).tolist() == [10] * 4
+    again, _ = split_held_out(labels, held_out, 5, seed=3)
+    other, _ = split_held_out(labels, held_out, 5, seed=4)
+    assert again.tolist() == val.tolist() and other.tolist() != val.tolist()
+
+
+@needs_caltech101
+def test_train_val_test_sets_are_disjoint_and_keep_the_training_images(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cnnvis.config import DatasetConfig
+
+    dataset = DatasetConfig(name="caltech101", root=os.environ["DATA_ROOT"], train_per_class=6, test_per_class=8,
+                            resize=36, num_workers=0)
+    cfg = OmegaConf.create({"smoke": False, "seed": 0, "cache_dir": str(tmp_path), "model": {"input_size": 32},
+                            "dataset": OmegaConf.structured(dataset)})
+    keep = {"accordion", "anchor"}.__contains__
+    images, train, held_out = train_val_sets(cfg, class_filter=keep)
+    images3, train3, val, test = train_val_test_sets(cfg, class_filter=keep, val_per_class=3)
+    assert train3.idx.tolist() == train.idx.tolist()  # the training images do not change
+    assert sorted([*val.idx, *test.idx]) == sorted(held_out.idx) and not set(val.idx) & set(test.idx)
+    assert np.bincount(images3.labels[val.idx]).tolist() == [3, 3]
+    with pytest.raises(ValueError, match="dataset.test_per_class"):
+        train_val_test_sets(cfg, class_filter=keep, val_per_class=8)

@@ -11,8 +11,9 @@ from torch import nn
 
 from cnnvis.data import ImageSet
 from cnnvis.models import ImageClassifier, Normalize
-from cnnvis.transfer import (caltech_folds, extract_features, fold_accuracies, make_classifier,
-                             mean_class_accuracy, mean_std, per_class_accuracy, pool_features)
+from cnnvis.transfer import (caltech_folds, choose_C, cv_fold_accuracies, extract_features, fold_accuracies,
+                             fold_estimate, grid_for, make_classifier, mean_class_accuracy, per_class_accuracy,
+                             pool_features)
 from conftest import run_py
 
 SIZES = [31, 40, 62, 80, 120]  # images per class, Caltech-101-like: the smallest class has 31
@@ -50,9 +51,59 @@ def test_mean_class_accuracy_from_a_hand_made_confusion_matrix():
     assert mean_class_accuracy(np.array([0, 0]), np.array([0, 5])) == 0.5
 
 
-def test_mean_std_is_percent_with_the_sample_deviation():
-    assert mean_std([0.8, 0.9]) == f"85.0 ± {np.std([80, 90], ddof=1):.1f}"
-    assert mean_std([0.5]) == "50.0 ± 0.0"
+def test_fold_estimate_is_percent_with_a_t_interval_and_one_fold_prints_n_1():
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 1) * np.std([80, 90], ddof=1) / np.sqrt(2)
+    assert fold_estimate([0.8, 0.9]) == f"85.0 [{85 - half:.1f}, {85 + half:.1f}] (n = 2)"
+    assert fold_estimate([0.5]) == "50.0 (n = 1)"
+
+
+@pytest.mark.parametrize("channels, side, expected_grid", [(16, 112, 14), (40, 28, 9), (320, 7, 3), (1280, 7, 2),
+                                                           (32, 4, 4)])
+def test_spatial_pooling_keeps_about_the_target_feature_count(channels, side, expected_grid):
+    assert grid_for(channels, side, 3000) == expected_grid
+    pooled = pool_features(torch.rand(2, channels, side, side), target_features=3000)
+    assert pooled.shape == (2, channels * expected_grid ** 2)
+    if expected_grid < side:  # not capped by the map: within one grid step of the target
+        assert channels * (expected_grid - 1) ** 2 < 3000 < channels * (expected_grid + 1) ** 2
+
+
+def test_choose_C_matches_sklearns_grid_search_on_the_same_splits():
+    from sklearn.metrics import make_scorer, balanced_accuracy_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 12)
+    X = np.eye(4, 30)[labels] * 0.8 + rng.normal(size=(len(labels), 30))
+    grid = [1e-4, 1e-2, 1.0]
+    C, scores = choose_C(X, labels, "softmax", grid, cv=3, seed=0)
+    peer = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=0)),
+                        {"logisticregression__C": grid}, scoring=make_scorer(balanced_accuracy_score),
+                        cv=StratifiedKFold(3, shuffle=True, random_state=0)).fit(X, labels)
+    assert C == peer.best_params_["logisticregression__C"]
+    np.testing.assert_allclose([scores[c] for c in grid], peer.cv_results_["mean_test_score"], atol=1e-9)
+
+
+def test_C_is_chosen_on_each_folds_training_images_only(monkeypatch):
+    import cnnvis.transfer as transfer
+
+    labels = np.repeat(np.arange(3), 10)
+    features = np.c_[np.arange(len(labels)), np.eye(3)[labels]].astype(float)  # column 0: the image's index
+    seen, real = [], transfer.choose_C
+
+    def spy(X, y, *args, **kwargs):
+        seen.append(X[:, 0].astype(int))
+        return real(X, y, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "choose_C", spy)
+    out = cv_fold_accuracies(features, labels, 4, 5, 2, "svm", [0.01, 1.0], cv=2, seed=0)
+    assert len(out) == 2 and all(C in (0.01, 1.0) for _, C in out)
+    for images, (train, test) in zip(seen, caltech_folds(labels, 4, 5, 2, 0)):
+        assert sorted(images) == sorted(train) and not set(images) & set(test)
 
 
 def test_grid_pooling_matches_a_loop():
@@ -184,7 +235,8 @@ def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only,
     t256 = pd.read_csv(out / "table5_caltech256.csv").set_index("backbone")
     ran = t256[t256.status == "ran"]
     assert set(ran.index) == {"efficientnet_lite0"} and len(ran) == 2  # pretrained features and from scratch
-    assert all(float(v.split(" ± ")[0]) >= 0 for v in ran["2/class"])
+    assert all(float(v.split(" ")[0]) >= 0 and "(n = " in v and "±" not in v for v in ran["2/class"])
+    assert ran["2/class"].str.endswith("(n = 1)").any()  # the one-fold scratch row: no interval, never ± 0.0
     assert "65.7 ± 0.2" not in t256.to_string()  # the paper's 15/class figure has no 1- or 2-image setting
     if not (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists():
         assert "weights absent (put resnet18-f37072fd.pth" in t256.loc["resnet18", "status"]
@@ -201,18 +253,60 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
     table = pd.read_csv(out / "table7_layer_features.csv")
     ours = table[table.source.str.startswith("ours")]
     assert len(ours) == 2 * 9 and (ours.caltech101 == "not run: data absent").all()
-    assert ours.caltech256.str.contains(" ± ").all()
+    assert ours.caltech256.str.endswith("(n = 2)").all() and not ours.caltech256.str.contains("±").any()
     assert (table[table.source == "paper (ZFNet)"].caltech256.iloc[0]) == "24.6 ± 0.4"
     assert len(list((tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy"))) == 9
 
     out = run_smoke("resnet18_finetune", caltech256_only, tmp_path)
     table = pd.read_csv(out / "finetune.csv").set_index("dataset")
     assert table.loc["caltech101", "starting point"] == "not run: data absent"
-    assert int(table.loc["caltech256", "best epoch"]) in (1, 2)
+    assert int(table.loc["caltech256", "epoch chosen on val"]) in (1, 2)
+    assert table.loc["caltech256", "test top-1 there"].endswith("(n = 4)")
     assert len(pd.read_csv(out / "history_caltech256.csv")) == 2
+
+
+def test_finetune_split_is_disjoint_and_the_epoch_is_chosen_on_val_only():
+    import pandas as pd
+
+    from experiments.resnet18_finetune import best_epoch, split_three
+
+    labels = np.repeat(np.arange(3), 40)
+    train, val, test = split_three(labels, 10, 5, 20, fold=0, seed=0)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    assert [np.bincount(labels[s]).tolist() for s in (train, val, test)] == [[10] * 3, [5] * 3, [20] * 3]
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_top1": [0.5, 0.7, 0.7], "train_top1": [0.6, 0.9, 0.99]})
+    assert best_epoch(history) == 2  # highest val top-1, the first of a tie; train accuracy plays no part
 
 
 def test_no_dataset_at_all_fails_and_writes_nothing(tmp_path):
     result = run_py("experiment=layer_features", f"dataset.root={tmp_path / 'nowhere'}", f"results_dir={tmp_path / 'r'}")
     assert result.returncode != 0 and "101_ObjectCategories" in result.stdout + result.stderr
     assert not (tmp_path / "r" / "layer_features").exists()
+
+
+def test_svm_with_another_C_equals_a_fresh_fit():
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 8)) + np.repeat(np.eye(4, 8), 10, axis=0), np.repeat(np.arange(4), 10)
+    reused = make_classifier("svm", C=0.01).fit(X, y).with_C(0.5)
+    fresh = make_classifier("svm", C=0.5).fit(X, y)
+    np.testing.assert_allclose(reused.decision_function(X), fresh.decision_function(X), atol=1e-6)
+    splits = list(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    naive = {C: np.mean([mean_class_accuracy(y[va], make_classifier("svm", C).fit(X[tr], y[tr]).predict(X[va]))
+                         for tr, va in splits]) for C in (0.001, 0.5)}
+    C, scores = choose_C(X, y, "svm", [0.5, 0.001], cv=2)
+    assert scores == pytest.approx(naive) and C == max(sorted(naive), key=naive.get)
+
+
+def test_depth_claim_needs_every_fold_to_agree():
+    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+    from experiments.layer_features import depth_claim
+
+    first = [0.40, 0.42, 0.41]
+    mixed = depth_claim("caltech101", "svm", first, [0.45, 0.38, 0.43], "stem", "head")  # +5, -4, +2 points
+    assert mixed.verdict == NOT_REPRODUCED and mixed.n == 3 and mixed.paper_number.startswith("SVM layer 1 -> 7: 44.8")
+    clear = depth_claim("caltech101", "softmax", first, [0.90, 0.91, 0.89], "stem", "head")
+    assert clear.verdict == REPRODUCED and clear.baseline.startswith("the first layer (stem): 41.0 [")
+    one = depth_claim("caltech101", "svm", [0.4], [0.9], "stem", "head")
+    assert one.verdict == NOT_REPRODUCED and one.ours == "50.0 (n = 1)"  # one fold never decides

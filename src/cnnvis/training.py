@@ -520,6 +520,33 @@ def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int]
     return images, ImageTensors(images, train, size, train=True), ImageTensors(images, val, size)
 
 
+def train_val_test_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
+                        class_filter: Optional[Callable] = None, val_per_class: int = 5):
+    """(images, train, val, test): ``train_val_sets``'s held-out images split per class into ``val_per_class``
+    for selection (the learning-rate plateau, a best epoch) and the rest for the reported numbers, so no
+    held-out image is used twice. With ``cfg.smoke``: 1 val and 1 test image per class."""
+    from cnnvis.data import ImageTensors
+
+    images, train, held_out = train_val_sets(cfg, classes, input_size, class_filter)
+    val, test = split_held_out(images.labels, held_out.idx, 1 if cfg.smoke else val_per_class, cfg.seed)
+    if len(test) == 0:
+        raise ValueError(f"no test images left after {val_per_class} validation images per class: raise "
+                         f"dataset.test_per_class (now {cfg.dataset.test_per_class}) or lower val_per_class")
+    return images, train, ImageTensors(images, val, held_out.size), ImageTensors(images, test, held_out.size)
+
+
+def split_held_out(labels, idx, val_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, ``val_per_class`` random positions of ``idx`` for validation and the rest for test (disjoint)."""
+    labels, idx = np.asarray(labels), np.asarray(idx)
+    rng = np.random.default_rng([seed, 7919])  # its own stream: the train/held-out split's draws stay unchanged
+    val, test = [], []
+    for y in np.unique(labels[idx]):
+        members = rng.permutation(idx[labels[idx] == y])
+        val += members[:val_per_class].tolist()
+        test += members[val_per_class:].tolist()
+    return np.sort(np.asarray(val, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
+
+
 def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, seed: int) -> Path:
     """``root/<tag>-<hash>``: one folder per (architecture, data, recipe, seed), so experiments that train the
     same thing share (and resume) one run."""
@@ -540,6 +567,16 @@ def data_key(cfg, classes: Optional[int]) -> dict:
             "split_seed": cfg.seed, "input_size": cfg.model.input_size}
 
 
+def held_out_fingerprint(dataset) -> Optional[str]:
+    """A short hash of a validation set's image positions (None without one): runs that select on different
+    images do not share a checkpoint folder."""
+    import hashlib
+
+    if dataset is None:
+        return None
+    return hashlib.sha1(np.asarray(dataset.idx, dtype=np.int64).tobytes()).hexdigest()[:10]
+
+
 def smoke_recipe(cfg: TrainConfig, smoke: bool) -> TrainConfig:
     """``smoke=true``: 2 epochs, no loader workers (the run ends in seconds)."""
     cfg = as_train_config(cfg)
@@ -556,8 +593,8 @@ def train_variant(build: Callable[[], nn.Module], tag: str, cfg, train_set, val_
     returns (model, history, checkpoint folder)."""
     torch.manual_seed(seed)
     model = build()
-    ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, data_key(cfg, classes),
-                   recipe, seed)
+    key = {**data_key(cfg, classes), "val_images": held_out_fingerprint(val_set)}  # the plateau reads val
+    ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, key, recipe, seed)
     device = None if cfg.device == "auto" else cfg.device
     history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end)
     return model, history, ckpt

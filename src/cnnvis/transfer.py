@@ -9,8 +9,10 @@ over several seeded folds.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from cnnvis.data import ImageIndex, ImageSet, cache_key, per_class_split
 from cnnvis.hooks import activations
+from cnnvis.stats import t_mean
 
 log = logging.getLogger(__name__)
 
@@ -49,51 +52,62 @@ def dataset_fingerprint(images: ImageSet) -> str:
     return cache_key(index, images.images.shape[1], images.resize_mode)
 
 
-def feature_key(model_id: str, layer: str, data_id: str, input_size: int, grid: int) -> str:
+def feature_key(model_id: str, layer: str, data_id: str, input_size: int, grid: int,
+                target_features: int | None = None) -> str:
     """The cache key of one layer's features; the transform is the center crop to ``input_size`` of the
     cached images and the ``grid`` x ``grid`` average pooling of the layer's maps."""
-    text = f"{FEATURE_CACHE_VERSION}|{model_id}|{layer}|{data_id}|center-crop {input_size}|avg-pool {grid}x{grid}"
+    pooling = f"avg-pool {grid}x{grid}" if target_features is None else f"avg-pool to ~{target_features} features"
+    text = f"{FEATURE_CACHE_VERSION}|{model_id}|{layer}|{data_id}|center-crop {input_size}|{pooling}"
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- extraction
 
 
-def pool_features(act: torch.Tensor, grid: int = 1) -> torch.Tensor:
+def grid_for(channels: int, side: int, target_features: int) -> int:
+    """Cells per side (1..``side``) whose ``channels * g * g`` features come nearest ``target_features``."""
+    return int(min(side, max(1, round(math.sqrt(target_features / channels)))))
+
+
+def pool_features(act: torch.Tensor, grid: int = 1, target_features: int | None = None) -> torch.Tensor:
     """(N, C, H, W) maps -> (N, C * grid * grid) by average pooling over a grid of cells (grid 1: global
-    average); (N, D) vectors pass through."""
+    average; with ``target_features`` the grid of ``grid_for``, so every layer keeps a few thousand numbers);
+    (N, D) vectors pass through."""
     if act.ndim == 4:
+        if target_features is not None:
+            grid = grid_for(act.shape[1], min(act.shape[-2:]), target_features)
         return F.adaptive_avg_pool2d(act, grid).flatten(1)
     return act.flatten(1)
 
 
 @torch.inference_mode()
-def _extract(model, images: ImageSet, layers, input_size, grid, batch_size, device) -> dict[str, np.ndarray]:
+def _extract(model, images: ImageSet, layers, input_size, grid, batch_size, device,
+             target_features=None) -> dict[str, np.ndarray]:
     out = {name: [] for name in layers}
     for start in tqdm(range(0, len(images), batch_size), desc=f"features of {images.name}", leave=False):
         x = images.tensors(np.arange(start, min(start + batch_size, len(images))), input_size).to(device)
         for name, act in activations(model, x, layers).items():
-            out[name].append(pool_features(act.float(), grid).cpu().numpy())
+            out[name].append(pool_features(act.float(), grid, target_features).cpu().numpy())
     return {name: np.concatenate(parts).astype(np.float32) for name, parts in out.items()}
 
 
 def extract_features(model: nn.Module, images: ImageSet, layers, input_size: int, cache_dir: str | None,
                      tag: str = "model", grid: int = 1, batch_size: int = 32, device="cpu",
-                     timings: dict | None = None) -> dict[str, np.ndarray]:
-    """Pooled features {layer: (N, D) float32} of every image, read from ``cache_dir/features`` when present;
-    the missing layers are computed together in one pass over the data and cached. ``timings`` (if given)
-    gets the seconds spent extracting under ``"extract_s"``."""
+                     timings: dict | None = None, target_features: int | None = None) -> dict[str, np.ndarray]:
+    """Pooled features {layer: (N, D) float32} of every image (``pool_features``), read from
+    ``cache_dir/features`` when present; the missing layers are computed together in one pass over the data and
+    cached. ``timings`` (if given) gets the seconds spent extracting under ``"extract_s"``."""
     layers = [layers] if isinstance(layers, str) else list(layers)
     model = model.eval().to(device)
     model_id, data_id = model_fingerprint(model), dataset_fingerprint(images)
     files = {name: Path(cache_dir or ".") / "features" /
-             f"{images.name}-{tag}-{name}-{feature_key(model_id, name, data_id, input_size, grid)}.npy"
+             f"{images.name}-{tag}-{name}-{feature_key(model_id, name, data_id, input_size, grid, target_features)}.npy"
              for name in layers}
     found = {name: np.load(f) for name, f in files.items() if cache_dir and f.exists()}
     missing = [name for name in layers if name not in found]
     if missing:
         start = time.perf_counter()
-        computed = _extract(model, images, missing, input_size, grid, batch_size, device)
+        computed = _extract(model, images, missing, input_size, grid, batch_size, device, target_features)
         if timings is not None:
             timings["extract_s"] = timings.get("extract_s", 0.0) + time.perf_counter() - start
         log.info("%s: extracted %s of %d images in %.1f s", tag, ", ".join(missing), len(images),
@@ -125,8 +139,17 @@ class LinearSVM:
 
         self.scaler_ = StandardScaler().fit(X)
         self.train_ = self.scaler_.transform(X).astype(np.float32)
-        self.svc_ = SVC(kernel="precomputed", C=self.C).fit(self.train_ @ self.train_.T, y)
+        self.gram_, self.y_ = self.train_ @ self.train_.T, np.asarray(y)
+        self.svc_ = SVC(kernel="precomputed", C=self.C).fit(self.gram_, self.y_)
         return self
+
+    def with_C(self, C: float) -> "LinearSVM":
+        """The same SVM trained with another C on the kernel already computed (a C search pays for it once)."""
+        from sklearn.svm import SVC
+
+        other = copy.copy(self)
+        other.C, other.svc_ = C, SVC(kernel="precomputed", C=C).fit(self.gram_, self.y_)
+        return other
 
     def decision_function(self, X):
         return self.svc_.decision_function(self.scaler_.transform(X).astype(np.float32) @ self.train_.T)
@@ -179,10 +202,49 @@ def fold_accuracies(features: np.ndarray, labels, train_per_class: int, test_per
     return scores
 
 
-def mean_std(values) -> str:
-    """'83.8 ± 0.5' from fractions: percent, one decimal, the sample standard deviation over folds."""
-    values = 100 * np.asarray(values, dtype=np.float64)
-    return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+def choose_C(features: np.ndarray, labels, classifier: str, grid, cv: int = 2, seed: int = 0) -> tuple[float, dict]:
+    """(the C of ``grid`` with the best mean per-class accuracy in a stratified ``cv``-fold cross-validation on
+    ``features`` alone, {C: that accuracy}); ties go to the smaller C. Give it training images only."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels)
+    splits = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(features, labels))
+    grid = sorted(grid)
+    accuracy = {C: [] for C in grid}
+    for tr, va in splits:
+        first = make_classifier(classifier, grid[0], seed).fit(features[tr], labels[tr])
+        for C in grid:
+            if C == grid[0]:
+                clf = first
+            elif isinstance(first, LinearSVM):
+                clf = first.with_C(C)
+            else:
+                clf = make_classifier(classifier, C, seed).fit(features[tr], labels[tr])
+            accuracy[C].append(mean_class_accuracy(labels[va], clf.predict(features[va])))
+    scores = {C: float(np.mean(a)) for C, a in accuracy.items()}
+    return max(scores, key=scores.get), scores  # max keeps the first (smallest) C of a tie
+
+
+def cv_fold_accuracies(features: np.ndarray, labels, train_per_class: int, test_per_class: int | None, folds: int,
+                       classifier: str, C_grid, cv: int = 2, seed: int = 0) -> list[tuple[float, float]]:
+    """Per fold (accuracy, C): C chosen by ``choose_C`` on that fold's training images, then the classifier
+    trained on all of them and scored on the fold's test images (which never take part in the choice)."""
+    labels = np.asarray(labels)
+    out = []
+    for train, test in caltech_folds(labels, train_per_class, test_per_class, folds, seed):
+        if len(test) == 0:
+            raise ValueError(f"no test images left with {train_per_class} training images per class: "
+                             f"lower train_per_class or use a dataset with more images per class")
+        C, _ = choose_C(features[train], labels[train], classifier, C_grid, cv, seed)
+        clf = make_classifier(classifier, C, seed).fit(features[train], labels[train])
+        out.append((mean_class_accuracy(labels[test], clf.predict(features[test])), C))
+    return out
+
+
+def fold_estimate(values) -> str:
+    """Accuracy fractions over folds -> '83.8 [83.1, 84.5] (n = 5)': percent, mean with its 95 % t interval;
+    one fold prints '(n = 1)' and no interval."""
+    return t_mean(100 * np.asarray(values, dtype=np.float64)).format(1)
 
 
 # ---------------------------------------------------------------- backbones and datasets of the experiments
