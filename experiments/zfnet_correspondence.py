@@ -1,11 +1,11 @@
 """Zeiler & Fergus 2014 Table 1 (Sec. 4.3, correspondence analysis): mask the same part (right eye, left eye,
-nose) in 5 frontal dog images and measure how consistently the features change across the images.
+nose) in frontal dog images (the paper: 5; ours: the config's) and measure how consistently the features change across the images.
 
 For image i and layer l, eps_i = x_i - x~_i (features of the original minus the masked image). The score is
-Delta_l = mean over the 20 ordered pairs i != j of H(sign(eps_i), sign(eps_j)) / d, the Hamming distance
+Delta_l = mean over the ordered pairs i != j of H(sign(eps_i), sign(eps_j)) / d, the Hamming distance
 between the sign vectors divided by their length d: the share of features whose change differs in sign.
 The paper writes the sum over pairs but its values (~0.07) are per-feature rates, so we normalize both ways.
-Lower = the part is represented more consistently. Random regions (the same random box in all 5 images, a new
+Lower = the part is represented more consistently. Random regions (the same random box in all images, a new
 one for each of ``repeats`` draws, averaged) are the baseline. Delta is the mean of per-image scores (image i's
 mean rate against every other image), so intervals and the part-vs-random verdict are over images.
 An exploratory second table, added after the paper's measure said no, takes each pair's rate over the features the
@@ -37,7 +37,7 @@ PAPER_LAYER5 = {"right_eye": 0.067, "left_eye": 0.069, "nose": 0.079, "random": 
 
 @dataclass
 class Config(ExperimentConfig):
-    # five frontal dogs of imagenet-val-1300; boxes (x0, y0, x1, y1) in 224-px coordinates of the stretched image.
+    # frontal dogs of imagenet-val-1300; boxes (x0, y0, x1, y1) in 224-px coordinates of the stretched image.
     # right/left = the dog's own (its right eye is on the image's left).
     images: list[str] = field(default_factory=list)
     right_eye: list[list[int]] = field(default_factory=list)
@@ -116,7 +116,7 @@ def main(cfg, out):
         raise ValueError(f"give one box per image for each of {', '.join(PARTS)} ({len(e.images)} images)")
     images = decode_to_cache(index.select([names.index(f) for f in e.images]), cfg.dataset.resize or size,
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)  # only the five dogs, in the config's order
+                             cfg.dataset.num_workers)  # only the config's dogs, in its order
     model = model_from_config(cfg)
     idx = list(range(len(images)))
     x = images.tensors(idx, size)
@@ -134,7 +134,8 @@ def main(cfg, out):
                             [images.classes[images.labels[i]] for i in idx]), "masked_parts")
     scores = location_scores(model, x, boxes, random_boxes, e.layers, fill)
     scores.to_csv(out.path("deltas_per_image.csv"), index=False)
-    method = (f"Δ_l = (1/20) Σ_(i≠j) H(sign(ε_i^l), sign(ε_j^l)) / d: the mean over the ordered pairs of the "
+    pairs = len(idx) * (len(idx) - 1)
+    method = (f"Δ_l = (1/{pairs}) Σ_(i≠j) H(sign(ε_i^l), sign(ε_j^l)) / d: the mean over the ordered pairs of the "
               f"{len(idx)} images of the share of the d features of layer l whose change ε = x − x̃ differs in sign "
               f"(sign 0 counts as its own value); the paper prints the sum over pairs but values only a per-feature "
               f"rate can have. Each cell: the mean of the per-image scores (image i against every other image) with "
@@ -204,8 +205,12 @@ def parts_figure(x, trial, classes):
     from matplotlib.patches import Rectangle
 
     colors = {"right_eye": "red", "left_eye": "lime", "nose": "yellow", "random": "cyan"}
-    fig, axes = plt.subplots(1, len(x), figsize=(3 * len(x), 3.4))
-    for i, ax in enumerate(np.atleast_1d(axes)):
+    cols = min(len(x), 6)
+    rows = -(-len(x) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(x):]:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:len(x)]):
         ax.imshow(to_image(x[i]))
         for part, b in trial.items():
             x0, y0, x1, y1 = b[i]

@@ -111,7 +111,7 @@ def test_zfnet_correspondence_end_to_end(tmp_path):
     assert list(table.occluded) == ["right eye", "left eye", "nose", "random"]
     assert {"stage4", "head", "pool", "paper layer 5"} <= set(table.columns)
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.n) == [5, 5, 5] and set(claims.verdict) <= {"reproduced", "not reproduced"}
+    assert (claims.n >= 5).all() and set(claims.verdict) <= {"reproduced", "not reproduced"}
     changed = pd.read_csv(out / "table1_changed_features.csv")
     assert list(changed.occluded) == list(table.occluded) and {"stage4", "head", "pool"} <= set(changed.columns)
     assert (out / "masked_parts.png").is_file()
