@@ -166,7 +166,7 @@ def claims_table(by: dict, unrelated: torch.Tensor, sym_curve, e, symmetric_name
     rule = (f"yes when the 95 % interval of the mean drop over the images of {symmetric_names or 'the symmetric classes'}"
             f" lies below {e.stable_drop:g}; fewer than 2 such images: not comparable")
     if sym_curve is None:
-        ours, n, verdict = "no image of these classes in the dataset", 0, NOT_COMPARABLE
+        ours, n, verdict = "no image of these classes among the loaded images", 0, NOT_COMPARABLE
     else:
         est, holds = output_stable(sym_curve, e.stable_drop)
         ours, n = f"drop of p(true) over the whole rotation sweep: {est.format()}", est.n
