@@ -1,13 +1,15 @@
 """Zeiler & Fergus 2014 Table 1 (Sec. 4.3, correspondence analysis): mask the same part (right eye, left eye,
-nose) in 5 frontal dog images and measure how consistently the features change across the images.
+nose) in frontal dog images (the paper: 5; ours: the config's) and measure how consistently the features change across the images.
 
 For image i and layer l, eps_i = x_i - x~_i (features of the original minus the masked image). The score is
-Delta_l = mean over the 20 ordered pairs i != j of H(sign(eps_i), sign(eps_j)) / d, the Hamming distance
+Delta_l = mean over the ordered pairs i != j of H(sign(eps_i), sign(eps_j)) / d, the Hamming distance
 between the sign vectors divided by their length d: the share of features whose change differs in sign.
-The paper writes the sum over pairs, but its values (~0.07) are per-feature rates, so we normalize both ways.
-Lower = the part is represented more consistently. Random regions (the same random box in all 5 images)
-are the baseline. Repeats: parts shifted by up to ``jitter`` px, a new random box each time. A second table takes
-each pair's rate over the features the mask changed in either image only (features no mask touches agree trivially).
+The paper writes the sum over pairs but its values (~0.07) are per-feature rates, so we normalize both ways.
+Lower = the part is represented more consistently. Random regions (the same random box in all images, a new
+one for each of ``repeats`` draws, averaged) are the baseline. Delta is the mean of per-image scores (image i's
+mean rate against every other image), so intervals and the part-vs-random verdict are over images.
+An exploratory second table, added after the paper's measure said no, takes each pair's rate over the features the
+mask changed in either image only (features no mask touches agree trivially); it decides nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
 from cnnvis.models import IMAGENET_MEAN
 from cnnvis.plotting import to_image
 from cnnvis.data import decode_to_cache, index_dataset
 from cnnvis.runner import model_from_config
+from cnnvis.stats import bootstrap_mean, paired_difference
 
 PARTS = ("right_eye", "left_eye", "nose")
 # Table 1 of the paper, layer 5 (ZFNet's last conv layer), mean over their repeats
@@ -33,15 +37,14 @@ PAPER_LAYER5 = {"right_eye": 0.067, "left_eye": 0.069, "nose": 0.079, "random": 
 
 @dataclass
 class Config(ExperimentConfig):
-    # five frontal dogs of imagenet-val-1300; boxes (x0, y0, x1, y1) in 224-px coordinates of the stretched image.
+    # frontal dogs of imagenet-val-1300; boxes (x0, y0, x1, y1) in 224-px coordinates of the stretched image.
     # right/left = the dog's own (its right eye is on the image's left).
     images: list[str] = field(default_factory=list)
     right_eye: list[list[int]] = field(default_factory=list)
     left_eye: list[list[int]] = field(default_factory=list)
     nose: list[list[int]] = field(default_factory=list)
     layers: list[str] = field(default_factory=lambda: ["stage4", "head", "pool"])
-    repeats: int = 10
-    jitter: int = 3  # px: parts move by up to this much between repeats
+    repeats: int = 20  # random boxes the baseline averages over
 
 
 def mask(images: torch.Tensor, boxes, fill) -> torch.Tensor:
@@ -58,27 +61,48 @@ def sign_changes(model, images, masked, layers) -> dict[str, torch.Tensor]:
     return {name: torch.sign(a[name] - b[name]).flatten(1) for name in layers}
 
 
-def delta(signs: torch.Tensor, changed_only: bool = False) -> float:
-    """Mean over ordered pairs i != j of the normalized Hamming distance between rows of ``signs``.
-    ``changed_only``: over the features the mask changed in image i or j only, so that the many features no mask
-    touches (sign 0 in both: counted as agreeing) do not dilute the score."""
-    rates = []
-    for i, j in permutations(range(len(signs)), 2):
+def per_image_delta(signs: torch.Tensor, changed_only: bool = False) -> torch.Tensor:
+    """(N,) image i's mean over j != i of the normalized Hamming distance between rows i and j of ``signs``; their
+    mean is Delta. ``changed_only``: over the features the mask changed in image i or j only, so that the many
+    features no mask touches (sign 0 in both: counted as agreeing) do not dilute the score."""
+    n = len(signs)
+    if n < 2:
+        raise ValueError("the correspondence score compares images: give experiment.images at least 2 images")
+    rates = torch.zeros(n, n)
+    for i, j in permutations(range(n), 2):
         differ = signs[i] != signs[j]
         if changed_only:
             differ = differ[(signs[i] != 0) | (signs[j] != 0)]
-        if differ.numel():
-            rates.append(differ.float().mean())
-    return float(np.mean(rates)) if rates else 0.0
+        rates[i, j] = differ.float().mean() if differ.numel() else 0.0
+    return rates.sum(1) / (n - 1)
 
 
-def shifted(boxes, offsets, side):
-    """Boxes moved by per-image (dx, dy) offsets, kept inside the image."""
-    out = []
-    for (x0, y0, x1, y1), (dx, dy) in zip(np.asarray(boxes, dtype=int), offsets):
-        dx, dy = int(np.clip(dx, -x0, side - x1)), int(np.clip(dy, -y0, side - y1))
-        out.append([x0 + dx, y0 + dy, x1 + dx, y1 + dy])
-    return out
+def delta(signs: torch.Tensor, changed_only: bool = False) -> float:
+    """Delta: the mean over ordered pairs i != j of the normalized Hamming distance between rows of ``signs``."""
+    return float(per_image_delta(signs, changed_only).mean())
+
+
+def location_scores(model, x, boxes: dict, random_boxes: list, layers, fill) -> pd.DataFrame:
+    """Per image, location (each part, and ``random``: averaged over ``random_boxes``, each the same box in every
+    image) and layer: the per-image score, over all features and over the changed ones, and the share changed."""
+    rows = []
+    trials = [(p, b) for p, b in boxes.items()] + [("random", [box] * len(x)) for box in random_boxes]
+    for location, b in trials:
+        for layer, signs in sign_changes(model, x, mask(x, b, fill), list(layers)).items():
+            changed = (signs != 0).float().mean(1)
+            for i, (d, dc, c) in enumerate(zip(per_image_delta(signs), per_image_delta(signs, True), changed)):
+                rows.append((location, layer, i, float(d), float(dc), float(c)))
+    df = pd.DataFrame(rows, columns=["location", "layer", "image", "delta", "delta_changed", "changed_share"])
+    return df.groupby(["location", "layer", "image"], as_index=False).mean()  # random: the mean over its boxes
+
+
+def parts_beat_random(scores: pd.DataFrame, layer: str, column: str = "delta") -> tuple[dict, bool]:
+    """{part: paired difference part - random over images} at ``layer``, and whether every part's interval lies
+    below 0 (its masks change features more consistently across images than random boxes do)."""
+    at = scores[scores.layer == layer]
+    random = at[at.location == "random"].sort_values("image")[column].to_numpy()
+    diffs = {p: paired_difference(at[at.location == p].sort_values("image")[column].to_numpy(), random) for p in PARTS}
+    return diffs, all(d.below(0) for d in diffs.values())
 
 
 def main(cfg, out):
@@ -92,7 +116,7 @@ def main(cfg, out):
         raise ValueError(f"give one box per image for each of {', '.join(PARTS)} ({len(e.images)} images)")
     images = decode_to_cache(index.select([names.index(f) for f in e.images]), cfg.dataset.resize or size,
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)  # only the five dogs, in the config's order
+                             cfg.dataset.num_workers)  # only the config's dogs, in its order
     model = model_from_config(cfg)
     idx = list(range(len(images)))
     x = images.tensors(idx, size)
@@ -102,83 +126,77 @@ def main(cfg, out):
     boxes = {p: np.asarray(getattr(e, p)) for p in PARTS}
     w = int(np.mean([b[:, 2] - b[:, 0] for b in boxes.values()]))
     h = int(np.mean([b[:, 3] - b[:, 1] for b in boxes.values()]))
-
-    scores = []  # (location, repeat, layer, delta, delta over changed features, share of features changed)
-    for r in range(repeats):
-        trial = {p: shifted(b, rng.integers(-e.jitter, e.jitter + 1, (len(idx), 2)) if r else np.zeros((len(idx), 2)),
-                            size) for p, b in boxes.items()}
+    random_boxes = []
+    for _ in range(repeats):
         x0, y0 = rng.integers(0, size - w + 1), rng.integers(0, size - h + 1)
-        trial["random"] = [[x0, y0, x0 + w, y0 + h]] * len(idx)
-        for location, b in trial.items():
-            for layer, signs in sign_changes(model, x, mask(x, b, fill), list(e.layers)).items():
-                scores.append((location, r, layer, delta(signs), delta(signs, changed_only=True),
-                               float((signs != 0).float().mean())))
-        if r == 0:
-            out.figure(parts_figure(x, trial, [images.classes[images.labels[i]] for i in idx]), "masked_parts")
-    df = pd.DataFrame(scores, columns=["location", "repeat", "layer", "delta", "delta_changed", "changed_share"])
-    means = df.groupby(["location", "layer"])[["delta", "delta_changed", "changed_share"]].mean()
-    verdict, verdict_changed = (parts_beat_random(means, e.layers, col) for col in ("delta", "delta_changed"))
-    out.table(summary_table(df, e.layers, "delta", paper=True), "table1_correspondence",
+        random_boxes.append([int(x0), int(y0), int(x0 + w), int(y0 + h)])
+    out.figure(parts_figure(x, {**boxes, "random": [random_boxes[0]] * len(idx)},
+                            [images.classes[images.labels[i]] for i in idx]), "masked_parts")
+    scores = location_scores(model, x, boxes, random_boxes, e.layers, fill)
+    scores.to_csv(out.path("deltas_per_image.csv"), index=False)
+    pairs = len(idx) * (len(idx) - 1)
+    method = (f"Δ_l = (1/{pairs}) Σ_(i≠j) H(sign(ε_i^l), sign(ε_j^l)) / d: the mean over the ordered pairs of the "
+              f"{len(idx)} images of the share of the d features of layer l whose change ε = x − x̃ differs in sign "
+              f"(sign 0 counts as its own value); the paper prints the sum over pairs but values only a per-feature "
+              f"rate can have. Each cell: the mean of the per-image scores (image i against every other image) with "
+              f"a 95 % bootstrap interval over the {len(idx)} images (few, and each score shares images with the "
+              f"others: the interval is rough). Parts: the boxes of the config; random: the same random {w}x{h} box in "
+              f"all images, averaged over {repeats} boxes. Masks are ImageNet's mean colour. {cfg.model.name} replaces "
+              f"ZFNet: `head` (last conv) stands for layer 5, `pool` (the vector the classifier reads) for layer 7, "
+              f"`{e.layers[0]}` is a middle layer.")
+    out.table(summary_table(scores, e.layers, "delta", paper=True), "table1_correspondence",
               title="Table 1: correspondence of dog parts (Δ, lower = more consistent)",
-              notes=f"Δ_l = (1/20) Σ_(i≠j) H(sign(ε_i^l), sign(ε_j^l)) / d: the mean over the 20 ordered pairs of the 5 "
-                    f"images of the share of the d features of layer l whose change ε = x − x̃ differs in sign (sign 0 "
-                    f"counts as its own value). The paper prints the sum over pairs but values only a per-feature rate "
-                    f"can have; multiply ours by 20 for the un-averaged sum. mean ± std over {repeats} repeats: repeat 0 "
-                    f"uses the boxes of the config, later ones shift each part box by up to {e.jitter} px; the random "
-                    f"baseline masks the same random {w}x{h} box in all 5 images, a new one each repeat. Masks are "
-                    f"ImageNet's mean colour. {cfg.model.name} replaces ZFNet: `head` (last conv) stands for layer 5, "
-                    f"`pool` (the vector the classifier reads) for layer 7, `{e.layers[0]}` is a middle layer. The paper's "
-                    f"layer-7 values are not transcribed here.\n\nParts more consistent than random regions (every part "
-                    f"below random): {yes_no(verdict)}. The paper: yes at layer 5, nearly equal at layer 7."
-                    + ("" if all(verdict.values()) else why_not(means, e.layers, verdict_changed)) +
-                    " Command: `python run.py experiment=zfnet_correspondence`.")
-    out.table(summary_table(df, e.layers, "delta_changed"), "table1_changed_features",
-              title="Table 1 over the changed features only (Δ among features the mask changed in either image)",
-              notes="The same masks and pairs as table1_correspondence, with each pair's Hamming rate taken over the "
-                    "features changed in image i or j (sign ≠ 0 in either), so features no mask touches do not count "
-                    "as agreeing. Share of features changed by the mask, mean over images and repeats: " +
-                    "; ".join(f"{layer}: " + ", ".join(f"{loc.replace('_', ' ')} "
-                                                      f"{means.loc[(loc, layer), 'changed_share']:.3f}"
-                                                      for loc in (*PARTS, "random")) for layer in e.layers) +
-                    f".\n\nParts more consistent than random regions: {yes_no(verdict_changed)}.")
-    df.to_csv(out.path("deltas_per_repeat.csv"), index=False)
+              notes=method + " Command: `python run.py experiment=zfnet_correspondence`.")
+    out.table(claims_table(scores, e.layers, len(idx)), "claims", title="Table 1: the paper's claim beside ours",
+              notes=method)
+    shares = "; ".join(f"{layer}: " + ", ".join(
+        f"{loc.replace('_', ' ')} {scores[(scores.location == loc) & (scores.layer == layer)].changed_share.mean():.3f}"
+        for loc in (*PARTS, "random")) for layer in e.layers)
+    changed_verdicts = ", ".join(f"{layer}: {'yes' if parts_beat_random(scores, layer, 'delta_changed')[1] else 'no'}"
+                                 for layer in e.layers)
+    out.table(summary_table(scores, e.layers, "delta_changed"), "table1_changed_features",
+              title="Exploratory, added after the paper's measure said no: Δ over the features the mask changed",
+              notes="Not the paper's measure and decides no claim: the same masks and pairs as table1_correspondence, "
+                    "with each pair's Hamming rate taken over the features changed in image i or j (sign ≠ 0 in "
+                    "either), so features no mask touches do not count as agreeing. Share of features changed by the "
+                    f"mask, mean over images: {shares}. Every part's paired difference to random below 0 (95 % "
+                    f"bootstrap over images): {changed_verdicts}.")
+    means = scores.groupby(["location", "layer"])[["delta", "delta_changed"]].mean()
     return {f"{col}_{loc}_{layer}": float(means.loc[(loc, layer), col]) for col in ("delta", "delta_changed")
             for loc in (*PARTS, "random") for layer in e.layers}
 
 
-def summary_table(df: pd.DataFrame, layers, column: str, paper: bool = False) -> pd.DataFrame:
+def summary_table(scores: pd.DataFrame, layers, column: str, paper: bool = False) -> pd.DataFrame:
     rows = []
     for location in (*PARTS, "random"):
         row = {"occluded": location.replace("_", " ")}
         for layer in layers:
-            d = df[(df.location == location) & (df.layer == layer)][column]
-            row[layer] = f"{d.mean():.3f} ± {d.std():.3f}"
+            at = scores[(scores.location == location) & (scores.layer == layer)]
+            row[layer] = bootstrap_mean(at[column].to_numpy()).format()
         if paper:
             row["paper layer 5"] = f"{PAPER_LAYER5[location]:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def parts_beat_random(means: pd.DataFrame, layers, column: str) -> dict:
-    """{layer: every part's mean ``column`` below the random regions'}."""
-    return {layer: all(means.loc[(p, layer), column] < means.loc[("random", layer), column] for p in PARTS)
-            for layer in layers}
-
-
-def yes_no(verdict: dict) -> str:
-    return ", ".join(f"{layer}: {'yes' if v else 'no'}" for layer, v in verdict.items())
-
-
-def why_not(means: pd.DataFrame, layers, verdict_changed: dict) -> str:
-    """Why parts may fail to beat random regions here, from the measured shares of changed features."""
-    share = {layer: means.loc[(slice(None), layer), "changed_share"] for layer in layers}
-    fewest = min(layers, key=lambda layer: share[layer].mean())
-    return (f" Where ours says no: a mask changes only part of a layer's features (at {fewest} "
-            f"{share[fewest].min():.0%}-{share[fewest].max():.0%}), and a feature unchanged in both images (sign 0) "
-            "counts as agreeing, so Δ mostly measures how few features a mask touches; a random box, often on "
-            "background, touches fewer. Over the changed features only (table1_changed_features) parts beat random "
-            f"at: {', '.join(k for k, v in verdict_changed.items() if v) or 'no layer'}. Also: 5 images give few "
-            "pairs, and EfficientNet-Lite0's residual, depthwise layers are not ZFNet's.")
+def claims_table(scores: pd.DataFrame, layers, n_images: int) -> pd.DataFrame:
+    """One row per layer: every part's per-image Δ against random boxes', paired over images."""
+    paper = ", ".join(f"{p.replace('_', ' ')} {PAPER_LAYER5[p]:.3f}" for p in PARTS)
+    rows = []
+    for layer in layers:
+        diffs, holds = parts_beat_random(scores, layer)
+        random = bootstrap_mean(scores[(scores.location == "random") & (scores.layer == layer)].delta.to_numpy())
+        rows.append(Claim(
+            "Zeiler & Fergus 2014", "Table 1, Sec. 4.3",
+            f"Masking the same part in different images changes `{layer}` features more consistently than masking "
+            "random regions", f"layer 5: {paper} vs random {PAPER_LAYER5['random']:.3f}" if layer == "head" else
+            "layer 7: parts and random close (values not transcribed)" if layer == "pool" else
+            "not in the paper (a middle layer)",
+            "Δ(part) − Δ(random): " + "; ".join(f"{p.replace('_', ' ')} {d.format()}" for p, d in diffs.items()),
+            n_images, f"random regions: Δ = {random.format()}",
+            "yes when, for every part, the 95 % bootstrap interval over images of the paired difference lies below 0",
+            decide(holds)))
+    return claims_frame(rows)
 
 
 def parts_figure(x, trial, classes):
@@ -187,8 +205,12 @@ def parts_figure(x, trial, classes):
     from matplotlib.patches import Rectangle
 
     colors = {"right_eye": "red", "left_eye": "lime", "nose": "yellow", "random": "cyan"}
-    fig, axes = plt.subplots(1, len(x), figsize=(3 * len(x), 3.4))
-    for i, ax in enumerate(np.atleast_1d(axes)):
+    cols = min(len(x), 6)
+    rows = -(-len(x) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(x):]:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:len(x)]):
         ax.imshow(to_image(x[i]))
         for part, b in trial.items():
             x0, y0, x1, y1 = b[i]
