@@ -16,6 +16,7 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.transfer import accuracy_vs_depth
+from cnnvis.models import resolve_layers
 from cnnvis.runner import model_from_config
 from cnnvis.transfer import extract_features, fold_accuracies, load_datasets, mean_std
 
@@ -34,14 +35,6 @@ PAPER = {
 }
 PAPER_COLUMN = {"caltech101": 0, "caltech256": 1}
 ZFNET_DEPTH = 7  # conv1-conv5, fc6, fc7
-# The stages of each network, input to output (its penultimate layer last).
-STAGES = {
-    "efficientnet_lite0": ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"],
-    "resnet18": ["conv1", "layer1", "layer2", "layer3", "layer4"],
-    "zfnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
-    "alexnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
-    "vgg16": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3", "fc6", "fc7"],
-}
 
 
 @dataclass
@@ -50,7 +43,7 @@ class Config(ExperimentConfig):
     train_per_class: dict[str, int] = field(default_factory=lambda: {"caltech101": 30, "caltech256": 60})
     test_per_class: int = 50
     folds: int = 5
-    layers: Optional[list[str]] = None  # None: every stage of the model (STAGES)
+    layers: Optional[list[str]] = None  # None: every stage of the model, input to output (its "stages" role)
     classifiers: list[str] = field(default_factory=lambda: ["svm", "softmax"])
     C_svm: float = 0.001  # on standardized features (linear kernel)
     C_softmax: float = 0.01
@@ -75,8 +68,8 @@ def main(cfg, out):
     names = list(e.datasets)
     all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke)  # before writing
     model = model_from_config(cfg)
-    layers = list(e.layers or STAGES.get(cfg.model.name) or [n for n in model.layers][:-1])
-    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    layers = resolve_layers(model, e.layers, "stages", "experiment.layers")
+    weights = model.weights_source
     folds = 2 if cfg.smoke else e.folds
     C = {"svm": e.C_svm, "softmax": e.C_softmax}
     start, timings, results, per_fold = time.perf_counter(), {}, {}, []

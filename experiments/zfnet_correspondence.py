@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.models import IMAGENET_MEAN
+from cnnvis.models import IMAGENET_MEAN, layer_role, resolve_layers
 from cnnvis.plotting import to_image
 from cnnvis.data import decode_to_cache, index_dataset
 from cnnvis.runner import model_from_config
@@ -39,7 +40,7 @@ class Config(ExperimentConfig):
     right_eye: list[list[int]] = field(default_factory=list)
     left_eye: list[list[int]] = field(default_factory=list)
     nose: list[list[int]] = field(default_factory=list)
-    layers: list[str] = field(default_factory=lambda: ["stage4", "head", "pool"])
+    layers: Optional[list[str]] = None  # None: the model's middle conv, last conv (layer 5), classifier input (layer 7)
     repeats: int = 10
     jitter: int = 3  # px: parts move by up to this much between repeats
 
@@ -94,6 +95,7 @@ def main(cfg, out):
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
                              cfg.dataset.num_workers)  # only the five dogs, in the config's order
     model = model_from_config(cfg)
+    e.layers = resolve_layers(model, e.layers, "correspondence", "experiment.layers")
     idx = list(range(len(images)))
     x = images.tensors(idx, size)
     fill = torch.tensor(IMAGENET_MEAN)  # the grey of the data the model was trained on
@@ -126,8 +128,9 @@ def main(cfg, out):
                     f"can have; multiply ours by 20 for the un-averaged sum. mean ± std over {repeats} repeats: repeat 0 "
                     f"uses the boxes of the config, later ones shift each part box by up to {e.jitter} px; the random "
                     f"baseline masks the same random {w}x{h} box in all 5 images, a new one each repeat. Masks are "
-                    f"ImageNet's mean colour. {cfg.model.name} replaces ZFNet: `head` (last conv) stands for layer 5, "
-                    f"`pool` (the vector the classifier reads) for layer 7, `{e.layers[0]}` is a middle layer. The paper's "
+                    f"ImageNet's mean colour. {cfg.model.name} ({model.weights_source}) replaces ZFNet: "
+                    f"`{layer_role(model, 'last_conv')}` (last conv) stands for layer 5, `{layer_role(model, 'late')}` "
+                    f"(the vector the classifier reads) for layer 7, `{e.layers[0]}` is a middle layer. The paper's "
                     f"layer-7 values are not transcribed here.\n\nParts more consistent than random regions (every part "
                     f"below random): {yes_no(verdict)}. The paper: yes at layer 5, nearly equal at layer 7."
                     + ("" if all(verdict.values()) else why_not(means, e.layers, verdict_changed)) +

@@ -11,6 +11,7 @@ import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.invariance import KINDS, invariance_curves, transform
+from cnnvis.models import resolve_layers
 from cnnvis.plotting.invariance import invariance_figure
 from cnnvis.runner import images_from_config, model_from_config
 
@@ -19,8 +20,8 @@ from cnnvis.runner import images_from_config, model_from_config
 class Config(ExperimentConfig):
     # the paper's five: lawn mower, Shih-Tzu, African crocodile, African grey, entertainment center
     classes: list[int] = field(default_factory=lambda: [621, 155, 49, 87, 548])
-    early: str = "stem"  # ZFNet's layer 1: the first conv
-    late: str = "pool"  # ZFNet's layer 7: the pooled vector the classifier reads
+    early: str | None = None  # None: the model's ZFNet layer 1 (its first conv)
+    late: str | None = None  # None: the model's ZFNet layer 7 (fc7, or the pooled vector the classifier reads)
     translations: list[float] = field(default_factory=lambda: [float(v) for v in range(-60, 61, 10)])  # px
     scales: list[float] = field(default_factory=lambda: [round(1 + 0.1 * k, 1) for k in range(9)])  # 1 .. 1.8
     rotations: list[float] = field(default_factory=lambda: [float(v) for v in range(0, 361, 15)])  # degrees
@@ -37,6 +38,7 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     e, size = cfg.experiment, cfg.model.input_size
+    e.early, e.late = (resolve_layers(model, e[key], key, f"experiment.{key}") for key in ("early", "late"))
     idx = pick_images(images, e.classes)
     x, labels = images.tensors(idx, size), images.labels[idx]
     names = [images.classes[y] for y in labels]
@@ -66,7 +68,7 @@ def main(cfg, out):
                     f"Command: `python run.py experiment=zfnet_invariance`.")
     claims = claims_table(curves, e, names)
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.4 (Fig. 5) claims vs what we observe",
-              notes=f"{cfg.model.name} replaces ZFNet; `{e.early}` stands for layer 1, `{e.late}` for layer 7.")
+              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet; `{e.early}` stands for layer 1, `{e.late}` for layer 7.")
     return {"images": len(idx)}
 
 

@@ -21,7 +21,7 @@ from cnnvis.data import (DatasetNotFoundError, caltech101_boxes, decode_to_cache
 from cnnvis.deconvnet import deconv_project
 from cnnvis.hooks import activations
 from cnnvis.mining import top_activations
-from cnnvis.models import replace_head
+from cnnvis.models import replace_head, resolve_layers
 from cnnvis.occlusion import occlusion_map
 from cnnvis.plotting.occlusion import occlusion_figure
 from cnnvis.receptive_field import crop_patch, receptive_field
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Config(ExperimentConfig):
     classes: list[int] = field(default_factory=lambda: [259, 479, 160])  # the paper's examples: Pomeranian, car wheel, Afghan hound
-    layer: str = "head"  # the last conv stage; its strongest map on the unoccluded image is panel (b)'s
+    layer: str | None = None  # None: the model's last conv layer (ZF's layer 5); its strongest map is panel (b)'s
     size: int = 48  # occluder side (px) for the figures; the paper gives none
     stride: int = 12
     batch_size: int = 16
@@ -168,6 +168,7 @@ def main(cfg, out):
     images = load_examples(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     e, size = cfg.experiment, cfg.model.input_size
+    e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     rng = np.random.default_rng(cfg.seed)
     fill = images.mean_color()
     stride = e.size if cfg.smoke else e.stride  # smoke: non-overlapping squares, seconds not minutes
@@ -208,7 +209,7 @@ def main(cfg, out):
         })
     ex = pd.DataFrame(examples)
     out.table(ex, "fig7_examples", title="Fig. 7 examples: what the occluder does",
-              notes=f"{cfg.model.name} (ImageNet weights) at {size} px; grey occluder = the dataset's mean colour, "
+              notes=f"{cfg.model.name} ({model.weights_source}) at {size} px; grey occluder = the dataset's mean colour, "
                     f"{e.size} px every {stride} px ({len(maps.ys)}x{len(maps.xs)} positions). Map = the channel of "
                     f"`{e.layer}` with the largest total activation on the unoccluded image. `min_activation_covers_"
                     f"strongest_unit`: the occluder position that lowers the map most covers the centre of the map's "
@@ -253,7 +254,7 @@ def main(cfg, out):
 
     claims = claims_table(ex, drop, loc)
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
-              notes=f"{cfg.model.name} replaces ZFNet (no ImageNet-trained ZFNet ships offline); its last conv stage "
+              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet (no ImageNet-trained ZFNet ships offline); its last conv layer "
                     f"`{e.layer}` stands for ZFNet's layer 5.")
     metrics.update(examples=len(ex), occlusion_engine=maps.engine)  # which path computed the maps
     return metrics
