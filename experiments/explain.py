@@ -38,8 +38,8 @@ def class_names(model, n_classes: int) -> list[str]:
 
 
 def labels_are_model_classes(images, n_classes: int) -> bool:
-    """True when every image has a label and the labels index the model's ImageNet classes."""
-    return n_classes == 1000 and list(images.classes) == imagenet_classes() and bool((images.labels >= 0).all())
+    """True when the dataset's labels index the model's ImageNet classes and some image has one."""
+    return n_classes == 1000 and list(images.classes) == imagenet_classes() and bool((images.labels >= 0).any())
 
 
 def main(cfg, out):
@@ -76,13 +76,15 @@ def main(cfg, out):
                      "top5": "; ".join(f"{name} {p:.2f}" for name, p in top5)})
     table = pd.DataFrame(rows)
     metrics = {"images": n}
-    if labels_are_model_classes(images, probs.shape[1]):
-        agreement = proportion(top.indices[:, 0].numpy() == images.labels[:n])
-        accuracy = f"Top-1 agreement with the labels (ImageNet classes): {agreement.format()} (Wilson 95 % interval)."
+    labelled = images.labels[:n] >= 0
+    if labels_are_model_classes(images, probs.shape[1]) and labelled.any():
+        agreement = proportion(top.indices[:, 0].numpy()[labelled] == images.labels[:n][labelled])
+        accuracy = (f"Top-1 agreement with the labels (ImageNet classes) over the {int(labelled.sum())} labelled "
+                    f"images: {agreement.format()} (Wilson 95 % interval).")
         metrics["top1"] = agreement.value
     else:
-        accuracy = ("No accuracy: the labels of this dataset are not the model's ImageNet classes (or some images "
-                    "have none), so predictions and labels are shown side by side only.")
+        accuracy = ("No accuracy: this dataset's labels are not the model's ImageNet classes (or there are none), "
+                    "so predictions and labels are shown side by side only.")
     out.table(table, "predictions", title=f"{cfg.model.name} on {images.name}: top-5 classes per image",
               notes=f"{n} images at {cfg.model.input_size} px, {model.weights_source}. Maps explain each image's "
                     f"top-1 class: {', '.join(e.methods)} (CAM-family methods at `{e.layer}`; input-space ones "

@@ -52,5 +52,6 @@ def test_accuracy_only_when_the_labels_are_the_models_imagenet_classes():
     labelled = ImageIndex("x", ["a", "b"], np.array([3, 7]), imagenet)
     assert labels_are_model_classes(labelled, 1000)
     assert not labels_are_model_classes(ImageIndex("x", ["a"], np.array([0]), ["dogs"]), 1000)
-    assert not labels_are_model_classes(ImageIndex("x", ["a", "b"], np.array([3, -1]), imagenet), 1000)
+    assert labels_are_model_classes(ImageIndex("x", ["a", "b"], np.array([3, -1]), imagenet), 1000)
+    assert not labels_are_model_classes(ImageIndex("x", ["a"], np.array([-1]), imagenet), 1000)
     assert not labels_are_model_classes(labelled, 10)
