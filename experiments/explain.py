@@ -34,7 +34,9 @@ class Config(ExperimentConfig):
 
 def class_names(model, n_classes: int) -> list[str]:
     """ImageNet's names for a 1000-way head, else 'class k'."""
-    return [n.split(",")[0] for n in imagenet_classes()] if n_classes == 1000 else [f"class {k}" for k in range(n_classes)]
+    if n_classes == 1000:
+        return [n.split(",")[0] for n in imagenet_classes()]
+    return [f"class {k}" for k in range(n_classes)]
 
 
 def labels_are_model_classes(images, n_classes: int) -> bool:

@@ -68,7 +68,8 @@ def main(cfg, out):
                     f"Command: `python run.py experiment=zfnet_invariance`.")
     claims = claims_table(curves, e, names)
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.4 (Fig. 5) claims vs what we observe",
-              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet; `{e.early}` stands for layer 1, `{e.late}` for layer 7.")
+              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet; `{e.early}` stands for layer 1, "
+                    f"`{e.late}` for layer 7.")
     return {"images": len(idx)}
 
 

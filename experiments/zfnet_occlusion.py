@@ -254,7 +254,8 @@ def main(cfg, out):
 
     claims = claims_table(ex, drop, loc)
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
-              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet (no ImageNet-trained ZFNet ships offline); its last conv layer "
+              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet (no ImageNet-trained ZFNet ships "
+                    f"offline); its last conv layer "
                     f"`{e.layer}` stands for ZFNet's layer 5.")
     metrics.update(examples=len(ex), occlusion_engine=maps.engine)  # which path computed the maps
     return metrics

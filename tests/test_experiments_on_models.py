@@ -43,3 +43,5 @@ def test_experiment_smoke_runs_on_the_models_roles(name, arch, overrides, tmp_pa
                                                         *overrides])
     importlib.import_module(f"experiments.{name}").main(cfg, Results(tmp_path))
     assert list(tmp_path.glob("*.png"))
+    # random weights ran: no table may say otherwise
+    assert not [p.name for p in tmp_path.glob("*.md") if "ImageNet weights" in p.read_text()]
