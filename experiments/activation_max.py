@@ -21,7 +21,7 @@ from PIL import Image
 from cnnvis.activation_max import PRESETS, channel, class_logit, dataset_maxima, maximize, unit, with_overrides
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import build_model, get_layer
+from cnnvis.models import build_model, resolve_layers
 from cnnvis.plotting.activation_max import class_grid, sweep_grid, unit_grid
 from cnnvis.runner import images_from_config, model_from_config
 
@@ -40,7 +40,7 @@ class Config(ExperimentConfig):
     contrib_pct: Optional[float] = None
     jitter: Optional[int] = 4
     target: str = "channel"  # channel: a channel's mean activation; unit: its centre unit
-    layers: list[str] = field(default_factory=lambda: ["stage2", "stage4", "stage6"])
+    layers: Optional[list[str]] = None  # None: the model's activation-maximization layers
     channels: Optional[list[int]] = None  # None: channels_per_layer channels evenly spread over each layer
     channels_per_layer: int = 6
     classes: list[int] = field(default_factory=lambda: list(DEFAULT_CLASSES))
@@ -147,9 +147,8 @@ def main(cfg, out):
     reg = with_overrides(PRESETS[e.preset], l2=e.l2, decay=e.decay, blur_every=e.blur_every, blur_sigma=e.blur_sigma,
                          norm_pct=e.norm_pct, contrib_pct=e.contrib_pct, jitter=e.jitter)
     model = model_from_config(cfg)
-    layers = list(e.layers[:2] if cfg.smoke else e.layers)
-    for name in layers:
-        get_layer(model, name)  # a wrong name fails before any optimization
+    layers = resolve_layers(model, e.layers, "activation_max", "experiment.layers")  # fails before any optimization
+    layers = layers[:2] if cfg.smoke else layers
     classes = list(e.classes[:3] if cfg.smoke else e.classes)
     names = imagenet_classes()
     models = [(cfg.model.name, model, images, size, layers, classes, names, None)]

@@ -24,6 +24,7 @@ from cnnvis import localization as loc
 from cnnvis.cams import LayerCAM, as_map, make_method
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
+from cnnvis.models import resolve_layers
 from cnnvis.plotting.cams import curves_figure, method_grid
 from cnnvis.runner import images_from_config, model_from_config
 
@@ -51,8 +52,8 @@ METRICS = ["loc_err_15", "loc_err_20", "pointing_game", "average_drop", "increas
 
 @dataclass
 class Config(ExperimentConfig):
-    layer: str = "head"  # the last conv layer (feeds GAP + fc: CAM is exact there)
-    layercam_layers: list[str] = field(default_factory=lambda: ["stage4", "stage6", "head"])  # fused LayerCAM
+    layer: Optional[str] = None  # None: the model's last conv layer (feeds GAP + fc: CAM is exact there)
+    layercam_layers: Optional[list[str]] = None  # fused LayerCAM; None: the model's LayerCAM layers
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
     imagenet_images: int = 24
     caltech_images: int = 40  # annotated Caltech-101 images (24 categories), spread over the categories
@@ -151,6 +152,8 @@ def main(cfg, out):
     imagenet = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     caltech, caltech_boxes = caltech_with_boxes(cfg, ecfg.caltech_images)
     model = model_from_config(cfg)
+    ecfg.layer = resolve_layers(model, ecfg.layer, "last_conv", "experiment.layer")
+    ecfg.layercam_layers = resolve_layers(model, ecfg.layercam_layers, "layercam", "experiment.layercam_layers")
     for p in model.parameters():
         p.requires_grad_(False)
     size = cfg.model.input_size
@@ -176,7 +179,7 @@ def main(cfg, out):
         top1 = float((targets.numpy() == labels).mean() * 100) if name == "imagenet" else None
         notes = notes_for(name, cfg, len(x), top1)
         out.table(with_paper_numbers(df), f"{name}_metrics", title=f"CAM methods on {name} ({cfg.model.name}, "
-                  f"layer {ecfg.layer})", notes=notes)
+                  f"{model.weights_source}, layer {ecfg.layer})", notes=notes)
         for _, row in df.iterrows():
             for metric in METRICS:
                 if metric in row and pd.notna(row[metric]):

@@ -31,7 +31,7 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     first_conv = next(m for m in model.features.modules() if isinstance(m, nn.Conv2d))
-    weights = "ImageNet" if cfg.model.pretrained else (cfg.model.checkpoint or "random init")
+    weights = model.weights_source
     out.figure(filter_grid(first_conv.weight, f"{cfg.model.name} conv1: {first_conv.out_channels} filters "
                            f"{first_conv.kernel_size[0]}x{first_conv.kernel_size[1]}/{first_conv.stride[0]} ({weights})"),
                "conv1_filters")

@@ -19,6 +19,7 @@ import pandas as pd
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.transfer import accuracy_vs_depth
+from cnnvis.models import resolve_layers
 from cnnvis.runner import model_from_config
 from cnnvis.stats import t_mean
 from cnnvis.transfer import cv_fold_accuracies, extract_features, fold_estimate, load_datasets
@@ -38,14 +39,6 @@ PAPER = {
 }
 PAPER_COLUMN = {"caltech101": 0, "caltech256": 1}
 ZFNET_DEPTH = 7  # conv1-conv5, fc6, fc7
-# The stages of each network, input to output (its penultimate layer last).
-STAGES = {
-    "efficientnet_lite0": ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"],
-    "resnet18": ["conv1", "layer1", "layer2", "layer3", "layer4"],
-    "zfnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
-    "alexnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
-    "vgg16": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3", "fc6", "fc7"],
-}
 
 
 @dataclass
@@ -54,7 +47,7 @@ class Config(ExperimentConfig):
     train_per_class: dict[str, int] = field(default_factory=lambda: {"caltech101": 30, "caltech256": 60})
     test_per_class: int = 50
     folds: int = 5
-    layers: Optional[list[str]] = None  # None: every stage of the model (STAGES)
+    layers: Optional[list[str]] = None  # None: every stage of the model, input to output (its "stages" role)
     classifiers: list[str] = field(default_factory=lambda: ["svm", "softmax"])
     C_grid_svm: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01])  # on standardized features
     C_grid_softmax: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1])
@@ -91,8 +84,8 @@ def main(cfg, out):
     names = list(e.datasets)
     all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke)  # before writing
     model = model_from_config(cfg)
-    layers = list(e.layers or STAGES.get(cfg.model.name) or [n for n in model.layers][:-1])
-    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    layers = resolve_layers(model, e.layers, "stages", "experiment.layers")
+    weights = model.weights_source
     folds = 2 if cfg.smoke else e.folds
     C_grid = {"svm": list(e.C_grid_svm), "softmax": list(e.C_grid_softmax)}
     start, timings, results, chosen, per_fold, dims = time.perf_counter(), {}, {}, {}, [], {}

@@ -9,20 +9,18 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.mining import top_activations
-from cnnvis.models import get_layer
+from cnnvis.models import resolve_layers
 from cnnvis.plotting.deconv import square_tile, unit_rows_figure
 from cnnvis.receptive_field import crop_patch, geometry
 from cnnvis.runner import images_from_config, model_from_config, resolve_device
 
 from experiments.zfnet_deconv import chance_purity, label_purity, pick_maps
 
-LAST_LAYER = {"alexnet": "pool5", "zfnet": "pool5", "vgg16": "pool5", "resnet18": "layer4", "efficientnet_lite0": "features.head.bn"}
-# EfficientNet-Lite0: the head conv before its ReLU6, whose cap at 6 would tie the strongest activations
 
 
 @dataclass
 class Config(ExperimentConfig):
-    layer: Optional[str] = None  # None: the last conv / pool layer (pool5, layer4, EfficientNet head pre-ReLU6)
+    layer: Optional[str] = None  # None: the model's last conv / pool layer (pool5, layer4, EfficientNet head pre-ReLU6)
     units: Optional[list[int]] = None  # None: a seeded random pick of n_units among those that fire
     n_units: int = 6  # the paper's six rows
     k: int = 16  # the paper's top 16 regions per unit
@@ -35,8 +33,7 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, device)
-    layer = e.layer or LAST_LAYER.get(cfg.model.name) or list(model.layers)[-2]
-    get_layer(model, layer)
+    layer = resolve_layers(model, e.layer, "patches", "experiment.layer")
     size = cfg.model.input_size
     t = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size)[layer]
     geo = geometry(model, layer, size)
@@ -56,7 +53,7 @@ def main(cfg, out):
                       "class purity": label_purity(labels[idx]) if (labels >= 0).all() else np.nan,
                       "most frequent class": images.classes[np.bincount(labels[idx]).argmax()] if (labels >= 0).all() else "-",
                       "patch area / image": float(np.mean(areas))})
-    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    weights = model.weights_source
     out.figure(unit_rows_figure(rows, f"{cfg.model.name} ({weights}) {layer}: top-{t.k} patches of {len(rows)} "
                                 f"units over {len(images)} {images.name} images (field {geo.field[0]} px at "
                                 f"{size} px input; value, class above each)"), "top_patches")

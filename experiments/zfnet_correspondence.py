@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ import torch
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.models import IMAGENET_MEAN
+from cnnvis.models import IMAGENET_MEAN, resolve_layers
 from cnnvis.plotting import to_image
 from cnnvis.data import decode_to_cache, index_dataset
 from cnnvis.runner import model_from_config
@@ -43,7 +44,7 @@ class Config(ExperimentConfig):
     right_eye: list[list[int]] = field(default_factory=list)
     left_eye: list[list[int]] = field(default_factory=list)
     nose: list[list[int]] = field(default_factory=list)
-    layers: list[str] = field(default_factory=lambda: ["stage4", "head", "pool"])
+    layers: Optional[list[str]] = None  # None: the model's middle conv, last conv (layer 5), classifier input (layer 7)
     repeats: int = 20  # random boxes the baseline averages over
 
 
@@ -118,6 +119,7 @@ def main(cfg, out):
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
                              cfg.dataset.num_workers)  # only the config's dogs, in its order
     model = model_from_config(cfg)
+    e.layers = resolve_layers(model, e.layers, "correspondence", "experiment.layers")
     idx = list(range(len(images)))
     x = images.tensors(idx, size)
     fill = torch.tensor(IMAGENET_MEAN)  # the grey of the data the model was trained on
@@ -141,9 +143,9 @@ def main(cfg, out):
               f"rate can have. Each cell: the mean of the per-image scores (image i against every other image) with "
               f"a 95 % bootstrap interval over the {len(idx)} images (few, and each score shares images with the "
               f"others: the interval is rough). Parts: the boxes of the config; random: the same random {w}x{h} box in "
-              f"all images, averaged over {repeats} boxes. Masks are ImageNet's mean colour. {cfg.model.name} replaces "
-              f"ZFNet: `head` (last conv) stands for layer 5, `pool` (the vector the classifier reads) for layer 7, "
-              f"`{e.layers[0]}` is a middle layer.")
+              f"all images, averaged over {repeats} boxes. Masks are ImageNet's mean colour. {cfg.model.name} "
+              f"({model.weights_source}) replaces ZFNet: `{e.layers[1]}` (last conv) stands for layer 5, `{e.layers[2]}` "
+              f"(the vector the classifier reads) for layer 7, `{e.layers[0]}` is a middle layer.")
     out.table(summary_table(scores, e.layers, "delta", paper=True), "table1_correspondence",
               title="Table 1: correspondence of dog parts (Δ, lower = more consistent)",
               notes=method + " Command: `python run.py experiment=zfnet_correspondence`.")
@@ -180,7 +182,8 @@ def summary_table(scores: pd.DataFrame, layers, column: str, paper: bool = False
 
 
 def claims_table(scores: pd.DataFrame, layers, n_images: int) -> pd.DataFrame:
-    """One row per layer: every part's per-image Δ against random boxes', paired over images."""
+    """One row per layer (``layers``: middle, layer-5 and layer-7 stand-ins): every part's per-image Δ against random
+    boxes', paired over images."""
     paper = ", ".join(f"{p.replace('_', ' ')} {PAPER_LAYER5[p]:.3f}" for p in PARTS)
     rows = []
     for layer in layers:
@@ -189,8 +192,8 @@ def claims_table(scores: pd.DataFrame, layers, n_images: int) -> pd.DataFrame:
         rows.append(Claim(
             "Zeiler & Fergus 2014", "Table 1, Sec. 4.3",
             f"Masking the same part in different images changes `{layer}` features more consistently than masking "
-            "random regions", f"layer 5: {paper} vs random {PAPER_LAYER5['random']:.3f}" if layer == "head" else
-            "layer 7: parts and random close (values not transcribed)" if layer == "pool" else
+            "random regions", f"layer 5: {paper} vs random {PAPER_LAYER5['random']:.3f}" if layer == layers[1] else
+            "layer 7: parts and random close (values not transcribed)" if layer == layers[2] else
             "not in the paper (a middle layer)",
             "Δ(part) − Δ(random): " + "; ".join(f"{p.replace('_', ' ')} {d.format()}" for p, d in diffs.items()),
             n_images, f"random regions: Δ = {random.format()}",

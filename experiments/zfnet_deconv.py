@@ -11,7 +11,7 @@ import torch
 from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project
 from cnnvis.mining import TopK, top_activations
-from cnnvis.models import get_layer
+from cnnvis.models import resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
 from cnnvis.receptive_field import crop_patch, geometry
 from cnnvis.runner import images_from_config, model_from_config, resolve_device
@@ -19,22 +19,13 @@ from cnnvis.runner import images_from_config, model_from_config, resolve_device
 
 @dataclass
 class Config(ExperimentConfig):
-    layers: Optional[list[str]] = None  # None: conv1..conv5 (ZFNet, AlexNet), stage1..stage7 (EfficientNet-Lite0)
+    layers: Optional[list[str]] = None  # None: the model's Fig. 2 layers (conv1..conv5, stage1..stage7, ...)
     maps_per_layer: int = 9  # feature maps shown per layer (a seeded random pick of those that fire)
     channels: Optional[list[int]] = None  # show these feature maps instead (in every layer)
     k: int = 9  # top activations per feature map (the paper's 9)
     batch_size: int = 32
     tile: int = 40  # pixels per projection / patch tile
     method: str = "auto"  # deconvnet: auto | switches | autograd
-
-
-def default_layers(model) -> list[str]:
-    """The paper's five conv layers where the model has them, else its stages / residual layers."""
-    for prefix, count in (("conv", 5), ("stage", 7), ("layer", 4)):
-        names = [f"{prefix}{i}" for i in range(1, count + 1)]
-        if all(n in model.layers for n in names):
-            return names
-    return [n for n, p in model.layers.items() if p.startswith("features.")][-5:]
 
 
 def pick_maps(top: TopK, n: int, rng: np.random.Generator, channels=None) -> list[int]:
@@ -65,19 +56,17 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, device)
-    layers = list(e.layers or default_layers(model))
+    layers = resolve_layers(model, e.layers, "feature_maps", "experiment.layers")
     maps_per_layer = e.maps_per_layer
     if cfg.smoke:  # the whole path on the first and last layer, two maps each
         layers, maps_per_layer = list(dict.fromkeys([layers[0], layers[-1]])), min(maps_per_layer, 2)
-    for name in layers:
-        get_layer(model, name)
     size = cfg.model.input_size
     top = top_activations(model, images, layers, k=e.k, batch_size=e.batch_size, size=size)
     rng = np.random.default_rng(cfg.seed)
     labels = np.asarray(images.labels)
     has_labels = (labels >= 0).all()
     chance = chance_purity(labels, top[layers[0]].k, rng) if has_labels else float("nan")
-    weights = cfg.model.checkpoint or ("ImageNet" if cfg.model.pretrained else "random init")
+    weights = model.weights_source
     rows, metrics = [], {}
     for name in layers:
         t, geo = top[name], geometry(model, name, size)

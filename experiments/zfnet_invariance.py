@@ -18,6 +18,7 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.invariance import (KINDS, change_ratio, invariance_curves, linearity, output_not_invariant, output_stable,
                                probability_drop, quasi_linear, relative_distance, smallest_steps, top_changes_less,
                                transform, unrelated_ratio)
+from cnnvis.models import resolve_layers
 from cnnvis.plotting.invariance import invariance_figure
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import bootstrap_mean
@@ -30,8 +31,8 @@ NAMES = {"translate_y": "vertical translation", "scale": "scaling", "rotate": "r
 class Config(ExperimentConfig):
     # the paper's five: lawn mower, Shih-Tzu, African crocodile, African grey, entertainment center
     classes: list[int] = field(default_factory=lambda: [621, 155, 49, 87, 548])
-    early: str = "stem"  # ZFNet's layer 1: the first conv
-    late: str = "pool"  # ZFNet's layer 7: the pooled vector the classifier reads
+    early: str | None = None  # None: the model's ZFNet layer 1 (its first conv)
+    late: str | None = None  # None: the model's ZFNet layer 7 (fc7, or the pooled vector the classifier reads)
     translations: list[float] = field(default_factory=lambda: [float(v) for v in range(-60, 61, 10)])  # px
     scales: list[float] = field(default_factory=lambda: [round(1 + 0.1 * k, 1) for k in range(9)])  # 1 .. 1.8
     rotations: list[float] = field(default_factory=lambda: [float(v) for v in range(0, 361, 15)])  # degrees
@@ -68,6 +69,7 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     e, size = cfg.experiment, cfg.model.input_size
+    e.early, e.late = (resolve_layers(model, e[key], key, f"experiment.{key}") for key in ("early", "late"))
     fill = images.mean_color()
     layers = [e.early, e.late]
     idx = pick_images(images, e.classes)
@@ -106,8 +108,8 @@ def main(cfg, out):
     symmetric_names = ", ".join(images.classes[c] for c in e.symmetric_classes if c < len(images.classes))
     out.table(claims_table(by, unrelated, sym_curve, e, symmetric_names), "claims",
               title="Zeiler & Fergus Sec. 4.4 (Fig. 5) claims over a sample of images",
-              notes=f"{cfg.model.name} replaces ZFNet; `{e.early}` stands for layer 1, `{e.late}` for layer 7. "
-                    f"{len(sample)} images sampled from {images.name} (seed {cfg.seed}); sweeps: "
+              notes=f"{cfg.model.name} ({model.weights_source}) replaces ZFNet; `{e.early}` stands for layer 1, "
+                    f"`{e.late}` for layer 7. {len(sample)} images sampled from {images.name} (seed {cfg.seed}); sweeps: "
                     + "; ".join(f"{NAMES[k]} {', '.join(f'{a:g}' for a in g)}" for k, g in grids.items()) +
                     ". Intervals: 95 % bootstrap over images. Relative distance = ||f(x) - f(T(x))|| / ||f(x)||; "
                     "r leaves out the identity point (0 by construction); the p(true) drop is p at the identity "

@@ -25,7 +25,7 @@ from cnnvis.data import (DatasetNotFoundError, caltech101_boxes, decode_to_cache
 from cnnvis.deconvnet import deconv_project, switch_chain
 from cnnvis.hooks import activations
 from cnnvis.mining import top_activations
-from cnnvis.models import get_layer, replace_head
+from cnnvis.models import get_layer, replace_head, resolve_layers
 from cnnvis.occlusion import occluder_positions, occlusion_map
 from cnnvis.plotting.occlusion import occlusion_figure
 from cnnvis.receptive_field import crop_patch, receptive_field
@@ -43,7 +43,7 @@ DISAGREEMENT_SHARE = 0.05  # ... and the disagreement is a regular event, not a 
 @dataclass
 class Config(ExperimentConfig):
     classes: list[int] = field(default_factory=lambda: [259, 479, 160])  # the paper's examples: Pomeranian, car wheel, Afghan hound
-    layer: str = "head"  # the last conv stage; its strongest map on the unoccluded image is panel (b)'s
+    layer: str | None = None  # None: the model's last conv layer (ZF's layer 5); its strongest map is panel (b)'s
     size: int = 48  # occluder side (px) for the figures; the paper gives none
     stride: int = 12
     batch_size: int = 16
@@ -276,11 +276,11 @@ def caltech_localization(model, cfg, rng):
     return pd.DataFrame(rows), len(train), len(train_boxes)
 
 
-def stand_in(cfg) -> str:
-    """Which network and data ran, for titles and notes."""
+def stand_in(cfg, model) -> str:
+    """Which network and weights ran, for titles and notes."""
     if cfg.model.name == "zfnet":
-        return "ZFNet"
-    return f"{cfg.model.name} stands in for ZFNet (no ImageNet-trained ZFNet offline)"
+        return f"ZFNet ({model.weights_source})"
+    return f"{cfg.model.name} ({model.weights_source}) stands in for ZFNet (no ImageNet-trained ZFNet offline)"
 
 
 def examples_table(model, images, maps_by_example, cfg) -> pd.DataFrame:
@@ -496,13 +496,14 @@ def main(cfg, out):
     images = load_examples(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     e, size = cfg.experiment, cfg.model.input_size
+    e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     rng = np.random.default_rng(cfg.seed)
     fill = images.mean_color()
     stride = e.size if cfg.smoke else e.stride  # smoke: non-overlapping squares, seconds not minutes
     mined = np.sort(rng.permutation(len(images))[: e.mining_images])
     top = top_activations(model, images.subset(mined), [e.layer], k=e.top_crops + 1, size=size)[e.layer]
     method = projection_method(model, e.layer)
-    who = stand_in(cfg)
+    who = stand_in(cfg, model)
 
     shown = []
     for example in pick_examples(images, e.classes):

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from cnnvis.hooks import activations, record_activations
-from cnnvis.models import build_model, fold_batchnorm, get_layer, replace_head, zfnet
+from cnnvis.models import (ROLE_MEANINGS, build_model, fold_batchnorm, get_layer, layer_role, replace_head,
+                           resolve_layers, weights_description, zfnet)
 
 
 def test_zfnet_map_sizes_match_the_paper():
@@ -136,3 +137,78 @@ def test_fold_batchnorm_gives_the_same_outputs_without_batchnorm():
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original keeps its own
     assert len(get_layer(model, "head")._forward_hooks) == 1 and not get_layer(folded, "head")._forward_hooks
     handle.remove()
+
+
+def fake_torchvision_weights(torch_home, builder_name: str) -> dict:
+    """A cached IMAGENET1K_V1 file for ``builder_name`` whose tensor number i is filled with i (stored as one
+    broadcast value per tensor, so the file is bytes, not megabytes)."""
+    import os
+
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(builder_name).IMAGENET1K_V1
+    shapes = {k: v.shape for k, v in torchvision.models.get_model_builder(builder_name)().state_dict().items()}
+    state = {k: torch.full((1,), float(i)).expand(shape) for i, (k, shape) in enumerate(shapes.items())}
+    file = torch_home / "hub" / "checkpoints" / os.path.basename(weights.url)
+    file.parent.mkdir(parents=True)
+    torch.save(state, file)
+    return state
+
+
+def test_pretrained_alexnet_is_torchvisions_variant_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = fake_torchvision_weights(tmp_path, "alexnet")
+    model = build_model("alexnet", pretrained=True).eval()
+    assert [model.features[i].out_channels for i in (0, 3, 6, 8, 10)] == [64, 192, 384, 256, 256]
+    assert not any(isinstance(m, torch.nn.LocalResponseNorm) for m in model.modules())
+    assert torch.equal(model.features.conv1.weight, state["features.0.weight"])
+    assert torch.equal(model.classifier.fc8.bias, state["classifier.6.bias"])
+    assert [n for n in model.layers if n.startswith(("conv", "fc"))] == [
+        "conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert model.weights_source == "ImageNet weights (torchvision IMAGENET1K_V1)"
+    x = torch.rand(1, 3, 224, 224)
+    acts = activations(model, x, ["conv5", "pool5", "fc7"])
+    assert acts["conv5"].shape == (1, 256, 13, 13) and acts["pool5"].shape == (1, 256, 6, 6)
+    assert model(x).shape == (1, 1000)
+    assert build_model("alexnet").features.conv1.out_channels == 96  # not pretrained: Krizhevsky's own
+
+
+def test_pretrained_alexnet_missing_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict",
+                        lambda self, *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    with pytest.raises(FileNotFoundError, match=r"alexnet-owt-7be5be79\.pth.*checkpoints"):
+        build_model("alexnet", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "zfnet", "resnet18", "vgg16", "efficientnet_lite0"])
+def test_every_model_declares_every_layer_role(name):
+    model = build_model(name, num_classes=3, pretrained=False, input_size=96)
+    for role in ROLE_MEANINGS:
+        names = resolve_layers(model, None, role, "experiment.layer")
+        assert names and all(get_layer(model, n) is not None for n in ([names] if isinstance(names, str) else names))
+    first = layer_role(model, "early")
+    assert resolve_layers(model, first, "last_conv", "experiment.layer") == first  # an explicit choice wins
+
+
+def test_unknown_layer_names_the_config_key_and_the_valid_names():
+    model = build_model("resnet18", pretrained=False)
+    with pytest.raises(KeyError, match=r"set experiment\.layer=<name>; valid layer names: conv1, pool1, layer1"):
+        resolve_layers(model, "head", "last_conv", "experiment.layer")
+    with pytest.raises(KeyError, match=r"set experiment\.layers=<name>"):
+        resolve_layers(model, ["layer3", "stage9"], "layercam", "experiment.layers")
+    with pytest.raises(KeyError, match="roles: early"):
+        layer_role(model, "layer_five")
+
+
+def test_weights_description_says_what_ran():
+    assert weights_description("resnet18", False) == "random init"
+    assert weights_description("vgg16", True) == "ImageNet weights (torchvision IMAGENET1K_V1)"
+    assert weights_description("zfnet", False, "ckpt/last.pt") == "checkpoint ckpt/last.pt"
+    assert build_model("resnet18", pretrained=False).weights_source == "random init"
+
+
+def test_a_library_call_defaults_to_the_weights_that_ship_offline():
+    assert build_model("efficientnet_lite0").weights_source.startswith("ImageNet weights")
+    assert build_model("efficientnet_lite0", pretrained=False).weights_source == "random init"
+    assert build_model("zfnet").weights_source == "random init"

@@ -96,6 +96,11 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def load_image(path, size: int = 224, mode: str = "crop") -> torch.Tensor:
+    """One image file as a (1, 3, size, size) batch in [0, 1], resized as the datasets are (``resize_square``)."""
+    return to_tensor(resize_square(decode_image(str(path)), size, mode)[None].copy())  # PIL arrays are read-only
+
+
 def center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or size == x.shape[-1]:
         return x
@@ -206,9 +211,12 @@ def index_imagenet_val(folder: Path) -> ImageIndex:
 
 
 def index_imagefolder(folder: Path, name: str = "imagefolder") -> ImageIndex:
-    """Any class-per-folder tree: ``<folder>/<class>/<image>``."""
+    """Any class-per-folder tree, ``<folder>/<class>/<image>``; a folder of loose images has no labels (-1)."""
     if not folder.is_dir():
-        raise _not_found("image folder", folder, "Expected <class>/<image> sub-folders.")
+        raise _not_found("image folder", folder, "Expected <class>/<image> sub-folders or image files.")
+    loose = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        return ImageIndex(name, loose, np.full(len(loose), -1, dtype=np.int64), [])
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     paths, labels = [], []
     for y, c in enumerate(classes):

