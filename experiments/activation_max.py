@@ -253,6 +253,8 @@ def main(cfg, out):
     e = cfg.experiment
     if e.preset not in PRESETS and e.preset not in fv.PRESETS:
         raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join([*PRESETS, *fv.PRESETS])}")
+    if e.preset in fv.PRESETS and e.target != "channel":
+        raise ValueError(f"experiment.preset={e.preset} optimizes channel means: set experiment.target=channel")
     if e.target not in ("channel", "unit"):
         raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
     size = 64 if cfg.smoke else e.size
