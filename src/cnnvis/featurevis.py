@@ -362,7 +362,7 @@ def spectrum_slope(images: torch.Tensor) -> torch.Tensor:
     On the grey image minus its mean, over the integer radii 1 .. size / 2 (cycles per image); natural images
     sit near -2, white noise at 0.
     """
-    grey = images.mean(1).double()
+    grey = images.detach().cpu().mean(1).double()  # on the CPU: the radius index below is built there
     grey = grey - grey.mean((-2, -1), keepdim=True)
     power = torch.fft.fftshift(torch.fft.fft2(grey).abs() ** 2, dim=(-2, -1))
     h, w = grey.shape[-2:]
