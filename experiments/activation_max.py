@@ -1,6 +1,8 @@
 """Activation maximization (Erhan 2009, Simonyan 2013, Yosinski 2015): optimized images for channels of
 several layers and for ImageNet classes, the activation each reaches against the strongest over real images,
-and whether the model's top-1 on each class image is its class. In a ``--multirun`` sweep every job also
+and whether the model's top-1 on each class image is its class. ``experiment.preset=lucid`` uses Olah et al. 2017's
+recipe instead (cnnvis.featurevis: Fourier 1/f and decorrelated-colour parametrization, Lucid's transforms, Adam)
+beside its pixel-space baseline, and adds a diversity row for two units. In a ``--multirun`` sweep every job also
 redraws ``multirun/sweep.png`` (one row per finished job) from the strips its siblings left."""
 
 import hashlib
@@ -18,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from PIL import Image
 
+from cnnvis import featurevis as fv
 from cnnvis.activation_max import PRESETS, channel, class_logit, dataset_maxima, maximize, unit, with_overrides
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
@@ -31,7 +34,8 @@ DEFAULT_CLASSES = [1, 130, 145, 207, 291, 323, 417, 504, 817, 948, 963, 980]
 
 @dataclass
 class Config(ExperimentConfig):
-    preset: str = "yosinski1"  # none | simonyan | yosinski1..4 (Yosinski Table 1); fields below override it
+    preset: str = "yosinski1"  # none | simonyan | yosinski1..4 (Yosinski Table 1; the fields below override it)
+    # | lucid | lucid_pixel (Olah et al. 2017, cnnvis.featurevis; only the lucid_* fields below apply)
     l2: Optional[float] = None
     decay: Optional[float] = None
     blur_every: Optional[int] = None
@@ -48,6 +52,9 @@ class Config(ExperimentConfig):
     steps: int = 100
     lr: float = 0.15
     batch_size: int = 50  # real-image pass
+    lucid_lr: float = 0.05  # Adam's learning rate for the lucid presets (Lucid's default)
+    diversity_images: int = 4  # lucid: images per unit in the diversity row (two units)
+    diversity_weight: float = 20.0  # lucid: weight of the Gram dissimilarity added to the channel objective
     zfnet_checkpoint: Optional[str] = None  # a trained zfnet: its units and classes too
     zfnet_input_size: int = 224  # the size that checkpoint was trained at (its fc6 depends on it)
     zfnet_layers: list[str] = field(default_factory=lambda: ["conv2", "conv3", "conv5"])
@@ -110,6 +117,113 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
     return rows, unit_panels, (result.images, class_captions)
 
 
+def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, checkpoint=None):
+    """The pixel-space baseline and the preset (Olah et al. 2017) for each layer's channels and the classes, and a
+    diversity row for two channels of the last layer: rows of the table and the figures' panels."""
+    e = cfg.experiment
+    steps = 3 if cfg.smoke else e.steps
+    maxima = cached_maxima(cfg, tag, model, images, size, layers, checkpoint)
+    names = list(dict.fromkeys(["lucid_pixel", e.preset]))
+    rows, panels = [], {}
+
+    def run(objective, n, settings):
+        return fv.render(model, objective, settings.param(n, size, cfg.seed), settings.transforms, steps=steps,
+                         lr=e.lucid_lr, seed=cfg.seed, progress=True)
+
+    for layer in layers:
+        per_layer = 2 if cfg.smoke else e.channels_per_layer
+        chosen = list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), per_layer)
+        for name in names:
+            result = run(fv.channel(layer, chosen), len(chosen), fv.PRESETS[name])
+            slopes = fv.spectrum_slope(result.images).tolist()
+            captions = []
+            for ch, reached, best, slope in zip(chosen, result.values.tolist(),
+                                                maxima[layer]["channel"][chosen].tolist(), slopes):
+                rows.append(dict(model=tag, parametrization=name, kind="channel", layer=layer, index=ch,
+                                 name=f"{layer}[{ch}]", reached=reached, real_max=best,
+                                 ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
+                captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
+            panels[f"{layer}\n{name}"] = (result.images, captions)
+    for name in names:
+        result = run(fv.class_logit(classes), len(classes), fv.PRESETS[name])
+        with torch.no_grad():
+            logits = model(result.images)
+        top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
+        captions = []
+        for b, (k, reached, slope) in enumerate(zip(classes, result.values.tolist(),
+                                                    fv.spectrum_slope(result.images).tolist())):
+            best = float(maxima["logits"][k])
+            rows.append(dict(model=tag, parametrization=name, kind="class", layer="logits", index=k,
+                             name=class_names[k], reached=reached, real_max=best,
+                             ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope,
+                             top1=class_names[top1[b]], top1_is_target=top1[b] == k, p_target=float(prob[b, k])))
+            captions.append(f"{class_names[k][:18]}\nscore {reached:.3g}\n"
+                            f"top-1: {'= target' if top1[b] == k else class_names[top1[b]][:16]}")
+        panels[f"classes\n{name}"] = (result.images, captions)
+    layer, k = layers[-1], e.diversity_images
+    pair = (list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), 2))[:2]
+    units, groups = [c for c in pair for _ in range(k)], [g for g in range(len(pair)) for _ in range(k)]
+    objective = fv.channel(layer, units) + e.diversity_weight * fv.diversity(layer, groups)
+    result = run(objective, len(units), fv.PRESETS[e.preset])
+    with torch.no_grad():
+        reached = fv.objective_values(model, result.images, fv.channel(layer, units)).tolist()
+        spread = fv.objective_values(model, result.images, fv.diversity(layer, groups)).tolist()
+    diversity_panels = {f"{layer}[{c}]": (result.images[g * k:(g + 1) * k],
+                                          [f"{v:.3g}; 1 - cos(Gram) {d:.2f}" for v, d in
+                                           zip(reached[g * k:(g + 1) * k], spread[g * k:(g + 1) * k])])
+                        for g, c in enumerate(pair)}
+    return rows, panels, diversity_panels
+
+
+def lucid_main(cfg, out, models):
+    """``main`` for the lucid presets: figures, the table of activations and spectra, metrics."""
+    e = cfg.experiment
+    all_rows, metrics = [], {}
+    steps = 3 if cfg.smoke else e.steps
+    for tag, net, data, side, net_layers, net_classes, net_names, checkpoint in models:
+        rows, panels, diversity_panels = lucid_model(cfg, tag, net, data, side, net_layers, net_classes, net_names,
+                                                     checkpoint)
+        unit_panels = {k: v for k, v in panels.items() if not k.startswith("classes")}
+        out.figure(unit_grid(unit_panels, f"{tag}: images maximizing a channel's mean activation, pixel space "
+                                          f"(lucid_pixel) above {e.preset} (Fourier 1/f, decorrelated colour, "
+                                          f"Lucid's transforms); {side} px, {steps} Adam steps; value (ratio to the "
+                                          f"real-image max)"), f"units_{tag}")
+        out.figure(unit_grid({k: v for k, v in panels.items() if k.startswith("classes")},
+                             f"{tag}: class images maximizing the pre-softmax score, lucid_pixel above {e.preset}; "
+                             f"top-1 of the model on each"), f"classes_{tag}")
+        out.figure(unit_grid(diversity_panels, f"{tag}: diversity ({e.preset}, + {e.diversity_weight:g} x Gram "
+                                               f"dissimilarity within each row); channel mean; 1 - cos(Gram) with "
+                                               f"the row's others"), f"diversity_{tag}")
+        frame = pd.DataFrame(rows)
+        for name, part in frame.groupby("parametrization"):
+            units, cls = part[part.kind != "class"], part[part.kind == "class"]
+            metrics.update({f"{tag}_{name}_class_top1_rate": float(cls.top1_is_target.mean()),
+                            f"{tag}_{name}_channel_median_ratio": float(np.nanmedian(units.ratio)),
+                            f"{tag}_{name}_median_spectrum_slope": float(part.spectrum_slope.median())})
+        all_rows += rows
+        if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            preset_rows = [r for r in rows if r["parametrization"] == e.preset]
+            layer_panels = {k.split("\n")[0]: v for k, v in unit_panels.items() if k.endswith(f"\n{e.preset}")}
+            write_sweep_row(out, Path(HydraConfig.get().sweep.dir), tag, e.preset, fv.PRESETS[e.preset], preset_rows,
+                            layer_panels, panels[f"classes\n{e.preset}"], tile=96)
+    table = pd.DataFrame(all_rows)
+    out.table(table, "activation_max", title="Activation reached and spectrum slope: pixel space vs Olah et al. 2017",
+              notes=f"""
+One row per unit and parametrization. `reached`: the channel's mean activation (class: the pre-softmax score)
+on its optimized image; `real_max`: the largest over the {len(models[0][2])} images of {models[0][2].name}
+at the same size; `ratio` = reached / real_max (empty where no real image drives the unit above 0).
+`spectrum_slope`: slope of log power against log frequency of the radially averaged power spectrum of the
+grey image (natural images are near -2, white noise 0). `top1_is_target`: the model's top-1 on the class image.
+
+Method (cnnvis.featurevis, after Olah et al. 2017 and Lucid): Adam (lr {e.lucid_lr}) for {steps} steps on
+{fv.PRESETS[e.preset]} (`{e.preset}`) and on the pixel-space baseline {fv.PRESETS['lucid_pixel']}
+(`lucid_pixel`); robust = Lucid's transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4)
+before each step. {side if len(models) == 1 else 'several'} px, one batch element per unit.
+Olah et al. publish figures, no numbers: there is no paper number to set beside ours.
+""")
+    return metrics
+
+
 def write_sweep_row(out, sweep_dir, tag, preset, reg, rows, unit_panels, class_panel, tile):
     """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
     images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
@@ -137,15 +251,15 @@ def write_sweep_row(out, sweep_dir, tag, preset, reg, rows, unit_panels, class_p
 
 def main(cfg, out):
     e = cfg.experiment
-    if e.preset not in PRESETS:
-        raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join(PRESETS)}")
+    if e.preset not in PRESETS and e.preset not in fv.PRESETS:
+        raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join([*PRESETS, *fv.PRESETS])}")
+    if e.preset in fv.PRESETS and e.target != "channel":
+        raise ValueError(f"experiment.preset={e.preset} optimizes channel means: set experiment.target=channel")
     if e.target not in ("channel", "unit"):
         raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
     size = 64 if cfg.smoke else e.size
     images = images_from_config(cfg, size)  # data first: a missing dataset fails before anything is written
     zf_images = images_from_config(cfg, e.zfnet_input_size) if e.zfnet_checkpoint else None
-    reg = with_overrides(PRESETS[e.preset], l2=e.l2, decay=e.decay, blur_every=e.blur_every, blur_sigma=e.blur_sigma,
-                         norm_pct=e.norm_pct, contrib_pct=e.contrib_pct, jitter=e.jitter)
     model = model_from_config(cfg)
     layers = resolve_layers(model, e.layers, "activation_max", "experiment.layers")  # fails before any optimization
     layers = layers[:2] if cfg.smoke else layers
@@ -162,6 +276,10 @@ def main(cfg, out):
         zf_layers = list(e.zfnet_layers[:2] if cfg.smoke else e.zfnet_layers)
         models.append(("zfnet", zf, zf_images, e.zfnet_input_size, zf_layers, zf_classes, zf_names, e.zfnet_checkpoint))
 
+    if e.preset in fv.PRESETS:
+        return lucid_main(cfg, out, models)
+    reg = with_overrides(PRESETS[e.preset], l2=e.l2, decay=e.decay, blur_every=e.blur_every, blur_sigma=e.blur_sigma,
+                         norm_pct=e.norm_pct, contrib_pct=e.contrib_pct, jitter=e.jitter)
     all_rows, metrics = [], {}
     for tag, net, data, side, net_layers, net_classes, net_names, checkpoint in models:
         rows, unit_panels, class_panel = optimize_model(cfg, tag, net, data, side, net_layers, net_classes, net_names,

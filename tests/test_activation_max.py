@@ -170,7 +170,7 @@ def test_experiment_sweep_end_to_end_with_a_zfnet_checkpoint(tmp_path):
     checkpoint = tmp_path / "zfnet.pt"
     torch.manual_seed(0)
     torch.save({"model": zfnet(num_classes=5, input_size=64).state_dict()}, checkpoint)
-    result = run_py("--multirun", "experiment=activation_max", "experiment.preset=none,yosinski4", "smoke=true",
+    result = run_py("--multirun", "experiment=activation_max", "experiment.preset=none,yosinski4,lucid", "smoke=true",
                     f"results_dir={tmp_path}", f"experiment.zfnet_checkpoint={checkpoint}",
                     "experiment.zfnet_input_size=64", f"cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -185,4 +185,10 @@ def test_experiment_sweep_end_to_end_with_a_zfnet_checkpoint(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 1000
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert 0 <= metrics["efficientnet_lite0_class_top1_rate"] <= 1
-    assert (sweep / "sweep.png").stat().st_size > 1000 and len(list(sweep.rglob("sweep_strip.png"))) == 2
+    assert (sweep / "sweep.png").stat().st_size > 1000 and len(list(sweep.rglob("sweep_strip.png"))) == 3
+    lucid = next(p.parent for p in sweep.rglob("run.json") if "preset=lucid" in str(p))
+    table = pd.read_csv(lucid / "activation_max.csv")
+    assert set(table["parametrization"]) == {"lucid_pixel", "lucid"} and table["spectrum_slope"].notna().all()
+    for name in ["units_efficientnet_lite0", "classes_efficientnet_lite0", "diversity_efficientnet_lite0",
+                 "diversity_zfnet"]:
+        assert (lucid / f"{name}.png").stat().st_size > 1000
