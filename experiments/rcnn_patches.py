@@ -1,6 +1,7 @@
-"""Girshick et al. 2014 (R-CNN) Fig. 4: the top image patches of units of the last conv / pool layer
-across a dataset, one row per unit."""
+"""Girshick et al. 2014 (R-CNN) Fig. 4: the top image patches of units of a layer whose receptive field is a
+patch of the image (pool5 for AlexNet / ZFNet / VGG16; stage4 for EfficientNet-Lite0), one row per unit."""
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,13 +17,16 @@ from cnnvis.runner import images_from_config, model_from_config, resolve_device
 
 from experiments.zfnet_deconv import chance_purity, label_purity, pick_maps
 
-LAST_LAYER = {"alexnet": "pool5", "zfnet": "pool5", "vgg16": "pool5", "resnet18": "layer4", "efficientnet_lite0": "features.head.bn"}
-# EfficientNet-Lite0: the head conv before its ReLU6, whose cap at 6 would tie the strongest activations
+log = logging.getLogger(__name__)
+
+# The paper's pool5 sees 195 of 227 px: a patch. Its analogue must too: EfficientNet-Lite0's last layers see
+# 787-851 px (the whole image, padding included), so its default is stage4 (147 px at 224, stride 16).
+PATCH_LAYER = {"alexnet": "pool5", "zfnet": "pool5", "vgg16": "pool5", "resnet18": "layer4", "efficientnet_lite0": "stage4"}
 
 
 @dataclass
 class Config(ExperimentConfig):
-    layer: Optional[str] = None  # None: the last conv / pool layer (pool5, layer4, EfficientNet head pre-ReLU6)
+    layer: Optional[str] = None  # None: PATCH_LAYER's, a layer whose receptive field is a patch of the image
     units: Optional[list[int]] = None  # None: a seeded random pick of n_units among those that fire
     n_units: int = 6  # the paper's six rows
     k: int = 16  # the paper's top 16 regions per unit
@@ -35,9 +39,12 @@ def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, device)
-    layer = e.layer or LAST_LAYER.get(cfg.model.name) or list(model.layers)[-2]
+    layer = e.layer or PATCH_LAYER.get(cfg.model.name) or list(model.layers)[-2]
     get_layer(model, layer)
     size = cfg.model.input_size
+    if geometry(model, layer, size).field[0] >= size:
+        log.warning("%s's receptive field covers the whole %d px image: its 'patches' are whole images; "
+                    "set experiment.layer to an earlier layer for patches", layer, size)
     t = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size)[layer]
     geo = geometry(model, layer, size)
     rng = np.random.default_rng(cfg.seed)
@@ -63,7 +70,8 @@ def main(cfg, out):
     chance = chance_purity(labels, t.k, rng) if (labels >= 0).all() else float("nan")
     out.table(pd.DataFrame(table), "units", title=f"Top-{t.k} patches of {layer} units: {cfg.model.name} on {images.name}",
               notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, k=t.k, n=len(images), data=images.name,
-                                 field=geo.field[0], size=size, stride=geo.stride[0], chance=chance))
+                                 field=geo.field[0], size=size, stride=geo.stride[0], chance=chance,
+                                 share=min(geo.field[0], size) / size))
     return {"images": len(images), "mean_class_purity": float(np.nanmean([r["class purity"] for r in table])),
             "chance_purity": chance}
 
@@ -78,6 +86,7 @@ texture, rather than in this number).
 Paper (Girshick et al. 2014, Fig. 4): AlexNet fine-tuned on VOC 2007, pool5 units (6x6x256; each sees 195x195
 of the 227x227 input), top 16 of about 10 million region proposals of VOC 2007 test, no number reported.
 We mine whole images, not region proposals, so a patch is the unit's receptive field in the image rather than
-in a warped proposal; where the field covers the whole image (EfficientNet-Lite0's head) the "patches" are
-the top images of the unit.
+in a warped proposal. The layer is chosen so that the field is a patch, as pool5's is ({field} of {size} px
+here, {share:.0%} of the image's side; pool5: 195 of 227, 86 %); EfficientNet-Lite0's last layers see 851 px,
+more than the whole image, so their "patches" would be whole images.
 """
