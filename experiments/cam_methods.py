@@ -306,7 +306,7 @@ def main(cfg, out):
     for p in model.parameters():
         p.requires_grad_(False)
     size = cfg.model.input_size
-    switches = has_switches(model, ecfg.layer, (3, size, size))
+    switches = has_switches(model, list(model.layers)[-1], (3, size, size))  # the deconvnet runs from the logits
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.permutation(len(imagenet))[: ecfg.imagenet_images])
     sets = {"imagenet": (imagenet.tensors(pick, size), imagenet.labels[pick], None, imagenet.classes),
@@ -328,8 +328,7 @@ def main(cfg, out):
                                predicted if boxes is not None else None), f"{name}_grid")
         curve_n = {m: int(np.isfinite(s["deletion_auc"]).sum()) for m, s in scores.items() if "deletion_auc" in s}
         out.figure(curves_figure({m: s["curves"] for m, s in scores.items() if "curves" in s},
-                                 f"{name}: deletion / insertion (RISE), {min(curve_n.values())}-"
-                                 f"{max(curve_n.values())} images"), f"{name}_curves")
+                                 f"{name}: deletion / insertion (RISE), {image_range(curve_n)} images"), f"{name}_curves")
         top1 = proportion(targets.numpy() == labels) if name == "imagenet" else None
         notes = notes_for(name, cfg, len(x), top1, curve_n, switches)
         out.table(with_paper_numbers(metrics_table(scores, seconds, switches, boxes is not None)), f"{name}_metrics",
@@ -359,6 +358,12 @@ the strongest trivial baseline scored by the same rule on the same images.
 """
 
 
+def image_range(counts: dict[str, int]) -> str:
+    """'64', or '1-64' where methods were scored on different numbers of images."""
+    lo, hi = min(counts.values()), max(counts.values())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def notes_for(name, cfg, n, top1, curve_n, switches) -> str:
     e = cfg.experiment
     scorecam_n = min(e.scorecam_images, n)
@@ -370,7 +375,7 @@ def notes_for(name, cfg, n, top1, curve_n, switches) -> str:
            "images. " if "scorecam" in e.methods else
            "Score-CAM is not in this run (one forward pass per channel per image; its maps equal pytorch-grad-cam's, "
            "see tests/test_cams.py). ")
-        + f"Deletion / insertion on the first {min(curve_n.values())}-{max(curve_n.values())} images "
+        + f"Deletion / insertion on the first {image_range(curve_n)} images "
         f"({e.curve_steps} steps; deletion sets pixels to 0, insertion starts from an 11-px sigma-5 Gaussian blur, "
         "as RISE). Average Drop / Increase in Confidence use softmax probabilities on the image times its "
         "min-max-scaled map (Grad-CAM++ definitions). Input-space methods (saliency, deconvnet, guided backprop, "

@@ -50,6 +50,7 @@ def main(cfg, out):
     rng = np.random.default_rng(cfg.seed)
     labels = np.asarray(images.labels)
     names = [images.classes[y] if y >= 0 else "-" for y in labels]
+    last = [n for n, path in model.layers.items() if path.startswith("features.")][-1]
     rows, table = [], []
     for unit in pick_maps(t, min(e.n_units, 2) if cfg.smoke else e.n_units, rng, e.units):
         idx = t.image_index[unit].numpy()
@@ -71,7 +72,7 @@ def main(cfg, out):
     out.table(pd.DataFrame(table), "units", title=f"Top-{t.k} patches of {layer} units: {cfg.model.name} on {images.name}",
               notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, k=t.k, n=len(images), data=images.name,
                                  field=geo.field[0], size=size, stride=geo.stride[0], chance=chance,
-                                 share=min(geo.field[0], size) / size))
+                                 share=min(geo.field[0], size) / size, last=last, last_field=geometry(model, last, size).field[0]))
     return {"images": len(images), "mean_class_purity": float(np.nanmean([r["class purity"] for r in table])),
             "chance_purity": chance}
 
@@ -87,6 +88,6 @@ Paper (Girshick et al. 2014, Fig. 4): AlexNet fine-tuned on VOC 2007, pool5 unit
 of the 227x227 input), top 16 of about 10 million region proposals of VOC 2007 test, no number reported.
 We mine whole images, not region proposals, so a patch is the unit's receptive field in the image rather than
 in a warped proposal. The layer is chosen so that the field is a patch, as pool5's is ({field} of {size} px
-here, {share:.0%} of the image's side; pool5: 195 of 227, 86 %); EfficientNet-Lite0's last layers see 851 px,
-more than the whole image, so their "patches" would be whole images.
+here, {share:.0%} of the image's side; pool5: 195 of 227, 86 %); {model}'s last conv layer ({last}) sees
+{last_field} px, so at {size} px its "patches" would be whole images.
 """
