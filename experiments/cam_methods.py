@@ -10,10 +10,8 @@ class's map against the object's box ("GT-known" localization).
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -24,13 +22,12 @@ from cnnvis import localization as loc
 from cnnvis.cams import LayerCAM, as_map, make_method
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
-from cnnvis.deconvnet import has_switches
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
+from cnnvis.deconvnet import has_switches
+from cnnvis.models import fold_batchnorm
 from cnnvis.plotting.cams import curves_figure, method_grid
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion
-
-log = logging.getLogger(__name__)
 
 ALL_METHODS = ["cam", "gradcam", "gradcam++", "scorecam", "layercam", "layercam_fused", "saliency", "deconvnet",
                "guided_backprop", "guided_gradcam"]
@@ -147,8 +144,9 @@ def baseline_scores(model, x, targets, boxes, ecfg, desc) -> dict[str, dict]:
     return out
 
 
-def score_dataset(model, x, targets, methods, ecfg, boxes=None, desc=""):
-    """Per method: attributions, per-image scores and timing; Score-CAM on its first ``scorecam_images`` only."""
+def score_dataset(model, scorer, x, targets, methods, ecfg, boxes=None, desc=""):
+    """Per method: attributions (from ``model``), per-image scores (probabilities from ``scorer``, an inference
+    copy of it) and timing; Score-CAM on its first ``scorecam_images`` only."""
     scores, seconds, shown, predicted_boxes = {}, {}, {}, {}
     for name in methods:
         n = min(ecfg.scorecam_images, len(x)) if name == "scorecam" else len(x)
@@ -161,9 +159,9 @@ def score_dataset(model, x, targets, methods, ecfg, boxes=None, desc=""):
         shown[name] = attr[: ecfg.figure_images]
         if boxes is not None:
             predicted_boxes[name] = [loc.box_from_map(m, 0.15) for m in maps[: ecfg.figure_images]]
-        scores[name] = map_scores(model, x, maps, targets, boxes, ecfg.curve_images, ecfg.curve_steps,
+        scores[name] = map_scores(scorer, x, maps, targets, boxes, ecfg.curve_images, ecfg.curve_steps,
                                   ecfg.pointing_tolerance, f"{desc} {name}")
-    scores.update(baseline_scores(model, x, targets, boxes, ecfg, desc))
+    scores.update(baseline_scores(scorer, x, targets, boxes, ecfg, desc))
     return scores, seconds, shown, predicted_boxes
 
 
@@ -306,6 +304,8 @@ def main(cfg, out):
     for p in model.parameters():
         p.requires_grad_(False)
     size = cfg.model.input_size
+    # the scores' many no-grad passes (AD / IC, deletion / insertion) run BatchNorm folded, NHWC: same outputs to rounding
+    scorer = fold_batchnorm(model).to(memory_format=torch.channels_last)
     switches = has_switches(model, list(model.layers)[-1], (3, size, size))  # the deconvnet runs from the logits
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.permutation(len(imagenet))[: ecfg.imagenet_images])
@@ -316,7 +316,8 @@ def main(cfg, out):
         with torch.no_grad():
             logits = torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)])
         targets = logits.argmax(1)
-        scores, seconds, shown, predicted = score_dataset(model, x, targets, list(ecfg.methods), ecfg, boxes, name)
+        scores, seconds, shown, predicted = score_dataset(model, scorer, x, targets, list(ecfg.methods), ecfg, boxes,
+                                                          name)
         names = imagenet_classes()
         k = min(ecfg.figure_images, len(x))
         captions = [f"{classes[labels[i]][:14]} -> {names[targets[i]].split(',')[0][:14]}" for i in range(k)]
