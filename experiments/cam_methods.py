@@ -177,7 +177,11 @@ def metrics_table(scores, seconds, deconv_has_switches: bool, boxed: bool) -> pd
     with ``boxed`` a column says how each row's localization is to be read."""
     rows = []
     for name, per_image in scores.items():
-        row = {"method": name, "seconds_per_image": seconds.get(name, np.nan), "localization": "CAM box rule"}
+        row = {"method": name, "map": "trivial baseline" if name.startswith("baseline") else
+               "input space" if name in INPUT_SPACE else "class activation map",
+               "seconds_per_image": seconds.get(name, np.nan), "localization": "CAM box rule"}
+        if name == "deconvnet" and not deconv_has_switches:
+            row["map"] = "input space, one fixed map per class: no max-pool switches, the image does not enter"
         if name in INPUT_SPACE:
             row["localization"] = ("not comparable: raw 15 %/20 %-of-max box on an input-space map (the papers "
                                    "boxed these after segmentation)")

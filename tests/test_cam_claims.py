@@ -84,5 +84,6 @@ def test_metrics_table_marks_input_space_localization_and_prints_n():
     table = metrics_table(scores, {"gradcam": 0.1}, deconv_has_switches=False, boxed=True).set_index("method")
     assert table.loc["saliency", "loc_err_15"] == "not comparable"
     assert "without max-pool switches" in table.loc["deconvnet", "localization"]
+    assert "fixed map" in table.loc["deconvnet", "map"] and table.loc["saliency", "map"] == "input space"
     assert table.loc["gradcam", "loc_err_15"].endswith("(n = 8)")
     assert table.loc[FULL_IMAGE, "loc_err_15"].startswith("100.0 [")
