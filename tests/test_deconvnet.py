@@ -180,3 +180,15 @@ def test_projection_depends_on_the_image_only_through_max_pool_switches():
     for net, layer in [(tiny_vgg(), "7"), (tiny_vgg(nn.ReLU6), "7")]:
         assert has_switches(net, layer)
         assert not has_switches(net, "1")
+
+
+def test_cam_methods_deconvnet_map_is_one_map_per_class_on_efficientnet():
+    # what the cam_methods tables say of their deconvnet row: on a switchless network the image does not enter
+    from cnnvis.cams import make_method
+
+    lite0 = build_model("efficientnet_lite0", pretrained=True, input_size=64).eval()
+    torch.manual_seed(1)
+    with make_method("deconvnet", lite0) as deconvnet:
+        maps = deconvnet.attribute(torch.rand(2, 3, 64, 64), torch.tensor([5, 5]))
+    assert maps.abs().max() > 0 and torch.equal(maps[0], maps[1])
+    assert not has_switches(lite0, "fc")
