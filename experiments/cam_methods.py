@@ -326,7 +326,7 @@ def main(cfg, out):
         k = min(ecfg.figure_images, len(x))
         captions = [f"{classes[labels[i]][:14]} -> {names[targets[i]].split(',')[0][:14]}" for i in range(k)]
         if not switches:  # the deconvnet's map ignores the image here: say so on the figure
-            shown = {("deconvnet (fixed map: no switches)" if m == "deconvnet" else m): a for m, a in shown.items()}
+            shown = {("deconvnet\n(fixed map:\nno switches)" if m == "deconvnet" else m): a for m, a in shown.items()}
         out.figure(method_grid(x[:k], shown, f"{cfg.model.name} layer {ecfg.layer}: maps of the top-1 class "
                                f"({name}{'; green: object box, red: 15% box' if boxes is not None else ''})",
                                captions, None if boxes is None else boxes[:k],
