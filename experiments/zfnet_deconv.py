@@ -101,7 +101,8 @@ def main(cfg, out):
                     "below this layer: a deconvnet projection would not depend on the image)")
         fig = top9_figure(shown, f"{cfg.model.name} ({weights}) {name}: top-{t.k} activations of {len(shown)} "
                           f"feature maps over {len(images)} {images.name} images\n{shown_as}; field {geo.field[0]} px, "
-                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own")
+                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own",
+                          projection_heading="deconvnet projections" if switches else "guided backprop projections")
         out.figure(fig, f"{name}")
         purity = [label_purity(labels[t.image_index[c].numpy()]) for c in range(len(t.values))] if has_labels else [np.nan]
         rows.append({
