@@ -1,6 +1,7 @@
-"""Girshick et al. 2014 (R-CNN) Fig. 4: the top image patches of units of the last conv / pool layer
-across a dataset, one row per unit."""
+"""Girshick et al. 2014 (R-CNN) Fig. 4: the top image patches of units of a layer whose receptive field is a
+patch of the image (pool5 for AlexNet / ZFNet / VGG16; stage4 for EfficientNet-Lite0), one row per unit."""
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,11 +17,12 @@ from cnnvis.runner import images_from_config, model_from_config, resolve_device
 
 from experiments.zfnet_deconv import chance_purity, label_purity, pick_maps
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Config(ExperimentConfig):
-    layer: Optional[str] = None  # None: the model's last conv / pool layer (pool5, layer4, EfficientNet head pre-ReLU6)
+    layer: Optional[str] = None  # None: the model's 'patches' role, a layer whose receptive field is a patch
     units: Optional[list[int]] = None  # None: a seeded random pick of n_units among those that fire
     n_units: int = 6  # the paper's six rows
     k: int = 16  # the paper's top 16 regions per unit
@@ -35,11 +37,15 @@ def main(cfg, out):
     model = model_from_config(cfg, device)
     layer = resolve_layers(model, e.layer, "patches", "experiment.layer")
     size = cfg.model.input_size
+    if geometry(model, layer, size).field[0] >= size:
+        log.warning("%s's receptive field covers the whole %d px image: its 'patches' are whole images; "
+                    "set experiment.layer to an earlier layer for patches", layer, size)
     t = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size)[layer]
     geo = geometry(model, layer, size)
     rng = np.random.default_rng(cfg.seed)
     labels = np.asarray(images.labels)
     names = [images.classes[y] if y >= 0 else "-" for y in labels]
+    last = [n for n, path in model.layers.items() if path.startswith("features.")][-1]
     rows, table = [], []
     for unit in pick_maps(t, min(e.n_units, 2) if cfg.smoke else e.n_units, rng, e.units):
         idx = t.image_index[unit].numpy()
@@ -60,7 +66,8 @@ def main(cfg, out):
     chance = chance_purity(labels, t.k, rng) if (labels >= 0).all() else float("nan")
     out.table(pd.DataFrame(table), "units", title=f"Top-{t.k} patches of {layer} units: {cfg.model.name} on {images.name}",
               notes=NOTES.format(model=cfg.model.name, weights=weights, layer=layer, k=t.k, n=len(images), data=images.name,
-                                 field=geo.field[0], size=size, stride=geo.stride[0], chance=chance))
+                                 field=geo.field[0], size=size, stride=geo.stride[0], chance=chance,
+                                 share=min(geo.field[0], size) / size, last=last, last_field=geometry(model, last, size).field[0]))
     return {"images": len(images), "mean_class_purity": float(np.nanmean([r["class purity"] for r in table])),
             "chance_purity": chance}
 
@@ -75,6 +82,7 @@ texture, rather than in this number).
 Paper (Girshick et al. 2014, Fig. 4): AlexNet fine-tuned on VOC 2007, pool5 units (6x6x256; each sees 195x195
 of the 227x227 input), top 16 of about 10 million region proposals of VOC 2007 test, no number reported.
 We mine whole images, not region proposals, so a patch is the unit's receptive field in the image rather than
-in a warped proposal; where the field covers the whole image (EfficientNet-Lite0's head) the "patches" are
-the top images of the unit.
+in a warped proposal. The layer is chosen so that the field is a patch, as pool5's is ({field} of {size} px
+here, {share:.0%} of the image's side; pool5: 195 of 227, 86 %); {model}'s last conv layer ({last}) sees
+{last_field} px, so at {size} px its "patches" would be whole images.
 """

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from cnnvis.config import ExperimentConfig
-from cnnvis.deconvnet import METHODS, deconv_project
+from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
 from cnnvis.mining import TopK, top_activations
 from cnnvis.models import resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
@@ -70,24 +70,33 @@ def main(cfg, out):
     rows, metrics = [], {}
     for name in layers:
         t, geo = top[name], geometry(model, name, size)
+        switches = has_switches(model, name, (3, size, size))
         shown = []
         for ch in pick_maps(t, maps_per_layer, rng, e.channels):
             idx, ys, xs = t.image_index[ch], t.y[ch], t.x[ch]
             x = images.tensors(idx.numpy(), size).to(device)
-            proj = deconv_project(model, x, name, ch, location=torch.stack([ys, xs], 1), method=e.method).cpu()
+            where = torch.stack([ys, xs], 1)
+            if switches:
+                proj = deconv_project(model, x, name, ch, location=where, method=e.method).cpu()
+            else:  # a deconvnet projection would ignore the image: guided backprop, as Springenberg et al.
+                proj = guided_project(model, x, name, ch, location=where).cpu()
             boxes = [geo.box(int(y), int(xx)) for y, xx in zip(ys, xs)]
             shown.append({
                 "channel": ch,
                 "projections": [projection_tile(crop_patch(p, b), e.tile) for p, b in zip(proj, boxes)],
                 "patches": [square_tile(crop_patch(img, b), e.tile) for img, b in zip(x.cpu(), boxes)],
             })
+        shown_as = ("deconvnet projections" if switches else "GUIDED BACKPROP, not deconvnet (no max-pool switches "
+                    "below this layer: a deconvnet projection would not depend on the image)")
         fig = top9_figure(shown, f"{cfg.model.name} ({weights}) {name}: top-{t.k} activations of {len(shown)} "
-                          f"feature maps over {len(images)} {images.name} images\n(field {geo.field[0]} px, "
-                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own)")
+                          f"feature maps over {len(images)} {images.name} images\n{shown_as}; field {geo.field[0]} px, "
+                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own",
+                          projection_heading="deconvnet projections" if switches else "guided backprop projections")
         out.figure(fig, f"{name}")
         purity = [label_purity(labels[t.image_index[c].numpy()]) for c in range(len(t.values))] if has_labels else [np.nan]
         rows.append({
-            "layer": name, "feature maps": len(t.values), "map size": f"{geo.rows.size}x{geo.cols.size}",
+            "layer": name, "projection": "deconvnet (switches)" if switches else "guided backprop (no switches)",
+            "feature maps": len(t.values), "map size": f"{geo.rows.size}x{geo.cols.size}",
             "receptive field (px)": geo.field[0], "stride (px)": geo.stride[0],
             "maps firing in all top-k": int((t.values[:, -1] > 0).sum()),
             "top-k class purity (ours)": float(np.mean(purity)), "chance purity": chance,
@@ -106,7 +115,11 @@ averaged over all maps of the layer; *chance*: the same for k images drawn at ra
 Zeiler & Fergus give no number for Fig. 2 (they show 9 projections per map over the 50,000 ImageNet
 validation images for their trained ZFNet); the purity is our measure of the grouping they describe.
 Receptive fields are the theoretical ones from the layer geometry (patches are clipped to the image).
-EfficientNet-Lite0 has no max-pooling and uses ReLU6 and residual blocks, so its projections go through
-autograd with the deconvnet rule at every rectifier; a trained ZFNet checkpoint (model=zfnet
-model.checkpoint=PATH) uses the paper's switch-based deconvnet instead.
+Column *projection*: on a layer with max-pooling below it the figure shows the paper's deconvnet (switch-based
+where the network is a plain chain, else autograd with the deconvnet rule at every rectifier). Below a layer
+without max-pooling (all of EfficientNet-Lite0: strided convs, ReLU6, BatchNorm in eval, residual sums; ZFNet's
+conv1) the deconvnet is a fixed linear map of the seed that does not depend on the image (Mahendran & Vedaldi
+2016), so the figure shows guided backpropagation instead (Springenberg et al. 2015, proposed for this case),
+seeded the same way and titled as such. A trained ZFNet checkpoint (model=zfnet model.checkpoint=PATH) shows
+the deconvnet from conv2 up.
 """

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cnnvis.deconvnet import deconv_project, switch_chain
+from cnnvis.deconvnet import deconv_project, has_switches, switch_chain
 from cnnvis.models import build_model, zfnet
 from cnnvis.receptive_field import receptive_field
 
@@ -132,7 +132,7 @@ def test_deconvnet_rule_holds_at_relu6_and_functional_relu():
 
 def test_bad_arguments_fail_clearly():
     net, x = tiny_vgg().eval(), torch.rand(1, 3, 20, 20)
-    with pytest.raises(KeyError, match="Valid layer names"):
+    with pytest.raises(KeyError, match="(?i)valid layer names"):
         deconv_project(net, x, "conv9", 0)
     with pytest.raises(IndexError, match="5 channels"):
         deconv_project(net, x, "7", 9)
@@ -152,3 +152,43 @@ def test_zfnet_deconv_end_to_end(tmp_path):
     out = tmp_path / "zfnet_deconv"
     assert (out / "conv1.png").stat().st_size > 1000 and (out / "conv5.png").stat().st_size > 1000
     assert "receptive field" in (out / "layers.md").read_text() and (out / "run.json").exists()
+
+
+def per_seed_projection(model, x, layer):
+    """Projections of one (channel, y, x) that fires in every image, each divided by its seed's value."""
+    from cnnvis.hooks import activations
+
+    act = activations(model, x, [layer])[layer]
+    c, y, xx = [int(i) for i in torch.nonzero(act.amin(0) > 0.1)[0]]
+    proj = deconv_project(model, x, layer, c, location=(y, xx))
+    return proj / act[:, c, y, xx].view(-1, 1, 1, 1)
+
+
+def test_projection_depends_on_the_image_only_through_max_pool_switches():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    lite0 = build_model("efficientnet_lite0", pretrained=True, input_size=64).eval()
+    assert not has_switches(lite0, "stage4")
+    with pytest.warns(UserWarning, match="does not depend on the image"):
+        unit = per_seed_projection(lite0, x, "stage4")
+    assert unit.abs().max() > 0
+    torch.testing.assert_close(unit[0], unit[1], rtol=1e-4, atol=1e-6 * unit.abs().max().item())
+    zf = zfnet(input_size=64, fc_widths=(8, 8)).eval()
+    assert has_switches(zf, "conv2") and not has_switches(zf, "conv1")
+    unit = per_seed_projection(zf, x, "conv2")
+    assert (unit[0] - unit[1]).abs().max() > 0.1 * unit.abs().max()
+    for net, layer in [(tiny_vgg(), "7"), (tiny_vgg(nn.ReLU6), "7")]:
+        assert has_switches(net, layer)
+        assert not has_switches(net, "1")
+
+
+def test_cam_methods_deconvnet_map_is_one_map_per_class_on_efficientnet():
+    # what the cam_methods tables say of their deconvnet row: on a switchless network the image does not enter
+    from cnnvis.cams import make_method
+
+    lite0 = build_model("efficientnet_lite0", pretrained=True, input_size=64).eval()
+    torch.manual_seed(1)
+    with make_method("deconvnet", lite0) as deconvnet:
+        maps = deconvnet.attribute(torch.rand(2, 3, 64, 64), torch.tensor([5, 5]))
+    assert maps.abs().max() > 0 and torch.equal(maps[0], maps[1])
+    assert not has_switches(lite0, "fc")

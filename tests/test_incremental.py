@@ -139,7 +139,7 @@ def test_unknown_layer_warns_once_and_stays_exact():
 
 def test_unknown_layer_name_lists_valid_ones():
     model = build_model("zfnet", input_size=64)
-    with pytest.raises(KeyError, match="Valid layer names: conv1"):
+    with pytest.raises(KeyError, match="(?i)valid layer names: conv1"):
         IncrementalOcclusion(model, torch.rand(3, 64, 64), "conv9")
 
 

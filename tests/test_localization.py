@@ -72,3 +72,24 @@ def test_deletion_and_insertion_curves_against_a_pixel_loop():
         torch.testing.assert_close(curve, torch.stack(expected))
     assert loc.auc(torch.linspace(0, 1, 11)) == pytest.approx(0.5)
     assert loc.auc(torch.ones(5)) == pytest.approx(1.0)
+
+
+def test_trivial_baseline_boxes_by_hand():
+    # a 100x200 (H x W) image; boxes 20x40 and 60x80 (W x H): the left-out mean of the first is the second's size
+    boxes = np.array([[0, 0, 20, 40], [10, 10, 70, 90], [50, 20, 90, 60]], dtype=float)
+    np.testing.assert_array_equal(loc.full_image_box(100, 200), [0, 0, 200, 100])
+    centred = loc.centre_boxes_left_out(boxes, 100, 200)
+    # image 0: mean of the others' widths (60, 40) = 50, heights (80, 40) = 60 -> centred at (100, 50)
+    np.testing.assert_allclose(centred[0], [75, 20, 125, 80])
+    # image 2: widths (20, 60) -> 40, heights (40, 80) -> 60
+    np.testing.assert_allclose(centred[2], [80, 20, 120, 80])
+    assert loc.iou(loc.full_image_box(100, 200), [0, 0, 200, 100]) == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        loc.centre_boxes_left_out(boxes[:1], 100, 200)
+
+
+def test_centre_point_map_points_at_the_centre():
+    m = loc.centre_point_map(9, 11)
+    assert np.unravel_index(int(m.argmax()), m.shape) == (4, 5)
+    assert loc.pointing_hit(m, [5, 4, 6, 5], tolerance=0)  # the centre pixel's box
+    assert not loc.pointing_hit(m, [0, 0, 2, 2], tolerance=2)

@@ -64,7 +64,7 @@ def test_image_set_input_and_small_datasets():
     assert sorted(top.image_index[0].tolist()) == list(range(5))  # one entry per image
     direct = top_activations(net, images.tensors(None, 12), "3", k=9, progress=False)["3"]
     assert torch.equal(top.values, direct.values)
-    with pytest.raises(KeyError, match="Valid layer names"):
+    with pytest.raises(KeyError, match="(?i)valid layer names"):
         top_activations(net, images, "conv9")
 
 

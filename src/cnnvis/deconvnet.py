@@ -14,13 +14,23 @@ max-pool the two ways give the same result: the gradient of max-pooling *is* unp
 and the gradient of a convolution *is* filtering with the transposed filters.
 
     proj = deconv_project(model, images, "conv5", channel=17)   # (N, 3, H, W), each image's strongest unit
+
+Without max-pooling between the input and the layer (EfficientNet-Lite0: strided convs, ReLU6, BatchNorm in
+eval, residual sums) nothing in the backward pass depends on the image: the deconvnet rule rectifies the
+signal whatever the forward pass did, and every other step is linear. The projection is then one fixed linear
+map of the seed (Mahendran & Vedaldi 2016): it changes with the seed's location and scales with its value,
+never with the image. ``deconv_project`` warns in that case; ``has_switches`` tells callers beforehand, so
+they can show guided backpropagation (Springenberg et al. 2015), which keeps the forward pass's mask, instead.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from cnnvis.hooks import forward_recorded, record_activations
 from cnnvis.models import ImageClassifier, Normalize, get_layer
@@ -52,6 +62,33 @@ def switch_chain(model: nn.Module, layer: str) -> list[nn.Module] | None:
     return None
 
 
+class _MaxPoolCalls(TorchFunctionMode):
+    """Counts max-pool calls (modules and functional alike) during a forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += "max_pool" in getattr(func, "__name__", "")
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def has_switches(model: nn.Module, layer: str, input_shape: tuple[int, int, int] | None = None) -> bool:
+    """Whether a max-pool runs between the input and ``layer``: only then does a deconvnet projection depend
+    on the image (through the pooling switches); without one it is a fixed linear map of the seed.
+    ``input_shape``: (C, H, W) of one input (default: the first conv's channels at the model's input size)."""
+    get_layer(model, layer)  # unknown names fail listing the valid ones
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    size = getattr(model, "input_size", 224)
+    shape = input_shape or (first.in_channels, size, size)
+    x = torch.zeros(1, *shape, dtype=first.weight.dtype, device=first.weight.device)
+    with _MaxPoolCalls() as mode, record_activations(model, layer, stop_early=True) as store:
+        forward_recorded(model, x, store)
+    return mode.calls > 0
+
+
 def deconv_project(model: nn.Module, images: torch.Tensor, layer: str, channel: int, location=None,
                    method: str = "auto") -> torch.Tensor:
     """Project one activation of ``channel`` at ``layer`` back to pixel space, per image.
@@ -70,6 +107,12 @@ def deconv_project(model: nn.Module, images: torch.Tensor, layer: str, channel: 
         raise ValueError(
             f"the switch-based deconvnet needs a chain of {', '.join(m.__name__ for m in SWITCH_MODULES)} from the "
             f"input to {layer!r}, which {type(model).__name__} is not; use method='autograd' (or 'auto')")
+    if not has_switches(model, layer, tuple(images.shape[1:])):
+        warnings.warn(
+            f"deconvnet at {layer!r} of {type(model).__name__}: no max-pool switches between the input and this "
+            "layer, so the projection is a fixed linear map of the seed that does not depend on the image, only on "
+            "the seed's location (Mahendran & Vedaldi 2016); guided backpropagation (cnnvis.cams.GuidedBackprop, "
+            "Springenberg et al. 2015) is the image-dependent alternative", stacklevel=2)
     if chain is not None:
         return _project_with_switches(chain, images, channel, location)
     return _project_with_autograd(model, images, layer, channel, location)
@@ -126,9 +169,17 @@ def _project_with_switches(chain: list[nn.Module], images: torch.Tensor, channel
     return signal
 
 
-def _project_with_autograd(model: nn.Module, images: torch.Tensor, layer: str, channel: int, location) -> torch.Tensor:
+def guided_project(model: nn.Module, images: torch.Tensor, layer: str, channel: int, location=None) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015) of one activation, seeded as ``deconv_project``: the
+    deconvnet rule plus the forward pass's ReLU mask, so it depends on the image even without max-pool switches."""
+    get_layer(model, layer)
+    return _project_with_autograd(model, images, layer, channel, location, rule="guided")
+
+
+def _project_with_autograd(model: nn.Module, images: torch.Tensor, layer: str, channel: int, location,
+                           rule: str = "deconvnet") -> torch.Tensor:
     x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), rectifier_rule("deconvnet"), \
+    with torch.enable_grad(), rectifier_rule(rule), \
             record_activations(model, layer, stop_early=True, detach=False) as store:
         forward_recorded(model, x, store)
         act = store[layer]

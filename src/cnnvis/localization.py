@@ -101,3 +101,35 @@ def auc(curve: torch.Tensor) -> float:
     """Area under a curve sampled at equal steps over [0, 1] (trapezoid, RISE's)."""
     curve = curve.double()
     return float((curve.sum() - curve[0] / 2 - curve[-1] / 2) / (len(curve) - 1))
+
+
+# Trivial baselines: what a box or a point gets without looking at the image.
+
+def full_image_box(height: int, width: int) -> np.ndarray:
+    return np.array([0, 0, width, height], dtype=np.float64)
+
+
+def centre_box(height: int, width: int, box_height: float, box_width: float) -> np.ndarray:
+    """A ``box_height`` x ``box_width`` box centred in the image."""
+    cy, cx = height / 2, width / 2
+    return np.array([cx - box_width / 2, cy - box_height / 2, cx + box_width / 2, cy + box_height / 2])
+
+
+def centre_boxes_left_out(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """For each image, the centred box whose width and height are the mean over the *other* images' boxes
+    (leave-one-out, so no image's own box informs its baseline)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if len(boxes) < 2:
+        raise ValueError("the leave-one-out centre box needs at least 2 boxed images")
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    mean_w = (w.sum() - w) / (len(w) - 1)
+    mean_h = (h.sum() - h) / (len(h) - 1)
+    return np.stack([centre_box(height, width, bh, bw) for bh, bw in zip(mean_h, mean_w)])
+
+
+def centre_point_map(height: int, width: int) -> torch.Tensor:
+    """A map whose maximum is the image's centre (a cone): the pointing game's centre-point baseline, and a
+    map that ranks pixels by distance from the centre for the faithfulness metrics."""
+    ys = torch.arange(height, dtype=torch.float32) + 0.5 - height / 2
+    xs = torch.arange(width, dtype=torch.float32) + 0.5 - width / 2
+    return -torch.hypot(ys[:, None], xs[None, :])

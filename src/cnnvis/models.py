@@ -96,7 +96,7 @@ ROLE_MEANINGS = {
     "layercam": "LayerCAM's fused layers, shallow to deep",
     "activation_max": "layers whose channels activation maximization visualizes",
     "stages": "every stage, input to output (layer-wise linear probes)",
-    "patches": "Girshick Fig. 4's unit layer: the last conv / pool layer",
+    "patches": "Girshick Fig. 4's unit layer: the last layer whose receptive field is still a patch of the image",
 }
 CONV_STACK_ROLES = {
     "early": "conv1", "last_conv": "conv5", "late": "fc7", "correspondence": ["conv3", "conv5", "fc7"],
@@ -122,7 +122,7 @@ EFFICIENTNET_LITE0_ROLES = {
     "activation_max": ["stage2", "stage4", "stage6"],
     "stages": ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"],
     # the head conv before its ReLU6, whose cap at 6 would tie the strongest activations
-    "patches": "features.head.bn",
+    "patches": "stage4",  # 147 px at 224; the head sees 851 px, the whole image
 }
 
 

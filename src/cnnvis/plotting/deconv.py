@@ -39,7 +39,8 @@ def mosaic(tiles: list[np.ndarray], cols: int, pad: int = 1, fill: float = 1.0) 
     return out
 
 
-def top9_figure(maps: list[dict], title: str, maps_per_row: int | None = None):
+def top9_figure(maps: list[dict], title: str, maps_per_row: int | None = None,
+                projection_heading: str = "deconvnet projections"):
     """ZF Fig. 2 for one layer: left, per feature map a 3x3 grid of its top-9 projections; right, the
     3x3 grid of the image patches under them, in the same arrangement. ``maps``: dicts with ``channel``,
     ``projections`` and ``patches`` (lists of (s, s, 3) tiles, strongest first)."""
@@ -50,7 +51,7 @@ def top9_figure(maps: list[dict], title: str, maps_per_row: int | None = None):
     side = blocks["patches"][0].shape[0]
     gutter = max(4, side // 12)
     fig, axes = plt.subplots(1, 2, figsize=(2 * (0.6 + 1.9 * cols), 0.9 + 1.9 * rows))
-    for ax, key, heading in zip(axes, ("projections", "patches"), ("deconvnet projections", "image patches")):
+    for ax, key, heading in zip(axes, ("projections", "patches"), (projection_heading, "image patches")):
         ax.imshow(mosaic(blocks[key] + [np.ones_like(blocks[key][0])] * (rows * cols - len(maps)), cols, gutter))
         for i, m in enumerate(maps):
             r, c = divmod(i, cols)
