@@ -16,6 +16,7 @@ from cnnvis.config import check_config
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import build_model
 from cnnvis.results import Results, remove_if_only_hydra_files, write_run_json
+from cnnvis.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def run_experiment(cfg: DictConfig) -> dict:
         check_config(cfg)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
+        threads = apply_threads(cfg.threads)
         module = importlib.import_module(f"experiments.{cfg.experiment.name}")
-        log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
+        log.info("experiment %s on %s (%d threads) -> %s", cfg.experiment.name, device, threads, out_dir)
         metrics = module.main(cfg, Results(out_dir)) or {}
     except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
         remove_if_only_hydra_files(out_dir)
