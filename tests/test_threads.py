@@ -110,3 +110,18 @@ def test_import_sets_passive_wait_unless_user_set_it(user_value, expected):
     code = "import cnnvis, os; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+
+def test_root_config_has_threads_key():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from cnnvis.config import Config
+
+    schema = OmegaConf.structured(Config)
+    assert schema.threads is None  # automatic by default
+    assert OmegaConf.merge(schema, {"threads": 3}).threads == 3
+    with pytest.raises(ValidationError):
+        OmegaConf.merge(schema, {"threads": "many"})
+    assert OmegaConf.load(os.path.join(REPO, "conf", "config.yaml")).threads is None
