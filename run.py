@@ -5,10 +5,14 @@ Configs live in conf/ (groups experiment/, model/, dataset/); each experiment is
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from cnnvis.threads import default_passive_wait
 
-from cnnvis.config import register_configs
+default_passive_wait()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, when it loads
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from cnnvis.config import register_configs  # noqa: E402
 
 register_configs()
 

@@ -298,8 +298,9 @@ def with_paper_numbers(df: pd.DataFrame) -> pd.DataFrame:
 
 def main(cfg, out):
     ecfg = cfg.experiment
-    if cfg.smoke:  # seconds, not minutes: few curve points, one Score-CAM image
+    if cfg.smoke:  # seconds, not minutes: few curve points, one Score-CAM image, 64 px (each pass ~9x cheaper)
         ecfg.curve_images, ecfg.curve_steps, ecfg.scorecam_images = min(ecfg.curve_images, 2), 4, 1
+        cfg.model.input_size = min(cfg.model.input_size, 64)
     unknown = sorted(set(ecfg.methods) - set(ALL_METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(ALL_METHODS)}")

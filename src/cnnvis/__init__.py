@@ -16,6 +16,10 @@ Names are imported on first use, so ``import cnnvis`` pulls in neither matplotli
 
 from importlib import import_module
 
+from cnnvis.threads import default_passive_wait
+
+default_passive_wait()  # before torch loads OpenMP: idle threads sleep, so a busy machine is not 100x slower
+
 # public name -> the module that defines it
 _EXPORTS = {
     "models": ["build_model", "layer_role", "layer_names", "get_layer", "weights_description", "ROLE_MEANINGS"],

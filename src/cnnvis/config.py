@@ -68,6 +68,7 @@ class Config:
     seed: int = 0
     smoke: bool = False  # a sliver of the data, end to end, in seconds
     device: str = "auto"  # auto: cuda when available, else cpu
+    threads: Optional[int] = None  # torch intra-op threads; None: CPU affinity / cgroup quota / OMP_NUM_THREADS
 
 
 def experiment_names() -> list[str]:

@@ -29,6 +29,7 @@ from cnnvis.config import check_config
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import build_model
 from cnnvis.results import Results, git_commit, write_run_json
+from cnnvis.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,9 @@ def run_experiment(cfg: DictConfig) -> dict:
         check_config(cfg)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
+        threads = apply_threads(cfg.threads)
         module = importlib.import_module(f"experiments.{cfg.experiment.name}")
-        log.info("experiment %s on %s", cfg.experiment.name, device)
+        log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
         metrics = module.main(cfg, Results(staged)) or {}
     except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
         if not sweep_job:
