@@ -327,7 +327,7 @@ def main(cfg, out):
         scores, seconds, shown, predicted = score_dataset(model, scorer, x, targets, list(ecfg.methods), ecfg, boxes,
                                                           name)
         names = imagenet_classes()
-        k = min(ecfg.figure_images, len(x))
+        k = min(ecfg.figure_images, len(x), *(len(a) for a in shown.values()))  # Score-CAM may map fewer images
         captions = [f"{classes[labels[i]][:14]} -> {names[targets[i]].split(',')[0][:14]}" for i in range(k)]
         if not switches:  # the deconvnet's map ignores the image here: say so on the figure
             shown = {("deconvnet\n(fixed map:\nno switches)" if m == "deconvnet" else m): a for m, a in shown.items()}
