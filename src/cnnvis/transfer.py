@@ -188,15 +188,21 @@ def caltech_folds(labels, train_per_class: int, test_per_class: int | None, fold
     return [per_class_split(labels, train_per_class, test_per_class, fold, seed) for fold in range(folds)]
 
 
+def scored_folds(labels, train_per_class: int, test_per_class: int | None, folds: int, seed: int = 0):
+    """``caltech_folds``, failing clearly where a fold leaves no test image to score."""
+    for train, test in caltech_folds(labels, train_per_class, test_per_class, folds, seed):
+        if len(test) == 0:
+            raise ValueError(f"no test images left with {train_per_class} training images per class: "
+                             f"lower train_per_class or use a dataset with more images per class")
+        yield train, test
+
+
 def fold_accuracies(features: np.ndarray, labels, train_per_class: int, test_per_class: int | None,
                     folds: int, classifier: str = "softmax", C: float = 1.0, seed: int = 0) -> list[float]:
     """Mean per-class test accuracy of a classifier trained on each fold's training images."""
     labels = np.asarray(labels)
     scores = []
-    for train, test in caltech_folds(labels, train_per_class, test_per_class, folds, seed):
-        if len(test) == 0:
-            raise ValueError(f"no test images left with {train_per_class} training images per class: "
-                             f"lower train_per_class or use a dataset with more images per class")
+    for train, test in scored_folds(labels, train_per_class, test_per_class, folds, seed):
         clf = make_classifier(classifier, C, seed).fit(features[train], labels[train])
         scores.append(mean_class_accuracy(labels[test], clf.predict(features[test])))
     return scores
@@ -231,10 +237,7 @@ def cv_fold_accuracies(features: np.ndarray, labels, train_per_class: int, test_
     trained on all of them and scored on the fold's test images (which never take part in the choice)."""
     labels = np.asarray(labels)
     out = []
-    for train, test in caltech_folds(labels, train_per_class, test_per_class, folds, seed):
-        if len(test) == 0:
-            raise ValueError(f"no test images left with {train_per_class} training images per class: "
-                             f"lower train_per_class or use a dataset with more images per class")
+    for train, test in scored_folds(labels, train_per_class, test_per_class, folds, seed):
         C, _ = choose_C(features[train], labels[train], classifier, C_grid, cv, seed)
         clf = make_classifier(classifier, C, seed).fit(features[train], labels[train])
         out.append((mean_class_accuracy(labels[test], clf.predict(features[test])), C))
