@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from cnnvis.ablations import conv1_variant
 from cnnvis.config import REPO, check_config, experiment_names, register_configs
 from cnnvis.results import Results, git_commit, markdown_table, provenance_problems, sweep_destination
 from cnnvis.runner import destination, place, weights_source, what_changed
@@ -168,10 +170,15 @@ def test_runs_route_by_what_they_compute_and_replace_their_folder_whole(tmp_path
     stale = tmp_path / "results" / "filters" / "stale_from_an_earlier_run.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old figure")
+    ablation = tmp_path / "data" / "checkpoints" / "zfnet-alexnet-conv1_caltech101-test"  # filters' Fig. 3 reads it
+    ablation.mkdir(parents=True)
+    torch.save({"model": conv1_variant("alexnet_conv1", 4, 112, 0.25).state_dict(), "seed": 0, "epoch": 1},
+               ablation / "last.pt")
     canonical = run_py("experiment=filters", "device=cpu", cwd=tmp_path)
     assert canonical.returncode == 0, canonical.stderr[-3000:]
     out = tmp_path / "results" / "filters"
     assert not stale.exists() and (out / "conv1_filters.png").is_file() and (out / ".hydra" / "config.yaml").is_file()
+    assert (out / "krizhevsky_fig3_conv1.png").is_file()
     assert "done in" in (out / "run.log").read_text()
     record = json.loads((out / "run.json").read_text())
     assert record["canonical"] is True and record["changed"] == []
