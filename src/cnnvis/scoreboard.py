@@ -39,11 +39,12 @@ GALLERY = [
     ("trained_zfnet/zfnet_deconv", "conv5.png", "Zeiler & Fergus 2014, Fig. 2"),
     ("zfnet_evolution", "evolution.png", "Zeiler & Fergus 2014, Fig. 4"),
     ("zfnet_conv1_ablation", "conv1_filters.png", "Zeiler & Fergus 2014, Fig. 6"),
-    ("filters", "conv1_filters.png", "Krizhevsky et al. 2012, Fig. 3"),
+    ("filters", "krizhevsky_fig3_conv1.png", "Krizhevsky et al. 2012, Fig. 3"),
     ("rcnn_patches", "top_patches.png", "Girshick et al. 2014, Fig. 4"),
     ("cam_gap", "cam_maps.png", "Zhou et al. 2016, Fig. 3"),
     ("cam_methods", "imagenet_grid.png", "Selvaraju et al. 2017, Fig. 1"),
     ("activation_max", "classes_efficientnet_lite0.png", "Simonyan et al. 2013, Fig. 1"),
+    ("lucid/activation_max", "units_efficientnet_lite0.png", "Olah et al. 2017, Feature Visualization"),
     ("caltech_transfer", "accuracy_vs_train_size.png", "Zeiler & Fergus 2014, Fig. 9"),
 ]
 
