@@ -19,7 +19,6 @@ NOT_YET_REGENERATED = {
     "activation_max/multirun/experiment.preset=yosinski4/run.json",
     "activation_max/run.json",
     "caltech_transfer/run.json",
-    "cam_methods/run.json",
     "rcnn_patches/run.json",
     "resnet18_finetune/run.json",
     "zfnet_arch_ablation/run.json",
