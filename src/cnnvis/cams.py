@@ -215,7 +215,8 @@ class Attribution:
                     grads = [torch.zeros_like(a) for a in acts]
         finally:
             self._graph_from_first_hook = False
-        reshape = self.reshape or (lambda t: t)  # a permutation or selection of positions: grads follow it
+        # ViT / Swin reshapes only select and permute positions, so the gradient of the map is the reshaped gradient
+        reshape = self.reshape or (lambda t: t)
         acts = [reshape(a.detach()) for a in acts]
         return acts, [reshape(g.detach()) for g in grads], scores.detach(), target
 
@@ -337,9 +338,12 @@ class ScoreCAM(_ChannelWeightedCAM):
         if self.fast:  # a fresh copy per image: the model's weights may have changed since the last call
             net, layout = fold_batchnorm(self.model).to(memory_format=torch.channels_last), torch.channels_last
         scores = torch.empty(acts.shape[1], device=x.device)
+
         def score(images):  # the target's score of each masked image
             outputs = net(images.contiguous(memory_format=layout))
-            return outputs[:, target[0]] if isinstance(target, torch.Tensor) else target_scores(outputs, target[:1] * len(images))
+            if isinstance(target, torch.Tensor):
+                return outputs[:, target[0]]
+            return target_scores(outputs, target[:1] * len(images))
 
         if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
             scores[hi <= lo] = score(torch.zeros_like(x))[0]

@@ -504,6 +504,8 @@ def vit_b_16(num_classes=1000, pretrained=False, input_size=224):
     if pretrained:
         state = _torchvision_weights("vit_b_16")
         net.load_state_dict(interpolate_embeddings(input_size, 16, state) if input_size != 224 else state)
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.heads.head = nn.Linear(net.heads.head.in_features, num_classes)
     return vit_classifier(net, input_size)
 
 
@@ -512,6 +514,8 @@ def swin_t(num_classes=1000, pretrained=False, input_size=224):
     net = torchvision.models.swin_t()
     if pretrained:
         net.load_state_dict(_torchvision_weights("swin_t"))
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.head = nn.Linear(net.head.in_features, num_classes)
     return swin_classifier(net, input_size)
 
 
@@ -587,17 +591,15 @@ def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_s
     builder, weights_name, dataset, classes = TORCHVISION_BEYOND[name]
     if num_classes == 1000:  # the harness's default (ImageNet's count): the weights' own count
         num_classes = classes
+    new_head = name in ("vit_b_16", "swin_t")  # classifiers take the weights, then a new head for other counts
+    fits = new_head or num_classes == classes
     if pretrained is None:
-        pretrained = checkpoint is None and _cached_weights_file(name, weights_name).exists()
+        pretrained = checkpoint is None and fits and _cached_weights_file(name, weights_name).exists()
     pretrained = bool(pretrained) and checkpoint is None
-    if pretrained and num_classes != classes:
+    if pretrained and not fits:
         raise ValueError(f"{name}'s {dataset} weights have {classes} classes, not {num_classes}: set "
                          f"model.num_classes={classes} (or model.pretrained=false)")
-    model = builder(num_classes=num_classes if name not in ("vit_b_16", "swin_t") else 1000,
-                    pretrained=pretrained, input_size=input_size)
-    if model.task == "classification" and num_classes != model.head.out_features:
-        parent = model.net.heads if name == "vit_b_16" else model.net
-        setattr(parent, "head", nn.Linear(model.head.in_features, num_classes))
+    model = builder(num_classes=num_classes, pretrained=pretrained, input_size=input_size)
     if checkpoint:
         model.load_state_dict(load_checkpoint_state(checkpoint))
     model.weights_source = (f"checkpoint {checkpoint}" if checkpoint else
