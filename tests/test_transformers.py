@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer
 
 from cnnvis import cams
-from cnnvis.models import build_model, get_layer, swin_classifier, vit_classifier
+from cnnvis.models import build_model, get_layer, swin_classifier, vit_classifier, weights_description
 from test_cams import assert_nontrivial
 
 SIZE = 32
@@ -171,6 +171,7 @@ def test_cached_weights_load_and_a_missing_file_is_named(tmp_path, monkeypatch):
         assert model.weights_source == "COCO-VOC weights (torchvision COCO_WITH_VOC_LABELS_V1)"
         loaded = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
         assert all(torch.equal(v, state[k].expand_as(v).to(v.dtype)) for k, v in loaded.items())
+    assert weights_description(name, True) == "COCO-VOC weights (torchvision COCO_WITH_VOC_LABELS_V1)"
     with pytest.raises(ValueError, match="model.num_classes=21"):
         build_model(name, num_classes=5, pretrained=True)
     assert build_model(name, num_classes=5).weights_source == "random init"  # a new class count: no weights fit

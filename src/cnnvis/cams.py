@@ -205,9 +205,10 @@ class Attribution:
                 acts = [self.activations[name] for name in self.layers]
                 for name, act in zip(self.layers, acts):
                     if not isinstance(act, torch.Tensor):
+                        others = ", ".join(n for n in getattr(self.model, "layers", {}) if n != name) or "a conv in it"
                         raise ValueError(f"layer {name!r} returns a {type(act).__name__}, not one tensor: gradient "
-                                         "methods need a tensor layer (e.g. a conv inside it); ScoreCAM takes any "
-                                         "layer with a reshape to (N, C, H, W)")
+                                         f"methods need a tensor layer ({others}); ScoreCAM takes this one through "
+                                         "the reshape")
                 total = scores.sum()  # images are independent in eval mode
                 if total.requires_grad:
                     grads = torch.autograd.grad(total, acts, allow_unused=True, materialize_grads=True)

@@ -523,17 +523,18 @@ def fasterrcnn_mobilenet_v3_large_fpn(num_classes=91, pretrained=False, input_si
     """torchvision's Faster R-CNN on a MobileNetV3-Large FPN, returning its list of {boxes, labels, scores} per
     image. It normalizes inside and runs at ``input_size`` (min_size = max_size = input_size: a square image is
     not rescaled, so its feature maps line up with the pixels). ``backbone`` returns the FPN levels (a dict,
-    turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer such as ``fpn_top``."""
+    turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer: ``fpn_level0``
+    (the FPN level the box head pools) or ``body_out`` (the MobileNet's last stage)."""
     from cnnvis.cams import fpn_reshape
 
     net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=input_size, max_size=input_size)
     if pretrained:
         net.load_state_dict(_torchvision_weights("fasterrcnn_mobilenet_v3_large_fpn", "COCO_V1"))
-    fpn_top = len(net.backbone.fpn.layer_blocks) - 1
+    # both FPN levels have stride 32, so the box head's LevelMapper pools every box from the first: "fpn_level0"
     net.layers = {"backbone": "backbone", "body_out": f"backbone.body.{list(net.backbone.body._modules)[-1]}",
-                  "fpn_top": f"backbone.fpn.layer_blocks.{fpn_top}"}
-    net.roles = {"last_conv": "backbone", "layercam": ["body_out", "fpn_top"]}
+                  "fpn_level0": "backbone.fpn.layer_blocks.0"}
+    net.roles = {"last_conv": "backbone", "layercam": ["body_out", "fpn_level0"]}
     net.task, net.cam_reshape, net.input_size, net.weights_source = "detection", fpn_reshape, input_size, "random init"
     return net
 
@@ -602,8 +603,7 @@ def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_s
     model = builder(num_classes=num_classes, pretrained=pretrained, input_size=input_size)
     if checkpoint:
         model.load_state_dict(load_checkpoint_state(checkpoint))
-    model.weights_source = (f"checkpoint {checkpoint}" if checkpoint else
-                            f"{dataset} weights (torchvision {weights_name})" if pretrained else "random init")
+    model.weights_source = weights_description(name, pretrained, checkpoint)
     return model
 
 
@@ -631,6 +631,9 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
+    if pretrained and name in TORCHVISION_BEYOND:
+        _, weights_name, dataset, _ = TORCHVISION_BEYOND[name]
+        return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
     return "random init"
