@@ -175,3 +175,22 @@ def test_cached_weights_load_and_a_missing_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="model.num_classes=21"):
         build_model(name, num_classes=5, pretrained=True)
     assert build_model(name, num_classes=5).weights_source == "random init"  # a new class count: no weights fit
+
+
+def test_cam_is_exact_on_swins_last_norm_and_refused_on_vit_tokens(small_swin, small_vit, images):
+    """Swin's last norm feeds global average pooling + the head: through the reshape, CAM = h w Grad-CAM there.
+    ViT's head reads the class token, not pooled patches: CAM says so."""
+    with cams.CAM(small_swin, "norm") as cam, cams.GradCAM(small_swin, "norm", relu=False) as grad_cam:
+        a = cam.attribute(images, TARGETS, upsample_to_input=False)
+        b = grad_cam.attribute(images, TARGETS, upsample_to_input=False)
+    torch.testing.assert_close(a, b * a.shape[-1] * a.shape[-2], atol=1e-4, rtol=1e-4)
+    with cams.CAM(small_vit, "last_norm1") as cam, pytest.raises(ValueError, match="use GradCAM"):
+        cam.attribute(images, TARGETS)
+
+
+@pytest.mark.parametrize("model_name", ["small_vit", "small_swin"])
+def test_layercam_fuses_the_layercam_role(model_name, images, request):
+    model = request.getfixturevalue(model_name)
+    with cams.LayerCAM(model, model.roles["layercam"]) as method:
+        fused = method.attribute(images, TARGETS)
+    assert fused.shape == (2, SIZE, SIZE) and fused.flatten(1).amax(1).min() > 0

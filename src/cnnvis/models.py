@@ -477,7 +477,7 @@ def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -
     layers = {"patch_embed": "net.conv_proj", **{f"block{i}": f"net.encoder.layers.{b}" for i, b in enumerate(blocks, 1)},
               "last_norm1": f"net.encoder.layers.{blocks[-1]}.ln_1", "ln": "net.encoder.ln", "head": "net.heads.head"}
     thirds = [f"block{max(1, len(blocks) * k // 3)}" for k in (1, 2)]
-    roles = {"last_conv": "last_norm1", "layercam": [*thirds, "last_norm1"]}
+    roles = {"last_conv": "last_norm1", "layercam": list(dict.fromkeys([*thirds, "last_norm1"]))}
     return TransformerClassifier(net, layers, roles, vit_reshape, input_size)
 
 
