@@ -2,7 +2,10 @@
 
 ``Attribution`` owns the forward hooks on the named layers (released on ``close()`` / leaving a ``with``
 block, also when an error escapes it), the batching, and the choice of targets (pre-softmax scores; the
-top-1 class when ``target`` is None). Each method is a short subclass with its paper's formula:
+top-1 class when ``target`` is None; any callable of ``cnnvis.targets`` on one image's output: a class
+probability, a segmentation region, a detection). A ``reshape`` turns a layer's output into (N, C, H, W) maps:
+``vit_reshape`` (token sequences), ``swin_reshape`` (channels last), ``fpn_reshape`` (a detector's FPN levels);
+by default the model's own ``cam_reshape``. Each method is a short subclass with its paper's formula:
 
 - ``CAM`` (Zhou et al. 2016): ``sum_k w_k^c A_k`` with the linear head's weights; exact only for a
   layer that feeds global average pooling + a linear layer (checked on every call).
@@ -21,6 +24,9 @@ size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space metho
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -45,21 +51,52 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
+def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
+    """A ViT's (N, 1 + h*w, C) tokens as (N, C, h, w) maps: the class token dropped, the patch grid square
+    (pytorch-grad-cam's vit_reshape_transform with the grid inferred); (N, C, H, W) inputs pass unchanged."""
+    if tokens.ndim == 4:  # the patch embedding's conv output is a map already
+        return tokens
+    side = math.isqrt(tokens.shape[1] - 1)
+    if side * side != tokens.shape[1] - 1:
+        raise ValueError(f"vit_reshape expects 1 class token + a square grid of patches, got {tokens.shape[1]} tokens")
+    return tokens[:, 1:].reshape(len(tokens), side, side, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def swin_reshape(tokens: torch.Tensor) -> torch.Tensor:
+    """A torchvision Swin layer's channels-last (N, H, W, C) output as (N, C, H, W)."""
+    if tokens.ndim != 4:
+        raise ValueError(f"swin_reshape expects torchvision Swin's (N, H, W, C) maps, got shape {tuple(tokens.shape)}")
+    return tokens.permute(0, 3, 1, 2)
+
+
+def fpn_reshape(levels: Mapping | torch.Tensor) -> torch.Tensor:
+    """A detector backbone's FPN levels {name: (N, 256, h_i, w_i)} as one (N, 256 * levels, h, w) map: absolute
+    values resized (bilinear) to the last, coarsest level ('pool') and concatenated, as pytorch-grad-cam's
+    fasterrcnn_reshape_transform. A tensor (one conv layer of the detector) passes unchanged."""
+    if isinstance(levels, torch.Tensor):
+        return levels
+    size = list(levels.values())[-1].shape[-2:]
+    return torch.cat([F.interpolate(v.abs(), size, mode="bilinear") for v in levels.values()], 1)
+
+
 class Attribution:
     """Base class: hooks on ``layers`` (readable names of ``model.layers`` or module paths), batching, targets.
 
+    ``reshape`` maps a hooked layer's output (and its gradient) to (N, C, H, W); None: the model's
+    ``cam_reshape`` if it has one (transformers, detectors), else the output as it is.
     Subclasses implement ``_attribute(x, target) -> Tensor`` for one batch of at most ``batch_size`` images.
     """
 
     #: whether the map is a (N, h, w) layer map to upsample (CAM family) or an input-space signal
     layer_map = True
 
-    def __init__(self, model: nn.Module, layers=(), batch_size: int = 16):
+    def __init__(self, model: nn.Module, layers=(), batch_size: int = 16, reshape=None):
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.reshape = reshape if reshape is not None else getattr(model, "cam_reshape", None)
         self.activations: dict[str, torch.Tensor] = {}
         self._graph_from_first_hook = False
         modules = [get_layer(model, name) for name in self.layers]  # unknown names fail listing valid ones
@@ -67,7 +104,7 @@ class Attribution:
 
     def _record(self, name):
         def hook(module, inputs, output):
-            if self._graph_from_first_hook and not torch.is_grad_enabled():
+            if self._graph_from_first_hook and not torch.is_grad_enabled() and isinstance(output, torch.Tensor):
                 # the trunk below ran without a graph (a third of a CPU forward pass); record from here on
                 torch.set_grad_enabled(True)
                 leaf = output.detach().requires_grad_(True)
@@ -96,8 +133,9 @@ class Attribution:
 
     # -- the one verb
     def attribute(self, x: torch.Tensor, target=None, upsample_to_input: bool = True) -> torch.Tensor:
-        """Attributions of the pre-softmax score of ``target`` (None: each image's top-1 class; an int:
-        the same class for all; a sequence: one per image) for a batch ``x`` of (N, 3, H, W) images in [0, 1]."""
+        """Attributions of ``target`` for a batch ``x`` of (N, 3, H, W) images in [0, 1]. ``target``: None (each
+        image's top-1 class), an int (that class's pre-softmax score, for all), a sequence of ints (one per image),
+        a callable on one image's output (``cnnvis.targets``; the same for all) or a sequence of them."""
         if not self._handles and self.layers:
             raise RuntimeError(f"{type(self).__name__} was closed (its hooks are released); make a new one")
         if self.model.training:
@@ -123,8 +161,16 @@ class Attribution:
 
     @staticmethod
     def _targets(target, n: int, device):
+        """None, a LongTensor of classes (N,) (the fast path), or a list of N callables."""
         if target is None:
             return None
+        if callable(target):
+            return [target] * n
+        if isinstance(target, (list, tuple)) and any(callable(t) for t in target):
+            if not all(callable(t) for t in target) or len(target) != n:
+                raise ValueError(f"got {len(target)} targets for {n} images: give one callable per image or one "
+                                 "for all, without mixing class indices in (use cnnvis.targets.ClassScore)")
+            return list(target)
         t = torch.as_tensor(target, dtype=torch.long, device=device).flatten()
         if t.numel() == 1:
             return t.expand(n)
@@ -133,12 +179,21 @@ class Attribution:
         return t
 
     def _forward(self, x, target):
-        """Logits and the target scores (N,), with the hooked activations recorded."""
+        """Outputs and the target scores (N,), with the hooked activations recorded."""
         self.activations.clear()
-        logits = self.model(x)
+        outputs = self.model(x)
         if target is None:
-            target = logits.argmax(1)
-        return logits, logits.gather(1, target[:, None])[:, 0], target
+            if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
+                raise ValueError(f"{type(self.model).__name__} is not a classifier (task "
+                                 f"{getattr(self.model, 'task', '?')!r}): give a target, e.g. "
+                                 "cnnvis.targets.SegmentationRegion or DetectionBox")
+            target = outputs.argmax(1)
+        return outputs, target_scores(outputs, target), target
+
+    def _activation(self, name):
+        """The hooked layer's recorded output as (N, C, H, W) maps (after ``reshape``)."""
+        act = self.activations[name]
+        return act if self.reshape is None else self.reshape(act)
 
     def _scores_and_grads(self, x, target):
         """Target scores and dy/dA for every hooked layer: the forward pass records a graph only from the first
@@ -148,13 +203,40 @@ class Attribution:
             with torch.no_grad():
                 _, scores, target = self._forward(x, target)
                 acts = [self.activations[name] for name in self.layers]
-                grads = torch.autograd.grad(scores.sum(), acts)  # images are independent in eval mode
+                for name, act in zip(self.layers, acts):
+                    if not isinstance(act, torch.Tensor):
+                        others = ", ".join(n for n in getattr(self.model, "layers", {}) if n != name) or "a conv in it"
+                        raise ValueError(f"layer {name!r} returns a {type(act).__name__}, not one tensor: gradient "
+                                         f"methods need a tensor layer ({others}); ScoreCAM takes this one through "
+                                         "the reshape")
+                total = scores.sum()  # images are independent in eval mode
+                if total.requires_grad:
+                    grads = torch.autograd.grad(total, acts, allow_unused=True, materialize_grads=True)
+                else:  # the target is constant here (e.g. no detection matches its box): nothing to explain
+                    grads = [torch.zeros_like(a) for a in acts]
         finally:
             self._graph_from_first_hook = False
-        return [a.detach() for a in acts], [g.detach() for g in grads], scores.detach(), target
+        # ViT / Swin reshapes only select and permute positions, so the gradient of the map is the reshaped gradient
+        reshape = self.reshape or (lambda t: t)
+        acts = [reshape(a.detach()) for a in acts]
+        return acts, [reshape(g.detach()) for g in grads], scores.detach(), target
 
     def _attribute(self, x, target):
         raise NotImplementedError
+
+
+def target_scores(outputs, target) -> torch.Tensor:
+    """The (N,) scores of a batch's ``outputs`` for ``target``: a LongTensor of classes or a list of callables,
+    each applied to one image's output."""
+    if isinstance(target, torch.Tensor):
+        return outputs.gather(1, target[:, None])[:, 0]
+    scores = []
+    for fn, output in zip(target, outputs):
+        score = fn(output)
+        if not isinstance(score, torch.Tensor) or score.numel() != 1:
+            raise ValueError(f"target {fn!r} returned {score!r}: a target must return one scalar tensor per image")
+        scores.append(score.reshape(()))
+    return torch.stack(scores)
 
 
 class _ChannelWeightedCAM(Attribution):
@@ -162,10 +244,10 @@ class _ChannelWeightedCAM(Attribution):
 
     relu = True
 
-    def __init__(self, model, layer: str, batch_size: int = 16, relu: bool | None = None):
+    def __init__(self, model, layer: str, batch_size: int = 16, relu: bool | None = None, reshape=None):
         if not isinstance(layer, str):
             raise TypeError(f"{type(self).__name__} takes one layer name; LayerCAM fuses several")
-        super().__init__(model, [layer], batch_size)
+        super().__init__(model, [layer], batch_size, reshape)
         if relu is not None:
             self.relu = relu
 
@@ -182,9 +264,13 @@ class CAM(_ChannelWeightedCAM):
 
     def _weights(self, x, target):
         head = getattr(self.model, "head", None)
+        task = getattr(self.model, "task", "classification")
+        if task != "classification" or not (target is None or isinstance(target, torch.Tensor)):
+            raise ValueError(f"CAM explains a class of a classifier's linear head (model task {task!r}, target "
+                             f"{target!r}): give class indices, or use GradCAM / ScoreCAM for other targets")
         with torch.no_grad():
             logits, scores, target = self._forward(x, target)
-        acts = self.activations[self.layers[0]]
+        acts = self._activation(self.layers[0])
         if not isinstance(head, nn.Linear) or acts.ndim != 4 or head.in_features != acts.shape[1]:
             raise ValueError(f"CAM needs layer {self.layers[0]!r} to feed global average pooling and a linear "
                              f"head over its {acts.shape[1] if acts.ndim > 1 else '?'} channels; use GradCAM "
@@ -233,8 +319,8 @@ class ScoreCAM(_ChannelWeightedCAM):
     """
 
     def __init__(self, model, layer: str, batch_size: int = 4, relu: bool = True, progress: bool = False,
-                 fast: bool = True):
-        super().__init__(model, layer, batch_size, relu)
+                 fast: bool = True, reshape=None):
+        super().__init__(model, layer, batch_size, relu, reshape)
         self.progress = progress
         self.fast = fast
 
@@ -245,7 +331,7 @@ class ScoreCAM(_ChannelWeightedCAM):
     @torch.inference_mode()
     def _weights(self, x, target):
         _, _, target = self._forward(x, target)
-        acts = self.activations[self.layers[0]].clone()
+        acts = self._activation(self.layers[0]).clone()
         up = F.interpolate(acts, size=x.shape[-2:], mode="bilinear", align_corners=True)[0]
         lo, hi = up.flatten(1).amin(1), up.flatten(1).amax(1)
         live = torch.nonzero(hi > lo).flatten()
@@ -253,8 +339,15 @@ class ScoreCAM(_ChannelWeightedCAM):
         if self.fast:  # a fresh copy per image: the model's weights may have changed since the last call
             net, layout = fold_batchnorm(self.model).to(memory_format=torch.channels_last), torch.channels_last
         scores = torch.empty(acts.shape[1], device=x.device)
+
+        def score(images):  # the target's score of each masked image
+            outputs = net(images.contiguous(memory_format=layout))
+            if isinstance(target, torch.Tensor):
+                return outputs[:, target[0]]
+            return target_scores(outputs, target[:1] * len(images))
+
         if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
-            scores[hi <= lo] = net(torch.zeros_like(x).contiguous(memory_format=layout))[0, target[0]]
+            scores[hi <= lo] = score(torch.zeros_like(x))[0]
         chunks = range(0, len(live), self.batch_size)
         if self.progress:
             from tqdm import tqdm
@@ -263,7 +356,7 @@ class ScoreCAM(_ChannelWeightedCAM):
         for i in chunks:
             ch = live[i:i + self.batch_size]
             masks = (up[ch] - lo[ch, None, None]) / (hi[ch] - lo[ch] + 1e-8)[:, None, None]
-            scores[ch] = net((x * masks[:, None]).contiguous(memory_format=layout))[:, target[0]]
+            scores[ch] = score(x * masks[:, None])
         return torch.softmax(scores, 0)[None], acts
 
 
@@ -271,8 +364,8 @@ class LayerCAM(Attribution):
     """Jiang et al. 2021: M = ReLU(sum_k ReLU(dy^c/dA_k) * A_k) at each layer; with several layers, each map
     is scaled by tanh(gamma M / max M) and the maps (upsampled to the input) are fused by their maximum."""
 
-    def __init__(self, model, layers, batch_size: int = 16, gamma: float = 2.0):
-        super().__init__(model, layers, batch_size)
+    def __init__(self, model, layers, batch_size: int = 16, gamma: float = 2.0, reshape=None):
+        super().__init__(model, layers, batch_size, reshape)
         if not self.layers:
             raise ValueError("LayerCAM needs at least one layer name")
         self.gamma = gamma
@@ -337,9 +430,9 @@ class GuidedGradCAM(Attribution):
 
     layer_map = False
 
-    def __init__(self, model, layer: str, batch_size: int = 16):
+    def __init__(self, model, layer: str, batch_size: int = 16, reshape=None):
         super().__init__(model, [], batch_size)
-        self.gradcam = GradCAM(model, layer, batch_size)
+        self.gradcam = GradCAM(model, layer, batch_size, reshape=reshape)
         self.guided = GuidedBackprop(model, batch_size)
 
     def _attribute(self, x, target):

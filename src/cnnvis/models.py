@@ -266,15 +266,21 @@ def torchvision_alexnet(num_classes=1000, pretrained=False, input_size=224):
                            CONV_STACK_ROLES)
 
 
-def _torchvision_weights(builder_name: str):
-    weights = torchvision.models.get_model_weights(builder_name).IMAGENET1K_V1
-    file = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+def _cached_weights_file(builder_name: str, weights_name: str = "IMAGENET1K_V1") -> Path:
+    """Where torch hub keeps the file of torchvision's ``weights_name`` weights for ``builder_name``."""
+    weights = torchvision.models.get_model_weights(builder_name)[weights_name]
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _torchvision_weights(builder_name: str, weights_name: str = "IMAGENET1K_V1"):
+    weights = torchvision.models.get_model_weights(builder_name)[weights_name]
+    file = _cached_weights_file(builder_name, weights_name)
     if not file.exists():
         try:
             return weights.get_state_dict(progress=True)
         except Exception as err:  # no network: say exactly which file is missing and where it goes
             raise FileNotFoundError(
-                f"ImageNet weights for {builder_name} are not cached and could not be downloaded ({err}). "
+                f"{weights_name} weights for {builder_name} are not cached and could not be downloaded ({err}). "
                 f"Put {os.path.basename(weights.url)} (from {weights.url}) at {file} "
                 f"(set TORCH_HOME to move the cache), or use model.pretrained=false."
             ) from None
@@ -436,6 +442,171 @@ def _copy_conv_bn(target: nn.Sequential, conv: nn.Conv2d, bn: nn.BatchNorm2d):
     target.bn.load_state_dict(bn.state_dict())
 
 
+# ---------------------------------------------------------------- beyond CNN classifiers (torchvision)
+# Transformers, a detector and segmenters; each takes images in [0, 1], names its layers and roles, says its
+# ``task`` and carries the ``cam_reshape`` that turns its layers' outputs into (N, C, H, W) maps for the CAMs.
+
+
+class TransformerClassifier(nn.Module):
+    """A torchvision ViT or Swin behind ImageNet normalization; ``head`` is its last linear layer."""
+
+    task = "classification"
+
+    def __init__(self, net, layers, roles, cam_reshape, input_size):
+        super().__init__()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.net = net
+        self.layers, self.roles, self.input_size = dict(layers), dict(roles), input_size
+        self.cam_reshape = cam_reshape
+        self.weights_source = "random init"
+
+    def forward(self, x):
+        return self.net(self.normalize(x))
+
+    @property
+    def head(self) -> nn.Linear:
+        return [m for m in self.net.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -> TransformerClassifier:
+    """Any torchvision VisionTransformer with readable names: ``blockI`` (encoder layer I), ``last_norm1`` (the
+    last block's first LayerNorm, pytorch-grad-cam's ViT layer), ``ln``, ``head``."""
+    from cnnvis.cams import vit_reshape
+
+    blocks = list(net.encoder.layers._modules)
+    layers = {"patch_embed": "net.conv_proj", **{f"block{i}": f"net.encoder.layers.{b}" for i, b in enumerate(blocks, 1)},
+              "last_norm1": f"net.encoder.layers.{blocks[-1]}.ln_1", "ln": "net.encoder.ln", "head": "net.heads.head"}
+    thirds = [f"block{max(1, len(blocks) * k // 3)}" for k in (1, 2)]
+    roles = {"last_conv": "last_norm1", "layercam": list(dict.fromkeys([*thirds, "last_norm1"]))}
+    return TransformerClassifier(net, layers, roles, vit_reshape, input_size)
+
+
+def swin_classifier(net: torchvision.models.SwinTransformer, input_size: int) -> TransformerClassifier:
+    """Any torchvision SwinTransformer with readable names: ``stage1``..``stage4``, ``last_norm1`` (the last
+    block's first LayerNorm, pytorch-grad-cam's Swin layer), ``norm`` (the last norm, before pooling), ``head``."""
+    from cnnvis.cams import swin_reshape
+
+    stages = [i for i in range(1, len(net.features), 2)]  # features: patch embed, stage, merge, stage, ...
+    last = len(net.features[stages[-1]]) - 1
+    layers = {"patch_embed": "net.features.0", **{f"stage{k}": f"net.features.{i}" for k, i in enumerate(stages, 1)},
+              "last_norm1": f"net.features.{stages[-1]}.{last}.norm1", "norm": "net.norm", "head": "net.head"}
+    roles = {"last_conv": "last_norm1",
+             "layercam": [*(f"stage{k}" for k in range(max(1, len(stages) - 2), len(stages))), "last_norm1"]}
+    return TransformerClassifier(net, layers, roles, swin_reshape, input_size)
+
+
+def vit_b_16(num_classes=1000, pretrained=False, input_size=224):
+    """torchvision's ViT-B/16 at ``input_size`` (a multiple of 16; ImageNet weights' position embeddings are
+    interpolated from 224)."""
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    net = torchvision.models.vit_b_16(image_size=input_size)
+    if pretrained:
+        state = _torchvision_weights("vit_b_16")
+        net.load_state_dict(interpolate_embeddings(input_size, 16, state) if input_size != 224 else state)
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.heads.head = nn.Linear(net.heads.head.in_features, num_classes)
+    return vit_classifier(net, input_size)
+
+
+def swin_t(num_classes=1000, pretrained=False, input_size=224):
+    """torchvision's Swin-T (any input size: windows are padded)."""
+    net = torchvision.models.swin_t()
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("swin_t"))
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.head = nn.Linear(net.head.in_features, num_classes)
+    return swin_classifier(net, input_size)
+
+
+def fasterrcnn_mobilenet_v3_large_fpn(num_classes=91, pretrained=False, input_size=224):
+    """torchvision's Faster R-CNN on a MobileNetV3-Large FPN, returning its list of {boxes, labels, scores} per
+    image. It normalizes inside and runs at ``input_size`` (min_size = max_size = input_size: a square image is
+    not rescaled, so its feature maps line up with the pixels). ``backbone`` returns the FPN levels (a dict,
+    turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer: ``fpn_level0``
+    (the FPN level the box head pools) or ``body_out`` (the MobileNet's last stage)."""
+    from cnnvis.cams import fpn_reshape
+
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, num_classes=num_classes, min_size=input_size, max_size=input_size)
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("fasterrcnn_mobilenet_v3_large_fpn", "COCO_V1"))
+    # both FPN levels have stride 32, so the box head's LevelMapper pools every box from the first: "fpn_level0"
+    net.layers = {"backbone": "backbone", "body_out": f"backbone.body.{list(net.backbone.body._modules)[-1]}",
+                  "fpn_level0": "backbone.fpn.layer_blocks.0"}
+    net.roles = {"last_conv": "backbone", "layercam": ["body_out", "fpn_level0"]}
+    net.task, net.cam_reshape, net.input_size, net.weights_source = "detection", fpn_reshape, input_size, "random init"
+    return net
+
+
+class Segmenter(nn.Module):
+    """A torchvision DeepLabV3 / FCN behind ImageNet normalization, returning the (N, K, H, W) logits at the
+    input size (its "out" entry: torchvision's forward without the auxiliary head)."""
+
+    task = "segmentation"
+
+    def __init__(self, net, input_size):
+        super().__init__()
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.backbone, self.classifier = net.backbone, net.classifier
+        last = list(net.backbone._modules)[-1]
+        self.layers = {"backbone_out": f"backbone.{last}", "classifier": "classifier"}
+        self.roles = {"last_conv": "backbone_out", "layercam": ["backbone_out"]}
+        self.cam_reshape, self.input_size, self.weights_source = None, input_size, "random init"
+
+    def forward(self, x):
+        logits = self.classifier(self.backbone(self.normalize(x))["out"])
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def deeplabv3_mobilenet_v3_large(num_classes=21, pretrained=False, input_size=224):
+    """torchvision's DeepLabV3 on MobileNetV3-Large (COCO weights with the 21 VOC classes)."""
+    net = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("deeplabv3_mobilenet_v3_large", "COCO_WITH_VOC_LABELS_V1"))
+    return Segmenter(net, input_size)
+
+
+def fcn_resnet50(num_classes=21, pretrained=False, input_size=224):
+    """torchvision's FCN on ResNet-50 (COCO weights with the 21 VOC classes)."""
+    net = torchvision.models.segmentation.fcn_resnet50(
+        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
+    if pretrained:
+        net.load_state_dict(_torchvision_weights("fcn_resnet50", "COCO_WITH_VOC_LABELS_V1"))
+    return Segmenter(net, input_size)
+
+
+# name -> (builder, torchvision weights it loads, what they are, their class count)
+TORCHVISION_BEYOND = {
+    "vit_b_16": (vit_b_16, "IMAGENET1K_V1", "ImageNet", 1000),
+    "swin_t": (swin_t, "IMAGENET1K_V1", "ImageNet", 1000),
+    "fasterrcnn_mobilenet_v3_large_fpn": (fasterrcnn_mobilenet_v3_large_fpn, "COCO_V1", "COCO", 91),
+    "deeplabv3_mobilenet_v3_large": (deeplabv3_mobilenet_v3_large, "COCO_WITH_VOC_LABELS_V1", "COCO-VOC", 21),
+    "fcn_resnet50": (fcn_resnet50, "COCO_WITH_VOC_LABELS_V1", "COCO-VOC", 21),
+}
+
+
+def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size):
+    """One of TORCHVISION_BEYOND: cached weights when ``pretrained`` is None and the file is present."""
+    builder, weights_name, dataset, classes = TORCHVISION_BEYOND[name]
+    if num_classes == 1000:  # the harness's default (ImageNet's count): the weights' own count
+        num_classes = classes
+    new_head = name in ("vit_b_16", "swin_t")  # classifiers take the weights, then a new head for other counts
+    fits = new_head or num_classes == classes
+    if pretrained is None:
+        pretrained = checkpoint is None and fits and _cached_weights_file(name, weights_name).exists()
+    pretrained = bool(pretrained) and checkpoint is None
+    if pretrained and not fits:
+        raise ValueError(f"{name}'s {dataset} weights have {classes} classes, not {num_classes}: set "
+                         f"model.num_classes={classes} (or model.pretrained=false)")
+    model = builder(num_classes=num_classes, pretrained=pretrained, input_size=input_size)
+    if checkpoint:
+        model.load_state_dict(load_checkpoint_state(checkpoint))
+    model.weights_source = weights_description(name, pretrained, checkpoint)
+    return model
+
+
 # ---------------------------------------------------------------- build from config
 
 BUILDERS = {
@@ -460,6 +631,9 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
+    if pretrained and name in TORCHVISION_BEYOND:
+        _, weights_name, dataset, _ = TORCHVISION_BEYOND[name]
+        return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
     return "random init"
@@ -493,9 +667,14 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
                 checkpoint: str | None = None, input_size: int = 224) -> ImageClassifier:
     """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``.
     ``pretrained=None`` means the ImageNet weights where they ship offline (efficientnet_lite0), else random init;
-    ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture)."""
+    ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture).
+    The torchvision transformers, detector and segmenters (``TORCHVISION_BEYOND``) load their weights from the
+    torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
+    says which); ``pretrained=True`` requires them (the error names the file)."""
+    if name in TORCHVISION_BEYOND:
+        return _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size)
     if name not in BUILDERS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(BUILDERS)}")
+        raise KeyError(f"unknown model {name!r}; available: {', '.join([*BUILDERS, *TORCHVISION_BEYOND])}")
     if pretrained is None:
         pretrained = name in OFFLINE_WEIGHTS and checkpoint is None
     if pretrained and name not in IMAGENET_WEIGHTS and checkpoint is None:
