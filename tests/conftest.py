@@ -2,13 +2,17 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+from cnnvis.threads import apply_threads, default_passive_wait
+
+default_passive_wait()  # before torch loads: spin-waiting OpenMP threads make a shared machine 5x slower
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("DATA_ROOT", REPO / "data"))
 
-torch.set_num_threads(2)
+apply_threads()  # the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS), as run.py does
 
 
 def has_dataset(sub: str) -> bool:
