@@ -1,0 +1,76 @@
+"""cam_beyond: Grad-CAM on a ViT, Swin-T, a detector and a segmenter beside the trained reference, end to end in
+smoke mode (random weights, 64 px, the bundled sample photos), and the rules that choose each map's target."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from cnnvis import runner
+from cnnvis.config import REPO, register_configs
+from cnnvis.results import Results
+from experiments.cam_beyond import category_names, check_models, dominant_class, pick_images
+
+register_configs()
+
+
+def composed(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=["experiment=cam_beyond", *overrides])
+
+
+def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
+    import experiments.cam_beyond as cam_beyond
+
+    cfg = composed("smoke=true", "dataset=samples", f"results_dir={tmp_path}")
+    runner.loaded_weights.clear()
+    metrics = cam_beyond.main(cfg, Results(tmp_path))
+    assert (tmp_path / "cam_beyond.png").stat().st_size > 0
+    models = pd.read_csv(tmp_path / "notes.csv")
+    expected = ["efficientnet_lite0", "vit_b_16", "swin_t", "fasterrcnn_mobilenet_v3_large_fpn",
+                "deeplabv3_mobilenet_v3_large"]
+    assert models["model"].tolist() == expected
+    assert set(models["task"]) == {"classification", "detection", "segmentation"}
+    targets = pd.read_csv(tmp_path / "targets.csv")
+    assert len(targets) == metrics["images"] * len(expected)
+    notes = (tmp_path / "notes.md").read_text()
+    random_models = models.loc[models["weights"] == "random init", "model"].tolist()
+    if random_models:  # nothing but the reference is cached on a bare machine: the notes must say so
+        assert "random weights" in notes and all(name in notes for name in random_models)
+        assert "not what a trained model attends to" in notes
+    assert "IoU" in notes and "argmax" in notes  # the targets' definitions
+    # run.json's weights list every model that ran, not only the configured one
+    assert [w["model"] for w in runner.loaded_weights] == expected
+
+
+def test_pick_images_takes_the_wanted_classes_first_then_other_labelled_ones():
+    labels = np.array([5, -1, 7, 3, 7, 5])
+    assert pick_images(labels, [7, 3, 9], 3) == [2, 3, 0]
+    assert pick_images(labels, [9], 2) == [0, 2]
+    assert pick_images(np.array([-1, -1]), [1], 2) == []
+
+
+def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
+    predicted = torch.zeros(6, 6, dtype=torch.long)
+    predicted[:2, :2] = 3  # 4 pixels
+    predicted[4:, :] = 5  # 12 pixels
+    assert dominant_class(predicted, 21) == 5
+    predicted[4:, :] = 0  # background is the majority: the object still wins
+    assert dominant_class(predicted, 21) == 3
+    assert dominant_class(torch.zeros(4, 4, dtype=torch.long), 21) == 0
+
+
+def test_unknown_model_names_the_key_to_set():
+    with pytest.raises(ValueError, match="experiment.classifiers"):
+        check_models(composed("experiment.classifiers=[vit_h_14]").experiment)
+    with pytest.raises(ValueError, match="experiment.segmenter"):
+        check_models(composed("experiment.segmenter=unet").experiment)
+    check_models(composed("experiment.detector=null", "experiment.classifiers=[]").experiment)
+
+
+def test_category_names_come_from_the_weights_metadata():
+    assert category_names("fasterrcnn_mobilenet_v3_large_fpn", 91)[18] == "dog"
+    assert category_names("deeplabv3_mobilenet_v3_large", 21)[8] == "cat"
+    assert category_names("vit_b_16", 1000)[281] == "tabby"
+    assert category_names("efficientnet_lite0", 7) == [f"class {i}" for i in range(7)]
