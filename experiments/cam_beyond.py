@@ -63,7 +63,7 @@ TARGET_DEFINITIONS = {
 
 @dataclass
 class Config(ExperimentConfig):
-    # one image of each, in this order (then the dataset's first labelled images up to `images`): ImageNet classes
+    # one image of each, in this order (then the dataset's first other images up to `images`): ImageNet classes
     # whose object COCO (the detector) and VOC (the segmenter) name too: Pomeranian (dog), tabby (cat),
     # sports car (car), tandem bicycle (bicycle, person), sorrel (horse), school bus (bus)
     classes: list[int] = field(default_factory=lambda: [259, 281, 817, 444, 339, 779])
@@ -107,9 +107,10 @@ def check_models(e) -> None:
 
 
 def pick_images(labels: np.ndarray, classes: list[int], n: int) -> list[int]:
-    """The first image of each wanted class (in the order given), then the first other labelled images, n in all."""
+    """The first image of each wanted class (in the order given), then the dataset's other images in order, n in
+    all (an unlabelled folder gives its first n)."""
     wanted = [int(np.flatnonzero(labels == c)[0]) for c in classes if (labels == c).any()]
-    others = [int(i) for i in np.flatnonzero(labels >= 0) if int(i) not in wanted]
+    others = [i for i in range(len(labels)) if i not in wanted]
     return (wanted + others)[:n]
 
 
@@ -292,7 +293,7 @@ def notes_for(runs: list[ModelRun], images_name: str, n: int, size: int, classes
     zero = {r.name: sum(float(m.max()) <= 0 for m in r.maps) for r in runs}
     lines = [
         f"{n} images of {images_name} at {size} px (the first image of each of the ImageNet classes "
-        f"{', '.join(map(str, classes))} present, then the first other labelled images); every model sees the same "
+        f"{', '.join(map(str, classes))} present, then the dataset's first other images); every model sees the same "
         "tensors in [0, 1] (each normalizes them itself).",
         "Grad-CAM (Selvaraju et al. 2017) for every model: L = ReLU(sum_k alpha_k A_k), alpha_k = mean_ij dy/dA_k(i, j), "
         "A the (C, h, w) activation of the model's `layer` after its `reshape`, y the target below; the map is "
@@ -327,8 +328,6 @@ def main(cfg, out):
     check_models(e)
     images = load_examples(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
     picks = pick_images(images.labels, list(e.classes), min(e.images, 2) if cfg.smoke else e.images)
-    if not picks:
-        raise ValueError(f"{images.name} has no labelled image: set experiment.classes or dataset=...")
     size = SMOKE_SIZE if cfg.smoke else cfg.model.input_size
     x = images.tensors(picks)
     if x.shape[-1] != size:

