@@ -69,10 +69,12 @@ def swin_reshape(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.permute(0, 3, 1, 2)
 
 
-def fpn_reshape(levels: Mapping) -> torch.Tensor:
+def fpn_reshape(levels: Mapping | torch.Tensor) -> torch.Tensor:
     """A detector backbone's FPN levels {name: (N, 256, h_i, w_i)} as one (N, 256 * levels, h, w) map: absolute
     values resized (bilinear) to the last, coarsest level ('pool') and concatenated, as pytorch-grad-cam's
-    fasterrcnn_reshape_transform."""
+    fasterrcnn_reshape_transform. A tensor (one conv layer of the detector) passes unchanged."""
+    if isinstance(levels, torch.Tensor):
+        return levels
     size = list(levels.values())[-1].shape[-2:]
     return torch.cat([F.interpolate(v.abs(), size, mode="bilinear") for v in levels.values()], 1)
 
