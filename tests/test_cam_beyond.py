@@ -93,3 +93,32 @@ def test_notes_say_random_exactly_when_a_model_ran_with_random_weights():
     notes = notes_for([trained[0], _run("vit_b_16", "random init", torch.zeros(2, 8, 8))], "imagenet_val", 2, 8, [259])
     assert "vit_b_16 ran with random weights" in notes and "not what a trained model attends to" in notes
     assert "Zero maps" in notes and "vit_b_16 2 of 2" in notes
+
+
+def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_gets_a_zero_map():
+    from cnnvis.models import build_model
+    from experiments.cam_beyond import detection_core, frozen, run_detector
+
+    torch.manual_seed(0)
+    detector = frozen(build_model("fasterrcnn_mobilenet_v3_large_fpn", input_size=64))
+    detector.weights_source = "COCO weights (stand-in)"  # random scores (~1/91) stay under its 0.05 threshold
+    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "body_out", None)
+    assert detection_core(detector).roi_heads.score_thresh == 0.05
+    assert run.captions == ["no detection"] and run.boxes == [None] and np.isnan(run.scores[0])
+    assert not run.maps.any() and not any("random weights" in note for note in run.notes)
+    detector.weights_source = "random init"
+    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "body_out", None)
+    assert run.captions[0].startswith("top box: ") and run.boxes[0] is not None
+    assert any("threshold was set from 0.05 to 0" in note for note in run.notes)
+
+
+def test_a_random_vit_gets_a_drawn_head_instead_of_torchvisions_zeros_and_says_so():
+    from cnnvis.models import build_model
+    from experiments.cam_beyond import frozen, run_classifier
+
+    torch.manual_seed(0)
+    vit = frozen(build_model("vit_b_16", input_size=32))
+    assert not vit.head.weight.any()  # torchvision's initialization: a zero map for every image
+    run = run_classifier("vit_b_16", vit, torch.rand(2, 3, 32, 32))
+    assert vit.head.weight.any() and run.maps.flatten(1).amax(1).gt(0).all()
+    assert run.reshape.startswith("vit_reshape") and any("initializes it to zeros" in note for note in run.notes)
