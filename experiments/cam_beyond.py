@@ -96,8 +96,10 @@ class ModelRun:
     notes: list[str] = field(default_factory=list)
 
 
-def check_models(e) -> None:
-    """Unknown model names fail before any image or weight is loaded, naming the key to set."""
+def check_experiment(e) -> None:
+    """Unknown model names and an empty image count fail before any image or weight is loaded, naming the key."""
+    if e.images < 1:
+        raise ValueError(f"experiment.images={e.images}: set it to the number of images to draw (>= 1)")
     for key, chosen, known in (("experiment.classifiers", list(e.classifiers), CLASSIFIERS),
                                ("experiment.detector", [e.detector] if e.detector else [], DETECTORS),
                                ("experiment.segmenter", [e.segmenter] if e.segmenter else [], SEGMENTERS)):
@@ -325,7 +327,7 @@ def notes_for(runs: list[ModelRun], images_name: str, n: int, size: int, classes
 
 def main(cfg, out):
     e = cfg.experiment
-    check_models(e)
+    check_experiment(e)
     images = load_examples(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
     picks = pick_images(images.labels, list(e.classes), min(e.images, 2) if cfg.smoke else e.images)
     size = SMOKE_SIZE if cfg.smoke else cfg.model.input_size

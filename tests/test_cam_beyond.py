@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
-from experiments.cam_beyond import ModelRun, category_names, check_models, dominant_class, notes_for, pick_images
+from experiments.cam_beyond import ModelRun, category_names, check_experiment, dominant_class, notes_for, pick_images
 
 register_configs()
 
@@ -64,12 +64,14 @@ def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
     assert dominant_class(torch.zeros(4, 4, dtype=torch.long), 21) == 0
 
 
-def test_unknown_model_names_the_key_to_set():
+def test_unknown_model_or_no_images_names_the_key_to_set():
     with pytest.raises(ValueError, match="experiment.classifiers"):
-        check_models(composed("experiment.classifiers=[vit_h_14]").experiment)
+        check_experiment(composed("experiment.classifiers=[vit_h_14]").experiment)
     with pytest.raises(ValueError, match="experiment.segmenter"):
-        check_models(composed("experiment.segmenter=unet").experiment)
-    check_models(composed("experiment.detector=null", "experiment.classifiers=[]").experiment)
+        check_experiment(composed("experiment.segmenter=unet").experiment)
+    with pytest.raises(ValueError, match="experiment.images"):
+        check_experiment(composed("experiment.images=0").experiment)
+    check_experiment(composed("experiment.detector=null", "experiment.classifiers=[]").experiment)
 
 
 def test_category_names_come_from_the_weights_metadata():
