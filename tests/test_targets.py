@@ -220,5 +220,10 @@ def test_real_detector_runs_every_gradient_method_on_its_tensor_layers(images):
         (found,) = model(x)
     target = targets.DetectionBox(found["labels"][:1], found["boxes"][:1])
     for method in GRADIENT_METHODS:
-        with getattr(cams, method)(model, "body_out") as attribution:
-            assert attribution.attribute(x, target, upsample_to_input=False).shape == (1, 4, 4)
+        for layer in ("fpn_level0", "body_out"):
+            with getattr(cams, method)(model, layer) as attribution:
+                assert attribution.attribute(x, target, upsample_to_input=False).shape == (1, 4, 4)
+    with cams.LayerCAM(model, "fpn_level0") as attribution:  # the level the box head reads: a gradient reaches it
+        assert attribution.attribute(x, target).abs().max() > 0
+    with cams.GradCAM(model, "backbone") as attribution, pytest.raises(ValueError, match="body_out, fpn_level0"):
+        attribution.attribute(x, target)

@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer
 
 from cnnvis import cams
-from cnnvis.models import build_model, get_layer, swin_classifier, vit_classifier
+from cnnvis.models import build_model, get_layer, swin_classifier, vit_classifier, weights_description
 from test_cams import assert_nontrivial
 
 SIZE = 32
@@ -121,3 +121,76 @@ def test_real_architectures_equal_pytorch_grad_cam(name, size, grid):
     theirs = peer_map("GradCAM", model, layer, x, [5], peer_reshape)
     assert_nontrivial(theirs)
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+
+BEYOND = ["vit_b_16", "swin_t", "fasterrcnn_mobilenet_v3_large_fpn", "deeplabv3_mobilenet_v3_large", "fcn_resnet50"]
+
+
+@pytest.mark.parametrize("name", BEYOND)
+def test_every_new_model_declares_the_cam_interface(name):
+    model = build_model(name, pretrained=False)
+    assert model.task in {"classification", "detection", "segmentation"} and model.weights_source == "random init"
+    for layer in [model.roles["last_conv"], *model.roles["layercam"], *model.layers]:
+        assert get_layer(model, layer) is not None
+    assert (model.cam_reshape is None) == (model.task == "segmentation")
+
+
+def fake_cached_weights(torch_home, name, weights_name, state):
+    """A torch hub cache file of ``state`` where torchvision's ``weights_name`` for ``name`` would be."""
+    import os
+
+    import torchvision
+
+    url = torchvision.models.get_model_weights(name)[weights_name].url
+    file = torch_home / "hub" / "checkpoints" / os.path.basename(url)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, file)
+    return file
+
+
+def test_cached_weights_load_and_a_missing_file_is_named(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("torchvision.models._api.WeightsEnum.get_state_dict",
+                        lambda self, *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    name = "deeplabv3_mobilenet_v3_large"
+    assert build_model(name, input_size=SIZE).weights_source == "random init"  # library default, nothing cached
+    with pytest.raises(FileNotFoundError, match=r"deeplabv3_mobilenet_v3_large-fc3c493d\.pth.*checkpoints"):
+        build_model(name, pretrained=True)
+    with pytest.raises(FileNotFoundError, match=r"vit_b_16-c867db91\.pth.*checkpoints"):
+        build_model("vit_b_16", pretrained=True)
+    shapes = {k: v.shape for k, v in torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, aux_loss=True).state_dict().items()}
+    # a distinct constant per tensor, stored as one element each (expand shares it): a tiny file
+    state = {k: torch.tensor(float(i)) if not shape else torch.full((1,), float(i)).expand(shape)
+             for i, (k, shape) in enumerate(shapes.items())}
+    fake_cached_weights(tmp_path, name, "COCO_WITH_VOC_LABELS_V1", state)
+    for pretrained in (None, True):
+        model = build_model(name, pretrained=pretrained, input_size=SIZE)
+        assert model.weights_source == "COCO-VOC weights (torchvision COCO_WITH_VOC_LABELS_V1)"
+        loaded = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+        assert all(torch.equal(v, state[k].expand_as(v).to(v.dtype)) for k, v in loaded.items())
+    assert weights_description(name, True) == "COCO-VOC weights (torchvision COCO_WITH_VOC_LABELS_V1)"
+    with pytest.raises(ValueError, match="model.num_classes=21"):
+        build_model(name, num_classes=5, pretrained=True)
+    assert build_model(name, num_classes=5).weights_source == "random init"  # a new class count: no weights fit
+
+
+def test_cam_is_exact_on_swins_last_norm_and_refused_on_vit_tokens(small_swin, small_vit, images):
+    """Swin's last norm feeds global average pooling + the head: through the reshape, CAM = h w Grad-CAM there.
+    ViT's head reads the class token, not pooled patches: CAM says so."""
+    with cams.CAM(small_swin, "norm") as cam, cams.GradCAM(small_swin, "norm", relu=False) as grad_cam:
+        a = cam.attribute(images, TARGETS, upsample_to_input=False)
+        b = grad_cam.attribute(images, TARGETS, upsample_to_input=False)
+    torch.testing.assert_close(a, b * a.shape[-1] * a.shape[-2], atol=1e-4, rtol=1e-4)
+    with cams.CAM(small_vit, "last_norm1") as cam, pytest.raises(ValueError, match="use GradCAM"):
+        cam.attribute(images, TARGETS)
+
+
+@pytest.mark.parametrize("model_name", ["small_vit", "small_swin"])
+def test_layercam_fuses_the_layercam_role(model_name, images, request):
+    model = request.getfixturevalue(model_name)
+    with cams.LayerCAM(model, model.roles["layercam"]) as method:
+        fused = method.attribute(images, TARGETS)
+    assert fused.shape == (2, SIZE, SIZE) and fused.flatten(1).amax(1).min() > 0

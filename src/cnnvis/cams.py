@@ -205,9 +205,10 @@ class Attribution:
                 acts = [self.activations[name] for name in self.layers]
                 for name, act in zip(self.layers, acts):
                     if not isinstance(act, torch.Tensor):
+                        others = ", ".join(n for n in getattr(self.model, "layers", {}) if n != name) or "a conv in it"
                         raise ValueError(f"layer {name!r} returns a {type(act).__name__}, not one tensor: gradient "
-                                         "methods need a tensor layer (e.g. a conv inside it); ScoreCAM takes any "
-                                         "layer with a reshape to (N, C, H, W)")
+                                         f"methods need a tensor layer ({others}); ScoreCAM takes this one through "
+                                         "the reshape")
                 total = scores.sum()  # images are independent in eval mode
                 if total.requires_grad:
                     grads = torch.autograd.grad(total, acts, allow_unused=True, materialize_grads=True)
@@ -215,7 +216,8 @@ class Attribution:
                     grads = [torch.zeros_like(a) for a in acts]
         finally:
             self._graph_from_first_hook = False
-        reshape = self.reshape or (lambda t: t)  # a permutation or selection of positions: grads follow it
+        # ViT / Swin reshapes only select and permute positions, so the gradient of the map is the reshaped gradient
+        reshape = self.reshape or (lambda t: t)
         acts = [reshape(a.detach()) for a in acts]
         return acts, [reshape(g.detach()) for g in grads], scores.detach(), target
 
@@ -337,9 +339,12 @@ class ScoreCAM(_ChannelWeightedCAM):
         if self.fast:  # a fresh copy per image: the model's weights may have changed since the last call
             net, layout = fold_batchnorm(self.model).to(memory_format=torch.channels_last), torch.channels_last
         scores = torch.empty(acts.shape[1], device=x.device)
+
         def score(images):  # the target's score of each masked image
             outputs = net(images.contiguous(memory_format=layout))
-            return outputs[:, target[0]] if isinstance(target, torch.Tensor) else target_scores(outputs, target[:1] * len(images))
+            if isinstance(target, torch.Tensor):
+                return outputs[:, target[0]]
+            return target_scores(outputs, target[:1] * len(images))
 
         if len(live) < acts.shape[1]:  # (up - lo) is exactly 0: the masked image is black
             scores[hi <= lo] = score(torch.zeros_like(x))[0]

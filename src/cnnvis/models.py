@@ -477,7 +477,7 @@ def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -
     layers = {"patch_embed": "net.conv_proj", **{f"block{i}": f"net.encoder.layers.{b}" for i, b in enumerate(blocks, 1)},
               "last_norm1": f"net.encoder.layers.{blocks[-1]}.ln_1", "ln": "net.encoder.ln", "head": "net.heads.head"}
     thirds = [f"block{max(1, len(blocks) * k // 3)}" for k in (1, 2)]
-    roles = {"last_conv": "last_norm1", "layercam": [*thirds, "last_norm1"]}
+    roles = {"last_conv": "last_norm1", "layercam": list(dict.fromkeys([*thirds, "last_norm1"]))}
     return TransformerClassifier(net, layers, roles, vit_reshape, input_size)
 
 
@@ -504,6 +504,8 @@ def vit_b_16(num_classes=1000, pretrained=False, input_size=224):
     if pretrained:
         state = _torchvision_weights("vit_b_16")
         net.load_state_dict(interpolate_embeddings(input_size, 16, state) if input_size != 224 else state)
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.heads.head = nn.Linear(net.heads.head.in_features, num_classes)
     return vit_classifier(net, input_size)
 
 
@@ -512,6 +514,8 @@ def swin_t(num_classes=1000, pretrained=False, input_size=224):
     net = torchvision.models.swin_t()
     if pretrained:
         net.load_state_dict(_torchvision_weights("swin_t"))
+    if num_classes != 1000:  # a new head over the ImageNet trunk
+        net.head = nn.Linear(net.head.in_features, num_classes)
     return swin_classifier(net, input_size)
 
 
@@ -519,17 +523,18 @@ def fasterrcnn_mobilenet_v3_large_fpn(num_classes=91, pretrained=False, input_si
     """torchvision's Faster R-CNN on a MobileNetV3-Large FPN, returning its list of {boxes, labels, scores} per
     image. It normalizes inside and runs at ``input_size`` (min_size = max_size = input_size: a square image is
     not rescaled, so its feature maps line up with the pixels). ``backbone`` returns the FPN levels (a dict,
-    turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer such as ``fpn_top``."""
+    turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer: ``fpn_level0``
+    (the FPN level the box head pools) or ``body_out`` (the MobileNet's last stage)."""
     from cnnvis.cams import fpn_reshape
 
     net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=input_size, max_size=input_size)
     if pretrained:
         net.load_state_dict(_torchvision_weights("fasterrcnn_mobilenet_v3_large_fpn", "COCO_V1"))
-    fpn_top = len(net.backbone.fpn.layer_blocks) - 1
+    # both FPN levels have stride 32, so the box head's LevelMapper pools every box from the first: "fpn_level0"
     net.layers = {"backbone": "backbone", "body_out": f"backbone.body.{list(net.backbone.body._modules)[-1]}",
-                  "fpn_top": f"backbone.fpn.layer_blocks.{fpn_top}"}
-    net.roles = {"last_conv": "backbone", "layercam": ["body_out", "fpn_top"]}
+                  "fpn_level0": "backbone.fpn.layer_blocks.0"}
+    net.roles = {"last_conv": "backbone", "layercam": ["body_out", "fpn_level0"]}
     net.task, net.cam_reshape, net.input_size, net.weights_source = "detection", fpn_reshape, input_size, "random init"
     return net
 
@@ -587,21 +592,18 @@ def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_s
     builder, weights_name, dataset, classes = TORCHVISION_BEYOND[name]
     if num_classes == 1000:  # the harness's default (ImageNet's count): the weights' own count
         num_classes = classes
+    new_head = name in ("vit_b_16", "swin_t")  # classifiers take the weights, then a new head for other counts
+    fits = new_head or num_classes == classes
     if pretrained is None:
-        pretrained = checkpoint is None and _cached_weights_file(name, weights_name).exists()
+        pretrained = checkpoint is None and fits and _cached_weights_file(name, weights_name).exists()
     pretrained = bool(pretrained) and checkpoint is None
-    if pretrained and num_classes != classes:
+    if pretrained and not fits:
         raise ValueError(f"{name}'s {dataset} weights have {classes} classes, not {num_classes}: set "
                          f"model.num_classes={classes} (or model.pretrained=false)")
-    model = builder(num_classes=num_classes if name not in ("vit_b_16", "swin_t") else 1000,
-                    pretrained=pretrained, input_size=input_size)
-    if model.task == "classification" and num_classes != model.head.out_features:
-        parent = model.net.heads if name == "vit_b_16" else model.net
-        setattr(parent, "head", nn.Linear(model.head.in_features, num_classes))
+    model = builder(num_classes=num_classes, pretrained=pretrained, input_size=input_size)
     if checkpoint:
         model.load_state_dict(load_checkpoint_state(checkpoint))
-    model.weights_source = (f"checkpoint {checkpoint}" if checkpoint else
-                            f"{dataset} weights (torchvision {weights_name})" if pretrained else "random init")
+    model.weights_source = weights_description(name, pretrained, checkpoint)
     return model
 
 
@@ -629,6 +631,9 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
+    if pretrained and name in TORCHVISION_BEYOND:
+        _, weights_name, dataset, _ = TORCHVISION_BEYOND[name]
+        return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
     return "random init"
