@@ -71,9 +71,9 @@ class Config(ExperimentConfig):
     classifiers: list[str] = field(default_factory=lambda: list(CLASSIFIERS))  # beside the configured model
     detector: Optional[str] = "fasterrcnn_mobilenet_v3_large_fpn"  # null: no detector column
     segmenter: Optional[str] = "deeplabv3_mobilenet_v3_large"  # null: no segmenter column
-    # the detector's Grad-CAM layer: its backbone's last stage (stride 32), which feeds every FPN level through the
-    # top-down path, so a detection's score reaches it whichever level pooled its box; null: the model's last_conv
-    detector_layer: Optional[str] = "body_out"
+    # the detector's Grad-CAM layer: the FPN level its box head pools every box from (a tensor; the model's
+    # last_conv role, the FPN dict, serves gradient-free methods only); body_out: the MobileNet's last stage
+    detector_layer: Optional[str] = "fpn_level0"
     detector_min_size: Optional[int] = None  # the detector resizes images to this shorter side; null: its own
     # (the image size: not rescaled; torchvision's pretrained recipe uses 800 for small objects)
 

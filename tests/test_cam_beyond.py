@@ -104,12 +104,12 @@ def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_
     torch.manual_seed(0)
     detector = frozen(build_model("fasterrcnn_mobilenet_v3_large_fpn", input_size=64))
     detector.weights_source = "COCO weights (stand-in)"  # random scores (~1/91) stay under its 0.05 threshold
-    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "body_out", None)
+    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "fpn_level0", None)
     assert detection_core(detector).roi_heads.score_thresh == 0.05
     assert run.captions == ["no detection"] and run.boxes == [None] and np.isnan(run.scores[0])
     assert not run.maps.any() and not any("random weights" in note for note in run.notes)
     detector.weights_source = "random init"
-    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "body_out", None)
+    run = run_detector("fasterrcnn_mobilenet_v3_large_fpn", detector, torch.rand(1, 3, 64, 64), "fpn_level0", None)
     assert run.captions[0].startswith("top box: ") and run.boxes[0] is not None
     assert any("threshold was set from 0.05 to 0" in note for note in run.notes)
 
