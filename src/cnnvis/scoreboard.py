@@ -43,6 +43,7 @@ GALLERY = [
     ("rcnn_patches", "top_patches.png", "Girshick et al. 2014, Fig. 4"),
     ("cam_gap", "cam_maps.png", "Zhou et al. 2016, Fig. 3"),
     ("cam_methods", "imagenet_grid.png", "Selvaraju et al. 2017, Fig. 1"),
+    ("cam_beyond", "cam_beyond.png", "Grad-CAM beyond CNN classifiers: ViT, Swin, detector, segmenter"),
     ("activation_max", "classes_efficientnet_lite0.png", "Simonyan et al. 2013, Fig. 1"),
     ("lucid/activation_max", "units_efficientnet_lite0.png", "Olah et al. 2017, Feature Visualization"),
     ("caltech_transfer", "accuracy_vs_train_size.png", "Zeiler & Fergus 2014, Fig. 9"),
