@@ -9,7 +9,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from cnnvis.cams import Saliency
+from cnnvis.cams import InputGradient, Saliency
 from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, edge_map,
                            sensitivity, similarities, spearman)
 from cnnvis.stats import Estimate, bootstrap_mean
@@ -162,3 +162,34 @@ def test_a_missing_checkpoint_names_the_command_that_makes_it(tmp_path):
     cfg = OmegaConf.create({"smoke": False, "model": {"checkpoint": str(tmp_path / "absent.pt")}})
     with pytest.raises(FileNotFoundError, match="python run.py experiment=train"):
         trained_zfnet(cfg)
+
+
+def test_cascade_similarity_matches_quantus_mprt():
+    """Quantus's MPRT (top-down, Spearman of |gradient| summed over channels) against ours on the same
+    randomized models (Quantus's generator: it re-seeds every layer, we seed each step): same layer order,
+    same per-image similarities."""
+    quantus = pytest.importorskip("quantus")
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x, y = torch.rand(6, 3, 32, 32), np.zeros(6, dtype=int)
+
+    def gradient(model, inputs, targets):
+        with InputGradient(model) as g:
+            return g.attribute(torch.as_tensor(inputs).float(), torch.as_tensor(targets))
+
+    def explain(model, inputs, targets, **kwargs):  # Quantus gets the 2-D map; ours reduces the raw gradient
+        return gradient(model, inputs, targets).abs().sum(1, keepdim=True).numpy()
+
+    metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman, layer_order="top_down",
+                          seed=42, abs=True, normalise=False, disable_warnings=True)
+    theirs = metric(model=net, x_batch=x.numpy(), y_batch=y, a_batch=None, explain_func=explain, device="cpu")
+    single_modules = {path: [path] for path in ("features.conv1", "features.bn", "features.conv2", "fc")}
+    ours_order = [name for name, _ in cascading_randomization(net, single_modules)]
+    assert ours_order == [k for k in theirs if k != "original"]
+    original = gradient(net, x, y)
+    generator = PyTorchModel(net, channel_first=True).get_random_layer_generator("top_down", seed=42)
+    for name, randomized in generator:
+        ours = similarities(original, gradient(randomized, x, y))["spearman_abs"]
+        np.testing.assert_allclose(ours, theirs[name], atol=1e-9, err_msg=name)

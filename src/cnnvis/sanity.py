@@ -54,15 +54,13 @@ def cascade_blocks(model: nn.Module) -> dict[str, list[str]]:
 
 
 def reinitialize_(model: nn.Module, paths: list[str]) -> None:
-    """Re-draw the parameters (and BatchNorm statistics) of the modules at ``paths`` with their own init."""
+    """Re-draw the parameters of the modules at ``paths`` with their own init (BatchNorm's resets its statistics too)."""
     for path in paths:
         module = model.get_submodule(path)
         if not hasattr(module, "reset_parameters"):
             raise TypeError(f"{path} ({type(module).__name__}) has parameters but no reset_parameters(): "
                             "it cannot be re-initialized with its own init")
         module.reset_parameters()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
 
 
 def cascading_randomization(model: nn.Module, blocks: Optional[dict[str, list[str]]] = None,
