@@ -205,8 +205,8 @@ def run_network(out, model, x, title, key, e, seed, notes_extra, methods):
 
 NOTES = (
     "Measures (Adebayo et al. 2018): Spearman rank correlation of the absolute maps (input-space signals: sum over "
-    "colour channels of |a|) and of the signed maps (sum of a; class activation maps are non-negative, so both "
-    "agree), SSIM of the absolute maps scaled to [0, 1] by their maxima (scikit-image), and the Pearson correlation "
+    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's max_c |gradient|, "
+    "are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by their maxima (scikit-image), and the Pearson correlation "
     "of their HOG descriptors (scikit-image defaults). A constant map (e.g. a Grad-CAM zeroed by its ReLU) "
     "correlates 0 with any non-constant map. The threshold 0.5 lies halfway between maps unrelated to the trained "
     "ones (0) and identical ones (1); the paper reads its randomized methods' 0.2-0.4 as changed. Baselines: the "

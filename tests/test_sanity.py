@@ -193,3 +193,24 @@ def test_cascade_similarity_matches_quantus_mprt():
     for name, randomized in generator:
         ours = similarities(original, gradient(randomized, x, y))["spearman_abs"]
         np.testing.assert_allclose(ours, theirs[name], atol=1e-9, err_msg=name)
+
+
+def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
+    from types import SimpleNamespace
+
+    from experiments.sanity_checks import EDGE, cascade_claims
+
+    rng = np.random.default_rng(0)
+
+    def run(level):  # per method: the trained step (1) and the fully randomized step (``level`` +- noise)
+        final = np.clip(level + rng.normal(0, 0.05, 40), -1, 1)
+        return [{m: np.ones(40) for m in ("spearman_abs",)}, {"spearman_abs": final}]
+
+    e = SimpleNamespace(threshold=0.5)
+    sims = {"guided_backprop": run(0.1), "saliency": run(0.1), EDGE: run(1.0)}
+    across = {name: None for name in sims}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}
+    sims = {"guided_backprop": run(0.9), "saliency": run(0.9), EDGE: run(1.0)}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    assert verdicts == {"saliency": "not reproduced", "guided_backprop": "reproduced"}

@@ -37,7 +37,8 @@ def similarity_curves(curves: dict[str, dict[str, list[np.ndarray]]], steps: lis
         for method, per_measure in curves.items():
             estimates = [bootstrap_mean(v) for v in per_measure[measure]]
             mean = np.array([e.value for e in estimates])
-            ax.plot(x, mean, lw=1.2, marker=".", label=method)
+            style = {"color": "k", "ls": "--"} if method.startswith("baseline") else {}  # not one of the cycled colours
+            ax.plot(x, mean, lw=1.2, marker=".", label=method, **style)
             lo, hi = np.array([e.lo for e in estimates]), np.array([e.hi for e in estimates])
             ax.fill_between(x, lo, hi, alpha=0.15)
         ax.set_xticks(x, steps, rotation=90, fontsize=7)
