@@ -49,7 +49,10 @@ class Config(ExperimentConfig):
     pretrained_model: str = "efficientnet_lite0"  # ImageNet weights available offline
     pretrained_images: int = 32  # ImageNet validation images (seeded pick)
     trained_images: int = 64  # the trained ZFNet's Caltech-101 validation images (seeded pick)
-    scorecam_images: int = 4  # Score-CAM (one forward pass per channel per image and step) on the first ones only
+    # Score-CAM (one forward pass per channel of the last conv layer, per image and cascade step) on the first
+    # images only; 0 leaves it out. EfficientNet-Lite0's 1,280 channels: ~22 s per map on one core, 11 steps.
+    pretrained_scorecam_images: int = 1
+    trained_scorecam_images: int = 16  # ZFNet x0.25: 64 channels
     threshold: float = 0.5  # mean |Spearman| to the fully randomized maps: sensitive below, insensitive above
     data_randomization: bool = True  # train the preset ZFNet on permuted labels and compare its maps
     batch_size: int = 8
@@ -67,6 +70,10 @@ def method_settings(model, e) -> SimpleNamespace:
                            batch_size=e.batch_size, scorecam_batch_size=e.scorecam_batch_size)
 
 
+def with_scorecam(methods, scorecam_images: int) -> list[str]:
+    return [m for m in methods if m != "scorecam" or scorecam_images > 0]
+
+
 def frozen(model):
     for p in model.parameters():
         p.requires_grad_(False)
@@ -81,30 +88,31 @@ def attribute(name, model, x, targets, settings) -> torch.Tensor:
                           for i in range(0, len(x), settings.batch_size)])
 
 
-def applicable(names, model, x, targets, settings) -> tuple[list[str], dict[str, str]]:
-    """The methods that run on ``model`` and, for the others, why not (e.g. CAM needs global average pooling)."""
-    ok, skipped = [], {}
-    for name in names:
+def trained_maps(names, model, x, targets, settings, scorecam_images) -> tuple[dict, dict[str, str]]:
+    """Each method's attributions on the trained ``model`` and, for the methods that refuse this network, why
+    (CAM needs global average pooling before one linear layer)."""
+    maps, skipped = {}, {}
+    for name in [*with_scorecam(names, scorecam_images), EDGE]:
+        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
         try:
-            attribute(name, model, x[:1], targets[:1], settings)
-            ok.append(name)
-        except (ValueError, TypeError, KeyError, RuntimeError) as err:
+            maps[name] = attribute(name, model, x[:n], targets[:n], settings)
+        except ValueError as err:
             skipped[name] = str(err).split("\n")[0]
-    return ok, skipped
+    return maps, skipped
 
 
-def cascade(model, x, targets, methods, settings, e, seed, desc):
-    """Per method: the per-image similarities to the trained model's maps at each cascade step, the figure
-    image's absolute map at every step, and seconds; also the between-image baseline (each trained-model map
-    against the next image's)."""
+def cascade(model, x, targets, trained, settings, seed, desc):
+    """Per method of ``trained`` ({method: its maps on the trained model}): the per-image similarities to them at
+    each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
+    baseline (each trained-model map against the next image's)."""
     steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
     sims, shown, seconds, across = {}, {}, {}, {}
-    for name in [*methods, EDGE]:
-        n = min(e.scorecam_images, len(x)) if name == "scorecam" else len(x)
+    for name, first in trained.items():
+        n = len(first)
         start = time.perf_counter()
-        maps = [attribute(name, m, x[:n], targets[:n], settings)
-                for _, m in tqdm(steps, desc=f"{desc} {name}", leave=False)]
-        seconds[name] = (time.perf_counter() - start) / (n * len(steps))
+        maps = [first] + [attribute(name, m, x[:n], targets[:n], settings)
+                          for _, m in tqdm(steps[1:], desc=f"{desc} {name}", leave=False)]
+        seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
         sims[name] = [similarities(maps[0], m) for m in maps]
         shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
         across[name] = similarities(maps[0], maps[0].roll(1, 0)) if n > 1 else None
@@ -176,13 +184,13 @@ def top1(model, x) -> torch.Tensor:
         return torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
 
 
-def run_network(out, model, x, title, key, e, seed, notes_extra, methods):
+def run_network(out, model, x, title, key, e, seed, scorecam_images):
     """The cascade on one network: figures, the per-method table, the claims rows."""
     model = frozen(model)
     targets = top1(model, x)
     settings = method_settings(model, e)
-    methods, skipped = applicable(methods, model, x, targets, settings)
-    steps, sims, shown, seconds, across = cascade(model, x, targets, methods, settings, e, seed, key)
+    trained, skipped = trained_maps(e.methods, model, x, targets, settings, scorecam_images)
+    steps, sims, shown, seconds, across = cascade(model, x, targets, trained, settings, seed, key)
     out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
                             "re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
                f"{key}_cascade")
@@ -190,13 +198,15 @@ def run_network(out, model, x, title, key, e, seed, notes_extra, methods):
     out.figure(similarity_curves(curves, steps, MEASURE_NAMES, f"{title}: similarity to the trained model's maps "
                                  "(mean, 95 % bootstrap band over images)"), f"{key}_similarity")
     blocks = cascade_blocks(model)
-    notes = (f"{len(x)} images (Score-CAM: the first {min(e.scorecam_images, len(x))}); cascade steps, top first: "
-             f"{', '.join(steps[1:])} (each step re-initializes {', '.join(f'{k}: {len(v)} modules' for k, v in blocks.items())} "
-             "from the top down, cumulatively, with each module's own reset_parameters; BatchNorm to weight 1, "
-             "bias 0, running mean 0, variance 1). Every map explains the trained model's top-1 class at every step. "
-             + rule_text(e.threshold) + f"; verdict 'undecided' otherwise. "
+    scorecam = (f"Score-CAM: the first {min(scorecam_images, len(x))}" if scorecam_images else
+                "Score-CAM left out: its experiment.*scorecam_images is 0")
+    notes = (f"{len(x)} images ({scorecam}); cascade steps, top first: "
+             f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
+             f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
+             "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
+             "trained model's top-1 class at every step. " + rule_text(e.threshold) + "; verdict 'undecided' otherwise. "
              + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
-             + NOTES + notes_extra)
+             + NOTES)
     out.table(cascade_table(sims, across, seconds, e), f"{key}_cascade",
               title=f"Cascading randomization: {title}", notes=notes)
     metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
@@ -223,19 +233,17 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     recipe = smoke_recipe(e.train, cfg.smoke)
     n_classes = len(images.classes)
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
-    start = time.perf_counter()
     random_model, history, ckpt = train_variant(
         lambda: harness_model("zfnet", n_classes, cfg.model.input_size, e.width), "zfnet_shuffled_labels", cfg,
         shuffled, val_set, recipe, cfg.seed, e.classes)
-    train_seconds = time.perf_counter() - start
+    train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     random_model = frozen(random_model.cpu())
     settings = method_settings(model, e)
-    methods, skipped = applicable(list(e.methods), model, x, targets, settings)
+    trained, skipped = trained_maps(e.methods, model, x, targets, settings, e.trained_scorecam_images)
     rows = []
-    for name in [*methods, EDGE]:
-        n = min(e.scorecam_images, len(x)) if name == "scorecam" else len(x)
-        s = similarities(attribute(name, model, x[:n], targets[:n], settings),
-                         attribute(name, random_model, x[:n], targets[:n], settings))
+    for name, maps in trained.items():
+        n = len(maps)
+        s = similarities(maps, attribute(name, random_model, x[:n], targets[:n], settings))
         row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
                "verdict": sensitivity(bootstrap_mean(s["spearman_abs"]), e.threshold)}
         rows.append(row)
@@ -272,8 +280,8 @@ def main(cfg, out):
     unknown = sorted(set(e.methods) - set(ALL_METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(ALL_METHODS)}")
-    if cfg.smoke:  # seconds: two images per network, one cascade of small inputs
-        e.pretrained_images, e.trained_images, e.scorecam_images = 2, 2, 1
+    if cfg.smoke:  # seconds: two images per network at small sizes; Score-CAM on the ZFNet only
+        e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 2, 2, 0, 1
     pcfg = imagenet_config(cfg, e)
     imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
     images, train_set, val_set = train_val_sets(cfg, e.classes)
@@ -288,11 +296,8 @@ def main(cfg, out):
     chosen = pick(len(imagenet), e.pretrained_images, cfg.seed)
     x = imagenet.tensors(chosen, size)
     pretrained = model_from_config(pcfg)
-    # smoke: Score-CAM's 1,280 forward passes per map and cascade step would take minutes; the ZFNet runs it
-    methods = [m for m in e.methods if not (cfg.smoke and m == "scorecam")]
     rows, m, _ = run_network(out, pretrained, x, f"{e.pretrained_model} (ImageNet weights), {len(x)} ImageNet "
-                             "validation images", "imagenet", e, cfg.seed,
-                             " smoke=true: Score-CAM left out on this network." if cfg.smoke else "", methods)
+                             "validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
     claims += rows
     metrics.update(m)
 
@@ -302,9 +307,7 @@ def main(cfg, out):
     weights = f"checkpoint {cfg.model.checkpoint}" if cfg.model.checkpoint and Path(cfg.model.checkpoint).is_file() \
         else "smoke-trained"
     rows, m, targets = run_network(out, zfnet, xz, f"zfnet ({weights}), {len(xz)} Caltech-101 validation images",
-                                   "caltech101", e, cfg.seed,
-                                   " ZFNet: CAM needs global average pooling before one linear layer, which ZFNet "
-                                   "lacks." if "cam" in e.methods else "", list(e.methods))
+                                   "caltech101", e, cfg.seed, e.trained_scorecam_images)
     claims += rows
     metrics.update(m)
 
