@@ -31,7 +31,7 @@ from cnnvis.models import resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
-                           edge_map, sensitivity, similarities, two_d_maps)
+                           constant_share, edge_map, sensitivity, similarities, two_d_maps)
 from cnnvis.stats import bootstrap_mean, proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
 from experiments.cam_methods import ALL_METHODS, build_method
@@ -106,7 +106,7 @@ def cascade(model, x, targets, trained, settings, seed, desc):
     each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
     baseline (each trained-model map against the next image's)."""
     steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
-    sims, shown, seconds, across = {}, {}, {}, {}
+    sims, shown, seconds, across, constant = {}, {}, {}, {}, {}
     for name, first in trained.items():
         n = len(first)
         start = time.perf_counter()
@@ -116,14 +116,15 @@ def cascade(model, x, targets, trained, settings, seed, desc):
         sims[name] = [similarities(maps[0], m) for m in maps]
         shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
         across[name] = similarities(maps[0], maps[0].roll(1, 0)) if n > 1 else None
-    return [s for s, _ in steps], sims, shown, seconds, across
+        constant[name] = constant_share(maps[-1])
+    return [s for s, _ in steps], sims, shown, seconds, across, constant
 
 
 def fmt(values, digits=3) -> str:
     return bootstrap_mean(values).format(digits)
 
 
-def cascade_table(sims, across, seconds, e) -> pd.DataFrame:
+def cascade_table(sims, across, seconds, constant, e) -> pd.DataFrame:
     """One row per method: each measure at full randomization, the rule's verdict, the between-image baseline."""
     rows = []
     for name, per_step in sims.items():
@@ -133,6 +134,7 @@ def cascade_table(sims, across, seconds, e) -> pd.DataFrame:
         row["verdict"] = sensitivity(bootstrap_mean(final["spearman_abs"]), e.threshold)
         row["paper (Adebayo 2018)"] = PAPER_FINDINGS.get(name, "not tested" if name != EDGE else "-")
         row["other images' maps (spearman_abs)"] = "-" if across[name] is None else fmt(across[name]["spearman_abs"])
+        row["constant maps (fully randomized)"] = f"{100 * constant[name]:.0f} %"
         row["seconds_per_map"] = round(seconds[name], 4)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -190,7 +192,7 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
     targets = top1(model, x)
     settings = method_settings(model, e)
     trained, skipped = trained_maps(e.methods, model, x, targets, settings, scorecam_images)
-    steps, sims, shown, seconds, across = cascade(model, x, targets, trained, settings, seed, key)
+    steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, settings, seed, key)
     out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
                             "re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
                f"{key}_cascade")
@@ -207,7 +209,7 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
              "trained model's top-1 class at every step. " + rule_text(e.threshold) + "; verdict 'undecided' otherwise. "
              + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
              + NOTES)
-    out.table(cascade_table(sims, across, seconds, e), f"{key}_cascade",
+    out.table(cascade_table(sims, across, seconds, constant, e), f"{key}_cascade",
               title=f"Cascading randomization: {title}", notes=notes)
     metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
     return cascade_claims(sims, across, key, e), metrics, targets
@@ -218,7 +220,7 @@ NOTES = (
     "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's max_c |gradient|, "
     "are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by their maxima (scikit-image), and the Pearson correlation "
     "of their HOG descriptors (scikit-image defaults). A constant map (e.g. a Grad-CAM zeroed by its ReLU) "
-    "correlates 0 with any non-constant map. The threshold 0.5 lies halfway between maps unrelated to the trained "
+    "correlates 0 with any non-constant map; column 'constant maps' gives their share. The threshold 0.5 lies halfway between maps unrelated to the trained "
     "ones (0) and identical ones (1); the paper reads its randomized methods' 0.2-0.4 as changed. Baselines: the "
     "edge detector (Sobel magnitude of the image) never reads the weights (similarity 1 at every step: the "
     "insensitive extreme); 'other images' maps' is each trained-model map against the next image's, the similarity "
@@ -243,15 +245,19 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     rows = []
     for name, maps in trained.items():
         n = len(maps)
-        s = similarities(maps, attribute(name, random_model, x[:n], targets[:n], settings))
+        permuted = attribute(name, random_model, x[:n], targets[:n], settings)
+        s = similarities(maps, permuted)
         row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
-               "verdict": sensitivity(bootstrap_mean(s["spearman_abs"]), e.threshold)}
+               "verdict": sensitivity(bootstrap_mean(s["spearman_abs"]), e.threshold),
+               "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"}
         rows.append(row)
     true_acc = proportion((top1(model, x) == labels).numpy())
     random_acc = proportion((top1(random_model, x) == labels).numpy())
     notes = (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {recipe.epochs} epochs) trained on the "
              f"{len(train_set)} training images with their labels permuted (seeded; class frequencies kept), in "
-             f"{train_seconds:.0f} s ({ckpt}). Top-1 on these {len(x)} validation images: true labels "
+             f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
+             f"{100 * float(history.train_top1.iloc[-1]):.1f} % (a network that memorized them would approach "
+             f"100 %, as the paper's did). Top-1 on these {len(x)} validation images: true labels "
              f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} (chance {100 / n_classes:.0f} %). "
              "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
              + rule_text(e.threshold).replace("fully randomized model", "permuted-label model") + ". "

@@ -10,8 +10,8 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
-from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, edge_map,
-                           sensitivity, similarities, spearman)
+from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, constant_share,
+                           edge_map, sensitivity, similarities, spearman)
 from cnnvis.stats import Estimate, bootstrap_mean
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
@@ -60,6 +60,13 @@ def test_identical_maps_are_similar_one_and_unrelated_maps_about_zero():
     for measure in ("spearman_abs", "spearman_signed", "hog"):
         assert abs(other[measure].mean()) < 0.1, (measure, other[measure].mean())
     assert other["ssim"].mean() < 0.3  # SSIM's luminance term keeps two [0, 1] maps above 0
+
+
+def test_constant_share_counts_flat_maps():
+    maps = torch.rand(4, 3, 8, 8)
+    maps[1] = 0
+    maps[3] = 2.0
+    assert constant_share(maps) == 0.5
 
 
 def test_input_space_signals_reduce_by_absolute_and_signed_channel_sums():

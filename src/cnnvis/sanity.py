@@ -148,3 +148,10 @@ def edge_map(x: torch.Tensor) -> torch.Tensor:
     kernels = torch.stack([sobel, sobel.T])[:, None]
     g = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
     return g.pow(2).sum(1).sqrt()
+
+
+def constant_share(attribution: torch.Tensor) -> float:
+    """The share of maps (absolute, 2-D) that are constant, e.g. all zero where a randomized network's ReLUs are
+    dead: such a map correlates 0 with anything, so a high share explains a low similarity without any structure."""
+    maps = two_d_maps(attribution)[0].reshape(len(attribution), -1)
+    return float((maps.max(1) == maps.min(1)).mean())
