@@ -206,7 +206,8 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
              f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
              f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
              "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
-             "trained model's top-1 class at every step. " + rule_text(e.threshold) + "; verdict 'undecided' otherwise. "
+             "trained model's top-1 class at every step. " + rule_text(e.threshold)
+             + "; verdict 'undecided' otherwise. "
              + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
              + NOTES)
     out.table(cascade_table(sims, across, seconds, constant, e), f"{key}_cascade",
@@ -217,15 +218,15 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
 
 NOTES = (
     "Measures (Adebayo et al. 2018): Spearman rank correlation of the absolute maps (input-space signals: sum over "
-    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's max_c |gradient|, "
-    "are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by their maxima (scikit-image), and the Pearson correlation "
-    "of their HOG descriptors (scikit-image defaults). A constant map (e.g. a Grad-CAM zeroed by its ReLU) "
-    "correlates 0 with any non-constant map; column 'constant maps' gives their share. The threshold 0.5 lies halfway between maps unrelated to the trained "
-    "ones (0) and identical ones (1); the paper reads its randomized methods' 0.2-0.4 as changed. Baselines: the "
-    "edge detector (Sobel magnitude of the image) never reads the weights (similarity 1 at every step: the "
-    "insensitive extreme); 'other images' maps' is each trained-model map against the next image's, the similarity "
-    "that image-independent structure (centre bias, border effects) alone gives. The paper's network is "
-    "Inception v3 on ImageNet; its figure reads orderings, not values."
+    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's "
+    "max_c |gradient|, are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by "
+    "their maxima (scikit-image), and the Pearson correlation of their HOG descriptors (scikit-image defaults). "
+    "A constant map (e.g. a Grad-CAM zeroed by its ReLU) correlates 0 with any non-constant map; column 'constant "
+    "maps' gives their share. The default threshold 0.5 lies halfway between maps unrelated to the trained ones "
+    "(0) and identical ones (1). Baselines: the edge detector (Sobel magnitude of the image) never reads the "
+    "weights (similarity 1 at every step: the insensitive extreme); 'other images' maps' is each trained-model map "
+    "against the next image's, the similarity that image-independent structure (centre bias, border effects) "
+    "alone gives. The paper's network is Inception v3 on ImageNet; its figure reads orderings, not values."
 )
 
 
@@ -236,7 +237,8 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     n_classes = len(images.classes)
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
     random_model, history, ckpt = train_variant(
-        lambda: harness_model("zfnet", n_classes, cfg.model.input_size, e.width), "zfnet_shuffled_labels", cfg,
+        lambda: harness_model(cfg.model.name, n_classes, cfg.model.input_size, e.width),
+        f"{cfg.model.name}_shuffled_labels", cfg,
         shuffled, val_set, recipe, cfg.seed, e.classes)
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     random_model = frozen(random_model.cpu())
@@ -257,8 +259,9 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
              f"{len(train_set)} training images with their labels permuted (seeded; class frequencies kept), in "
              f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
              f"{100 * float(history.train_top1.iloc[-1]):.1f} % (a network that memorized them would approach "
-             f"100 %, as the paper's did). Top-1 on these {len(x)} validation images: true labels "
-             f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} (chance {100 / n_classes:.0f} %). "
+             f"100 %). Top-1 on these {len(x)} validation images: true labels "
+             f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
+             f"(chance {100 / n_classes:.0f} %). "
              "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
              + rule_text(e.threshold).replace("fully randomized model", "permuted-label model") + ". "
              + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
@@ -293,8 +296,11 @@ def main(cfg, out):
     images, train_set, val_set = train_val_sets(cfg, e.classes)
     zfnet = trained_zfnet(cfg)
     if zfnet is None:
-        zfnet, _, _ = train_variant(lambda: harness_model("zfnet", len(images.classes), cfg.model.input_size, e.width),
-                                    "zfnet", cfg, train_set, val_set, smoke_recipe(e.train, True), cfg.seed, e.classes)
+        def build():
+            return harness_model(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
+
+        zfnet, _, _ = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
+                                    cfg.seed, e.classes)
         zfnet = zfnet.cpu()
     claims, metrics = [], {}
 

@@ -54,7 +54,8 @@ def cascade_blocks(model: nn.Module) -> dict[str, list[str]]:
 
 
 def reinitialize_(model: nn.Module, paths: list[str]) -> None:
-    """Re-draw the parameters of the modules at ``paths`` with their own init (BatchNorm's resets its statistics too)."""
+    """Re-draw the parameters of the modules at ``paths`` with their own init (BatchNorm's resets its statistics
+    too)."""
     for path in paths:
         module = model.get_submodule(path)
         if not hasattr(module, "reset_parameters"):
