@@ -47,6 +47,7 @@ GALLERY = [
     ("activation_max", "classes_efficientnet_lite0.png", "Simonyan et al. 2013, Fig. 1"),
     ("lucid/activation_max", "units_efficientnet_lite0.png", "Olah et al. 2017, Feature Visualization"),
     ("caltech_transfer", "accuracy_vs_train_size.png", "Zeiler & Fergus 2014, Fig. 9"),
+    ("sanity_checks", "imagenet_cascade.png", "Adebayo et al. 2018, Fig. 2"),
 ]
 
 

@@ -547,6 +547,22 @@ def split_held_out(labels, idx, val_per_class: int, seed: int = 0) -> tuple[np.n
     return np.sort(np.asarray(val, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
 
 
+class ShuffledLabels(Dataset):
+    """The data randomization test's training set (Zhang et al. 2017, Adebayo et al. 2018): every image keeps
+    its augmentation, the labels are permuted among the images (seeded), so class frequencies stay and the
+    link between an image and its label is gone."""
+
+    def __init__(self, dataset: Dataset, labels, seed: int = 0):
+        self.dataset = dataset
+        self.labels = np.random.default_rng([seed, 104_729]).permutation(np.asarray(labels))
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.dataset[i][0], int(self.labels[i])
+
+
 def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, seed: int) -> Path:
     """``root/<tag>-<hash>``: one folder per (architecture, data, recipe, seed), so experiments that train the
     same thing share (and resume) one run."""

@@ -1,0 +1,333 @@
+"""Sanity checks for saliency maps (Adebayo et al. 2018), for every method of `cam_methods`, on two networks:
+EfficientNet-Lite0 (ImageNet weights, ImageNet validation images) and the ZFNet trained by `train` (its CPU
+preset, on its Caltech-101 validation images).
+
+Cascading model-parameter randomization (Fig. 2 / Fig. 4): layers re-initialized from the logits down,
+cumulatively, and each step's map compared with the trained model's map of the same image and class (the trained
+model's top-1) by Spearman rank correlation (absolute and signed), SSIM and HOG similarity (cnnvis.sanity).
+Data randomization (Sec. 5): the same ZFNet recipe trained on permuted labels, its maps compared with the
+true-label model's.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from cnnvis.ablations import harness_model
+from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
+from cnnvis.models import resolve_layers
+from cnnvis.plotting.sanity import cascade_grid, similarity_curves
+from cnnvis.runner import images_from_config, model_from_config
+from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
+                           constant_share, edge_map, sensitivity, similarities, two_d_maps)
+from cnnvis.stats import bootstrap_mean, proportion
+from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
+from experiments.cam_methods import ALL_METHODS, build_method
+
+EDGE = "baseline: edge detector"
+# Adebayo et al. 2018, Sec. 4 / Fig. 2 and 4 (Inception v3, ImageNet): the methods it tested that cam_methods runs.
+PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
+                  "guided_gradcam": INSENSITIVE}
+TRAIN_COMMAND = "python run.py experiment=train"
+
+
+@dataclass
+class Config(ExperimentConfig):
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    pretrained_model: str = "efficientnet_lite0"  # ImageNet weights available offline
+    pretrained_images: int = 32  # ImageNet validation images (seeded pick)
+    trained_images: int = 64  # the trained ZFNet's Caltech-101 validation images (seeded pick)
+    # Score-CAM (one forward pass per channel of the last conv layer, per image and cascade step) on the first
+    # images only; 0 leaves it out. EfficientNet-Lite0's 1,280 channels: ~22 s per map on one core, 11 steps.
+    pretrained_scorecam_images: int = 1
+    trained_scorecam_images: int = 16  # ZFNet x0.25: 64 channels
+    threshold: float = 0.5  # mean |Spearman| to the fully randomized maps: sensitive below, insensitive above
+    data_randomization: bool = True  # train the preset ZFNet on permuted labels and compare its maps
+    batch_size: int = 8
+    scorecam_batch_size: int = 4
+    train: TrainConfig = field(default_factory=TrainConfig)  # the shuffled-label run's recipe (the train preset)
+    classes: Optional[int] = 10
+    width: float = 1.0
+    checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
+
+
+def method_settings(model, e) -> SimpleNamespace:
+    """What cam_methods.build_method reads, with this model's own layers (its last conv, its LayerCAM layers)."""
+    return SimpleNamespace(layer=resolve_layers(model, None, "last_conv", "experiment.layer"),
+                           layercam_layers=resolve_layers(model, None, "layercam", "experiment.layercam_layers"),
+                           batch_size=e.batch_size, scorecam_batch_size=e.scorecam_batch_size)
+
+
+def with_scorecam(methods, scorecam_images: int) -> list[str]:
+    return [m for m in methods if m != "scorecam" or scorecam_images > 0]
+
+
+def frozen(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def attribute(name, model, x, targets, settings) -> torch.Tensor:
+    if name == EDGE:
+        return edge_map(x)
+    with build_method(name, model, settings) as method:
+        return torch.cat([method.attribute(x[i:i + settings.batch_size], targets[i:i + settings.batch_size])
+                          for i in range(0, len(x), settings.batch_size)])
+
+
+def trained_maps(names, model, x, targets, settings, scorecam_images) -> tuple[dict, dict[str, str]]:
+    """Each method's attributions on the trained ``model`` and, for the methods that refuse this network, why
+    (CAM needs global average pooling before one linear layer)."""
+    maps, skipped = {}, {}
+    for name in [*with_scorecam(names, scorecam_images), EDGE]:
+        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
+        try:
+            maps[name] = attribute(name, model, x[:n], targets[:n], settings)
+        except ValueError as err:
+            skipped[name] = str(err).split("\n")[0]
+    return maps, skipped
+
+
+def cascade(model, x, targets, trained, settings, seed, desc):
+    """Per method of ``trained`` ({method: its maps on the trained model}): the per-image similarities to them at
+    each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
+    baseline (each trained-model map against the next image's)."""
+    steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
+    sims, shown, seconds, across, constant = {}, {}, {}, {}, {}
+    for name, first in trained.items():
+        n = len(first)
+        start = time.perf_counter()
+        maps = [first] + [attribute(name, m, x[:n], targets[:n], settings)
+                          for _, m in tqdm(steps[1:], desc=f"{desc} {name}", leave=False)]
+        seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
+        sims[name] = [similarities(maps[0], m) for m in maps]
+        shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
+        across[name] = similarities(maps[0], maps[0].roll(1, 0)) if n > 1 else None
+        constant[name] = constant_share(maps[-1])
+    return [s for s, _ in steps], sims, shown, seconds, across, constant
+
+
+def fmt(values, digits=3) -> str:
+    return bootstrap_mean(values).format(digits)
+
+
+def cascade_table(sims, across, seconds, constant, e) -> pd.DataFrame:
+    """One row per method: each measure at full randomization, the rule's verdict, the between-image baseline."""
+    rows = []
+    for name, per_step in sims.items():
+        final = per_step[-1]
+        row = {"method": name}
+        row.update({f"{m} (fully randomized)": fmt(final[m]) for m in MEASURES})
+        row["verdict"] = sensitivity(bootstrap_mean(final["spearman_abs"]), e.threshold)
+        row["paper (Adebayo 2018)"] = PAPER_FINDINGS.get(name, "not tested" if name != EDGE else "-")
+        row["other images' maps (spearman_abs)"] = "-" if across[name] is None else fmt(across[name]["spearman_abs"])
+        row["constant maps (fully randomized)"] = f"{100 * constant[name]:.0f} %"
+        row["seconds_per_map"] = round(seconds[name], 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rule_text(threshold: float) -> str:
+    return (f"sensitive when the 95 % bootstrap interval (over images) of the mean Spearman correlation of absolute "
+            f"maps between the trained and the fully randomized model lies below {threshold:g}; insensitive when "
+            f"it lies above {threshold:g}")
+
+
+def cascade_claims(sims, across, network: str, e) -> list[Claim]:
+    """Adebayo et al.'s qualitative findings, each decided by the sensitivity rule on this network."""
+    claims = []
+    for method, finding in PAPER_FINDINGS.items():
+        if method not in sims:
+            continue
+        final = bootstrap_mean(sims[method][-1]["spearman_abs"])
+        ours = sensitivity(final, e.threshold)
+        edge = bootstrap_mean(sims[EDGE][-1]["spearman_abs"]).format(3)
+        other = "-" if across[method] is None else fmt(across[method]["spearman_abs"])
+        claims.append(Claim(
+            paper="Adebayo et al. 2018", source="Fig. 2 / Fig. 4 (Inception v3, ImageNet)",
+            claim=f"{method} is {finding} to cascading model-parameter randomization [{network}]",
+            paper_number=f"qualitative: {finding}",
+            ours=f"spearman_abs trained vs fully randomized: {final.format(3)} -> {ours}", n=final.n,
+            baseline=f"edge detector (ignores the weights): {edge}; the method's maps of other images: {other}",
+            rule=rule_text(e.threshold), verdict=decide(ours == finding)))
+    return claims
+
+
+def imagenet_config(cfg, e):
+    """The run's config with the pretrained network and the ImageNet validation images in place of the ZFNet's."""
+    size = 64 if cfg.smoke else 224
+    pcfg = copy.deepcopy(cfg)
+    pcfg.model = OmegaConf.structured(ModelConfig(name=e.pretrained_model, pretrained=True, input_size=size))
+    pcfg.dataset = OmegaConf.structured(DatasetConfig(name="imagenet_val", root=cfg.dataset.root,
+                                                      subdir="imagenet-val-1300", resize=size,
+                                                      resize_mode=ResizeMode.stretch))
+    return pcfg
+
+
+def pick(n_total: int, n: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
+
+
+def top1(model, x) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
+
+
+def run_network(out, model, x, title, key, e, seed, scorecam_images):
+    """The cascade on one network: figures, the per-method table, the claims rows."""
+    model = frozen(model)
+    targets = top1(model, x)
+    settings = method_settings(model, e)
+    trained, skipped = trained_maps(e.methods, model, x, targets, settings, scorecam_images)
+    steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, settings, seed, key)
+    out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
+                            "re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
+               f"{key}_cascade")
+    curves = {m: {measure: [s[measure] for s in per_step] for measure in MEASURES} for m, per_step in sims.items()}
+    out.figure(similarity_curves(curves, steps, MEASURE_NAMES, f"{title}: similarity to the trained model's maps "
+                                 "(mean, 95 % bootstrap band over images)"), f"{key}_similarity")
+    blocks = cascade_blocks(model)
+    scorecam = (f"Score-CAM: the first {min(scorecam_images, len(x))}" if scorecam_images else
+                "Score-CAM left out: its experiment.*scorecam_images is 0")
+    notes = (f"{len(x)} images ({scorecam}); cascade steps, top first: "
+             f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
+             f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
+             "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
+             "trained model's top-1 class at every step. " + rule_text(e.threshold)
+             + "; verdict 'undecided' otherwise. "
+             + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
+             + NOTES)
+    out.table(cascade_table(sims, across, seconds, constant, e), f"{key}_cascade",
+              title=f"Cascading randomization: {title}", notes=notes)
+    metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
+    return cascade_claims(sims, across, key, e), metrics, targets
+
+
+NOTES = (
+    "Measures (Adebayo et al. 2018): Spearman rank correlation of the absolute maps (input-space signals: sum over "
+    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's "
+    "max_c |gradient|, are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by "
+    "their maxima (scikit-image), and the Pearson correlation of their HOG descriptors (scikit-image defaults). "
+    "A constant map (e.g. a Grad-CAM zeroed by its ReLU) correlates 0 with any non-constant map; column 'constant "
+    "maps' gives their share. The default threshold 0.5 lies halfway between maps unrelated to the trained ones "
+    "(0) and identical ones (1). Baselines: the edge detector (Sobel magnitude of the image) never reads the "
+    "weights (similarity 1 at every step: the insensitive extreme); 'other images' maps' is each trained-model map "
+    "against the next image's, the similarity that image-independent structure (centre bias, border effects) "
+    "alone gives. The paper's network is Inception v3 on ImageNet; its figure reads orderings, not values."
+)
+
+
+def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets):
+    """The preset ZFNet trained on permuted labels; its maps of the trained model's top-1 class compared with the
+    true-label model's on the same images."""
+    recipe = smoke_recipe(e.train, cfg.smoke)
+    n_classes = len(images.classes)
+    shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
+    random_model, history, ckpt = train_variant(
+        lambda: harness_model(cfg.model.name, n_classes, cfg.model.input_size, e.width),
+        f"{cfg.model.name}_shuffled_labels", cfg,
+        shuffled, val_set, recipe, cfg.seed, e.classes)
+    train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
+    random_model = frozen(random_model.cpu())
+    settings = method_settings(model, e)
+    trained, skipped = trained_maps(e.methods, model, x, targets, settings, e.trained_scorecam_images)
+    rows = []
+    for name, maps in trained.items():
+        n = len(maps)
+        permuted = attribute(name, random_model, x[:n], targets[:n], settings)
+        s = similarities(maps, permuted)
+        row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
+               "verdict": sensitivity(bootstrap_mean(s["spearman_abs"]), e.threshold),
+               "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"}
+        rows.append(row)
+    true_acc = proportion((top1(model, x) == labels).numpy())
+    random_acc = proportion((top1(random_model, x) == labels).numpy())
+    notes = (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {recipe.epochs} epochs) trained on the "
+             f"{len(train_set)} training images with their labels permuted (seeded; class frequencies kept), in "
+             f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
+             f"{100 * float(history.train_top1.iloc[-1]):.1f} % (a network that memorized them would approach "
+             f"100 %). Top-1 on these {len(x)} validation images: true labels "
+             f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
+             f"(chance {100 / n_classes:.0f} %). "
+             "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
+             + rule_text(e.threshold).replace("fully randomized model", "permuted-label model") + ". "
+             + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
+             + "Adebayo et al. ran this test on MNIST and Fashion-MNIST (Fig. 5); ours is the only network here "
+               "that can be retrained within the budget.")
+    out.table(pd.DataFrame(rows), "data_randomization",
+              title="Data randomization: ZFNet trained on true vs permuted Caltech-101 labels", notes=notes)
+    return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
+
+
+def trained_zfnet(cfg):
+    """The checkpoint of `train` (model.checkpoint); under smoke=true without one, the smoke recipe trains it."""
+    path = cfg.model.checkpoint
+    if path and Path(path).is_file():
+        return model_from_config(cfg)
+    if not cfg.smoke:
+        raise FileNotFoundError(f"model.checkpoint={path} does not exist: the trained ZFNet comes from "
+                                f"`{TRAIN_COMMAND}` (which writes data/checkpoints/zfnet_caltech101/last.pt); run it "
+                                "first or set model.checkpoint=PATH")
+    return None
+
+
+def main(cfg, out):
+    e = cfg.experiment
+    unknown = sorted(set(e.methods) - set(ALL_METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(ALL_METHODS)}")
+    if cfg.smoke:  # seconds: two images per network at small sizes; Score-CAM on the ZFNet only
+        e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 2, 2, 0, 1
+    pcfg = imagenet_config(cfg, e)
+    imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
+    images, train_set, val_set = train_val_sets(cfg, e.classes)
+    zfnet = trained_zfnet(cfg)
+    if zfnet is None:
+        def build():
+            return harness_model(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
+
+        zfnet, _, _ = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
+                                    cfg.seed, e.classes)
+        zfnet = zfnet.cpu()
+    claims, metrics = [], {}
+
+    size = pcfg.model.input_size
+    chosen = pick(len(imagenet), e.pretrained_images, cfg.seed)
+    x = imagenet.tensors(chosen, size)
+    pretrained = model_from_config(pcfg)
+    rows, m, _ = run_network(out, pretrained, x, f"{e.pretrained_model} (ImageNet weights), {len(x)} ImageNet "
+                             "validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
+    claims += rows
+    metrics.update(m)
+
+    size = cfg.model.input_size
+    val = val_set.idx[pick(len(val_set.idx), e.trained_images, cfg.seed)]
+    xz = images.tensors(val, size)
+    weights = f"checkpoint {cfg.model.checkpoint}" if cfg.model.checkpoint and Path(cfg.model.checkpoint).is_file() \
+        else "smoke-trained"
+    rows, m, targets = run_network(out, zfnet, xz, f"zfnet ({weights}), {len(xz)} Caltech-101 validation images",
+                                   "caltech101", e, cfg.seed, e.trained_scorecam_images)
+    claims += rows
+    metrics.update(m)
+
+    if e.data_randomization:
+        labels = torch.as_tensor(images.labels[val])
+        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, targets))
+    out.table(claims_frame(claims), "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings "
+              "beside ours", notes="Each row is decided on the run's numbers by the rule written in it; the "
+              "networks and images are ours (see each network's cascade table), the paper's are Inception v3 on "
+              "ImageNet.")
+    return metrics
