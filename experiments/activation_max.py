@@ -96,9 +96,10 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
         result = maximize(model, objective, **kw)
         real = maxima[layer][e.target][chosen]
         captions = []
-        for ch, reached, best in zip(chosen, result.values.tolist(), real.tolist()):
+        slopes = fv.spectrum_slope(result.images).tolist()
+        for ch, reached, best, slope in zip(chosen, result.values.tolist(), real.tolist(), slopes):
             rows.append(dict(model=tag, kind=e.target, layer=layer, index=ch, name=f"{layer}[{ch}]", reached=reached,
-                             real_max=best, ratio=reached / best if best > 0 else float("nan")))
+                             real_max=best, ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
             captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
         unit_panels[layer] = (result.images, captions)
     result = maximize(model, class_logit(classes), **kw)
@@ -106,12 +107,14 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
         logits = model(result.images)
     top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
     class_captions = []
+    slopes = fv.spectrum_slope(result.images).tolist()
     for b, (k, reached) in enumerate(zip(classes, result.values.tolist())):
         best = float(maxima["logits"][k])
         hit = top1[b] == k
         rows.append(dict(model=tag, kind="class", layer="logits", index=k, name=class_names[k], reached=reached,
                          real_max=best, ratio=reached / best if best > 0 else float("nan"),
-                         top1=class_names[top1[b]], top1_is_target=hit, p_target=float(prob[b, k])))
+                         top1=class_names[top1[b]], top1_is_target=hit, p_target=float(prob[b, k]),
+                         spectrum_slope=slopes[b]))
         class_captions.append(f"{class_names[k][:18]}\nscore {reached:.3g} (real max {best:.3g})\n"
                               f"top-1: {'= target' if hit else class_names[top1[b]][:16]}")
     return rows, unit_panels, (result.images, class_captions)
@@ -175,6 +178,17 @@ def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, che
     return rows, panels, diversity_panels
 
 
+def summary_metrics(prefix: str, rows: list[dict], target: str) -> dict:
+    """One run's headline numbers, named alike for every preset so that a sweep's summary has one column each."""
+    classes = [r for r in rows if r["kind"] == "class"]
+    units = [r for r in rows if r["kind"] != "class"]
+    return {f"{prefix}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes])),
+            f"{prefix}_class_mean_score": float(np.mean([r["reached"] for r in classes])),
+            f"{prefix}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes])),
+            f"{prefix}_{target}_median_ratio": float(np.nanmedian([r["ratio"] for r in units])),
+            f"{prefix}_median_spectrum_slope": float(np.median([r["spectrum_slope"] for r in rows]))}
+
+
 def lucid_main(cfg, out, models):
     """``main`` for the lucid presets: figures, the table of activations and spectra, metrics."""
     e = cfg.experiment
@@ -196,10 +210,10 @@ def lucid_main(cfg, out, models):
                                                f"the row's others"), f"diversity_{tag}")
         frame = pd.DataFrame(rows)
         for name, part in frame.groupby("parametrization"):
-            units, cls = part[part.kind != "class"], part[part.kind == "class"]
-            metrics.update({f"{tag}_{name}_class_top1_rate": float(cls.top1_is_target.mean()),
-                            f"{tag}_{name}_channel_median_ratio": float(np.nanmedian(units.ratio)),
-                            f"{tag}_{name}_median_spectrum_slope": float(part.spectrum_slope.median())})
+            # the preset's own numbers under the names every preset uses (one sweep column each); the pixel
+            # baseline drawn beside it keeps its parametrization in the name
+            prefix = tag if name == e.preset else f"{tag}_{name}"
+            metrics.update(summary_metrics(prefix, part.to_dict("records"), "channel"))
         all_rows += rows
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             preset_rows = [r for r in rows if r["parametrization"] == e.preset]
@@ -290,14 +304,7 @@ def main(cfg, out):
                    f"units_{tag}")
         out.figure(class_grid(*class_panel, f"{tag}: class images maximizing the pre-softmax score ({e.preset}); "
                                             f"top-1 of the model on each"), f"classes_{tag}")
-        classes_rows = [r for r in rows if r["kind"] == "class"]
-        unit_rows = [r for r in rows if r["kind"] != "class"]
-        metrics.update({
-            f"{tag}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes_rows])),
-            f"{tag}_class_mean_score": float(np.mean([r["reached"] for r in classes_rows])),
-            f"{tag}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes_rows])),
-            f"{tag}_{e.target}_median_ratio": float(np.nanmedian([r["ratio"] for r in unit_rows])),
-        })
+        metrics.update(summary_metrics(tag, rows, e.target))
         all_rows += rows
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             write_sweep_row(out, Path(HydraConfig.get().sweep.dir), tag, e.preset, reg, rows, unit_panels,
@@ -314,6 +321,8 @@ class: pre-softmax score). `real_max`: the largest value of the same unit over t
 `ratio` = reached / real_max (left empty where no real image drives the unit above 0: EfficientNet's stage
 outputs are linear bottlenecks, so they are signed). `top1_is_target`: is the model's top-1 on the class image
 its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}. `p_target`: its softmax probability.
+`spectrum_slope`: slope of log power against log frequency of the image's radially averaged power spectrum
+(natural images are near -2, white noise 0), as for the lucid presets.
 
 Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
 each step lr * gradient / mean|gradient| of that image (lr {e.lr} decaying linearly to a tenth), then Yosinski's
