@@ -22,7 +22,6 @@ NOT_YET_REGENERATED = {
     "rcnn_patches/run.json",
     "resnet18_finetune/run.json",
     "zfnet_arch_ablation/run.json",
-    "zfnet_deconv/run.json",
 }
 
 
