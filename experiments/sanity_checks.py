@@ -31,7 +31,8 @@ from cnnvis.models import resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
-                           constant_share, edge_map, sensitivity, similarities, two_d_maps)
+                           constant_share, data_randomization_verdict, edge_map, sensitivity, similarities,
+                           two_d_maps)
 from cnnvis.stats import bootstrap_mean, proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
 from experiments.cam_methods import ALL_METHODS, build_method
@@ -55,6 +56,7 @@ class Config(ExperimentConfig):
     trained_scorecam_images: int = 16  # ZFNet x0.25: 64 channels
     threshold: float = 0.5  # mean |Spearman| to the fully randomized maps: sensitive below, insensitive above
     data_randomization: bool = True  # train the preset ZFNet on permuted labels and compare its maps
+    fit_top1: float = 0.9  # training top-1 on the permuted labels the data randomization test needs (memorized)
     batch_size: int = 8
     scorecam_batch_size: int = 4
     train: TrainConfig = field(default_factory=TrainConfig)  # the shuffled-label run's recipe (the train preset)
@@ -244,13 +246,15 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     random_model = frozen(random_model.cpu())
     settings = method_settings(model, e)
     trained, skipped = trained_maps(e.methods, model, x, targets, settings, e.trained_scorecam_images)
+    fitted = float(history.train_top1.iloc[-1])
     rows = []
     for name, maps in trained.items():
         n = len(maps)
         permuted = attribute(name, random_model, x[:n], targets[:n], settings)
         s = similarities(maps, permuted)
         row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
-               "verdict": sensitivity(bootstrap_mean(s["spearman_abs"]), e.threshold),
+               "verdict": data_randomization_verdict(bootstrap_mean(s["spearman_abs"]), e.threshold, fitted,
+                                                     e.fit_top1),
                "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"}
         rows.append(row)
     true_acc = proportion((top1(model, x) == labels).numpy())
@@ -258,8 +262,9 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     notes = (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {recipe.epochs} epochs) trained on the "
              f"{len(train_set)} training images with their labels permuted (seeded; class frequencies kept), in "
              f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
-             f"{100 * float(history.train_top1.iloc[-1]):.1f} % (a network that memorized them would approach "
-             f"100 %). Top-1 on these {len(x)} validation images: true labels "
+             f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %; below "
+             f"{100 * e.fit_top1:.0f} % every verdict is 'not comparable', as the test needs a model that fits its "
+             f"labels). Top-1 on these {len(x)} validation images: true labels "
              f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
              f"(chance {100 / n_classes:.0f} %). "
              "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "

@@ -11,7 +11,7 @@ from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
 from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, constant_share,
-                           edge_map, sensitivity, similarities, spearman)
+                           data_randomization_verdict, edge_map, sensitivity, similarities, spearman)
 from cnnvis.stats import Estimate, bootstrap_mean
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
@@ -112,6 +112,14 @@ def test_the_rule_reads_the_interval():
     assert sensitivity(Estimate(0.8, 0.7, 0.9, 30), 0.5) == INSENSITIVE
     assert sensitivity(Estimate(0.5, 0.3, 0.7, 30), 0.5) == UNDECIDED
     assert sensitivity(Estimate(0.1, float("nan"), float("nan"), 1), 0.5) == UNDECIDED  # n = 1: no verdict
+
+
+def test_data_randomization_needs_a_model_that_fits_its_permuted_labels():
+    changed = Estimate(0.2, 0.1, 0.3, 30)  # maps that moved: "sensitive" only if the model memorized its labels
+    assert data_randomization_verdict(changed, 0.5, fitted_top1=0.98, fit_top1=0.9) == SENSITIVE
+    verdict = data_randomization_verdict(changed, 0.5, fitted_top1=0.11, fit_top1=0.9)
+    assert verdict.startswith("not comparable") and "11 %" in verdict and "90 %" in verdict
+    assert data_randomization_verdict(Estimate(0.8, 0.7, 0.9, 30), 0.5, 0.95, 0.9) == INSENSITIVE
 
 
 def final_similarity(method, net, x) -> Estimate:

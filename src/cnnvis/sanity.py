@@ -141,6 +141,16 @@ def sensitivity(similarity: Estimate, threshold: float) -> str:
     return UNDECIDED
 
 
+def data_randomization_verdict(similarity: Estimate, threshold: float, fitted_top1: float, fit_top1: float) -> str:
+    """``sensitivity`` of the maps to permuted training labels, or 'not comparable' when the permuted-label model
+    did not fit its labels (training top-1 below ``fit_top1``): the test needs a model that memorized them
+    (Adebayo et al.'s reached ~100 %), else a map that changes only shows a network that learned nothing."""
+    if fitted_top1 < fit_top1:
+        return (f"not comparable: the permuted-label model fits {100 * fitted_top1:.0f} % of its training labels "
+                f"(the test needs >= {100 * fit_top1:.0f} %)")
+    return sensitivity(similarity, threshold)
+
+
 def edge_map(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) Sobel gradient magnitude of the grey image: a 'saliency map' that never reads the weights,
     the trivial insensitive method."""
