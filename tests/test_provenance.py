@@ -18,7 +18,6 @@ NOT_YET_REGENERATED = {
     "activation_max/multirun/experiment.preset=yosinski3/run.json",
     "activation_max/multirun/experiment.preset=yosinski4/run.json",
     "activation_max/run.json",
-    "caltech_transfer/run.json",
     "rcnn_patches/run.json",
     "resnet18_finetune/run.json",
     "zfnet_arch_ablation/run.json",
