@@ -11,15 +11,6 @@ from cnnvis.results import provenance_problems
 RESULTS = REPO / "results"
 # run.json files (relative to results/) still from before the fix; re-run their README command, then delete the line
 NOT_YET_REGENERATED = {
-    "activation_max/multirun/experiment.preset=none/run.json",
-    "activation_max/multirun/experiment.preset=simonyan/run.json",
-    "activation_max/multirun/experiment.preset=yosinski1/run.json",
-    "activation_max/multirun/experiment.preset=yosinski2/run.json",
-    "activation_max/multirun/experiment.preset=yosinski3/run.json",
-    "activation_max/multirun/experiment.preset=yosinski4/run.json",
-    "activation_max/run.json",
-    "rcnn_patches/run.json",
-    "resnet18_finetune/run.json",
     "zfnet_arch_ablation/run.json",
 }
 
