@@ -172,7 +172,9 @@ def test_projection_depends_on_the_image_only_through_max_pool_switches():
     with pytest.warns(UserWarning, match="does not depend on the image"):
         unit = per_seed_projection(lite0, x, "stage4")
     assert unit.abs().max() > 0
-    torch.testing.assert_close(unit[0], unit[1], rtol=1e-4, atol=1e-6 * unit.abs().max().item())
+    # float rounding of the two images' passes only (1e-6 of the max at 2 threads, 2e-6 at 1); an image-dependent
+    # projection would differ by a sizeable fraction of it
+    torch.testing.assert_close(unit[0], unit[1], rtol=1e-4, atol=1e-5 * unit.abs().max().item())
     zf = zfnet(input_size=64, fc_widths=(8, 8)).eval()
     assert has_switches(zf, "conv2") and not has_switches(zf, "conv1")
     unit = per_seed_projection(zf, x, "conv2")
