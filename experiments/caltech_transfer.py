@@ -178,9 +178,9 @@ def main(cfg, out):
                "From-scratch rows: not trained in this run (experiment.scratch=false: training every layer on a "
                "CPU takes hours); run them with experiment.scratch=true (CPU preset) or on a GPU with "
                "experiment.scratch_input_size=224. ")
-            + f"The paper's convnet is ZFNet pretrained on "
-            f"ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "
-            f"resnet18/zfnet/alexnet rows run only when their weights are present."
+            + "The paper's convnet is ZFNet pretrained on "
+            "ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "
+            "resnet18/zfnet/alexnet rows run only when their weights are present."
             + (" SMOKE RUN: a sliver of the data." if cfg.smoke else ""))
         title = {"caltech101": "Zeiler & Fergus Table 4: Caltech-101", "caltech256": "Zeiler & Fergus Table 5: Caltech-256"}
         out.table(table, TABLE.get(name, f"table_{name}"), title=title.get(name, name), notes=notes)

@@ -7,7 +7,6 @@ from cnnvis.threads import apply_threads, default_passive_wait
 default_passive_wait()  # before torch loads: spin-waiting OpenMP threads make a shared machine 5x slower
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("DATA_ROOT", REPO / "data"))

@@ -408,7 +408,7 @@ def efficientnet_lite0(num_classes=1000, pretrained=True, input_size=224):
     else:
         source = EfficientNet.from_name("efficientnet-lite0")
 
-    stages, stage_blocks, in_ch = OrderedDict(), [], None
+    stages, stage_blocks = OrderedDict(), []
     block_iter = iter(source._blocks)
     for i, args in enumerate(source._blocks_args, start=1):
         blocks = []
