@@ -17,12 +17,13 @@ def cascade_grid(image, maps: dict[str, list[np.ndarray]], columns: list[str], t
         axes[r, 0].imshow(to_image(image))
         axes[r, 0].set_ylabel(method, fontsize=7, rotation=0, ha="right", va="center")
         for c, m in enumerate(per_step, start=1):
-            axes[r, c].imshow(rescale(m), cmap="gray", vmin=0, vmax=1)
+            heat = axes[r, c].imshow(rescale(m), cmap="gray", vmin=0, vmax=1)
         for c in range(cols):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:
                 axes[r, c].set_title("image" if c == 0 else columns[c - 1], fontsize=7)
+    fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="|map|, each min-max scaled")
     fig.suptitle(title, fontsize=9)
     return fig
 
