@@ -190,10 +190,13 @@ class Attribution:
             target = outputs.argmax(1)
         return outputs, target_scores(outputs, target), target
 
+    def _as_maps(self, t):
+        """A hooked layer's output, or its gradient, as (N, C, H, W) maps (after ``reshape``, when set)."""
+        return t if self.reshape is None else self.reshape(t)
+
     def _activation(self, name):
-        """The hooked layer's recorded output as (N, C, H, W) maps (after ``reshape``)."""
-        act = self.activations[name]
-        return act if self.reshape is None else self.reshape(act)
+        """The hooked layer's recorded output as (N, C, H, W) maps."""
+        return self._as_maps(self.activations[name])
 
     def _scores_and_grads(self, x, target):
         """Target scores and dy/dA for every hooked layer: the forward pass records a graph only from the first
@@ -217,9 +220,8 @@ class Attribution:
         finally:
             self._graph_from_first_hook = False
         # ViT / Swin reshapes only select and permute positions, so the gradient of the map is the reshaped gradient
-        reshape = self.reshape or (lambda t: t)
-        acts = [reshape(a.detach()) for a in acts]
-        return acts, [reshape(g.detach()) for g in grads], scores.detach(), target
+        acts = [self._as_maps(a.detach()) for a in acts]
+        return acts, [self._as_maps(g.detach()) for g in grads], scores.detach(), target
 
     def _attribute(self, x, target):
         raise NotImplementedError
