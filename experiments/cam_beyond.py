@@ -30,7 +30,7 @@ from cnnvis import runner
 from cnnvis.cams import GradCAM
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import build_model, resolve_layers
+from cnnvis.models import build_model, frozen, resolve_layers
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
 from cnnvis.runner import model_from_config
 from cnnvis.targets import ClassScore, DetectionBox, SegmentationRegion
@@ -144,12 +144,6 @@ def reshape_name(model) -> str:
 def record_weights(name: str, model) -> None:
     """run.json's `weights` lists every model that ran, not only the configured one."""
     runner.loaded_weights.append({"model": name, "weights": model.weights_source})
-
-
-def frozen(model):
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
 
 
 def gradcam_maps(model, layer: str, x: torch.Tensor, targets: list, reshape=None) -> tuple[torch.Tensor, float]:

@@ -25,7 +25,7 @@ from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
 from cnnvis.deconvnet import has_switches
-from cnnvis.models import fold_batchnorm, resolve_layers
+from cnnvis.models import fold_batchnorm, frozen, resolve_layers
 from cnnvis.plotting.cams import curves_figure, method_grid
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion
@@ -309,8 +309,7 @@ def main(cfg, out):
     model = model_from_config(cfg)
     ecfg.layer = resolve_layers(model, ecfg.layer, "last_conv", "experiment.layer")
     ecfg.layercam_layers = resolve_layers(model, ecfg.layercam_layers, "layercam", "experiment.layercam_layers")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    frozen(model)
     size = cfg.model.input_size
     # the scores' many no-grad passes (AD / IC, deletion / insertion) run BatchNorm folded, NHWC: same outputs to rounding
     scorer = fold_batchnorm(model).to(memory_format=torch.channels_last)

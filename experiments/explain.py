@@ -17,7 +17,7 @@ import torch
 from cnnvis.cams import METHODS, as_map, make_method
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import resolve_layers
+from cnnvis.models import frozen, resolve_layers
 from cnnvis.plotting.explain import explain_figure
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
@@ -50,9 +50,7 @@ def main(cfg, out):
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(METHODS)}")
     images = images_from_config(cfg)  # data first: a missing folder fails before anything is written
-    model = model_from_config(cfg)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = frozen(model_from_config(cfg))
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     n = len(images) if e.images is None else min(e.images, len(images))
     x = images.tensors(range(n), cfg.model.input_size)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cnnvis.ablations import harness_model
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
-from cnnvis.models import resolve_layers
+from cnnvis.models import frozen, resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
@@ -74,12 +74,6 @@ def method_settings(model, e) -> SimpleNamespace:
 
 def with_scorecam(methods, scorecam_images: int) -> list[str]:
     return [m for m in methods if m != "scorecam" or scorecam_images > 0]
-
-
-def frozen(model):
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
 
 
 def attribute(name, model, x, targets, settings) -> torch.Tensor:

@@ -98,8 +98,8 @@ def test_notes_say_random_exactly_when_a_model_ran_with_random_weights():
 
 
 def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_gets_a_zero_map():
-    from cnnvis.models import build_model
-    from experiments.cam_beyond import detection_core, frozen, run_detector
+    from cnnvis.models import build_model, frozen
+    from experiments.cam_beyond import detection_core, run_detector
 
     torch.manual_seed(0)
     detector = frozen(build_model("fasterrcnn_mobilenet_v3_large_fpn", input_size=64))
@@ -115,8 +115,8 @@ def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_
 
 
 def test_a_random_vit_gets_a_drawn_head_instead_of_torchvisions_zeros_and_says_so():
-    from cnnvis.models import build_model
-    from experiments.cam_beyond import frozen, run_classifier
+    from cnnvis.models import build_model, frozen
+    from experiments.cam_beyond import run_classifier
 
     torch.manual_seed(0)
     vit = frozen(build_model("vit_b_16", input_size=32))

@@ -559,22 +559,24 @@ class Segmenter(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def deeplabv3_mobilenet_v3_large(num_classes=21, pretrained=False, input_size=224):
-    """torchvision's DeepLabV3 on MobileNetV3-Large (COCO weights with the 21 VOC classes)."""
-    net = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+def torchvision_segmenter(name: str, num_classes=21, pretrained=False, input_size=224):
+    """torchvision's segmentation model ``name`` (deeplabv3_mobilenet_v3_large, fcn_resnet50; COCO weights with
+    the 21 VOC classes) behind ``Segmenter``."""
+    net = getattr(torchvision.models.segmentation, name)(
         weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
     if pretrained:
-        net.load_state_dict(_torchvision_weights("deeplabv3_mobilenet_v3_large", "COCO_WITH_VOC_LABELS_V1"))
+        net.load_state_dict(_torchvision_weights(name, "COCO_WITH_VOC_LABELS_V1"))
     return Segmenter(net, input_size)
+
+
+def deeplabv3_mobilenet_v3_large(num_classes=21, pretrained=False, input_size=224):
+    """torchvision's DeepLabV3 on MobileNetV3-Large."""
+    return torchvision_segmenter("deeplabv3_mobilenet_v3_large", num_classes, pretrained, input_size)
 
 
 def fcn_resnet50(num_classes=21, pretrained=False, input_size=224):
-    """torchvision's FCN on ResNet-50 (COCO weights with the 21 VOC classes)."""
-    net = torchvision.models.segmentation.fcn_resnet50(
-        weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
-    if pretrained:
-        net.load_state_dict(_torchvision_weights("fcn_resnet50", "COCO_WITH_VOC_LABELS_V1"))
-    return Segmenter(net, input_size)
+    """torchvision's FCN on ResNet-50."""
+    return torchvision_segmenter("fcn_resnet50", num_classes, pretrained, input_size)
 
 
 # name -> (builder, torchvision weights it loads, what they are, their class count)
@@ -637,6 +639,13 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
     return "random init"
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with no parameter requiring a gradient (attributions need only the input's graph)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
