@@ -64,3 +64,13 @@ def test_gallery_section_replaces_only_what_is_between_its_markers():
     assert new == f"intro\n{scoreboard.GALLERY_START}\nnew\n{scoreboard.GALLERY_END}\nrest\n"
     with pytest.raises(ValueError, match="markers"):
         scoreboard.with_gallery("no markers", "x")
+
+
+def test_a_run_that_loaded_no_weights_says_it_trained_its_networks():
+    from cnnvis.scoreboard import describe_run
+
+    config = {"model": {"name": "zfnet"}, "dataset": {"name": "caltech101"}}
+    assert describe_run({"config": config, "weights": []})[0] == "zfnet (trained in this run)"
+    assert describe_run({"config": config})[0] == "zfnet (not recorded)"  # a run.json from before the record
+    loaded = [{"model": "zfnet", "weights": "checkpoint"}]
+    assert describe_run({"config": config, "weights": loaded})[0] == "zfnet (checkpoint)"

@@ -67,7 +67,10 @@ class Folder:
 def describe_run(run: dict) -> tuple[str, str, str]:
     """(networks with their weights, data sets with their sizes, the command) from a run.json."""
     config = run.get("config", {})
-    weights = run.get("weights") or [{"model": config.get("model", {}).get("name", "?"), "weights": "not recorded"}]
+    model = config.get("model", {}).get("name", "?")
+    # [] is a record too: the run loaded no weights, so its networks were trained in it (ablations, GAP nets)
+    weights = run.get("weights") or [{"model": model, "weights": "trained in this run" if "weights" in run
+                                      else "not recorded"}]
     network = "; ".join(dict.fromkeys(f"{w['model']} ({w['weights']})" for w in weights))
     loaded = run.get("datasets_loaded") or [{"name": config.get("dataset", {}).get("name", "?"), "images": None}]
     largest = {}
