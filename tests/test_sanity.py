@@ -11,7 +11,8 @@ from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
 from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, constant_share,
-                           data_randomization_verdict, edge_map, sensitivity, similarities, spearman)
+                           data_randomization_verdict, edge_map, sensitivity, sensitivity_margin, similarities,
+                           spearman)
 from cnnvis.stats import Estimate, bootstrap_mean
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
@@ -107,26 +108,41 @@ def test_the_cascade_is_seeded():
     assert torch.equal(a[-1][1].features.conv1.weight, b[-1][1].features.conv1.weight)
 
 
-def test_the_rule_reads_the_interval():
-    assert sensitivity(Estimate(0.2, 0.1, 0.3, 30), 0.5) == SENSITIVE
-    assert sensitivity(Estimate(0.8, 0.7, 0.9, 30), 0.5) == INSENSITIVE
-    assert sensitivity(Estimate(0.5, 0.3, 0.7, 30), 0.5) == UNDECIDED
-    assert sensitivity(Estimate(0.1, float("nan"), float("nan"), 1), 0.5) == UNDECIDED  # n = 1: no verdict
+def test_the_rule_reads_the_interval_of_the_margin():
+    assert sensitivity(Estimate(-0.3, -0.4, -0.2, 30)) == SENSITIVE
+    assert sensitivity(Estimate(0.3, 0.2, 0.4, 30)) == INSENSITIVE
+    assert sensitivity(Estimate(0.0, -0.2, 0.2, 30)) == UNDECIDED
+    assert sensitivity(Estimate(-0.4, float("nan"), float("nan"), 1)) == UNDECIDED  # n = 1: no verdict
+
+
+def test_the_threshold_lies_halfway_between_the_other_images_level_and_identical_maps():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.02, 40)
+    # Randomized maps that share only what any two images' maps share (0.6): sensitive, where a fixed 0.5 said
+    # "insensitive".
+    assert sensitivity(sensitivity_margin(0.6 + noise, np.full(40, 0.6))) == SENSITIVE
+    assert sensitivity(sensitivity_margin(0.6 + noise)) == INSENSITIVE  # no baseline: the threshold is 0.5
+    # Randomized maps nearly identical to the trained ones: insensitive whatever unrelated maps share.
+    assert sensitivity(sensitivity_margin(0.95 + noise, np.full(40, 0.6))) == INSENSITIVE
+    margin = sensitivity_margin(np.full(40, 0.7), np.full(40, 0.4))  # threshold 0.4 + 0.5 * 0.6 = 0.7
+    assert margin.value == pytest.approx(0.0) and sensitivity(margin) == UNDECIDED
 
 
 def test_data_randomization_needs_a_model_that_fits_its_permuted_labels():
-    changed = Estimate(0.2, 0.1, 0.3, 30)  # maps that moved: "sensitive" only if the model memorized its labels
-    assert data_randomization_verdict(changed, 0.5, fitted_top1=0.98, fit_top1=0.9) == SENSITIVE
-    verdict = data_randomization_verdict(changed, 0.5, fitted_top1=0.11, fit_top1=0.9)
+    changed = Estimate(-0.3, -0.4, -0.2, 30)  # maps that moved: "sensitive" only if the model memorized its labels
+    assert data_randomization_verdict(changed, fitted_top1=0.98, fit_top1=0.9) == SENSITIVE
+    verdict = data_randomization_verdict(changed, fitted_top1=0.11, fit_top1=0.9)
     assert verdict.startswith("not comparable") and "11 %" in verdict and "90 %" in verdict
-    assert data_randomization_verdict(Estimate(0.8, 0.7, 0.9, 30), 0.5, 0.95, 0.9) == INSENSITIVE
+    assert data_randomization_verdict(Estimate(0.3, 0.2, 0.4, 30), 0.95, 0.9) == INSENSITIVE
 
 
-def final_similarity(method, net, x) -> Estimate:
-    """Mean |Spearman| between ``method``'s maps on the trained net and on the fully randomized one."""
+def final_margin(method, net, x) -> tuple[Estimate, Estimate]:
+    """Mean |Spearman| between ``method``'s maps on the trained net and on the fully randomized one, and its
+    ``sensitivity_margin`` against the trained maps of other images."""
     original = method(net, x)
     randomized = method(cascading_randomization(net, seed=1)[-1][1], x)
-    return bootstrap_mean(similarities(original, randomized)["spearman_abs"])
+    s = similarities(original, randomized)["spearman_abs"]
+    return bootstrap_mean(s), sensitivity_margin(s, similarities(original, original.roll(1, 0))["spearman_abs"])
 
 
 def saliency(net, x):
@@ -138,10 +154,10 @@ def test_an_edge_detector_is_insensitive_and_gradient_saliency_is_sensitive():
     torch.manual_seed(0)
     net = TinyNet().eval()
     x = torch.rand(24, 3, 32, 32)
-    edges = final_similarity(lambda model, images: edge_map(images), net, x)
-    assert sensitivity(edges, 0.5) == INSENSITIVE and edges.value == pytest.approx(1.0)
-    gradient = final_similarity(saliency, net, x)
-    assert sensitivity(gradient, 0.5) == SENSITIVE, gradient
+    edges, margin = final_margin(lambda model, images: edge_map(images), net, x)
+    assert sensitivity(margin) == INSENSITIVE and edges.value == pytest.approx(1.0)
+    gradient, margin = final_margin(saliency, net, x)
+    assert sensitivity(margin) == SENSITIVE, (gradient, margin)
 
 
 def test_shuffled_labels_permute_the_labels_and_keep_the_images():
@@ -221,7 +237,7 @@ def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
         final = np.clip(level + rng.normal(0, 0.05, 40), -1, 1)
         return [{m: np.ones(40) for m in ("spearman_abs",)}, {"spearman_abs": final}]
 
-    e = SimpleNamespace(threshold=0.5)
+    e = SimpleNamespace(threshold_fraction=0.5)
     sims = {"guided_backprop": run(0.1), "saliency": run(0.1), EDGE: run(1.0)}
     across = {name: None for name in sims}
     verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
@@ -229,3 +245,9 @@ def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
     sims = {"guided_backprop": run(0.9), "saliency": run(0.9), EDGE: run(1.0)}
     verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
     assert verdicts == {"saliency": "not reproduced", "guided_backprop": "reproduced"}
+    # Randomized maps that resemble the trained ones only as much as any two images' maps do (0.6): sensitive, so
+    # the paper's "guided backprop is insensitive" is not reproduced (a fixed 0.5 threshold would have said it is).
+    sims = {"guided_backprop": run(0.6), "saliency": run(0.6), EDGE: run(1.0)}
+    across = {name: {"spearman_abs": np.full(40, 0.6)} for name in sims}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}

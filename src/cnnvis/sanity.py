@@ -26,7 +26,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from cnnvis.stats import Estimate
+from cnnvis.stats import Estimate, bootstrap_mean
 
 MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
 MEASURE_NAMES = {"spearman_abs": "Spearman (absolute values)", "spearman_signed": "Spearman (signed)",
@@ -131,24 +131,34 @@ def similarities(original: torch.Tensor, other: torch.Tensor) -> dict[str, np.nd
     }
 
 
-def sensitivity(similarity: Estimate, threshold: float) -> str:
-    """'sensitive' when the 95 % interval of the mean similarity to the randomized model's maps lies below
-    ``threshold``, 'insensitive' when it lies above, else 'undecided' (also without an interval: n = 1)."""
-    if similarity.below(threshold):
+def sensitivity_margin(similarity, other=None, fraction: float = 0.5) -> Estimate:
+    """Per image, the similarity ``s`` to the randomized model's map minus the threshold ``o + fraction * (1 - o)``,
+    where ``o`` is the trained map's similarity to another image's trained map (the level that image-independent
+    structure such as centre bias gives; 0 without it): the mean with its bootstrap interval over images. With
+    ``fraction`` 0.5 the threshold lies halfway between unrelated maps and identical ones."""
+    s = np.asarray(similarity, dtype=np.float64)
+    o = np.zeros_like(s) if other is None else np.asarray(other, dtype=np.float64)
+    return bootstrap_mean(s - (o + fraction * (1 - o)))
+
+
+def sensitivity(margin: Estimate) -> str:
+    """'sensitive' when the 95 % interval of ``sensitivity_margin`` lies below 0, 'insensitive' when it lies
+    above, else 'undecided' (also without an interval: n = 1)."""
+    if margin.below(0):
         return SENSITIVE
-    if similarity.above(threshold):
+    if margin.above(0):
         return INSENSITIVE
     return UNDECIDED
 
 
-def data_randomization_verdict(similarity: Estimate, threshold: float, fitted_top1: float, fit_top1: float) -> str:
+def data_randomization_verdict(margin: Estimate, fitted_top1: float, fit_top1: float) -> str:
     """``sensitivity`` of the maps to permuted training labels, or 'not comparable' when the permuted-label model
     did not fit its labels (training top-1 below ``fit_top1``): the test needs a model that memorized them
     (Adebayo et al.'s reached ~100 %), else a map that changes only shows a network that learned nothing."""
     if fitted_top1 < fit_top1:
         return (f"not comparable: the permuted-label model fits {100 * fitted_top1:.0f} % of its training labels "
                 f"(the test needs >= {100 * fit_top1:.0f} %)")
-    return sensitivity(similarity, threshold)
+    return sensitivity(margin)
 
 
 def edge_map(x: torch.Tensor) -> torch.Tensor:
