@@ -133,11 +133,12 @@ def test_rotation_not_invariant_yes_for_an_off_centre_pixel_no_for_pooling():
     assert not holds and abs(est.value) < 0.05
 
 
-def hand_curve(kind, amounts, late):
+def hand_curve(kind, amounts, late, early=None):
     n = len(late)
     late = torch.as_tensor(late, dtype=torch.float32)
-    return InvarianceCurves(kind, [float(a) for a in amounts], {"late": late}, {"late": torch.ones(n)},
-                            torch.ones(n, len(amounts)))
+    early = late if early is None else torch.as_tensor(early, dtype=torch.float32)
+    return InvarianceCurves(kind, [float(a) for a in amounts], {"late": late, "early": early},
+                            {"late": torch.ones(n), "early": torch.ones(n)}, torch.ones(n, len(amounts)))
 
 
 def test_quasi_linear_leaves_out_the_identity_point():
@@ -146,8 +147,8 @@ def test_quasi_linear_leaves_out_the_identity_point():
     noise = 0.02 * torch.rand(20, 7, generator=g)
     line = torch.tensor([3.0, 2, 1, 0, 1, 2, 3]) + noise
     step = torch.tensor([1.0, 1, 1, 0, 1, 1, 1]) + noise  # a jump, then flat: not linear
-    assert quasi_linear(hand_curve("translate_y", amounts, line), "late", 0.8)[1]
-    est, holds = quasi_linear(hand_curve("translate_y", amounts, step), "late", 0.8)
+    assert quasi_linear(hand_curve("translate_y", amounts, line, early=step), "late", "early", 0.8)[2]
+    est, _, holds = quasi_linear(hand_curve("translate_y", amounts, step, early=step), "late", "early", 0.8)
     assert not holds and est.value < 0.5
     # with the identity point (0 by construction) a step still correlates with |change|; without it, r is near 0
     size = torch.tensor([abs(a) for a in amounts], dtype=torch.float32)
@@ -176,3 +177,13 @@ def test_zfnet_invariance_end_to_end(tmp_path):
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims.verdict) <= {"reproduced", "not reproduced", "not comparable"}
     assert (claims.n > 1).any() and claims.rule.str.startswith("yes when").all()
+
+
+def test_quasi_linear_says_no_when_the_first_layer_is_as_linear_as_the_top():
+    amounts = [-60, -40, -20, 0, 20, 40, 60]
+    g = torch.Generator().manual_seed(1)
+    line = torch.tensor([3.0, 2, 1, 0, 1, 2, 3]) + 0.02 * torch.rand(20, 7, generator=g)
+    other_line = torch.tensor([3.0, 2, 1, 0, 1, 2, 3]) + 0.02 * torch.rand(20, 7, generator=g)
+    est, vs_early, holds = quasi_linear(hand_curve("translate_y", amounts, line, early=other_line), "late", "early", 0.8)
+    assert est.above(0.8) and not holds  # r alone would have said yes
+    assert vs_early.lo < 0 < vs_early.hi

@@ -157,10 +157,13 @@ def top_changes_less(curve: InvarianceCurves, early: str, late: str, unrelated: 
     return est, vs_unrelated, est.below(much_less) and vs_unrelated.below(0)
 
 
-def quasi_linear(curve: InvarianceCurves, layer: str, min_r: float):
-    """Mean per-image r with its interval, and whether the interval lies above ``min_r``."""
-    est = bootstrap_mean(linearity(curve, layer))
-    return est, est.above(min_r)
+def quasi_linear(curve: InvarianceCurves, late: str, early: str, min_r: float):
+    """Mean per-image r of ``late`` with its interval, its paired difference to ``early``'s r, and whether both
+    intervals clear their bars: above ``min_r``, and above 0 (the top layer is more linear than the first,
+    whose change the paper calls dramatic; any rising curve has a high r, so r alone cannot say no)."""
+    r_late, r_early = linearity(curve, late), linearity(curve, early)
+    est, vs_early = bootstrap_mean(r_late), paired_difference(r_late, r_early)
+    return est, vs_early, est.above(min_r) and vs_early.above(0)
 
 
 def output_stable(curve: InvarianceCurves, max_drop: float):
