@@ -49,8 +49,8 @@ class Config(ExperimentConfig):
     folds: int = 5
     layers: Optional[list[str]] = None  # None: every stage of the model, input to output (its "stages" role)
     classifiers: list[str] = field(default_factory=lambda: ["svm", "softmax"])
-    C_grid_svm: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01])  # on standardized features
-    C_grid_softmax: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1])
+    C_grid_svm: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01, 0.1])  # on standardized features
+    C_grid_softmax: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0])
     cv: int = 2  # cross-validation folds within each fold's training images, to choose C
     features_per_layer: int = 3000  # pool each map to the grid whose channels x cells come nearest this
     batch_size: int = 16
@@ -77,6 +77,17 @@ def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, 
                  f"the first layer ({first}): {fold_estimate(first_scores)}",
                  f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
                  "(accuracy points) lies above 0", decide(gain.above(0)))
+
+
+def grid_edges(chosen: dict, C_grid: dict) -> str:
+    """How often the chosen C sits at an end of its grid (where a wider grid might have chosen beyond it)."""
+    parts = []
+    for kind, grid in C_grid.items():
+        picks = [C for (_, _, k), Cs in chosen.items() if k == kind for C in Cs]
+        if picks:
+            parts.append(f"{kind}: at the largest C in {sum(C == max(grid) for C in picks)} and at the smallest in "
+                         f"{sum(C == min(grid) for C in picks)} of {len(picks)} choices")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def main(cfg, out):
@@ -121,6 +132,7 @@ def main(cfg, out):
     table = pd.DataFrame(rows + paper_rows(names))
     sizes = ", ".join(f"{name} at {2 if cfg.smoke else e.train_per_class[name]}/class" for name in names)
     grids = ", ".join(f"{kind} {C_grid[kind]}" for kind in e.classifiers)
+    edges = grid_edges(chosen, C_grid)
     out.table(table, "table7_layer_features", title="Zeiler & Fergus Table 7: classifiers on the features of each layer",
               notes=(f"Mean of per-class accuracies (%) over {folds} folds with its 95 % t interval (n = folds), "
                      f"{sizes}, tested on up to {e.test_per_class} other images per class (the paper's column: mean "
@@ -130,7 +142,7 @@ def main(cfg, out):
                      f"standardized; SVM = linear SVM (libsvm, one-vs-one); Softmax = multinomial logistic regression. "
                      f"C is chosen per fold, layer and classifier by {e.cv}-fold stratified cross-validation on that "
                      f"fold's training images only (ties to the smaller C), among {grids}; the chosen Cs are in the "
-                     f"table and in `folds`. 'depth' = layer index / number of layers, so the paper's ZFNet layers "
+                     f"table and in `folds`{edges}. 'depth' = layer index / number of layers, so the paper's ZFNet layers "
                      f"(1-5 conv, 7 = fc7) and ours line up in the figure. The paper classified layer outputs of "
                      f"ZFNet; ours are the stages of {cfg.model.name}." + (" SMOKE RUN." if cfg.smoke else "")))
     out.table(pd.DataFrame(per_fold), "folds", title="Accuracy and chosen C of every fold")

@@ -88,6 +88,18 @@ def test_choose_C_matches_sklearns_grid_search_on_the_same_splits():
     np.testing.assert_allclose([scores[c] for c in grid], peer.cv_results_["mean_test_score"], atol=1e-9)
 
 
+def test_a_warm_started_softmax_reaches_the_cold_fits_optimum():
+    import copy
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 20)
+    X = np.eye(5, 40)[labels] + rng.normal(size=(len(labels), 40))
+    cold = make_classifier("softmax", 1.0).fit(X, labels)
+    warm = copy.deepcopy(make_classifier("softmax", 0.01).fit(X, labels))
+    warm.set_params(logisticregression__C=1.0, logisticregression__warm_start=True).fit(X, labels)
+    np.testing.assert_allclose(warm[-1].coef_, cold[-1].coef_, atol=2e-3 * np.abs(cold[-1].coef_).max())
+
+
 def test_C_is_chosen_on_each_folds_training_images_only(monkeypatch):
     import cnnvis.transfer as transfer
 
@@ -310,3 +322,13 @@ def test_depth_claim_needs_every_fold_to_agree():
     assert clear.verdict == REPRODUCED and clear.baseline.startswith("the first layer (stem): 41.0 [")
     one = depth_claim("caltech101", "svm", [0.4], [0.9], "stem", "head")
     assert one.verdict == NOT_REPRODUCED and one.ours == "50.0 (n = 1)"  # one fold never decides
+
+
+def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
+    from experiments.layer_features import grid_edges
+
+    chosen = {("caltech101", "stem", "softmax"): [0.1, 0.1, 0.01], ("caltech101", "head", "softmax"): [0.001, 0.1, 0.1],
+              ("caltech101", "stem", "svm"): [0.001, 0.001, 0.001]}
+    text = grid_edges(chosen, {"svm": [0.0001, 0.001, 0.01], "softmax": [0.001, 0.01, 0.1]})
+    assert text == (" (svm: at the largest C in 0 and at the smallest in 0 of 3 choices; "
+                    "softmax: at the largest C in 4 and at the smallest in 1 of 6 choices)")
