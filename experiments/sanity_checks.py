@@ -52,7 +52,7 @@ class Config(ExperimentConfig):
     trained_images: int = 64  # the trained ZFNet's Caltech-101 validation images (seeded pick)
     # Score-CAM (one forward pass per channel of the last conv layer, per image and cascade step) on the first
     # images only; 0 leaves it out. EfficientNet-Lite0's 1,280 channels: ~22 s per map on one core, 11 steps.
-    pretrained_scorecam_images: int = 1
+    pretrained_scorecam_images: int = 8
     trained_scorecam_images: int = 16  # ZFNet x0.25: 64 channels
     # sensitive when |Spearman| to the randomized maps lies below o + threshold_fraction * (1 - o), insensitive
     # above; o: the trained map's |Spearman| with another image's (what unrelated maps share)
