@@ -31,8 +31,8 @@ from cnnvis.models import frozen, resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
-                           constant_share, data_randomization_verdict, edge_map, sensitivity, sensitivity_margin,
-                           similarities, two_d_maps)
+                           constant_share, data_randomization_verdict, edge_map, other_images_similarity, sensitivity,
+                           sensitivity_margin, similarities, two_d_maps)
 from cnnvis.stats import bootstrap_mean, proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
 from experiments.cam_methods import ALL_METHODS, build_method
@@ -113,7 +113,7 @@ def cascade(model, x, targets, trained, settings, seed, desc):
         seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
         sims[name] = [similarities(maps[0], m) for m in maps]
         shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
-        across[name] = similarities(maps[0], maps[0].roll(1, 0)) if n > 1 else None
+        across[name] = other_images_similarity(maps[0])
         constant[name] = constant_share(maps[-1])
     return [s for s, _ in steps], sims, shown, seconds, across, constant
 
@@ -261,8 +261,7 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
         n = len(maps)
         permuted = attribute(name, random_model, x[:n], targets[:n], settings)
         s = similarities(maps, permuted)
-        across = similarities(maps, maps.roll(1, 0)) if n > 1 else None
-        margin = final_margin(s, across, e)
+        margin = final_margin(s, other_images_similarity(maps), e)
         row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
                "minus the threshold (spearman_abs)": margin.format(3),
                "verdict": data_randomization_verdict(margin, fitted, e.fit_top1),

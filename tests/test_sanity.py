@@ -11,8 +11,8 @@ from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
 from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, constant_share,
-                           data_randomization_verdict, edge_map, sensitivity, sensitivity_margin, similarities,
-                           spearman)
+                           data_randomization_verdict, edge_map, other_images_similarity, sensitivity, sensitivity_margin,
+                           similarities, spearman)
 from cnnvis.stats import Estimate, bootstrap_mean
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
@@ -142,7 +142,7 @@ def final_margin(method, net, x) -> tuple[Estimate, Estimate]:
     original = method(net, x)
     randomized = method(cascading_randomization(net, seed=1)[-1][1], x)
     s = similarities(original, randomized)["spearman_abs"]
-    return bootstrap_mean(s), sensitivity_margin(s, similarities(original, original.roll(1, 0))["spearman_abs"])
+    return bootstrap_mean(s), sensitivity_margin(s, other_images_similarity(original)["spearman_abs"])
 
 
 def saliency(net, x):

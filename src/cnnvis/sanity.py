@@ -131,6 +131,12 @@ def similarities(original: torch.Tensor, other: torch.Tensor) -> dict[str, np.nd
     }
 
 
+def other_images_similarity(maps: torch.Tensor) -> dict[str, np.ndarray] | None:
+    """``similarities`` of each map with the next image's map of the same model: what unrelated maps share
+    (centre bias, borders), the baseline level of ``sensitivity_margin``; None for a single map."""
+    return similarities(maps, maps.roll(1, 0)) if len(maps) > 1 else None
+
+
 def sensitivity_margin(similarity, other=None, fraction: float = 0.5) -> Estimate:
     """Per image, the similarity ``s`` to the randomized model's map minus the threshold ``o + fraction * (1 - o)``,
     where ``o`` is the trained map's similarity to another image's trained map (the level that image-independent
