@@ -25,6 +25,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from cnnvis.reshapes import fpn_reshape, swin_reshape, vit_reshape
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained in TensorFlow on (x*255 - 127) / 128.
@@ -471,8 +473,6 @@ class TransformerClassifier(nn.Module):
 def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -> TransformerClassifier:
     """Any torchvision VisionTransformer with readable names: ``blockI`` (encoder layer I), ``last_norm1`` (the
     last block's first LayerNorm, pytorch-grad-cam's ViT layer), ``ln``, ``head``."""
-    from cnnvis.cams import vit_reshape
-
     blocks = list(net.encoder.layers._modules)
     layers = {"patch_embed": "net.conv_proj", **{f"block{i}": f"net.encoder.layers.{b}" for i, b in enumerate(blocks, 1)},
               "last_norm1": f"net.encoder.layers.{blocks[-1]}.ln_1", "ln": "net.encoder.ln", "head": "net.heads.head"}
@@ -484,8 +484,6 @@ def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -
 def swin_classifier(net: torchvision.models.SwinTransformer, input_size: int) -> TransformerClassifier:
     """Any torchvision SwinTransformer with readable names: ``stage1``..``stage4``, ``last_norm1`` (the last
     block's first LayerNorm, pytorch-grad-cam's Swin layer), ``norm`` (the last norm, before pooling), ``head``."""
-    from cnnvis.cams import swin_reshape
-
     stages = [i for i in range(1, len(net.features), 2)]  # features: patch embed, stage, merge, stage, ...
     last = len(net.features[stages[-1]]) - 1
     layers = {"patch_embed": "net.features.0", **{f"stage{k}": f"net.features.{i}" for k, i in enumerate(stages, 1)},
@@ -525,8 +523,6 @@ def fasterrcnn_mobilenet_v3_large_fpn(num_classes=91, pretrained=False, input_si
     not rescaled, so its feature maps line up with the pixels). ``backbone`` returns the FPN levels (a dict,
     turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer: ``fpn_level0``
     (the FPN level the box head pools) or ``body_out`` (the MobileNet's last stage)."""
-    from cnnvis.cams import fpn_reshape
-
     net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=input_size, max_size=input_size)
     if pretrained:
