@@ -10,7 +10,6 @@ or the sample-photo fallback), and ``<results_dir>/<experiment>/`` whenever ``re
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -127,8 +127,8 @@ def place(staged: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def run_experiment(cfg: DictConfig) -> dict:
-    """Import ``experiments/<name>.py`` and call its ``main(cfg, out)``; it returns scalar metrics (or None)."""
+def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None]) -> dict:
+    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None)."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
@@ -141,9 +141,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
-        module = importlib.import_module(f"experiments.{cfg.experiment.name}")
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
-        metrics = module.main(cfg, Results(staged)) or {}
+        metrics = main(cfg, Results(staged)) or {}
     except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
