@@ -32,7 +32,8 @@ _EXPORTS = {
     "occlusion": ["occlusion_map"],
     "deconvnet": ["deconv_project"],
     "mining": ["top_activations"],
-    "activation_max": ["maximize", "channel", "unit", "class_logit", "Regularization"],
+    "activation_max": ["maximize", "Regularization"],
+    "objectives": ["channel", "unit", "class_logit"],
     "plotting.explain": ["overlay", "save_overlay"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
