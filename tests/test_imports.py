@@ -66,6 +66,7 @@ def test_a_cycle_an_upward_import_or_an_experiments_import_breaks_a_contract(tmp
 
 
 def test_an_import_of_experiments_by_name_is_found(tmp_path):
-    (tmp_path / "runner.py").write_text('import importlib\n\nmain = importlib.import_module(f"experiments.{name}").main\n'
+    (tmp_path / "runner.py").write_text('import importlib\n\n'
+                                        'main = importlib.import_module(f"experiments.{name}").main\n'
                                         'models = importlib.import_module(f"cnnvis.{name}")\n')
     assert imports_by_name(tmp_path) == ["runner.py:3"]
