@@ -576,7 +576,7 @@ def fcn_resnet50(num_classes=21, pretrained=False, input_size=224):
 
 
 # name -> (builder, torchvision weights it loads, what they are, their class count)
-TORCHVISION_BEYOND = {
+TRANSFORMERS_DETECTORS_SEGMENTERS = {
     "vit_b_16": (vit_b_16, "IMAGENET1K_V1", "ImageNet", 1000),
     "swin_t": (swin_t, "IMAGENET1K_V1", "ImageNet", 1000),
     "fasterrcnn_mobilenet_v3_large_fpn": (fasterrcnn_mobilenet_v3_large_fpn, "COCO_V1", "COCO", 91),
@@ -585,9 +585,9 @@ TORCHVISION_BEYOND = {
 }
 
 
-def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size):
-    """One of TORCHVISION_BEYOND: cached weights when ``pretrained`` is None and the file is present."""
-    builder, weights_name, dataset, classes = TORCHVISION_BEYOND[name]
+def _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size):
+    """One of TRANSFORMERS_DETECTORS_SEGMENTERS: cached weights when ``pretrained`` is None and the file is present."""
+    builder, weights_name, dataset, classes = TRANSFORMERS_DETECTORS_SEGMENTERS[name]
     if num_classes == 1000:  # the harness's default (ImageNet's count): the weights' own count
         num_classes = classes
     new_head = name in ("vit_b_16", "swin_t")  # classifiers take the weights, then a new head for other counts
@@ -629,8 +629,8 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
-    if pretrained and name in TORCHVISION_BEYOND:
-        _, weights_name, dataset, _ = TORCHVISION_BEYOND[name]
+    if pretrained and name in TRANSFORMERS_DETECTORS_SEGMENTERS:
+        _, weights_name, dataset, _ = TRANSFORMERS_DETECTORS_SEGMENTERS[name]
         return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
@@ -673,13 +673,14 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
     """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``.
     ``pretrained=None`` means the ImageNet weights where they ship offline (efficientnet_lite0), else random init;
     ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture).
-    The torchvision transformers, detector and segmenters (``TORCHVISION_BEYOND``) load their weights from the
-    torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
+    The torchvision transformers, detector and segmenters (``TRANSFORMERS_DETECTORS_SEGMENTERS``) load their weights
+    from the torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
     says which); ``pretrained=True`` requires them (the error names the file)."""
-    if name in TORCHVISION_BEYOND:
-        return _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size)
+    if name in TRANSFORMERS_DETECTORS_SEGMENTERS:
+        return _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size)
     if name not in BUILDERS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join([*BUILDERS, *TORCHVISION_BEYOND])}")
+        available = ", ".join([*BUILDERS, *TRANSFORMERS_DETECTORS_SEGMENTERS])
+        raise KeyError(f"unknown model {name!r}; available: {available}")
     if pretrained is None:
         pretrained = name in OFFLINE_WEIGHTS and checkpoint is None
     if pretrained and name not in IMAGENET_WEIGHTS and checkpoint is None:
