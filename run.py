@@ -3,6 +3,7 @@
 Configs live in conf/ (groups experiment/, model/, dataset/); each experiment is experiments/<name>.py.
 """
 
+import importlib
 import sys
 
 from cnnvis.threads import default_passive_wait
@@ -13,15 +14,16 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from cnnvis.config import register_configs  # noqa: E402
+from experiments import experiment_configs  # noqa: E402
 
-register_configs()
+register_configs(experiment_configs())
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from cnnvis.runner import run_experiment
 
-    run_experiment(cfg)
+    run_experiment(cfg, importlib.import_module(f"experiments.{cfg.experiment.name}").main)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from cnnvis.activation_max import PRESETS, channel, maximize
+from cnnvis.activation_max import PRESETS, maximize
+from cnnvis.objectives import channel
 from cnnvis.models import build_model
 
 

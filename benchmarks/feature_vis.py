@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cnnvis import featurevis as fv
+from cnnvis import objectives
 from cnnvis.models import build_model
 from cnnvis.stats import bootstrap_mean, paired_difference
 
@@ -49,7 +50,7 @@ def main():
     for p in model.parameters():
         p.requires_grad_(False)
     channels = list(range(0, 8 * args.units, 8))
-    score = fv.channel(args.layer, channels)
+    score = objectives.channel(args.layer, channels)
 
     def ours(preset):
         settings = fv.PRESETS[preset]
@@ -62,7 +63,7 @@ def main():
     t_ours = time.perf_counter() - start
     pixel_images = ours("lucid_pixel")
     with torch.no_grad():
-        ours_values = fv.objective_values(model, ours_images, score).numpy()
+        ours_values = objectives.objective_values(model, ours_images, score).numpy()
     print(f"torch threads: {torch.get_num_threads()}; {len(channels)} channels of {args.layer} ({channels}), "
           f"{args.steps} steps at {args.size} px")
     print(f"ours: {t_ours:.2f} s for {len(channels)} images; activations {np.round(ours_values, 3).tolist()}")
@@ -77,7 +78,7 @@ def main():
         lucent_imgs = lucent_images(model, args.layer, channels, args.size, args.steps)
         t_lucent = time.perf_counter() - start
         with torch.no_grad():
-            lucent_values = fv.objective_values(model, lucent_imgs, score).numpy()
+            lucent_values = objectives.objective_values(model, lucent_imgs, score).numpy()
         slopes["lucent"] = fv.spectrum_slope(lucent_imgs)
         print(f"lucent: {t_lucent:.2f} s for {len(channels)} images; activations "
               f"{np.round(lucent_values, 3).tolist()}")

@@ -21,10 +21,11 @@ from hydra.types import RunMode
 from PIL import Image
 
 from cnnvis import featurevis as fv
-from cnnvis.activation_max import PRESETS, channel, class_logit, dataset_maxima, maximize, unit, with_overrides
+from cnnvis.activation_max import PRESETS, dataset_maxima, maximize, with_overrides
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
 from cnnvis.models import build_model, resolve_layers
+from cnnvis.objectives import channel, class_logit, diversity, objective_values, unit
 from cnnvis.plotting.activation_max import class_grid, sweep_grid, unit_grid
 from cnnvis.runner import images_from_config, model_from_config
 
@@ -137,7 +138,7 @@ def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, che
         per_layer = 2 if cfg.smoke else e.channels_per_layer
         chosen = list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), per_layer)
         for name in names:
-            result = run(fv.channel(layer, chosen), len(chosen), fv.PRESETS[name])
+            result = run(channel(layer, chosen), len(chosen), fv.PRESETS[name])
             slopes = fv.spectrum_slope(result.images).tolist()
             captions = []
             for ch, reached, best, slope in zip(chosen, result.values.tolist(),
@@ -148,7 +149,7 @@ def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, che
                 captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
             panels[f"{layer}\n{name}"] = (result.images, captions)
     for name in names:
-        result = run(fv.class_logit(classes), len(classes), fv.PRESETS[name])
+        result = run(class_logit(classes), len(classes), fv.PRESETS[name])
         with torch.no_grad():
             logits = model(result.images)
         top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
@@ -166,11 +167,11 @@ def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, che
     layer, k = layers[-1], e.diversity_images
     pair = (list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), 2))[:2]
     units, groups = [c for c in pair for _ in range(k)], [g for g in range(len(pair)) for _ in range(k)]
-    objective = fv.channel(layer, units) + e.diversity_weight * fv.diversity(layer, groups)
+    objective = channel(layer, units) + e.diversity_weight * diversity(layer, groups)
     result = run(objective, len(units), fv.PRESETS[e.preset])
     with torch.no_grad():
-        reached = fv.objective_values(model, result.images, fv.channel(layer, units)).tolist()
-        spread = fv.objective_values(model, result.images, fv.diversity(layer, groups)).tolist()
+        reached = objective_values(model, result.images, channel(layer, units)).tolist()
+        spread = objective_values(model, result.images, diversity(layer, groups)).tolist()
     diversity_panels = {f"{layer}[{c}]": (result.images[g * k:(g + 1) * k],
                                           [f"{v:.3g}; 1 - cos(Gram) {d:.2f}" for v, d in
                                            zip(reached[g * k:(g + 1) * k], spread[g * k:(g + 1) * k])])

@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from cnnvis.ablations import harness_model
+from cnnvis.ablations import build_model_at_width
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
 from cnnvis.models import frozen, resolve_layers
@@ -248,7 +248,7 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     n_classes = len(images.classes)
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
     random_model, history, ckpt = train_variant(
-        lambda: harness_model(cfg.model.name, n_classes, cfg.model.input_size, e.width),
+        lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width),
         f"{cfg.model.name}_shuffled_labels", cfg,
         shuffled, val_set, recipe, cfg.seed, e.classes)
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
@@ -312,7 +312,7 @@ def main(cfg, out):
     zfnet = trained_zfnet(cfg)
     if zfnet is None:
         def build():
-            return harness_model(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
+            return build_model_at_width(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
 
         zfnet, _, _ = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
                                     cfg.seed, e.classes)

@@ -9,7 +9,7 @@ Under ``torchrun --nproc_per_node=N run.py experiment=train ...`` it trains with
 from dataclasses import dataclass, field
 from typing import Optional
 
-from cnnvis.ablations import first_conv, harness_model
+from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.filters import filter_grid
 from cnnvis.plotting.training import training_curves
@@ -48,7 +48,8 @@ def main(cfg, out):
         history.to_csv(out.dir / "metrics.csv", index=False)
 
     model, history, ckpt = train_variant(
-        lambda: harness_model(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained, m.checkpoint),
+        lambda: build_model_at_width(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained,
+                                     m.checkpoint),
         m.name, cfg, train_set,
         val_set, t, cfg.seed, cfg.experiment.classes, on_epoch_end=progress)
     if not is_main_process():

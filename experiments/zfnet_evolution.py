@@ -13,7 +13,7 @@ import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.ablations import harness_model
+from cnnvis.ablations import build_model_at_width
 from cnnvis.plotting.training import evolution_grid
 from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
 
@@ -63,7 +63,7 @@ def main(cfg, out):
     m = cfg.model
     n_classes = len(images.classes)
     model, history, ckpt = train_variant(
-        lambda: harness_model(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint), m.name, cfg,
+        lambda: build_model_at_width(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint), m.name, cfg,
         train_set,
         val_set, recipe, cfg.seed, e.classes)
     model.cpu().eval()

@@ -7,10 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis.activation_max import (
-    PRESETS, Regularization, channel, class_logit, dataset_maxima, gaussian_blur, maximize, objective_values,
-    unit)
+from cnnvis.activation_max import PRESETS, Regularization, dataset_maxima, gaussian_blur, maximize
 from cnnvis.models import ImageClassifier, Normalize
+from cnnvis.objectives import channel, class_logit, objective_values, unit
 from conftest import needs_imagenet_val, run_py
 
 SIZE = 16

@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
+from experiments import experiment_configs
 from experiments.cam_beyond import ModelRun, category_names, check_experiment, dominant_class, notes_for, pick_images
 
-register_configs()
+register_configs(experiment_configs())
 
 
 def composed(*overrides):

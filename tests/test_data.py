@@ -160,9 +160,10 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
     from hydra import compose, initialize_config_dir
 
     from cnnvis.config import REPO, register_configs
+    from experiments import experiment_configs
     from experiments.zfnet_occlusion import load_examples
 
-    register_configs()
+    register_configs(experiment_configs())
     monkeypatch.chdir(tmp_path)  # the default root, data/, holds nothing here
     monkeypatch.delenv("DATA_ROOT", raising=False)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

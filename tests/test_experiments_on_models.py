@@ -7,8 +7,9 @@ from hydra import compose, initialize_config_dir
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
 from conftest import needs_caltech101, needs_imagenet_val
+from experiments import experiment_configs
 
-register_configs()
+register_configs(experiment_configs())
 
 # (experiment, its extra overrides, the mark its data needs)
 EXPERIMENTS = [

@@ -8,9 +8,10 @@ from PIL import Image
 from cnnvis.config import REPO, register_configs
 from cnnvis.data import ImageIndex, imagenet_classes
 from cnnvis.results import Results
+from experiments import experiment_configs
 from experiments.explain import labels_are_model_classes, main
 
-register_configs()
+register_configs(experiment_configs())
 
 
 def run_explain(root, out_dir, *overrides):

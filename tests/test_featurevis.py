@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import DATA_ROOT, needs_imagenet_val
 from cnnvis import featurevis as fv
+from cnnvis import objectives
 from cnnvis.models import ImageClassifier
 
 
@@ -55,11 +56,11 @@ def test_imagenet_colour_covariance_is_recomputed_from_the_data():
 
 def test_diversity_is_zero_for_identical_images_and_positive_otherwise():
     act = torch.rand(1, 4, 5, 5).repeat(3, 1, 1, 1)
-    assert torch.allclose(fv.gram_dissimilarity(act), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(objectives.gram_dissimilarity(act), torch.zeros(3), atol=1e-6)
     act[1] = torch.rand(4, 5, 5)
-    assert (fv.gram_dissimilarity(act) > 1e-4).all()
+    assert (objectives.gram_dissimilarity(act) > 1e-4).all()
     # groups: the two identical images form a group of their own, the odd one is alone
-    assert torch.allclose(fv.gram_dissimilarity(act, groups=[0, 1, 0]), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(objectives.gram_dissimilarity(act, groups=[0, 1, 0]), torch.zeros(3), atol=1e-6)
 
 
 def test_diversity_matches_a_naive_loop():
@@ -67,7 +68,7 @@ def test_diversity_matches_a_naive_loop():
     grams = [a.flatten(1) @ a.flatten(1).T for a in act]
     cos = lambda a, b: float((a * b).sum() / (a.norm() * b.norm()))
     naive = [1 - np.mean([cos(grams[i], grams[j]) for j in range(4) if j != i]) for i in range(4)]
-    assert np.allclose(fv.gram_dissimilarity(act).numpy(), naive, atol=1e-5)
+    assert np.allclose(objectives.gram_dissimilarity(act).numpy(), naive, atol=1e-5)
 
 
 def linear_model(weight):
@@ -95,7 +96,7 @@ def gradient_ascent(model, objective, params, image, steps, optimizer):
     opt = optimizer(params)
     for _ in range(steps):
         opt.zero_grad()
-        (-fv.objective_values(model, image(), objective).sum()).backward()
+        (-objectives.objective_values(model, image(), objective).sum()).backward()
         opt.step()
     with torch.no_grad():
         return image()
@@ -124,7 +125,7 @@ def plain_ascent(params):
     (True, False, "clip", "adam", 100), (False, True, "clip", "adam", 300), (True, True, "clip", "adam", 300),
     (False, True, "sigmoid", "adam", 300), (True, True, "sigmoid", "sgd", 100)])
 def test_a_linear_unit_reaches_its_analytic_optimum(one_thread, fourier, decorrelate, valid, optimizer, steps):
-    model, objective = linear_model(LINEAR_WEIGHT), fv.channel("conv", [0, 0])
+    model, objective = linear_model(LINEAR_WEIGHT), objectives.channel("conv", [0, 0])
     param = fv.ImageParam(2, 16, fourier=fourier, decorrelate=decorrelate, valid=valid)
     if optimizer == "sgd":
         images = gradient_ascent(model, objective, param.parameters(), param, steps, plain_ascent)
@@ -142,7 +143,7 @@ def test_adam_stalls_on_lucids_image_as_in_lucent(one_thread):
     # Measured at lr 0.1: cosine 0.90 at 300 steps, 0.92 at 1000, 0.93 at 6000, ours and Lucent's alike; below 0.95
     # at 3000 steps for lr 0.01-3.0, and with Lucid's transforms: Lucid's parametrization under Adam, not a bug.
     lucent_param = pytest.importorskip("lucent.optvis.param", reason="torch-lucent not installed (requirements.txt)")
-    model, objective = linear_model(LINEAR_WEIGHT), fv.channel("conv", [0, 0])
+    model, objective = linear_model(LINEAR_WEIGHT), objectives.channel("conv", [0, 0])
     ours = fv.render(model, objective, fv.ImageParam(2, 16), transforms=(), steps=300, lr=0.1).images
     torch.manual_seed(0)  # Lucent draws its start from torch's global generator
     params, lucent_image = lucent_param.image(16, batch=2)  # fft=True, decorrelate=True, sigmoid
@@ -159,17 +160,18 @@ def test_adam_stalls_on_lucids_image_as_in_lucent(one_thread):
 def test_objectives_pick_one_unit_per_image_and_add():
     act = torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)
     acts = {"l": act, None: torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
-    assert fv.channel("l", [0, 2])(acts).tolist() == [act[0, 0].mean().item(), act[1, 2].mean().item()]
-    assert fv.neuron("l", [1, 0])(acts).tolist() == [act[0, 1, 1, 1].item(), act[1, 0, 1, 1].item()]
-    assert fv.unit("l", [1, 0], (0, 2))(acts).tolist() == [act[0, 1, 0, 2].item(), act[1, 0, 0, 2].item()]
-    assert fv.class_logit([1, 0])(acts).tolist() == [2.0, 3.0]
+    assert objectives.channel("l", [0, 2])(acts).tolist() == [act[0, 0].mean().item(), act[1, 2].mean().item()]
+    assert objectives.unit("l", [1, 0])(acts).tolist() == [act[0, 1, 1, 1].item(), act[1, 0, 1, 1].item()]
+    assert objectives.unit("l", [1, 0], (0, 2))(acts).tolist() == [act[0, 1, 0, 2].item(), act[1, 0, 0, 2].item()]
+    assert objectives.class_logit([1, 0])(acts).tolist() == [2.0, 3.0]
     v = torch.tensor([1.0, 0.0, -1.0])
     expected = [(act[b, 0] - act[b, 2]).mean().item() for b in range(2)]
-    assert torch.allclose(fv.direction("l", v)(acts), torch.tensor(expected))
-    both = fv.channel("l", [0, 0]) + 2 * fv.class_logit([0, 0])
-    assert torch.allclose(both(acts), fv.channel("l", [0, 0])(acts) + 2 * torch.tensor([1.0, 3.0]))
+    assert torch.allclose(objectives.direction("l", v)(acts), torch.tensor(expected))
+    both = objectives.channel("l", [0, 0]) + 2 * objectives.class_logit([0, 0])
+    assert len(both) == 2  # the images to optimize: one per channel or class
+    assert torch.allclose(both(acts), objectives.channel("l", [0, 0])(acts) + 2 * torch.tensor([1.0, 3.0]))
     with pytest.raises(ValueError, match="one channel/class per image"):
-        fv.channel("l", [0])(acts)
+        objectives.channel("l", [0])(acts)
 
 
 def test_transforms_keep_the_batch_and_change_the_size_as_lucids():

@@ -15,12 +15,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.ablations import conv1_variant
-from cnnvis.config import REPO, check_config, experiment_names, register_configs
-from cnnvis.results import Results, git_commit, markdown_table, provenance_problems, sweep_destination
-from cnnvis.runner import destination, place, weights_source, what_changed
+from cnnvis.config import REPO, check_config, register_configs
+from cnnvis.results import Results, git_commit, markdown_table, provenance_problems
+from cnnvis.runner import destination, place, sweep_destination, weights_source, what_changed
 from conftest import run_py
+from experiments import experiment_configs, experiment_names
 
-register_configs()
+register_configs(experiment_configs())
 
 
 def composed(*overrides):

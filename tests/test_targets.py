@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis import cams, targets
+from cnnvis import cams, reshapes, targets
 from cnnvis.models import Segmenter, alexnet, build_model, get_layer
 from test_cams import assert_nontrivial
 
@@ -54,7 +54,7 @@ def detector():
                      rpn_anchor_generator=AnchorGenerator(((16,), (32,), (64,)), ((1.0,),) * 3),
                      box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2), representation_size=32)
     net.layers = {"backbone": "backbone", "fpn0": "backbone.fpn.layer_blocks.0", "c3": "backbone.body.c3"}
-    net.task, net.cam_reshape = "detection", cams.fpn_reshape
+    net.task, net.cam_reshape = "detection", reshapes.fpn_reshape
     return net.eval()
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import SwinTransformer, VisionTransformer
 
-from cnnvis import cams
+from cnnvis import cams, reshapes
 from cnnvis.models import build_model, get_layer, swin_classifier, vit_classifier, weights_description
 from test_cams import assert_nontrivial
 
@@ -85,15 +85,15 @@ def test_swin_maps_equal_pytorch_grad_cam(small_swin, images, method):
 def test_reshapes_put_each_token_at_its_grid_position():
     """Against a naive loop: token 1 + i*w + j of a ViT is position (i, j); Swin's (n, i, j, c) is (n, c, i, j)."""
     tokens = torch.randn(2, 1 + 3 * 3, 5)
-    maps = cams.vit_reshape(tokens)
+    maps = reshapes.vit_reshape(tokens)
     assert maps.shape == (2, 5, 3, 3)
     for i in range(3):
         for j in range(3):
             assert torch.equal(maps[:, :, i, j], tokens[:, 1 + i * 3 + j])
     nhwc = torch.randn(2, 3, 4, 5)
-    assert torch.equal(cams.swin_reshape(nhwc)[1, 4, 2, 3], nhwc[1, 2, 3, 4])
+    assert torch.equal(reshapes.swin_reshape(nhwc)[1, 4, 2, 3], nhwc[1, 2, 3, 4])
     with pytest.raises(ValueError, match="square grid"):
-        cams.vit_reshape(torch.randn(1, 1 + 6, 5))
+        reshapes.vit_reshape(torch.randn(1, 1 + 6, 5))
 
 
 def test_an_explicit_reshape_wins_over_the_models():

@@ -26,12 +26,14 @@ _EXPORTS = {
     "data": ["load_image", "load_images", "imagenet_classes", "index_imagefolder"],
     "hooks": ["activations", "record_activations"],
     "cams": ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "LayerCAM", "Saliency", "Deconvnet", "GuidedBackprop",
-             "GuidedGradCAM", "make_method", "as_map", "vit_reshape", "swin_reshape", "fpn_reshape"],
+             "GuidedGradCAM", "make_method", "as_map"],
+    "reshapes": ["vit_reshape", "swin_reshape", "fpn_reshape"],
     "targets": ["ClassScore", "ClassProbability", "SegmentationRegion", "DetectionBox"],
     "occlusion": ["occlusion_map"],
     "deconvnet": ["deconv_project"],
     "mining": ["top_activations"],
-    "activation_max": ["maximize", "channel", "unit", "class_logit", "Regularization"],
+    "activation_max": ["maximize", "Regularization"],
+    "objectives": ["channel", "unit", "class_logit"],
     "plotting.explain": ["overlay", "save_overlay"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

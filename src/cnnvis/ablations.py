@@ -74,8 +74,8 @@ def arch_variant(name: str, num_classes: int, input_size: int = 224, width: floa
     return conv_stack_classifier(spec, num_classes, input_size, fc_widths=fc)
 
 
-def harness_model(name: str, num_classes: int, input_size: int, width: float = 1.0, pretrained: bool = False,
-                  checkpoint=None) -> ImageClassifier:
+def build_model_at_width(name: str, num_classes: int, input_size: int, width: float = 1.0,
+                         pretrained: bool = False, checkpoint=None) -> ImageClassifier:
     """``build_model``'s network, or for zfnet / alexnet with ``width`` != 1 the same network with every
     channel count (and fc width) scaled."""
     from cnnvis.models import BUILDERS, build_model

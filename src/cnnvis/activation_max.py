@@ -1,13 +1,14 @@
 """Activation maximization: gradient ascent on the input image (Erhan 2009, Simonyan 2013, Yosinski 2015).
 
 One verb, ``maximize(model, objective, ...)``, optimizes a batch of images at once, one batch element per
-unit: a channel's mean activation, one spatial unit of a channel, or a class's pre-softmax score.
+unit: a channel's mean activation, one spatial unit of a channel, or a class's pre-softmax score (the
+objectives of ``cnnvis.objectives``, which feature visualization shares).
 
 The image lives in pixel space [0, 1] (every model here normalizes its own input). Regularizers act on
 ``x - mean`` (Yosinski's "zero" is the mean image; we use the dataset's mean colour), and after every step
 the image is clamped back to [0, 1] (a projection onto the valid input range).
 
-    images, values = maximize(model, class_logit([1, 130]), size=128, reg=PRESETS["yosinski3"])
+    result = maximize(model, objectives.class_logit([1, 130]), size=128, reg=PRESETS["yosinski3"])
 """
 
 from __future__ import annotations
@@ -23,69 +24,7 @@ from tqdm.auto import tqdm
 
 from cnnvis.hooks import forward_recorded, record_activations
 from cnnvis.models import get_layer
-
-KINDS = ("channel", "unit", "class")
-
-
-# ---------------------------------------------------------------- objectives
-
-
-@dataclass
-class Objective:
-    """What each batch element maximizes: ``index[b]`` of ``layer`` (a channel, or a class of the logits)."""
-
-    kind: str
-    layer: Optional[str]  # None: the model's output (its logits)
-    index: list[int]
-    position: Optional[tuple[int, int]] = None  # unit objectives: (row, col) of the map; None: its centre
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown objective kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        self.index = [int(i) for i in self.index]
-        if not self.index:
-            raise ValueError("an objective needs at least one channel or class (one per batch element)")
-
-    def __len__(self):
-        return len(self.index)
-
-    def __call__(self, out: torch.Tensor) -> torch.Tensor:
-        """The (B,) values of the B units, from the layer's (B, C, ...) output."""
-        if max(self.index) >= out.shape[1] or min(self.index) < 0:
-            what = "classes" if self.kind == "class" else f"channels of {self.layer}"
-            raise IndexError(f"index {self.index} out of range: the model has {out.shape[1]} {what}")
-        rows = torch.arange(out.shape[0], device=out.device)
-        picked = out[rows, torch.as_tensor(self.index, device=out.device)]  # (B, ...) one map per element
-        if self.kind == "class" or picked.ndim == 1:
-            return picked
-        if self.kind == "channel":
-            return picked.flatten(1).mean(1)
-        r, c = self.position if self.position is not None else (picked.shape[-2] // 2, picked.shape[-1] // 2)
-        return picked[:, r, c]
-
-
-def channel(layer: str, channels) -> Objective:
-    """Mean activation of each channel over its whole map (Yosinski's and Lucid's "channel")."""
-    return Objective("channel", layer, list(channels))
-
-
-def unit(layer: str, channels, position: Optional[tuple[int, int]] = None) -> Objective:
-    """One spatial unit of each channel (the map's centre unless ``position``), as in Erhan 2009 / Yosinski 2015."""
-    return Objective("unit", layer, list(channels), position)
-
-
-def class_logit(classes) -> Objective:
-    """The pre-softmax score of each class (Simonyan 2013): the probability could rise by lowering the others."""
-    return Objective("class", None, list(classes))
-
-
-def objective_values(model: nn.Module, x: torch.Tensor, objective: Objective) -> torch.Tensor:
-    """The (B,) objective of a batch, computing the network only as deep as the objective's layer."""
-    if objective.layer is None:
-        return objective(model(x))
-    with record_activations(model, objective.layer, stop_early=True, detach=False) as store:
-        forward_recorded(model, x, store)
-        return objective(store[objective.layer])
+from cnnvis.objectives import Objective, objective_values
 
 
 # ---------------------------------------------------------------- regularizers
@@ -170,8 +109,9 @@ def maximize(model: nn.Module, objective: Objective, size: int = 128, steps: int
     device = next(model.parameters()).device
     if model.training:
         raise ValueError("call model.eval() first: batch statistics would couple the units of the batch")
-    if objective.layer is not None:
-        get_layer(model, objective.layer)  # an unknown name fails listing the valid ones
+    for name in objective.layers:
+        if name is not None:
+            get_layer(model, name)  # an unknown name fails listing the valid ones
     shifts = torch.Generator().manual_seed(seed)  # its own stream: the same shifts with or without ``init``
     n = len(objective)
     m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -180,7 +120,7 @@ def maximize(model: nn.Module, objective: Objective, size: int = 128, steps: int
         init = m + init_std * noise
     x = init.detach().clone().to(device).clamp_(0, 1)
     history = []
-    for step in tqdm(range(steps), desc=f"maximize {objective.kind} {objective.layer or 'logits'}",
+    for step in tqdm(range(steps), desc=f"maximize {objective.name}",
                      disable=not progress, leave=False):
         x.requires_grad_(True)
         values = objective_values(model, random_shift(x, reg.jitter, shifts), objective)

@@ -2,12 +2,12 @@
 
 ``Config`` is the root; ``model=``, ``dataset=`` and ``experiment=`` pick YAML files under ``conf/`` that
 are merged onto ``ModelConfig``, ``DatasetConfig`` and the experiment's own dataclass (declared as
-``Config`` in ``experiments/<name>.py`` and registered as ``schema/experiment/<name>``).
+``Config`` in ``experiments/<name>.py``, handed to ``register_configs`` by ``experiments.experiment_configs``
+and registered as ``schema/experiment/<name>``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -18,7 +18,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 REPO = Path(__file__).resolve().parents[2]
-EXPERIMENTS_DIR = REPO / "experiments"
 
 
 class ResizeMode(Enum):
@@ -71,22 +70,17 @@ class Config:
     threads: Optional[int] = None  # torch intra-op threads; None: CPU affinity / cgroup quota / OMP_NUM_THREADS
 
 
-def experiment_names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
-
-
-def register_configs() -> None:
-    """Store the root schema and each experiment's schema in Hydra's ConfigStore."""
+def register_configs(experiment_configs: dict[str, type]) -> None:
+    """Store the root schema and each experiment's schema (``{name: its Config class}``) in Hydra's ConfigStore."""
     from omegaconf import OmegaConf
 
     # the process id keeps the staging folders of simultaneous runs (torchrun's ranks) apart
     OmegaConf.register_new_resolver("cnnvis.pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name in experiment_names():
-        module = importlib.import_module(f"experiments.{name}")
+    for name, config in experiment_configs.items():
         # `name` preset, so YAML files need not repeat it
-        cs.store(group="schema/experiment", name=name, node=module.Config(name=name))
+        cs.store(group="schema/experiment", name=name, node=config(name=name))
 
 
 def check_config(cfg) -> None:

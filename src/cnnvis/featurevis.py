@@ -7,19 +7,19 @@ Three separate small pieces, as in Lucid:
   mapped to [0, 1] by a sigmoid or a clip;
 - transforms (``pad``, ``jitter``, ``random_scale``, ``random_rotate``; ``STANDARD_TRANSFORMS`` is Lucid's set),
   applied to the batch before every step (transformation robustness);
-- objectives (``channel``, ``unit``, ``neuron``, ``class_logit``, ``direction``, ``diversity``): each gives one
-  value per batch element, and they add and scale (``channel("stage4", [3, 3]) + 10 * diversity("stage4")``).
+- objectives (``cnnvis.objectives``: ``channel``, ``unit``, ``class_logit``, ``direction``, ``diversity``): each
+  gives one value per batch element, and they add and scale (``channel("stage4", [3, 3]) + 10 * diversity("stage4")``).
 
 ``render`` optimizes the batch with Adam, one image per batch element, so many units run as one batch.
 
-    images = render(model, channel("stage4", [0, 5]), ImageParam(2, 128)).images
+    images = render(model, objectives.channel("stage4", [0, 5]), ImageParam(2, 128)).images
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cnnvis.hooks import forward_recorded, record_activations
 from cnnvis.models import get_layer
+from cnnvis.objectives import Objective, objective_values
 
 # ---------------------------------------------------------------- colour
 
@@ -174,118 +174,6 @@ def apply_transforms(x: torch.Tensor, transforms: Sequence[Transform], generator
     for transform in transforms:
         x = transform(x, generator)
     return x
-
-
-# ---------------------------------------------------------------- objectives
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One value per batch element from the activations of ``layers`` (None: the logits); add and scale them."""
-
-    layers: frozenset
-    value: Callable[[dict], torch.Tensor]  # {layer or None: activation} -> (B,)
-    name: str
-
-    def __call__(self, acts: dict) -> torch.Tensor:
-        return self.value(acts)
-
-    def __add__(self, other: "Objective") -> "Objective":
-        return Objective(self.layers | other.layers, lambda acts: self(acts) + other(acts), f"{self.name} + {other.name}")
-
-    def __mul__(self, weight: float) -> "Objective":
-        return Objective(self.layers, lambda acts: weight * self(acts), f"{weight:g} * {self.name}")
-
-    __rmul__ = __mul__
-
-    def __sub__(self, other: "Objective") -> "Objective":
-        return self + (-1.0) * other
-
-
-def _per_element(act: torch.Tensor, index: Sequence[int], layer) -> torch.Tensor:
-    """``act[b, index[b]]`` for every batch element b (one channel or class per element)."""
-    if len(index) != act.shape[0]:
-        raise ValueError(f"{len(index)} indices for a batch of {act.shape[0]}: give one channel/class per image")
-    if max(index) >= act.shape[1] or min(index) < 0:
-        raise IndexError(f"index {list(index)} out of range: {layer or 'the logits'} has {act.shape[1]} channels")
-    rows = torch.arange(act.shape[0], device=act.device)
-    return act[rows, torch.as_tensor(index, device=act.device)]
-
-
-def channel(layer: str, channels: Sequence[int]) -> Objective:
-    """The mean over the map of channel ``channels[b]`` for image b (Lucid's ``channel``)."""
-    channels = [int(c) for c in channels]
-    return Objective(frozenset([layer]), lambda acts: _per_element(acts[layer], channels, layer).flatten(1).mean(1),
-                     f"channel {layer}")
-
-
-def unit(layer: str, channels: Sequence[int], position: tuple[int, int]) -> Objective:
-    """The activation at ``position`` (row, col) of channel ``channels[b]`` for image b."""
-    channels = [int(c) for c in channels]
-    r, c = position
-    return Objective(frozenset([layer]), lambda acts: _per_element(acts[layer], channels, layer)[:, r, c],
-                     f"unit {layer}@{position}")
-
-
-def neuron(layer: str, channels: Sequence[int]) -> Objective:
-    """The centre unit of channel ``channels[b]`` for image b (Lucid's ``neuron``)."""
-    channels = [int(c) for c in channels]
-
-    def centre(acts):
-        maps = _per_element(acts[layer], channels, layer)
-        return maps[:, maps.shape[-2] // 2, maps.shape[-1] // 2]
-    return Objective(frozenset([layer]), centre, f"neuron {layer}")
-
-
-def class_logit(classes: Sequence[int]) -> Objective:
-    """The pre-softmax score of class ``classes[b]`` for image b (Simonyan 2013)."""
-    classes = [int(k) for k in classes]
-    return Objective(frozenset([None]), lambda acts: _per_element(acts[None], classes, None), "class logit")
-
-
-def direction(layer: str, vectors: torch.Tensor) -> Objective:
-    """The mean over positions of the dot product of the activation vector with ``vectors[b]`` (B, C) or (C,)."""
-    vectors = torch.as_tensor(vectors, dtype=torch.float32)
-
-    def along(acts):
-        act = acts[layer]
-        v = vectors.to(act.device)
-        if v.shape[-1] != act.shape[1]:
-            raise ValueError(f"direction of {v.shape[-1]} values for {layer} with {act.shape[1]} channels")
-        v = v.expand(act.shape[0], -1).view(act.shape[0], act.shape[1], *([1] * (act.ndim - 2)))
-        return (act * v).sum(1).flatten(1).mean(1)
-    return Objective(frozenset([layer]), along, f"direction {layer}")
-
-
-def gram_dissimilarity(act: torch.Tensor, groups: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """Per image, 1 - the mean cosine similarity of its Gram matrix with those of the other images of its group.
-
-    The Gram matrix (channels x channels, summed over positions) describes an image's style and not where
-    things are, so images that differ only by a shift still count as the same (Olah et al. 2017, "Diversity").
-    Zero when the images of a group are identical; an image alone in its group gets 0.
-    """
-    flat = act.flatten(2)
-    grams = F.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1)
-    similarity = grams @ grams.T
-    group = torch.as_tensor(groups if groups is not None else [0] * act.shape[0], device=act.device)
-    others = (group[:, None] == group[None, :]) & ~torch.eye(act.shape[0], dtype=torch.bool, device=act.device)
-    n_others = others.sum(1)
-    mean_similarity = (similarity * others).sum(1) / n_others.clamp_min(1)
-    return torch.where(n_others > 0, 1 - mean_similarity, torch.zeros_like(mean_similarity))
-
-
-def diversity(layer: str, groups: Optional[Sequence[int]] = None) -> Objective:
-    """``gram_dissimilarity`` of ``layer`` within each group of the batch (all one group when ``groups`` is None)."""
-    return Objective(frozenset([layer]), lambda acts: gram_dissimilarity(acts[layer], groups), f"diversity {layer}")
-
-
-def objective_values(model: nn.Module, x: torch.Tensor, objective: Objective) -> torch.Tensor:
-    """The (B,) objective of a batch, computing the network only as deep as its deepest layer needs."""
-    layers = [name for name in objective.layers if name is not None]
-    needs_logits = None in objective.layers
-    with record_activations(model, layers, stop_early=not needs_logits, detach=False) as store:
-        logits = forward_recorded(model, x, store)
-        return objective({**store, None: logits})
 
 
 # ---------------------------------------------------------------- the optimization

@@ -25,6 +25,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from cnnvis.reshapes import fpn_reshape, swin_reshape, vit_reshape
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite was trained in TensorFlow on (x*255 - 127) / 128.
@@ -471,8 +473,6 @@ class TransformerClassifier(nn.Module):
 def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -> TransformerClassifier:
     """Any torchvision VisionTransformer with readable names: ``blockI`` (encoder layer I), ``last_norm1`` (the
     last block's first LayerNorm, pytorch-grad-cam's ViT layer), ``ln``, ``head``."""
-    from cnnvis.cams import vit_reshape
-
     blocks = list(net.encoder.layers._modules)
     layers = {"patch_embed": "net.conv_proj", **{f"block{i}": f"net.encoder.layers.{b}" for i, b in enumerate(blocks, 1)},
               "last_norm1": f"net.encoder.layers.{blocks[-1]}.ln_1", "ln": "net.encoder.ln", "head": "net.heads.head"}
@@ -484,8 +484,6 @@ def vit_classifier(net: torchvision.models.VisionTransformer, input_size: int) -
 def swin_classifier(net: torchvision.models.SwinTransformer, input_size: int) -> TransformerClassifier:
     """Any torchvision SwinTransformer with readable names: ``stage1``..``stage4``, ``last_norm1`` (the last
     block's first LayerNorm, pytorch-grad-cam's Swin layer), ``norm`` (the last norm, before pooling), ``head``."""
-    from cnnvis.cams import swin_reshape
-
     stages = [i for i in range(1, len(net.features), 2)]  # features: patch embed, stage, merge, stage, ...
     last = len(net.features[stages[-1]]) - 1
     layers = {"patch_embed": "net.features.0", **{f"stage{k}": f"net.features.{i}" for k, i in enumerate(stages, 1)},
@@ -525,8 +523,6 @@ def fasterrcnn_mobilenet_v3_large_fpn(num_classes=91, pretrained=False, input_si
     not rescaled, so its feature maps line up with the pixels). ``backbone`` returns the FPN levels (a dict,
     turned into one map by ``fpn_reshape``: ScoreCAM); gradient methods read a tensor layer: ``fpn_level0``
     (the FPN level the box head pools) or ``body_out`` (the MobileNet's last stage)."""
-    from cnnvis.cams import fpn_reshape
-
     net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(
         weights=None, weights_backbone=None, num_classes=num_classes, min_size=input_size, max_size=input_size)
     if pretrained:
@@ -580,7 +576,7 @@ def fcn_resnet50(num_classes=21, pretrained=False, input_size=224):
 
 
 # name -> (builder, torchvision weights it loads, what they are, their class count)
-TORCHVISION_BEYOND = {
+TRANSFORMERS_DETECTORS_SEGMENTERS = {
     "vit_b_16": (vit_b_16, "IMAGENET1K_V1", "ImageNet", 1000),
     "swin_t": (swin_t, "IMAGENET1K_V1", "ImageNet", 1000),
     "fasterrcnn_mobilenet_v3_large_fpn": (fasterrcnn_mobilenet_v3_large_fpn, "COCO_V1", "COCO", 91),
@@ -589,9 +585,9 @@ TORCHVISION_BEYOND = {
 }
 
 
-def _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size):
-    """One of TORCHVISION_BEYOND: cached weights when ``pretrained`` is None and the file is present."""
-    builder, weights_name, dataset, classes = TORCHVISION_BEYOND[name]
+def _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size):
+    """One of TRANSFORMERS_DETECTORS_SEGMENTERS: cached weights when ``pretrained`` is None and the file is present."""
+    builder, weights_name, dataset, classes = TRANSFORMERS_DETECTORS_SEGMENTERS[name]
     if num_classes == 1000:  # the harness's default (ImageNet's count): the weights' own count
         num_classes = classes
     new_head = name in ("vit_b_16", "swin_t")  # classifiers take the weights, then a new head for other counts
@@ -633,8 +629,8 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
         return f"checkpoint {checkpoint}"
-    if pretrained and name in TORCHVISION_BEYOND:
-        _, weights_name, dataset, _ = TORCHVISION_BEYOND[name]
+    if pretrained and name in TRANSFORMERS_DETECTORS_SEGMENTERS:
+        _, weights_name, dataset, _ = TRANSFORMERS_DETECTORS_SEGMENTERS[name]
         return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
@@ -677,13 +673,14 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
     """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``.
     ``pretrained=None`` means the ImageNet weights where they ship offline (efficientnet_lite0), else random init;
     ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture).
-    The torchvision transformers, detector and segmenters (``TORCHVISION_BEYOND``) load their weights from the
-    torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
+    The torchvision transformers, detector and segmenters (``TRANSFORMERS_DETECTORS_SEGMENTERS``) load their weights
+    from the torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
     says which); ``pretrained=True`` requires them (the error names the file)."""
-    if name in TORCHVISION_BEYOND:
-        return _build_torchvision_beyond(name, num_classes, pretrained, checkpoint, input_size)
+    if name in TRANSFORMERS_DETECTORS_SEGMENTERS:
+        return _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size)
     if name not in BUILDERS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join([*BUILDERS, *TORCHVISION_BEYOND])}")
+        available = ", ".join([*BUILDERS, *TRANSFORMERS_DETECTORS_SEGMENTERS])
+        raise KeyError(f"unknown model {name!r}; available: {available}")
     if pretrained is None:
         pretrained = name in OFFLINE_WEIGHTS and checkpoint is None
     if pretrained and name not in IMAGENET_WEIGHTS and checkpoint is None:

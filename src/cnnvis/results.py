@@ -11,7 +11,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -145,48 +144,3 @@ def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrid
     path = Path(out_dir) / "run.json"
     path.write_text(json.dumps(record, indent=2, default=str))
     return path
-
-
-def sweep_destination(config: DictConfig) -> Path:
-    """Where a finished sweep goes: ``<results_dir>/<experiment>/multirun`` when results_dir is given, else under
-    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself)."""
-    return Path(config.results_dir or "outputs") / config.experiment.name / "multirun"
-
-
-class SweepSummary(Callback):
-    """At the end of a ``--multirun`` sweep: ``summary.csv`` / ``.md`` with each job's overrides and metrics, then
-    the staged sweep folder moves into place (only when every job finished)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from cnnvis.runner import place
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = {p.parent for p in sweep_dir.rglob(".hydra")}
-        finished = {p.parent for p in sweep_dir.rglob("run.json")}
-        if jobs - finished:
-            log.error("%d sweep job(s) failed: the sweep stays in %s and nothing is replaced",
-                      len(jobs - finished), sweep_dir)
-            return
-        self.summarize(sweep_dir)
-        dest = sweep_destination(config)
-        place(sweep_dir, dest)
-        log.info("sweep: %s", dest)
-
-    @staticmethod
-    def summarize(sweep_dir: Path) -> None:
-        rows = []
-        # a swept path value (a=/x/y.pt) nests the job folder deeper, hence rglob
-        for run_json in sorted(sweep_dir.rglob("run.json")):
-            record = json.loads(run_json.read_text())
-            row = {"job": str(run_json.parent.relative_to(sweep_dir))}
-            row.update(dict(o.split("=", 1) for o in record["overrides"] if "=" in o and not o.startswith("experiment=")))
-            row.update(record.get("metrics", {}))
-            row["wall_time_s"] = record["wall_time_s"]
-            rows.append(row)
-        if not rows:
-            log.warning("no finished jobs under %s: no sweep summary written", sweep_dir)
-            return
-        df = pd.DataFrame(rows)
-        df.to_csv(sweep_dir / "summary.csv", index=False)
-        (sweep_dir / "summary.md").write_text(markdown_table(df))
-        log.info("sweep summary: %s\n%s", sweep_dir / "summary.csv", markdown_table(df))

@@ -10,17 +10,20 @@ or the sample-photo fallback), and ``<results_dir>/<experiment>/`` whenever ``re
 from __future__ import annotations
 
 import hashlib
-import importlib
+import json
 import logging
 import os
 import random
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -28,7 +31,7 @@ from cnnvis import data
 from cnnvis.config import check_config
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import build_model
-from cnnvis.results import Results, git_commit, write_run_json
+from cnnvis.results import Results, git_commit, markdown_table, write_run_json
 from cnnvis.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -124,8 +127,8 @@ def place(staged: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def run_experiment(cfg: DictConfig) -> dict:
-    """Import ``experiments/<name>.py`` and call its ``main(cfg, out)``; it returns scalar metrics (or None)."""
+def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None]) -> dict:
+    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None)."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
@@ -138,9 +141,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
-        module = importlib.import_module(f"experiments.{cfg.experiment.name}")
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
-        metrics = module.main(cfg, Results(staged)) or {}
+        metrics = main(cfg, Results(staged)) or {}
     except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
@@ -164,3 +166,46 @@ def run_experiment(cfg: DictConfig) -> dict:
     if not sweep_job:
         place(staged, dest)
     return metrics
+
+
+def sweep_destination(config: DictConfig) -> Path:
+    """Where a finished sweep goes: ``<results_dir>/<experiment>/multirun`` when results_dir is given, else under
+    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself)."""
+    return Path(config.results_dir or "outputs") / config.experiment.name / "multirun"
+
+
+class SweepSummary(Callback):
+    """At the end of a ``--multirun`` sweep: ``summary.csv`` / ``.md`` with each job's overrides and metrics, then
+    the staged sweep folder moves into place (only when every job finished)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = {p.parent for p in sweep_dir.rglob(".hydra")}
+        finished = {p.parent for p in sweep_dir.rglob("run.json")}
+        if jobs - finished:
+            log.error("%d sweep job(s) failed: the sweep stays in %s and nothing is replaced",
+                      len(jobs - finished), sweep_dir)
+            return
+        self.summarize(sweep_dir)
+        dest = sweep_destination(config)
+        place(sweep_dir, dest)
+        log.info("sweep: %s", dest)
+
+    @staticmethod
+    def summarize(sweep_dir: Path) -> None:
+        rows = []
+        # a swept path value (a=/x/y.pt) nests the job folder deeper, hence rglob
+        for run_json in sorted(sweep_dir.rglob("run.json")):
+            record = json.loads(run_json.read_text())
+            row = {"job": str(run_json.parent.relative_to(sweep_dir))}
+            row.update(dict(o.split("=", 1) for o in record["overrides"] if "=" in o and not o.startswith("experiment=")))
+            row.update(record.get("metrics", {}))
+            row["wall_time_s"] = record["wall_time_s"]
+            rows.append(row)
+        if not rows:
+            log.warning("no finished jobs under %s: no sweep summary written", sweep_dir)
+            return
+        df = pd.DataFrame(rows)
+        df.to_csv(sweep_dir / "summary.csv", index=False)
+        (sweep_dir / "summary.md").write_text(markdown_table(df))
+        log.info("sweep summary: %s\n%s", sweep_dir / "summary.csv", markdown_table(df))
