@@ -26,6 +26,15 @@ needs_imagenet_val = pytest.mark.skipif(
     reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
 
 
+def assert_argmax_up_to_ties(picked, scores, atol=1e-5):
+    """Each index of ``picked`` points at an entry of ``scores`` (its shape + one last dim) within ``atol`` of the
+    largest: an argmax over floats from another batch size or kernel may pick either of two near-equal entries."""
+    import torch
+
+    chosen = scores.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(chosen, scores.max(-1).values, atol=atol, rtol=0)
+
+
 def run_py(*args, timeout=600, cwd=REPO, env=None):
     """``python run.py ARGS`` from ``cwd`` (the repository root, as a user runs it), with ``env`` when given."""
     import subprocess
