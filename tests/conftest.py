@@ -20,10 +20,12 @@ def has_dataset(sub: str) -> bool:
 
 needs_caltech101 = pytest.mark.skipif(
     not has_dataset("caltech101/101_ObjectCategories"),
-    reason=f"real Caltech-101 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
+    reason=f"real Caltech-101 not under DATA_ROOT={DATA_ROOT} "
+           "(DATA_ROOT must hold caltech101/101_ObjectCategories/<category>/image_NNNN.jpg)")
 needs_imagenet_val = pytest.mark.skipif(
     not has_dataset("imagenet-val-1300"),
-    reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
+    reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} "
+           "(DATA_ROOT must hold imagenet-val-1300/images/*.JPEG and imagenet-val-1300/labels.txt)")
 
 
 def assert_argmax_up_to_ties(picked, scores, atol=1e-5):
