@@ -2,12 +2,14 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from cnnvis.config import REPO, register_configs
-from cnnvis.data import ImageIndex, imagenet_classes
+from cnnvis.data import DatasetNotFoundError, ImageIndex, imagenet_classes, index_imagefolder
 from cnnvis.results import Results
+from conftest import run_py
 from experiments.explain import labels_are_model_classes, main
 
 register_configs()
@@ -55,3 +57,20 @@ def test_accuracy_only_when_the_labels_are_the_models_imagenet_classes():
     assert labels_are_model_classes(ImageIndex("x", ["a", "b"], np.array([3, -1]), imagenet), 1000)
     assert not labels_are_model_classes(ImageIndex("x", ["a"], np.array([-1]), imagenet), 1000)
     assert not labels_are_model_classes(labelled, 10)
+
+
+def test_a_folder_without_readable_images_is_a_one_line_error_and_writes_nothing(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "broken.jpg").write_text("not an image")
+    result = run_py("experiment=explain", "dataset=imagefolder", f"dataset.root={tmp_path / 'mine'}", "model.input_size=64",
+                    f"results_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "threads=1")
+    said = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in said and "IndexError" not in said
+    assert f"no readable images in {tmp_path / 'mine'}: skipped 1 unreadable file(s): broken.jpg" in said
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_an_empty_folder_says_it_has_no_images_not_that_it_is_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=f"^no images in {tmp_path / 'empty'}: expected image files"):
+        index_imagefolder(tmp_path / "empty")
