@@ -14,7 +14,9 @@ import importlib
 import logging
 import os
 import random
+import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnvis import data
-from cnnvis.config import check_config
+from cnnvis.config import check_config, process_start_ticks
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import build_model
 from cnnvis.results import Results, git_commit, write_run_json
@@ -40,6 +42,9 @@ NEUTRAL_KEYS = {"experiment", "results_dir", "device", "threads"}
 FALLBACK_DATASET = "samples"
 # kept when a run replaces its folder: another run's sweep, and git's ignore rules for it
 KEPT_ON_REPLACE = ("multirun", ".gitignore")
+STAGING_ROOT = Path(OTHER_ROOT) / ".staging"  # conf/config.yaml's hydra.run.dir and hydra.sweep.dir
+# a staging folder's name ends in its run's start time and config.process_owner(): host, pid, start ticks
+STAGING_OWNER = re.compile(r"-\d{8}-\d{6}-\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<ticks>\d+)$")
 
 loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
 
@@ -124,12 +129,29 @@ def place(staged: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
+    """Remove the staging folders of this host's runs whose process is gone (``kill -9``, a crash, a reboot), even
+    when a newer process now has its id; another host's (a shared file system) are left alone."""
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        owner = STAGING_OWNER.search(folder.name)
+        if owner is None or owner["host"] != socket.gethostname():
+            continue
+        ticks = process_start_ticks(int(owner["pid"]))
+        if ticks is None or ticks not in (0, int(owner["ticks"])):  # 0: alive, where /proc cannot say since when
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s: its run's process is gone", folder)
+            removed.append(folder)
+    return removed
+
+
 def run_experiment(cfg: DictConfig) -> dict:
     """Import ``experiments/<name>.py`` and call its ``main(cfg, out)``; it returns scalar metrics (or None)."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
+    remove_abandoned_staging()
     data.loaded_datasets.clear()
     loaded_weights.clear()
     start = time.time()
