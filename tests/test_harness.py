@@ -105,7 +105,7 @@ def test_multirun_sweep_writes_one_folder_per_job_and_a_summary(tmp_path):
     result = run_py("--multirun", "experiment=filters", "experiment.maps_per_layer=2,3", "smoke=true",
                     f"results_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = tmp_path / "filters" / "multirun"
+    sweep = tmp_path / "filters" / "multirun-smoke"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["experiment.maps_per_layer=2", "experiment.maps_per_layer=3"]
     summary = pd.read_csv(sweep / "summary.csv")
@@ -135,15 +135,21 @@ def test_only_the_canonical_command_routes_to_results():
     assert destination("zfnet_occlusion", "/tmp/r", fallback) == Path("/tmp/r/zfnet_occlusion")  # explicit wins
     checkpoint = what_changed(["model.checkpoint=data/ck/last.pt"], False, imagenet, "imagenet_val")
     assert destination("zfnet_deconv", None, checkpoint) == Path("outputs/zfnet_deconv/model.checkpoint=data_ck_last.pt")
-    sweep = OmegaConf.create({"results_dir": None, "experiment": {"name": "activation_max"}})
+    sweep = OmegaConf.create({"results_dir": None, "smoke": False, "experiment": {"name": "activation_max"}})
     assert sweep_destination(sweep) == Path("outputs/activation_max/multirun")
+    sweep.smoke = True  # a smoke sweep never replaces the real one
+    assert sweep_destination(sweep) == Path("outputs/activation_max/multirun-smoke")
     sweep.results_dir = "results"
+    assert sweep_destination(sweep) == Path("results/activation_max/multirun-smoke")
+    sweep.smoke = False
     assert sweep_destination(sweep) == Path("results/activation_max/multirun")
 
 
 def test_place_replaces_the_folder_whole_but_keeps_a_nested_sweep(tmp_path):
     dest = tmp_path / "results" / "exp"
     (dest / "multirun" / "job").mkdir(parents=True)
+    (dest / "multirun-smoke").mkdir()
+    (dest / "multirun-smoke" / "summary.csv").write_text("a smoke sweep's")
     (dest / "stale.png").write_text("from an earlier run")
     (dest / "table.csv").write_text("old")
     (dest / ".gitignore").write_text("*/*.png")
@@ -152,7 +158,8 @@ def test_place_replaces_the_folder_whole_but_keeps_a_nested_sweep(tmp_path):
     staged.mkdir(parents=True)
     (staged / "table.csv").write_text("new")
     place(staged, dest)
-    assert tree_digest(dest).keys() == {"table.csv", ".gitignore", "multirun/job/run.json"}
+    kept = {".gitignore", "multirun/job/run.json", "multirun-smoke/summary.csv"}
+    assert tree_digest(dest).keys() == {"table.csv", *kept}
     assert (dest / "table.csv").read_text() == "new" and not staged.exists()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["exp"]  # no temporary folder left
 

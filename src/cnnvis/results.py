@@ -149,8 +149,10 @@ def write_run_json(out_dir, cfg: DictConfig, device, wall_time_s: float, overrid
 
 def sweep_destination(config: DictConfig) -> Path:
     """Where a finished sweep goes: ``<results_dir>/<experiment>/multirun`` when results_dir is given, else under
-    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself)."""
-    return Path(config.results_dir or "outputs") / config.experiment.name / "multirun"
+    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself); a smoke sweep goes to
+    ``multirun-smoke`` beside it, so that it never replaces a real sweep."""
+    folder = "multirun-smoke" if config.smoke else "multirun"
+    return Path(config.results_dir or "outputs") / config.experiment.name / folder
 
 
 class SweepSummary(Callback):

@@ -40,8 +40,8 @@ OTHER_ROOT = "outputs"
 # overrides that leave what is computed unchanged, so the run stays canonical
 NEUTRAL_KEYS = {"experiment", "results_dir", "device", "threads"}
 FALLBACK_DATASET = "samples"
-# kept when a run replaces its folder: another run's sweep, and git's ignore rules for it
-KEPT_ON_REPLACE = ("multirun", ".gitignore")
+# kept when a run replaces its folder: other runs' sweeps (results.sweep_destination), and git's ignore rules for it
+KEPT_ON_REPLACE = ("multirun", "multirun-smoke", ".gitignore")
 STAGING_ROOT = Path(OTHER_ROOT) / ".staging"  # conf/config.yaml's hydra.run.dir and hydra.sweep.dir
 # a staging folder's name ends in its run's start time and config.process_owner(): host, pid, start ticks
 STAGING_OWNER = re.compile(r"-\d{8}-\d{6}-\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<ticks>\d+)$")
