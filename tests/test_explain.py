@@ -62,8 +62,8 @@ def test_accuracy_only_when_the_labels_are_the_models_imagenet_classes():
 def test_a_folder_without_readable_images_is_a_one_line_error_and_writes_nothing(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "broken.jpg").write_text("not an image")
-    result = run_py("experiment=explain", "dataset=imagefolder", f"dataset.root={tmp_path / 'mine'}", "model.input_size=64",
-                    f"results_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "threads=1")
+    result = run_py("experiment=explain", "dataset=imagefolder", f"dataset.root={tmp_path / 'mine'}",
+                    "model.input_size=64", f"results_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}", "threads=1")
     said = result.stdout + result.stderr
     assert result.returncode == 2 and "Traceback" not in said and "IndexError" not in said
     assert f"no readable images in {tmp_path / 'mine'}: skipped 1 unreadable file(s): broken.jpg" in said

@@ -86,8 +86,8 @@ def test_a_network_that_sees_only_the_top_left_quadrant_ignores_occluders_elsewh
     inside = ~outside
     assert outside.sum() > 50 and inside.sum() > 10
     # occluded batches of 7 against the clean image alone: equal up to the kernels' rounding
-    torch.testing.assert_close(maps.activation[outside], torch.full_like(maps.activation[outside], maps.clean_activation))
-    torch.testing.assert_close(maps.probability[outside], torch.full_like(maps.probability[outside], maps.clean_probability))
+    for occluded, clean in [(maps.activation, maps.clean_activation), (maps.probability, maps.clean_probability)]:
+        torch.testing.assert_close(occluded[outside], torch.full_like(occluded[outside], clean))
     assert (maps.top_class[outside] == maps.clean_top_class).all()
     # and the quadrant it does see matters: the test can fail
     assert ((maps.activation[inside] - maps.clean_activation).abs() > 1e-3).all()
