@@ -141,6 +141,8 @@ def test_zfnet_occlusion_falls_back_to_the_sample_photos_without_imagenet(tmp_pa
     assert len(list(out.glob("fig7_*.png"))) == 3
     assert "Caltech" not in (out / "occlusion_quantitative.md").read_text()  # no Caltech-101 there either
     assert "fallback: DATA_ROOT unset" in (out / "occlusion_quantitative.md").read_text()
+    measures = pd.read_csv(out / "occlusion_quantitative.csv").measure
+    assert measures.str.startswith("sample photos (fallback: DATA_ROOT unset): ").all()  # not "ImageNet:"
     for table in ["fig7_examples", "occlusion_quantitative", "claims"]:
         assert (out / f"{table}.csv").is_file() and (out / f"{table}.md").is_file()
 
