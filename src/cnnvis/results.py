@@ -166,7 +166,7 @@ class SweepSummary(Callback):
         jobs = {p.parent for p in sweep_dir.rglob(".hydra")}
         finished = {p.parent for p in sweep_dir.rglob("run.json")}
         if jobs - finished:
-            log.error("%d sweep job(s) failed: the sweep stays in %s and nothing is replaced",
+            log.error("%d sweep job(s) failed: nothing is replaced; the sweep stays in %s until the next run",
                       len(jobs - finished), sweep_dir)
             return
         self.summarize(sweep_dir)
