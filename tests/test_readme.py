@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -125,3 +126,13 @@ def test_the_main_command_runs_in_the_shell_as_printed(tmp_path):
     result = subprocess.run(["bash", "-euc", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "name: zfnet_occlusion" in result.stdout and "root: /path/to/datasets" in result.stdout
+
+
+def test_the_readme_says_where_its_sweep_goes_and_a_smoke_sweep_goes_elsewhere():
+    from cnnvis.results import sweep_destination
+
+    sweep = next(a for a in run_py_arguments(README) if a[:2] == ["--multirun", "experiment=activation_max_sweep"])
+    real = sweep_destination(next(composed_configs(sweep)))
+    smoke = sweep_destination(next(composed_configs([*sweep, "smoke=true"])))
+    assert real == Path("results/activation_max/multirun") and f"into `{real}/`" in README
+    assert smoke.parent == real.parent and smoke != real and f"goes to `{smoke.name}/` beside it" in README
