@@ -27,4 +27,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the runner has removed the run's staging folder; nothing was moved into place
+        print("interrupted: nothing written, earlier results are as they were", file=sys.stderr)
+        sys.exit(130)

@@ -1,6 +1,6 @@
 """Top-k mining vs the plain forward pass over the same images, measured in one run.
 
-    DATA_ROOT=/work/shared/datasets python benchmarks/mining.py [--images 256] [--batch-size 32] [--repeats 3]
+    DATA_ROOT=/path/to/datasets python benchmarks/mining.py [--images 256] [--batch-size 32] [--repeats 3]
 
 Target (issue 4): mining costs at most 1.2x the plain forward pass (same images, same batches, image
 conversion included in both). Repeats alternate the two and the median of each is compared.

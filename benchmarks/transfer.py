@@ -1,7 +1,7 @@
 """The pretrained part of Zeiler & Fergus Table 4 (Caltech-101, 15 and 30 images per class x 5 folds,
 EfficientNet-Lite0 features + softmax) from a cold cache: decoding, feature extraction, classifiers.
 
-    DATA_ROOT=/work/shared/datasets python benchmarks/transfer.py [--classes N] [--threads 2]
+    DATA_ROOT=/path/to/datasets python benchmarks/transfer.py [--classes N] [--threads 2]
 
 ``--classes N`` runs on the last N classes only (a quick check, not Table 4's scores); the headline
 target is for all 101 classes, 8,677 images. The baseline is the same

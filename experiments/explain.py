@@ -7,6 +7,8 @@ ImageNet classes (the model's own): a folder's class names are not."""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -39,6 +41,16 @@ def class_names(model, n_classes: int) -> list[str]:
     return [f"class {k}" for k in range(n_classes)]
 
 
+def figure_names(paths: list[str]) -> list[str]:
+    """``explain_<image>`` for each image: its path below the images' common folder, '/' as '_', without the suffix
+    unless two images would then share a name (a.jpg and a.png)."""
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    relative = [Path(os.path.relpath(p, root)) for p in paths]
+    stems = ["_".join(r.with_suffix("").parts) for r in relative]
+    shared = Counter(stems)
+    return [f"explain_{s}_{r.suffix.lstrip('.')}" if shared[s] > 1 else f"explain_{s}" for s, r in zip(stems, relative)]
+
+
 def labels_are_model_classes(images, n_classes: int) -> bool:
     """True when the dataset's labels index the model's ImageNet classes and some image has one."""
     return n_classes == 1000 and list(images.classes) == imagenet_classes() and bool((images.labels >= 0).any())
@@ -64,14 +76,15 @@ def main(cfg, out):
             maps[method] = as_map(attribution.attribute(x, target=top.indices[:, 0]))
 
     rows = []
+    figures = figure_names(images.paths[:n])
     for i in range(n):
         file = Path(images.paths[i]).name
         label = images.classes[images.labels[i]] if images.labels[i] >= 0 else "-"
         top5 = [(names[c], float(p)) for c, p in zip(top.indices[i].tolist(), top.values[i].tolist())]
         out.figure(explain_figure(x[i], {m: v[i] for m, v in maps.items()}, top5,
                                   f"{file}: {cfg.model.name} ({model.weights_source}); maps of the top-1 class "
-                                  f"{names[top.indices[i, 0]]}, CAM layer {e.layer}"), f"explain_{i:03d}")
-        rows.append({"figure": f"explain_{i:03d}.png", "image": file, "label": label,
+                                  f"{names[top.indices[i, 0]]}, CAM layer {e.layer}"), figures[i])
+        rows.append({"figure": f"{figures[i]}.png", "image": file, "label": label,
                      "top1": top5[0][0], "p_top1": round(top5[0][1], 4),
                      "top5": "; ".join(f"{name} {p:.2f}" for name, p in top5)})
     table = pd.DataFrame(rows)

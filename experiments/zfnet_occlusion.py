@@ -308,25 +308,26 @@ def examples_table(model, images, maps_by_example, cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def imagenet_table(drop) -> list[dict]:
-    """The probability drop over the scored ImageNet images, each with n and a 95 % interval; no verdict."""
+def drop_table(drop, dataset: str) -> list[dict]:
+    """The probability drop over the scored images of ``dataset`` (its name in each row), each with n and a 95 %
+    interval; no verdict."""
     boot = lambda v: fmt(bootstrap_mean, v)
     return [
-        {"measure": "ImageNet: p(true) drop, occluder at the most sensitive position",
+        {"measure": f"{dataset}: p(true) drop, occluder at the most sensitive position",
          "ours": boot(drop.p_clean - drop.p_sensitive), "paper": "not reported (Fig. 7 shows it qualitatively)"},
-        {"measure": "ImageNet: p(true) drop, occluder at a random position",
+        {"measure": f"{dataset}: p(true) drop, occluder at a random position",
          "ours": boot(drop.p_clean - drop.p_random), "paper": "not reported"},
-        {"measure": "ImageNet: p(true) drop, mean over all occluder positions",
+        {"measure": f"{dataset}: p(true) drop, mean over all occluder positions",
          "ours": boot(drop.p_clean - drop.p_mean), "paper": "not reported"},
-        {"measure": "ImageNet: top-1 accuracy unoccluded", "ours": fmt(rate, drop.top1_clean),
+        {"measure": f"{dataset}: top-1 accuracy unoccluded", "ours": fmt(rate, drop.top1_clean),
          "paper": "not reported"},
-        {"measure": "ImageNet: top-1 accuracy, occluder at the most sensitive position",
+        {"measure": f"{dataset}: top-1 accuracy, occluder at the most sensitive position",
          "ours": fmt(rate, drop.top1_sensitive), "paper": "not reported"},
-        {"measure": "ImageNet: top-1 accuracy, occluder at a random position",
+        {"measure": f"{dataset}: top-1 accuracy, occluder at a random position",
          "ours": fmt(rate, drop.top1_random), "paper": "not reported"},
-        {"measure": "ImageNet: relative drop of the strongest map, occluder covering its strongest unit",
+        {"measure": f"{dataset}: relative drop of the strongest map, occluder covering its strongest unit",
          "ours": boot(drop.map_drop_covering), "paper": "not reported"},
-        {"measure": "ImageNet: relative drop of the strongest map, occluder elsewhere",
+        {"measure": f"{dataset}: relative drop of the strongest map, occluder elsewhere",
          "ours": boot(drop.map_drop_elsewhere), "paper": "not reported"},
     ]
 
@@ -530,7 +531,8 @@ def main(cfg, out):
                     f"{len(mined)} mined images. Command: `python run.py experiment=zfnet_occlusion`.")
 
     drop = quantitative_drop(model, images, cfg, fill, rng)
-    quant = imagenet_table(drop) if len(drop) else []
+    scored = "ImageNet" if images.name == "imagenet_val" else images.name  # the fallback's rows say it is one
+    quant = drop_table(drop, scored) if len(drop) else []
     sample = "all labelled" if e.quant_images is None else "a seeded random sample of the"
     notes = (f"{who}. {len(drop)} {images.name} images ({sample} images), occluder {e.quant_size} px every "
              f"{e.quant_stride} px; drop = p(true, unoccluded) - p(true, occluded); mean [95 % bootstrap interval] "

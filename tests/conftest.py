@@ -20,10 +20,21 @@ def has_dataset(sub: str) -> bool:
 
 needs_caltech101 = pytest.mark.skipif(
     not has_dataset("caltech101/101_ObjectCategories"),
-    reason=f"real Caltech-101 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
+    reason=f"real Caltech-101 not under DATA_ROOT={DATA_ROOT} "
+           "(DATA_ROOT must hold caltech101/101_ObjectCategories/<category>/image_NNNN.jpg)")
 needs_imagenet_val = pytest.mark.skipif(
     not has_dataset("imagenet-val-1300"),
-    reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} (set DATA_ROOT=../shared/datasets)")
+    reason=f"imagenet-val-1300 not under DATA_ROOT={DATA_ROOT} "
+           "(DATA_ROOT must hold imagenet-val-1300/images/*.JPEG and imagenet-val-1300/labels.txt)")
+
+
+def assert_argmax_up_to_ties(picked, scores, atol=1e-5):
+    """Each index of ``picked`` points at an entry of ``scores`` (its shape + one last dim) within ``atol`` of the
+    largest: an argmax over floats from another batch size or kernel may pick either of two near-equal entries."""
+    import torch
+
+    chosen = scores.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(chosen, scores.max(-1).values, atol=atol, rtol=0)
 
 
 def run_py(*args, timeout=600, cwd=REPO, env=None):

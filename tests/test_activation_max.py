@@ -173,7 +173,7 @@ def test_experiment_sweep_end_to_end_with_a_zfnet_checkpoint(tmp_path):
                     f"results_dir={tmp_path}", f"experiment.zfnet_checkpoint={checkpoint}",
                     "experiment.zfnet_input_size=64", f"cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = tmp_path / "activation_max" / "multirun"
+    sweep = tmp_path / "activation_max" / "multirun-smoke"
     out = next(p.parent for p in sweep.rglob("run.json") if "preset=yosinski4" in str(p))  # the path nests
     table = pd.read_csv(out / "activation_max.csv")
     assert set(table["model"]) == {"efficientnet_lite0", "zfnet"}

@@ -192,5 +192,6 @@ def test_cam_methods_deconvnet_map_is_one_map_per_class_on_efficientnet():
     torch.manual_seed(1)
     with make_method("deconvnet", lite0) as deconvnet:
         maps = deconvnet.attribute(torch.rand(2, 3, 64, 64), torch.tensor([5, 5]))
-    assert maps.abs().max() > 0 and torch.equal(maps[0], maps[1])
+    assert maps.abs().max() > 0
+    torch.testing.assert_close(maps[0], maps[1])  # the same map, up to rounding in each row of the batch
     assert not has_switches(lite0, "fc")

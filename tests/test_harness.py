@@ -3,7 +3,11 @@
 import hashlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.ablations import conv1_variant
-from cnnvis.config import REPO, check_config, register_configs
+from cnnvis.config import REPO, check_config, process_owner, register_configs
 from cnnvis.results import Results, git_commit, markdown_table, provenance_problems
 from cnnvis.runner import destination, place, sweep_destination, weights_source, what_changed
 from conftest import run_py
@@ -102,7 +106,7 @@ def test_multirun_sweep_writes_one_folder_per_job_and_a_summary(tmp_path):
     result = run_py("--multirun", "experiment=filters", "experiment.maps_per_layer=2,3", "smoke=true",
                     f"results_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = tmp_path / "filters" / "multirun"
+    sweep = tmp_path / "filters" / "multirun-smoke"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["experiment.maps_per_layer=2", "experiment.maps_per_layer=3"]
     summary = pd.read_csv(sweep / "summary.csv")
@@ -132,15 +136,21 @@ def test_only_the_canonical_command_routes_to_results():
     assert destination("zfnet_occlusion", "/tmp/r", fallback) == Path("/tmp/r/zfnet_occlusion")  # explicit wins
     checkpoint = what_changed(["model.checkpoint=data/ck/last.pt"], False, imagenet, "imagenet_val")
     assert destination("zfnet_deconv", None, checkpoint) == Path("outputs/zfnet_deconv/model.checkpoint=data_ck_last.pt")
-    sweep = OmegaConf.create({"results_dir": None, "experiment": {"name": "activation_max"}})
+    sweep = OmegaConf.create({"results_dir": None, "smoke": False, "experiment": {"name": "activation_max"}})
     assert sweep_destination(sweep) == Path("outputs/activation_max/multirun")
+    sweep.smoke = True  # a smoke sweep never replaces the real one
+    assert sweep_destination(sweep) == Path("outputs/activation_max/multirun-smoke")
     sweep.results_dir = "results"
+    assert sweep_destination(sweep) == Path("results/activation_max/multirun-smoke")
+    sweep.smoke = False
     assert sweep_destination(sweep) == Path("results/activation_max/multirun")
 
 
 def test_place_replaces_the_folder_whole_but_keeps_a_nested_sweep(tmp_path):
     dest = tmp_path / "results" / "exp"
     (dest / "multirun" / "job").mkdir(parents=True)
+    (dest / "multirun-smoke").mkdir()
+    (dest / "multirun-smoke" / "summary.csv").write_text("a smoke sweep's")
     (dest / "stale.png").write_text("from an earlier run")
     (dest / "table.csv").write_text("old")
     (dest / ".gitignore").write_text("*/*.png")
@@ -149,7 +159,8 @@ def test_place_replaces_the_folder_whole_but_keeps_a_nested_sweep(tmp_path):
     staged.mkdir(parents=True)
     (staged / "table.csv").write_text("new")
     place(staged, dest)
-    assert tree_digest(dest).keys() == {"table.csv", ".gitignore", "multirun/job/run.json"}
+    kept = {".gitignore", "multirun/job/run.json", "multirun-smoke/summary.csv"}
+    assert tree_digest(dest).keys() == {"table.csv", *kept}
     assert (dest / "table.csv").read_text() == "new" and not staged.exists()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["exp"]  # no temporary folder left
 
@@ -270,3 +281,48 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_
     (repo / "code.py").write_text("2")
     assert git_commit(repo) == head + "+dirty"
     assert git_commit(tmp_path / "not_a_repo") == "unknown"
+
+
+# ---------------------------------------------------------------- killed and interrupted runs (issue 25)
+
+
+def test_a_new_run_removes_the_staging_folder_of_a_killed_run_and_keeps_live_ones(tmp_path):
+    killed = subprocess.Popen([sys.executable, str(REPO / "run.py"), "experiment=filters", "smoke=true", "threads=1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = tmp_path / "outputs" / ".staging"
+    deadline = time.time() + 120
+    while not (staging.is_dir() and any(staging.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    [abandoned] = list(staging.iterdir())
+    live = staging / f"filters-20260101-000000-000000-{process_owner()}"  # this test's process: alive
+    reused = staging / f"filters-20260101-000000-000000-{socket.gethostname()}-{os.getpid()}-1"  # its id, not it
+    elsewhere = staging / f"filters-20260101-000000-000000-another-host-{killed.pid}-1"  # a shared file system
+    for folder in (live, reused, elsewhere):
+        folder.mkdir()
+    result = run_py("experiment=zfnet_occlusion", "smoke=true", "threads=1", cwd=tmp_path,
+                    env={**os.environ, "DATA_ROOT": str(tmp_path / "nowhere")})  # fails fast, after the clean-up
+    assert result.returncode == 2
+    assert sorted(staging.iterdir()) == sorted([live, elsewhere]) and not reused.exists() and not abandoned.exists()
+
+
+def test_ctrl_c_ends_with_one_line_exit_130_and_leaves_the_destination_untouched(tmp_path):
+    dest = tmp_path / "results" / "filters"
+    dest.mkdir(parents=True)
+    (dest / "table.csv").write_text("an earlier run's")
+    before = tree_digest(dest)
+    interrupt_midway = (  # the experiment writes a figure, then the user presses Ctrl-C
+        "import sys, runpy, matplotlib.pyplot as plt, experiments.filters as f\n"
+        "def main(cfg, out):\n"
+        "    out.figure(plt.figure(), 'half_done')\n"
+        "    raise KeyboardInterrupt\n"
+        "f.main = main\n"
+        f"sys.argv = ['run.py', 'experiment=filters', 'results_dir={tmp_path / 'results'}', 'threads=1']\n"
+        f"runpy.run_path({str(REPO / 'run.py')!r}, run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", interrupt_midway], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])})
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "interrupted: nothing written, earlier results are as they were"
+    assert tree_digest(dest) == before
+    assert list((tmp_path / "outputs" / ".staging").iterdir()) == []

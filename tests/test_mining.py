@@ -63,7 +63,11 @@ def test_image_set_input_and_small_datasets():
     assert top.values.shape == (4, 5)  # k capped at the number of images
     assert sorted(top.image_index[0].tolist()) == list(range(5))  # one entry per image
     direct = top_activations(net, images.tensors(None, 12), "3", k=9, progress=False)["3"]
-    assert torch.equal(top.values, direct.values)
+    # batches of 2 against all 5 at once: the conv kernels may sum in another order, so values agree to rounding
+    torch.testing.assert_close(top.values, direct.values, atol=1e-6, rtol=1e-5)
+    gaps = top.values.diff(dim=1).abs() > 1e-5  # near-ties may swap places, so ranks are compared only where separated
+    separated = torch.cat([gaps[:, :1], gaps[:, 1:] & gaps[:, :-1], gaps[:, -1:]], dim=1)
+    assert separated.any() and torch.equal(top.image_index[separated], direct.image_index[separated])
     with pytest.raises(KeyError, match="(?i)valid layer names"):
         top_activations(net, images, "conv9")
 

@@ -13,7 +13,7 @@ from cnnvis.claims import COLUMNS, NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED
 from cnnvis.hooks import activations
 from cnnvis.models import ImageClassifier, Normalize
 from cnnvis.occlusion import OcclusionMaps, occlusion_map, occluder_positions
-from conftest import needs_caltech101, needs_imagenet_val, run_py
+from conftest import assert_argmax_up_to_ties, needs_caltech101, needs_imagenet_val, run_py
 from experiments import zfnet_occlusion as zo
 
 
@@ -40,7 +40,8 @@ class TopLeft(nn.Module):
 def naive_maps(model, image, layer, channel, target, size, stride, fill):
     ys, xs = occluder_positions(*image.shape[1:], size, stride)
     act = torch.zeros(len(ys), len(xs))
-    prob, top = torch.zeros_like(act), torch.zeros_like(act, dtype=torch.long)
+    prob = torch.zeros_like(act)
+    all_logits = torch.zeros(len(ys), len(xs), model.head.out_features)
     for i, y in enumerate(ys.tolist()):
         for j, x in enumerate(xs.tolist()):
             occluded = image.clone()
@@ -49,8 +50,8 @@ def naive_maps(model, image, layer, channel, target, size, stride, fill):
                 logits = model(occluded[None])[0]
             act[i, j] = activations(model, occluded[None], [layer])[layer][0, channel].sum()
             prob[i, j] = logits.softmax(0)[target]
-            top[i, j] = logits.argmax()
-    return act, prob, top
+            all_logits[i, j] = logits
+    return act, prob, all_logits
 
 
 def test_batched_map_equals_a_naive_loop():
@@ -58,11 +59,11 @@ def test_batched_map_equals_a_naive_loop():
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
     fill = torch.tensor([0.4, 0.5, 0.6])
     maps = occlusion_map(model, image, layer="conv2", channel=3, target=2, size=8, stride=3, batch_size=5, fill=fill)
-    act, prob, top = naive_maps(model, image, "conv2", 3, 2, 8, 3, fill)
+    act, prob, logits = naive_maps(model, image, "conv2", 3, 2, 8, 3, fill)
     assert maps.activation.shape == (9, 9)
     torch.testing.assert_close(maps.activation, act, atol=1e-5, rtol=0)
     torch.testing.assert_close(maps.probability, prob, atol=1e-5, rtol=0)
-    assert torch.equal(maps.top_class, top)
+    assert_argmax_up_to_ties(maps.top_class, logits)
     assert maps.ys.tolist() == list(range(0, 25, 3)) and maps.xs.tolist() == maps.ys.tolist()
 
 
@@ -84,11 +85,12 @@ def test_a_network_that_sees_only_the_top_left_quadrant_ignores_occluders_elsewh
     outside = (y0 >= 16) | (x0 >= 16)
     inside = ~outside
     assert outside.sum() > 50 and inside.sum() > 10
-    assert (maps.activation[outside] == maps.clean_activation).all()
-    assert (maps.probability[outside] == maps.clean_probability).all()
+    # occluded batches of 7 against the clean image alone: equal up to the kernels' rounding
+    for occluded, clean in [(maps.activation, maps.clean_activation), (maps.probability, maps.clean_probability)]:
+        torch.testing.assert_close(occluded[outside], torch.full_like(occluded[outside], clean))
     assert (maps.top_class[outside] == maps.clean_top_class).all()
     # and the quadrant it does see matters: the test can fail
-    assert (maps.activation[inside] != maps.clean_activation).all()
+    assert ((maps.activation[inside] - maps.clean_activation).abs() > 1e-3).all()
 
 
 def test_most_probable_class_map_is_the_argmax_of_the_probability_maps():
@@ -100,7 +102,7 @@ def test_most_probable_class_map_is_the_argmax_of_the_probability_maps():
     probs = torch.stack([occlusion_map(model, image, target=c, size=10, stride=2, batch_size=32, fill=0).probability
                          for c in range(5)])
     maps = occlusion_map(model, image, size=10, stride=2, fill=0)
-    assert torch.equal(maps.top_class, probs.argmax(0))
+    assert_argmax_up_to_ties(maps.top_class, probs.permute(1, 2, 0))  # near-equal classes may swap across batch sizes
     assert len(maps.top_class.unique()) > 1  # the occluder changes the decision somewhere
     torch.testing.assert_close(probs.sum(0), torch.ones_like(maps.probability))
 
@@ -139,6 +141,8 @@ def test_zfnet_occlusion_falls_back_to_the_sample_photos_without_imagenet(tmp_pa
     assert len(list(out.glob("fig7_*.png"))) == 3
     assert "Caltech" not in (out / "occlusion_quantitative.md").read_text()  # no Caltech-101 there either
     assert "fallback: DATA_ROOT unset" in (out / "occlusion_quantitative.md").read_text()
+    measures = pd.read_csv(out / "occlusion_quantitative.csv").measure
+    assert measures.str.startswith("sample photos (fallback: DATA_ROOT unset): ").all()  # not "ImageNet:"
     for table in ["fig7_examples", "occlusion_quantitative", "claims"]:
         assert (out / f"{table}.csv").is_file() and (out / f"{table}.md").is_file()
 

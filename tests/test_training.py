@@ -262,9 +262,9 @@ def test_two_job_sweep_through_submitit(tmp_path, monkeypatch):
     sweep = run_py("--multirun", "hydra/launcher=local", "experiment=train", "smoke=true", "seed=0,1",
                    f"results_dir={tmp_path}")
     assert sweep.returncode == 0, sweep.stderr[-3000:]
-    summary = pd.read_csv(tmp_path / "train" / "multirun" / "summary.csv")
+    summary = pd.read_csv(tmp_path / "train" / "multirun-smoke" / "summary.csv")
     assert sorted(summary.seed.tolist()) == [0, 1] and summary.val_top1.between(0, 1).all()
-    assert list((tmp_path / "train" / "multirun" / ".submitit").iterdir())  # submitit's job folders
+    assert list((tmp_path / "train" / "multirun-smoke" / ".submitit").iterdir())  # submitit's job folders
 
 
 def test_held_out_split_is_disjoint_per_class_and_seeded():

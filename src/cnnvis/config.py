@@ -9,6 +9,7 @@ and registered as ``schema/experiment/<name>``).
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -70,12 +71,33 @@ class Config:
     threads: Optional[int] = None  # torch intra-op threads; None: CPU affinity / cgroup quota / OMP_NUM_THREADS
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/<pid>/stat): with the pid it names one process
+    even after the id is reused. None when no such process runs; 0 for a live one on a system without /proc."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    try:  # field 22 of proc(5); the command name before it, in parentheses, may hold spaces
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except OSError:
+        return 0
+
+
+def process_owner() -> str:
+    """This process as ``<host>-<pid>-<start ticks>``: what a staging folder's name ends in."""
+    return f"{socket.gethostname()}-{os.getpid()}-{process_start_ticks(os.getpid())}"
+
+
 def register_configs(experiment_configs: dict[str, type]) -> None:
     """Store the root schema and each experiment's schema (``{name: its Config class}``) in Hydra's ConfigStore."""
     from omegaconf import OmegaConf
 
-    # the process id keeps the staging folders of simultaneous runs (torchrun's ranks) apart
-    OmegaConf.register_new_resolver("cnnvis.pid", os.getpid, replace=True)
+    # keeps the staging folders of simultaneous runs (torchrun's ranks) apart and names their owner; cached, so a
+    # sweep's jobs (other processes under submitit) resolve the sweep's folder to the same name
+    OmegaConf.register_new_resolver("cnnvis.owner", process_owner, replace=True, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, config in experiment_configs.items():

@@ -29,7 +29,8 @@ loaded_datasets: list[dict] = []  # every image set decode_to_cache served durin
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The data are not where the config points; the message says where they were looked for and how to get them."""
+    """The data are not where the config points, or none of them is readable; the message says where they were
+    looked for and how to get them."""
 
 
 @dataclass
@@ -224,7 +225,8 @@ def index_imagefolder(folder: Path, name: str = "imagefolder") -> ImageIndex:
         paths += [str(p) for p in files]
         labels += [y] * len(files)
     if not paths:
-        raise _not_found("image folder", folder, "It holds no images in <class>/ sub-folders.")
+        raise DatasetNotFoundError(f"no images in {folder}: expected image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                                   f"or <class>/ sub-folders of them")
     return ImageIndex(name, paths, np.asarray(labels, dtype=np.int64), classes)
 
 
@@ -344,17 +346,24 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
         images[i], sizes[i], ok[i] = array, wh, True
     meta = {"keep": np.flatnonzero(ok).tolist(), "sizes": sizes[ok].tolist(), "skipped": skipped}
     images = images[ok]
+    image_set = _image_set(index, images, meta, mode)  # before the cache: a set with no readable image is an error
     if cache_dir:
         stem.parent.mkdir(parents=True, exist_ok=True)
         tmp = stem.with_name(stem.name + ".tmp.npy")
         np.save(tmp, images)
         os.replace(tmp, stem.with_suffix(".npy"))
         stem.with_suffix(".json").write_text(json.dumps(meta))  # written last: marks the cache complete
-    return _image_set(index, images, meta, mode)
+    return image_set
 
 
 def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str) -> ImageSet:
     keep = np.asarray(meta["keep"], dtype=np.int64)
+    if index.paths and not len(keep):
+        folder = os.path.commonpath([os.path.dirname(p) for p in index.paths])
+        names = [os.path.relpath(p, folder) for p in meta["skipped"]]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise DatasetNotFoundError(f"no readable images in {folder}: skipped {len(names)} unreadable file(s): "
+                                   f"{', '.join(names[:5])}{more}")
     if meta["skipped"]:
         log.warning("%s: %d unreadable image(s) skipped: %s", index.name, len(meta["skipped"]), ", ".join(meta["skipped"]))
     loaded_datasets.append({"name": index.name, "root": os.path.commonpath(index.paths) if index.paths else None,

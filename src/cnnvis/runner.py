@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnvis import data
-from cnnvis.config import check_config
+from cnnvis.config import check_config, process_start_ticks
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import build_model
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
@@ -41,8 +43,11 @@ OTHER_ROOT = "outputs"
 # overrides that leave what is computed unchanged, so the run stays canonical
 NEUTRAL_KEYS = {"experiment", "results_dir", "device", "threads"}
 FALLBACK_DATASET = "samples"
-# kept when a run replaces its folder: another run's sweep, and git's ignore rules for it
-KEPT_ON_REPLACE = ("multirun", ".gitignore")
+# kept when a run replaces its folder: other runs' sweeps (sweep_destination), and git's ignore rules for it
+KEPT_ON_REPLACE = ("multirun", "multirun-smoke", ".gitignore")
+STAGING_ROOT = Path(OTHER_ROOT) / ".staging"  # conf/config.yaml's hydra.run.dir and hydra.sweep.dir
+# a staging folder's name ends in its run's start time and config.process_owner(): host, pid, start ticks
+STAGING_OWNER = re.compile(r"-\d{8}-\d{6}-\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<ticks>\d+)$")
 
 loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
 
@@ -127,12 +132,29 @@ def place(staged: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
+    """Remove the staging folders of this host's runs whose process is gone (``kill -9``, a crash, a reboot), even
+    when a newer process now has its id; another host's (a shared file system) are left alone."""
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        owner = STAGING_OWNER.search(folder.name)
+        if owner is None or owner["host"] != socket.gethostname():
+            continue
+        ticks = process_start_ticks(int(owner["pid"]))
+        if ticks is None or ticks not in (0, int(owner["ticks"])):  # 0: alive, where /proc cannot say since when
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s: its run's process is gone", folder)
+            removed.append(folder)
+    return removed
+
+
 def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None]) -> dict:
     """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None)."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
+    remove_abandoned_staging()
     data.loaded_datasets.clear()
     loaded_weights.clear()
     start = time.time()
@@ -170,8 +192,10 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
 
 def sweep_destination(config: DictConfig) -> Path:
     """Where a finished sweep goes: ``<results_dir>/<experiment>/multirun`` when results_dir is given, else under
-    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself)."""
-    return Path(config.results_dir or "outputs") / config.experiment.name / "multirun"
+    outputs/ (a sweep changes what is computed, so it is never a canonical run by itself); a smoke sweep goes to
+    ``multirun-smoke`` beside it, so that it never replaces a real sweep."""
+    folder = "multirun-smoke" if config.smoke else "multirun"
+    return Path(config.results_dir or "outputs") / config.experiment.name / folder
 
 
 class SweepSummary(Callback):
@@ -183,7 +207,7 @@ class SweepSummary(Callback):
         jobs = {p.parent for p in sweep_dir.rglob(".hydra")}
         finished = {p.parent for p in sweep_dir.rglob("run.json")}
         if jobs - finished:
-            log.error("%d sweep job(s) failed: the sweep stays in %s and nothing is replaced",
+            log.error("%d sweep job(s) failed: nothing is replaced; the sweep stays in %s until the next run",
                       len(jobs - finished), sweep_dir)
             return
         self.summarize(sweep_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +29,9 @@ def save_overlay(image: torch.Tensor, heatmap: torch.Tensor, path, alpha: float 
 
 def explain_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], top5: list[tuple[str, float]], title: str):
     """One row: the image with the model's top-5 classes beside it, then each method's map over the image."""
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 3.3), squeeze=False)
+    width = 2.6 * (len(maps) + 1)
+    # constrained layout keeps the suptitle above the top-5 list; wrapped to the figure's width (~15 characters an inch)
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(width, 3.3), squeeze=False, layout="constrained")
     axes = axes[0]
     axes[0].imshow(to_image(image))
     axes[0].set_title("\n".join(f"{p:.0%} {name[:22]}" for name, p in top5), fontsize=6.5, loc="left")
@@ -37,6 +40,5 @@ def explain_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], top5: lis
         ax.set_title(method, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, int(width * 15)), fontsize=8)
     return fig
