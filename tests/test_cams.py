@@ -287,3 +287,20 @@ def test_cam_methods_end_to_end(tmp_path):
     assert caltech["paper_loc_err_15"].notna().any()
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "not comparable"} and len(claims) > 0
+
+
+@pytest.mark.parametrize("span", [1.0, 1e-3, 1e-6, 1e-9, 1e-12])
+def test_normalize_maps_reaches_one_at_every_scale(span):
+    """A relative guard: a map of range 1e-12 reaches 1 as a map of range 1 does (an absolute 1e-7 gave 0.0099 at
+    1e-9); at range 1 it is pytorch-grad-cam's scaling; an all-zero and a constant map stay 0."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    torch.manual_seed(0)
+    unit = torch.rand(2, 5, 7)
+    unit = (unit - unit.amin((1, 2), keepdim=True)) / (unit.amax((1, 2), keepdim=True) - unit.amin((1, 2), keepdim=True))
+    scaled = cams.normalize_maps(unit * span)
+    torch.testing.assert_close(scaled, unit, atol=1e-6, rtol=0)
+    peer = torch.from_numpy(scale_cam_image(unit.numpy()))
+    torch.testing.assert_close(cams.normalize_maps(unit), peer, atol=1e-6, rtol=0)
+    assert cams.normalize_maps(torch.zeros(1, 3, 3)).eq(0).all()
+    assert cams.normalize_maps(torch.full((1, 3, 3), span)).eq(0).all()

@@ -37,11 +37,16 @@ from cnnvis.rectifiers import rectifier_rule
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Each map min-max scaled to [0, 1] over its last two dimensions (pytorch-grad-cam's ``eps``)."""
+    """Each map min-max scaled to [0, 1] over its last two dimensions: (M - min) / (max - min + eps * max|M|).
+
+    The guard ``eps`` is relative to the map's magnitude, so a map reaches 1 at any scale (a range of 1e-12 as well
+    as 1; pytorch-grad-cam's absolute 1e-7 leaves a map of range 1e-9 at 0.01), while a map whose range is below
+    float resolution of its values (rounding noise on a constant) stays near 0, and an all-zero map stays 0."""
     flat = maps.flatten(-2)
     lo, hi = flat.amin(-1)[..., None, None], flat.amax(-1)[..., None, None]
-    shifted = maps - lo
-    return shifted / (hi - lo + eps)
+    magnitude = torch.maximum(lo.abs(), hi.abs())
+    # the smallest positive float keeps an all-zero map at 0 / tiny = 0 instead of 0 / 0
+    return (maps - lo) / (hi - lo + eps * magnitude).clamp(min=torch.finfo(maps.dtype).tiny)
 
 
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:
