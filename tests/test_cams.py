@@ -1,6 +1,8 @@
 """CAM family and gradient attributions: equal to pytorch-grad-cam / Captum / TorchCAM on the same model,
 layer and target; CAM == Grad-CAM up to a positive scale on a GAP + linear head; hooks always released."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -304,3 +306,30 @@ def test_normalize_maps_reaches_one_at_every_scale(span):
     torch.testing.assert_close(cams.normalize_maps(unit), peer, atol=1e-6, rtol=0)
     assert cams.normalize_maps(torch.zeros(1, 3, 3)).eq(0).all()
     assert cams.normalize_maps(torch.full((1, 3, 3), span)).eq(0).all()
+
+
+def plus_plus_case(g):
+    """Channels with activation sums S = -4, 4, -4 (constant 2x2 maps) and gradients g (a linear score): channel 0's
+    denominator g^2 (2 + S g) is zero at g = 0.5."""
+    from collections import OrderedDict
+
+    net = nn.Sequential(OrderedDict(feat=nn.Identity(), flat=nn.Flatten(), fc=nn.Linear(12, 1, bias=False))).eval()
+    net.fc.weight.data = torch.tensor(g)[:, None, None].expand(3, 2, 2).reshape(1, 12).clone()
+    x = torch.tensor([-1.0, 1.0, -1.0])[None, :, None, None].expand(1, 3, 2, 2).clone()
+    return net, x
+
+
+def test_gradcam_plus_plus_warns_where_its_denominator_passes_through_zero():
+    """g = 0.5 (1 -+ 1e-5) on either side of the zero: condition number 1e5, the warning names the layer and the
+    share of channels, and a 2e-5 relative change of one gradient flips the sign of the whole map."""
+    maps = []
+    for g in (0.5 * (1 - 1e-5), 0.5 * (1 + 1e-5)):
+        net, x = plus_plus_case([g, 0.5, 0.1])
+        with cams.GradCAMPlusPlus(net, "feat", relu=False) as method, \
+                pytest.warns(UserWarning, match=r"'feat': 1 of 3 channels \(33.3%\).*ill-conditioned"):
+            maps.append(method.attribute(x, 0, upsample_to_input=False))
+    assert (maps[0] * maps[1] < 0).all()
+    well, x = plus_plus_case([0.1, 0.5, 0.1])  # S g = -0.4: far from -2
+    with cams.GradCAMPlusPlus(well, "feat") as method, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method.attribute(x, 0)

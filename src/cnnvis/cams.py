@@ -26,6 +26,7 @@ size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space metho
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -301,16 +302,39 @@ class GradCAM(_ChannelWeightedCAM):
 
 
 class GradCAMPlusPlus(_ChannelWeightedCAM):
-    """Chattopadhay et al. 2018, eq. 19: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3); w = sum_ij alpha ReLU(g)."""
+    """Chattopadhay et al. 2018, eq. 19: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3); w = sum_ij alpha ReLU(g).
+
+    Where a channel's activation sum S is negative, the denominator g^2 (2 + S g) passes through zero at
+    g = -2 / S > 0: there alpha = 1 / (2 + S g) has the condition number |S g| / |2 + S g| in g, and rounding of the
+    gradient moves the map by any amount (pytorch-grad-cam's maps are as sensitive; scaling the target changes g and
+    so where this happens). The map is well-conditioned only where no channel comes that close; ``attribute`` warns,
+    naming the layer and the share of channels, where a position with g > 0 has a condition number above
+    ``max_condition`` (float32 gradients carry relative errors of ~1e-6, so such an alpha is uncertain to ~1 %).
+    """
 
     eps = 1e-6  # pytorch-grad-cam's guard of the denominator
+    max_condition = 1e4
 
     def _weights(self, x, target):
         (acts,), (grads,), _, _ = self._scores_and_grads(x, target)
         g2 = grads.pow(2)
-        alpha = g2 / (2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads + self.eps)
+        sg = acts.sum((2, 3), keepdim=True) * grads
+        self._warn_if_ill_conditioned(sg, grads)
+        alpha = g2 / (2 * g2 + sg * g2 + self.eps)
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
         return (alpha * grads.clamp(min=0)).sum((2, 3)), acts
+
+    def _warn_if_ill_conditioned(self, sg, grads):
+        """Warn where alpha = 1 / (2 + S g) is ill-conditioned at a position whose gradient counts (g > 0)."""
+        condition = sg.abs() / (2 + sg).abs()
+        ill = ((condition > self.max_condition) & (grads > 0)).flatten(2).any(2)  # (N, C) channels
+        if ill.any():
+            warnings.warn(
+                f"Grad-CAM++ at layer {self.layers[0]!r}: {int(ill.sum())} of {ill.numel()} channels "
+                f"({float(ill.float().mean()):.1%}) have a denominator 2 g^2 + S g^3 within 1/{self.max_condition:g} "
+                "of zero (activation sum S < 0, g near -2 / S): there the map is ill-conditioned (a rounding-level "
+                "change of the gradients can move it visibly); GradCAM is the well-conditioned alternative",
+                stacklevel=4)
 
 
 class ScoreCAM(_ChannelWeightedCAM):
