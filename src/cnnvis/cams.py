@@ -10,14 +10,17 @@ by default the model's own ``cam_reshape``. Each method is a short subclass with
 - ``CAM`` (Zhou et al. 2016): ``sum_k w_k^c A_k`` with the linear head's weights; exact only for a
   layer that feeds global average pooling + a linear layer (checked on every call).
 - ``GradCAM`` (Selvaraju et al. 2017): channel weights = spatial mean of dy^c/dA; ReLU optional.
-- ``GradCAMPlusPlus`` (Chattopadhay et al. 2018, eq. 19 with the exponential-score closed form).
+- ``GradCAMPlusPlus`` (Chattopadhay et al. 2018, eq. 19 with the exponential-score closed form); ill-conditioned
+  where a channel's denominator passes through zero (it warns there).
 - ``ScoreCAM`` (Wang et al. 2020): weights = softmax over channels of the score of the image masked by
-  each upsampled, min-max-scaled channel; masked inputs run ``batch_size`` at a time.
+  each upsampled, min-max-scaled channel; masked inputs run ``batch_size`` at a time (through a BatchNorm-folded
+  copy, except on detectors, whose thresholded boxes only the model itself reproduces).
 - ``LayerCAM`` (Jiang et al. 2021): ``ReLU(sum_k ReLU(dy^c/dA_k) * A_k)`` per position; several layers are
   fused as in its paper (tanh(2 M / max M) per layer, then the element-wise maximum).
 - ``Saliency`` (Simonyan et al. 2013): ``max_c |dy/dx|``; ``Deconvnet`` (Zeiler & Fergus 2013) and
   ``GuidedBackprop`` (Springenberg et al. 2015): the input-space signal under their rectifier rule, at
-  *every* rectifier (``cnnvis.rectifiers``), ReLU6 and functional relu included; ``GuidedGradCAM``.
+  *every* rectifier (``cnnvis.rectifiers``), ReLU6, functional and in-place relu and clamps from 0 included;
+  ``GuidedGradCAM``.
 
 CAM-family maps come back as (N, H, W) at the input size (bilinear, ``upsample=False`` keeps the layer's
 size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space methods return (N, 3, H, W).
@@ -32,9 +35,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.ssd import SSD
 
 from cnnvis.models import fold_batchnorm, get_layer
 from cnnvis.rectifiers import rectifier_rule
+
+DETECTION_MODELS = (GeneralizedRCNN, RetinaNet, FCOS, SSD)  # torchvision's detector families
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -345,15 +353,26 @@ class ScoreCAM(_ChannelWeightedCAM):
     those share one forward pass of the black image instead of one each (the map is unchanged).
     ``batch_size`` counts masked images per forward pass (small batches are fastest on a CPU: cache-resident).
     ``fast``: the masked images run through an inference copy of the model with BatchNorm folded into the
-    convs, in channels_last layout (NHWC, which oneDNN's CPU convolutions run fastest); the maps agree with
-    the plain model's to float rounding.
+    convs, in channels_last layout (NHWC, which oneDNN's CPU convolutions run fastest). Where the model's output
+    is continuous in its features (classifiers, segmenters) the maps agree with the plain model's to float
+    rounding. A detector's is not: score thresholds, top-k and NMS over near-tied proposals pick its boxes, so a
+    rounding-level change (the fold, the layout, even the batch size) can move a masked image's score by a whole
+    box (IoU + score; a random Faster R-CNN at 224 px: 15 of 40 masks at ``backbone.body.4`` under the fold alone).
+    On a detector the masked images therefore run through the model itself whatever ``fast`` says (a warning
+    says so), and its maps are the plain model's at this ``batch_size`` (on that detector, pytorch-grad-cam's at
+    its batch of 16 equal ours at ``batch_size=16`` to 3e-7, and differ from ours at 4 by 0.59 on [0, 1] maps).
     """
 
     def __init__(self, model, layer: str, batch_size: int = 4, relu: bool = True, progress: bool = False,
                  fast: bool = True, reshape=None):
         super().__init__(model, layer, batch_size, relu, reshape)
         self.progress = progress
-        self.fast = fast
+        self.fast = fast and not is_detector(model)
+        if fast and not self.fast:
+            warnings.warn(f"ScoreCAM on {type(model).__name__} (a detector): fast=True is ignored, the masked images "
+                          "run through the model itself; a folded, channels-last copy changes the float rounding, "
+                          "and the detector's score thresholds, top-k and NMS turn that into different boxes",
+                          stacklevel=2)
 
     @property
     def images_per_batch(self) -> int:
@@ -389,6 +408,12 @@ class ScoreCAM(_ChannelWeightedCAM):
             masks = (up[ch] - lo[ch, None, None]) / (hi[ch] - lo[ch] + 1e-8)[:, None, None]
             scores[ch] = score(x * masks[:, None])
         return torch.softmax(scores, 0)[None], acts
+
+
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is an object detector (``task`` "detection", or a torchvision detection model inside):
+    its output is the boxes that thresholds, top-k and NMS keep, so it jumps where a score crosses a threshold."""
+    return getattr(model, "task", None) == "detection" or any(isinstance(m, DETECTION_MODELS) for m in model.modules())
 
 
 class LayerCAM(Attribution):
