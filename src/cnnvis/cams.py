@@ -317,11 +317,11 @@ class GradCAMPlusPlus(_ChannelWeightedCAM):
     gradient moves the map by any amount (pytorch-grad-cam's maps are as sensitive; scaling the target changes g and
     so where this happens). The map is well-conditioned only where no channel comes that close; ``attribute`` warns,
     naming the layer and the share of channels, where a position with g > 0 has a condition number above
-    ``max_condition`` (float32 gradients carry relative errors of ~1e-6, so such an alpha is uncertain to ~1 %).
+    ``max_condition``.
     """
 
     eps = 1e-6  # pytorch-grad-cam's guard of the denominator
-    max_condition = 1e4
+    max_condition = 1e4  # beyond it, the ~1e-6 relative rounding of float32 gradients moves alpha by over 1 %
 
     def _weights(self, x, target):
         (acts,), (grads,), _, _ = self._scores_and_grads(x, target)
@@ -341,8 +341,7 @@ class GradCAMPlusPlus(_ChannelWeightedCAM):
                 f"Grad-CAM++ at layer {self.layers[0]!r}: {int(ill.sum())} of {ill.numel()} channels "
                 f"({float(ill.float().mean()):.1%}) have a denominator 2 g^2 + S g^3 within 1/{self.max_condition:g} "
                 "of zero (activation sum S < 0, g near -2 / S): there the map is ill-conditioned (a rounding-level "
-                "change of the gradients can move it visibly); GradCAM is the well-conditioned alternative",
-                stacklevel=4)
+                "change of the gradients can move it visibly); GradCAM is the well-conditioned alternative")
 
 
 class ScoreCAM(_ChannelWeightedCAM):
