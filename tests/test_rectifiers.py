@@ -149,3 +149,16 @@ def test_a_relu6_written_as_clamp_gets_the_rule_of_nn_relu6(method):
     assert not torch.allclose(maps["module"], plain, atol=1e-6)  # the rule changes this network's signal
     torch.testing.assert_close(maps["clamp"], maps["module"])
     torch.testing.assert_close(maps["clamp_"], maps["module"])
+
+
+def test_gradient_rule_keeps_each_ops_own_gradient_at_its_bounds():
+    """torch.clamp passes the gradient at its bounds (x = 0, x = 6), relu does not at 0: the gradient rule is each
+    op's own backward, unchanged."""
+    at_bounds = torch.tensor([0.0, 6.0, 3.0, 0.0])
+    for rectify in (lambda h: h.clamp(0, 6), F.relu, lambda h: F.hardtanh(h, 0.0, 6.0)):
+        x = at_bounds.clone().requires_grad_(True)
+        (plain,) = torch.autograd.grad((V * rectify(x * 1.0)).sum(), x)
+        x = at_bounds.clone().requires_grad_(True)
+        with rectifier_rule("gradient") as r:
+            (ruled,) = torch.autograd.grad((V * rectify(x * 1.0)).sum(), x)
+        assert r.calls == 1 and torch.equal(ruled, plain)

@@ -31,7 +31,7 @@ _CLAMP_MIN_INPLACE = {torch.clamp_min_, torch.Tensor.clamp_min_}
 
 
 class _Rectify(torch.autograd.Function):
-    """clamp(x, lower, upper) forward; the chosen rule backward."""
+    """clamp(x, lower, upper) forward; the deconvnet or guided rule backward."""
 
     @staticmethod
     def forward(ctx, x, lower, upper, rule):
@@ -44,9 +44,8 @@ class _Rectify(torch.autograd.Function):
         (passes,) = ctx.saved_tensors
         if ctx.rule == "deconvnet":  # rectify the backward signal, ignore the forward pass
             return grad.clamp(min=0), None, None, None
-        if ctx.rule == "guided":  # both: where the unit was active and the signal is positive
-            return grad.clamp(min=0) * passes, None, None, None
-        return grad * passes, None, None, None
+        # guided: both, where the unit was active and the signal is positive
+        return grad.clamp(min=0) * passes, None, None, None
 
 
 class _RuleMode(TorchFunctionMode):
@@ -61,6 +60,8 @@ class _RuleMode(TorchFunctionMode):
         if rectifier is None:
             return func(*args, **kwargs)
         self.calls += 1
+        if self.rule == "gradient":  # the op itself: its own gradient, bounds included as PyTorch has them
+            return func(*args, **kwargs)
         lower, upper, inplace = rectifier
         out = _Rectify.apply(args[0], lower, upper, self.rule)
         # an in-place rectifier's caller may read the tensor it passed, not the return value
