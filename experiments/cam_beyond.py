@@ -30,7 +30,7 @@ from cnnvis import runner
 from cnnvis.cams import GradCAM
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import build_model, frozen, resolve_layers
+from cnnvis.models import DRAWN_HEAD, RANDOM_INIT, build_model, frozen, resolve_layers
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
 from cnnvis.runner import model_from_config
 from cnnvis.targets import ClassScore, DetectionBox, SegmentationRegion
@@ -42,7 +42,6 @@ CLASSIFIERS = ("vit_b_16", "swin_t")
 DETECTORS = ("fasterrcnn_mobilenet_v3_large_fpn",)
 SEGMENTERS = ("deeplabv3_mobilenet_v3_large", "fcn_resnet50")
 SMOKE_SIZE = 64  # smoke runs: 64 px images, two of them
-RANDOM = "random init"
 BACKGROUND = 0  # VOC's class 0, the segmenters' background
 NO_RESHAPE = "none: the layer's output is (N, C, h, w) already"
 
@@ -141,6 +140,11 @@ def reshape_name(model) -> str:
     return f"{name}: {doc[0]}" if doc else name
 
 
+def random_weights(weights: str) -> bool:
+    """Whether a model's ``weights_source`` is random init (with or without a drawn head)."""
+    return weights.startswith(RANDOM_INIT)
+
+
 def record_weights(name: str, model) -> None:
     """run.json's `weights` lists every model that ran, not only the configured one."""
     runner.loaded_weights.append({"model": name, "weights": model.weights_source})
@@ -162,12 +166,10 @@ def run_classifier(name: str, model, x: torch.Tensor) -> ModelRun:
     """Grad-CAM of each image's top-1 class score at the model's last_conv layer."""
     layer = resolve_layers(model, None, "last_conv", "experiment.classifiers")
     notes = []
-    if model.weights_source == RANDOM and not model.head.weight.any():
-        # torchvision zero-initializes ViT's head: every logit 0, every gradient 0, a zero map that shows nothing
-        torch.nn.init.normal_(model.head.weight, std=0.01)
+    if model.weights_source == DRAWN_HEAD:
         notes.append(f"{name}'s random head: torchvision initializes it to zeros (every logit and every gradient "
-                     "0: a zero map); here its weights are drawn from N(0, 0.01^2) instead, so the map shows "
-                     "the method's path through the tokens.")
+                     f"0: a zero map); build_model draws it instead ({model.weights_source}), so the map shows the "
+                     "method's path through the tokens.")
     with torch.no_grad():
         logits = model(x)
     top1 = logits.argmax(1)
@@ -193,7 +195,7 @@ def run_detector(name: str, model, x: torch.Tensor, layer: Optional[str], min_si
     notes.append(f"{name} resizes each {x.shape[-1]} px image to a shorter side of {core.transform.min_size[0]} px "
                  "before its backbone (its own transform; `experiment.detector_min_size` sets it); boxes are mapped "
                  "back to the image and the map is upsampled to it.")
-    if model.weights_source == RANDOM:
+    if random_weights(model.weights_source):
         notes.append(f"{name} ran with random weights: its box score threshold was set from "
                      f"{core.roi_heads.score_thresh:g} to 0 so that it returns boxes at all, and the target is the top "
                      "box of a random model (a box that says nothing about the object).")
@@ -284,8 +286,8 @@ def weights_summary(runs: list[ModelRun]) -> str:
 
 
 def notes_for(runs: list[ModelRun], images_name: str, n: int, size: int, classes: list[int]) -> str:
-    random_models = [r.name for r in runs if r.weights == RANDOM]
-    trained = [r.name for r in runs if r.weights != RANDOM]
+    random_models = [r.name for r in runs if random_weights(r.weights)]
+    trained = [r.name for r in runs if not random_weights(r.weights)]
     zero = {r.name: sum(float(m.max()) <= 0 for m in r.maps) for r in runs}
     lines = [
         f"{n} images of {images_name} at {size} px (the first image of each of the ImageNet classes "
@@ -343,7 +345,7 @@ def main(cfg, out):
     columns = [MapColumn(f"{r.name}\n({r.task})\n{r.weights}", r.maps,
                          [c + ("\nzero map" if float(m.max()) <= 0 else "") for c, m in zip(r.captions, r.maps)],
                          r.boxes, r.masks) for r in runs]
-    random_models = [r.name for r in runs if r.weights == RANDOM]
+    random_models = [r.name for r in runs if random_weights(r.weights)]
     honesty = (f"\nrandom weights (no cached pretrained weights): {', '.join(random_models)}: their maps show the "
                "method runs, not what a trained model attends to" if random_models else "")
     title = f"Grad-CAM beyond CNN classifiers on {images.name}\nweights: {weights_summary(runs)}{honesty}"
@@ -359,5 +361,5 @@ def main(cfg, out):
     for r in runs:
         metrics[f"{r.name}/zero_maps"] = sum(float(m.max()) <= 0 for m in r.maps)
         metrics[f"{r.name}/gradcam_seconds_per_image"] = r.seconds
-        metrics[f"{r.name}/random_weights"] = r.weights == RANDOM
+        metrics[f"{r.name}/random_weights"] = random_weights(r.weights)
     return metrics

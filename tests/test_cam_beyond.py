@@ -115,13 +115,22 @@ def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_
     assert any("threshold was set from 0.05 to 0" in note for note in run.notes)
 
 
-def test_a_random_vit_gets_a_drawn_head_instead_of_torchvisions_zeros_and_says_so():
-    from cnnvis.models import build_model, frozen
+def test_a_random_vit_gets_build_models_drawn_head_and_says_so():
+    """build_model draws the zero head where the experiment drew it before (same generator state, same N(0, 0.01^2)
+    draw), so the maps are those of the experiment's own draw; its notes say so."""
+    import torchvision
+
+    from cnnvis.models import DRAWN_HEAD, ZERO_HEAD_STD, build_model, frozen
     from experiments.cam_beyond import run_classifier
 
     torch.manual_seed(0)
-    vit = frozen(build_model("vit_b_16", input_size=32))
-    assert not vit.head.weight.any()  # torchvision's initialization: a zero map for every image
+    reference = torchvision.models.vit_b_16(image_size=32)
+    assert not reference.heads.head.weight.any()  # torchvision's initialization: a zero map for every image
+    torch.nn.init.normal_(reference.heads.head.weight, std=ZERO_HEAD_STD)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="zero-initialized head"):
+        vit = frozen(build_model("vit_b_16", pretrained=False, input_size=32))
+    assert vit.weights_source == DRAWN_HEAD and torch.equal(vit.head.weight, reference.heads.head.weight)
     run = run_classifier("vit_b_16", vit, torch.rand(2, 3, 32, 32))
-    assert vit.head.weight.any() and run.maps.flatten(1).amax(1).gt(0).all()
+    assert run.maps.flatten(1).amax(1).gt(0).all()
     assert run.reshape.startswith("vit_reshape") and any("initializes it to zeros" in note for note in run.notes)

@@ -1,6 +1,8 @@
 """CAM family and gradient attributions: equal to pytorch-grad-cam / Captum / TorchCAM on the same model,
 layer and target; CAM == Grad-CAM up to a positive scale on a GAP + linear head; hooks always released."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -287,3 +289,47 @@ def test_cam_methods_end_to_end(tmp_path):
     assert caltech["paper_loc_err_15"].notna().any()
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims["verdict"]) <= {"reproduced", "not reproduced", "not comparable"} and len(claims) > 0
+
+
+@pytest.mark.parametrize("span", [1.0, 1e-3, 1e-6, 1e-9, 1e-12])
+def test_normalize_maps_reaches_one_at_every_scale(span):
+    """A relative guard: a map of range 1e-12 reaches 1 as a map of range 1 does (an absolute 1e-7 gave 0.0099 at
+    1e-9); at range 1 it is pytorch-grad-cam's scaling; an all-zero and a constant map stay 0."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    torch.manual_seed(0)
+    unit = torch.rand(2, 5, 7)
+    unit = (unit - unit.amin((1, 2), keepdim=True)) / (unit.amax((1, 2), keepdim=True) - unit.amin((1, 2), keepdim=True))
+    scaled = cams.normalize_maps(unit * span)
+    torch.testing.assert_close(scaled, unit, atol=1e-6, rtol=0)
+    peer = torch.from_numpy(scale_cam_image(unit.numpy()))
+    torch.testing.assert_close(cams.normalize_maps(unit), peer, atol=1e-6, rtol=0)
+    assert cams.normalize_maps(torch.zeros(1, 3, 3)).eq(0).all()
+    assert cams.normalize_maps(torch.full((1, 3, 3), span)).eq(0).all()
+
+
+def plus_plus_case(g):
+    """Channels with activation sums S = -4, 4, -4 (constant 2x2 maps) and gradients g (a linear score): channel 0's
+    denominator g^2 (2 + S g) is zero at g = 0.5."""
+    from collections import OrderedDict
+
+    net = nn.Sequential(OrderedDict(feat=nn.Identity(), flat=nn.Flatten(), fc=nn.Linear(12, 1, bias=False))).eval()
+    net.fc.weight.data = torch.tensor(g)[:, None, None].expand(3, 2, 2).reshape(1, 12).clone()
+    x = torch.tensor([-1.0, 1.0, -1.0])[None, :, None, None].expand(1, 3, 2, 2).clone()
+    return net, x
+
+
+def test_gradcam_plus_plus_warns_where_its_denominator_passes_through_zero():
+    """g = 0.5 (1 -+ 1e-5) on either side of the zero: condition number 1e5, the warning names the layer and the
+    share of channels, and a 2e-5 relative change of one gradient flips the sign of the whole map."""
+    maps = []
+    for g in (0.5 * (1 - 1e-5), 0.5 * (1 + 1e-5)):
+        net, x = plus_plus_case([g, 0.5, 0.1])
+        with cams.GradCAMPlusPlus(net, "feat", relu=False) as method, \
+                pytest.warns(UserWarning, match=r"'feat': 1 of 3 channels \(33.3%\).*ill-conditioned"):
+            maps.append(method.attribute(x, 0, upsample_to_input=False))
+    assert (maps[0] * maps[1] < 0).all()
+    well, x = plus_plus_case([0.1, 0.5, 0.1])  # S g = -0.4: far from -2
+    with cams.GradCAMPlusPlus(well, "feat") as method, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method.attribute(x, 0)

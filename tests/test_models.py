@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from cnnvis.hooks import activations, record_activations
-from cnnvis.models import (ROLE_MEANINGS, build_model, fold_batchnorm, get_layer, layer_role, replace_head,
-                           resolve_layers, weights_description, zfnet)
+from cnnvis.models import (ROLE_MEANINGS, alexnet, build_model, fold_batchnorm, get_layer, layer_role,
+                           replace_head, resolve_layers, weights_description, zfnet)
 
 
 def test_zfnet_map_sizes_match_the_paper():
@@ -212,3 +212,42 @@ def test_a_library_call_defaults_to_the_weights_that_ship_offline():
     assert build_model("efficientnet_lite0").weights_source.startswith("ImageNet weights")
     assert build_model("efficientnet_lite0", pretrained=False).weights_source == "random init"
     assert build_model("zfnet").weights_source == "random init"
+
+
+class ConstantOutput(nn.Module):
+    """A conv whose output is multiplied by 0 before the bias: logits that never depend on the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bias = nn.Conv2d(3, 4, 3), nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return 0 * self.conv(x).mean((2, 3)) + self.bias
+
+
+def test_a_constant_output_is_caught_and_a_zero_head_is_drawn():
+    import warnings
+
+    from cnnvis.models import DRAWN_HEAD, check_random_output, output_is_constant
+
+    torch.manual_seed(0)
+    constant = ConstantOutput().train()
+    constant.weights_source = "random init"
+    assert output_is_constant(constant, 16) and constant.training  # checked in eval mode, the mode restored
+    with pytest.warns(UserWarning, match="same output for a black and a white image"):
+        check_random_output(constant, "constant", 16)
+    net = alexnet(num_classes=5, input_size=64, width=0.25).eval()
+    net.head.weight.data.zero_()
+    net.head.bias.data.zero_()  # torchvision's ViT head: every logit 0
+    net.weights_source = "random init"
+    assert output_is_constant(net, 64)
+    with pytest.warns(UserWarning, match="zero-initialized head"):
+        check_random_output(net, "alexnet", 64)
+    assert net.weights_source == DRAWN_HEAD and net.head.weight.std() > 0 and not output_is_constant(net, 64)
+    varying = alexnet(num_classes=5, input_size=64, width=0.25)
+    varying.weights_source = "random init"
+    before = {k: v.clone() for k, v in varying.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_random_output(varying, "alexnet", 64)
+    assert all(torch.equal(v, before[k]) for k, v in varying.state_dict().items())  # left as it was

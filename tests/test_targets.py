@@ -229,3 +229,45 @@ def test_real_detector_runs_every_gradient_method_on_its_tensor_layers(images):
         assert attribution.attribute(x, target).abs().max() > 0
     with cams.GradCAM(model, "backbone") as attribution, pytest.raises(ValueError, match="body_out, fpn_level0"):
         attribution.attribute(x, target)
+
+
+def test_scorecam_on_a_detector_runs_the_model_itself():
+    """A random Faster R-CNN's box scores are near-tied (~1/91), so NMS and top-k pick its boxes by rounding: at
+    160 px the BatchNorm-folded channels-last copy gave channel 12's masked image score 0 (its box lost) where the
+    model gives 0.64. ScoreCAM ignores fast=True on a detector, saying so, and equals Score-CAM by hand: each
+    masked image through the model alone, the softmax of the scores weighting the two channels."""
+    torch.manual_seed(0)
+    model = build_model("fasterrcnn_mobilenet_v3_large_fpn", pretrained=False, input_size=160).eval()
+    model.roi_heads.score_thresh = 0.0  # a random detector's scores sit under torchvision's 0.05
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        (found,) = model(x)
+    target = targets.DetectionBox(found["labels"][:1], found["boxes"][:1])
+    layer, channels = "backbone.body.0", [0, 12]
+    with pytest.warns(UserWarning, match="fast=True is ignored"):
+        method = cams.ScoreCAM(model, layer, batch_size=1, relu=False, reshape=lambda a: a[:, channels])
+    with method:
+        mine = method.attribute(x, target, upsample_to_input=False)
+    with cams.Attribution(model, layer) as recorder, torch.no_grad():
+        model(x)
+        acts = recorder.activations[layer][0, channels]
+        up = torch.nn.functional.interpolate(acts[None], size=(160, 160), mode="bilinear", align_corners=True)[0]
+        scores = torch.stack([target(model(x * (u - u.min()) / (u.max() - u.min() + 1e-8))[0]) for u in up])
+    assert scores.max() > scores.min()  # the two masked images keep different boxes: the weights are not uniform
+    torch.testing.assert_close(mine[0], (torch.softmax(scores, 0)[:, None, None] * acts).sum(0))
+
+
+def test_scorecam_fast_path_equals_the_model_on_a_segmenter():
+    """DeepLabV3 (BatchNorm after every conv: the fold changes its weights) gives the plain model's map to float
+    rounding through the folded channels-last copy, and keeps the fast path."""
+    torch.manual_seed(0)
+    model = build_model("deeplabv3_mobilenet_v3_large", pretrained=False, input_size=SIZE).eval()
+    x = torch.rand(1, 3, SIZE, SIZE)
+    target = targets.SegmentationRegion(5, torch.ones(SIZE, SIZE))
+    maps = {}
+    for fast in (True, False):
+        with cams.ScoreCAM(model, "backbone_out", fast=fast, relu=False, reshape=lambda a: a[:, :8]) as method:
+            assert method.fast == fast
+            maps[fast] = method.attribute(x, target, upsample_to_input=False)
+    assert maps[False].abs().max() > 0
+    torch.testing.assert_close(maps[True], maps[False], atol=1e-5 * float(maps[False].abs().max()), rtol=1e-4)

@@ -10,14 +10,17 @@ probability, a segmentation region, a detection). A ``reshape`` turns a layer's 
 - ``CAM`` (Zhou et al. 2016): ``sum_k w_k^c A_k`` with the linear head's weights; exact only for a
   layer that feeds global average pooling + a linear layer (checked on every call).
 - ``GradCAM`` (Selvaraju et al. 2017): channel weights = spatial mean of dy^c/dA; ReLU optional.
-- ``GradCAMPlusPlus`` (Chattopadhay et al. 2018, eq. 19 with the exponential-score closed form).
+- ``GradCAMPlusPlus`` (Chattopadhay et al. 2018, eq. 19 with the exponential-score closed form); ill-conditioned
+  where a channel's denominator passes through zero (it warns there).
 - ``ScoreCAM`` (Wang et al. 2020): weights = softmax over channels of the score of the image masked by
-  each upsampled, min-max-scaled channel; masked inputs run ``batch_size`` at a time.
+  each upsampled, min-max-scaled channel; masked inputs run ``batch_size`` at a time (through a BatchNorm-folded
+  copy, except on detectors, whose thresholded boxes only the model itself reproduces).
 - ``LayerCAM`` (Jiang et al. 2021): ``ReLU(sum_k ReLU(dy^c/dA_k) * A_k)`` per position; several layers are
   fused as in its paper (tanh(2 M / max M) per layer, then the element-wise maximum).
 - ``Saliency`` (Simonyan et al. 2013): ``max_c |dy/dx|``; ``Deconvnet`` (Zeiler & Fergus 2013) and
   ``GuidedBackprop`` (Springenberg et al. 2015): the input-space signal under their rectifier rule, at
-  *every* rectifier (``cnnvis.rectifiers``), ReLU6 and functional relu included; ``GuidedGradCAM``.
+  *every* rectifier (``cnnvis.rectifiers``), ReLU6, functional and in-place relu and clamps from 0 included;
+  ``GuidedGradCAM``.
 
 CAM-family maps come back as (N, H, W) at the input size (bilinear, ``upsample=False`` keeps the layer's
 size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space methods return (N, 3, H, W).
@@ -25,20 +28,33 @@ size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space metho
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.ssd import SSD
 
 from cnnvis.models import fold_batchnorm, get_layer
 from cnnvis.rectifiers import rectifier_rule
 
+DETECTION_MODELS = (GeneralizedRCNN, RetinaNet, FCOS, SSD)  # torchvision's detector families
+
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Each map min-max scaled to [0, 1] over its last two dimensions (pytorch-grad-cam's ``eps``)."""
+    """Each map min-max scaled to [0, 1] over its last two dimensions: (M - min) / (max - min + eps * max|M|).
+
+    The guard ``eps`` is relative to the map's magnitude, so a map reaches 1 at any scale (a range of 1e-12 as well
+    as 1; pytorch-grad-cam's absolute 1e-7 leaves a map of range 1e-9 at 0.01), while a map whose range is below
+    float resolution of its values (rounding noise on a constant) stays near 0, and an all-zero map stays 0."""
     flat = maps.flatten(-2)
     lo, hi = flat.amin(-1)[..., None, None], flat.amax(-1)[..., None, None]
-    shifted = maps - lo
-    return shifted / (hi - lo + eps)
+    magnitude = torch.maximum(lo.abs(), hi.abs())
+    # the smallest positive float keeps an all-zero map at 0 / tiny = 0 instead of 0 / 0
+    return (maps - lo) / (hi - lo + eps * magnitude).clamp(min=torch.finfo(maps.dtype).tiny)
 
 
 def upsample(maps: torch.Tensor, size) -> torch.Tensor:
@@ -265,16 +281,38 @@ class GradCAM(_ChannelWeightedCAM):
 
 
 class GradCAMPlusPlus(_ChannelWeightedCAM):
-    """Chattopadhay et al. 2018, eq. 19: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3); w = sum_ij alpha ReLU(g)."""
+    """Chattopadhay et al. 2018, eq. 19: alpha = g^2 / (2 g^2 + sum_ab A_ab g^3); w = sum_ij alpha ReLU(g).
+
+    Where a channel's activation sum S is negative, the denominator g^2 (2 + S g) passes through zero at
+    g = -2 / S > 0: there alpha = 1 / (2 + S g) has the condition number |S g| / |2 + S g| in g, and rounding of the
+    gradient moves the map by any amount (pytorch-grad-cam's maps are as sensitive; scaling the target changes g and
+    so where this happens). The map is well-conditioned only where no channel comes that close; ``attribute`` warns,
+    naming the layer and the share of channels, where a position with g > 0 has a condition number above
+    ``max_condition``.
+    """
 
     eps = 1e-6  # pytorch-grad-cam's guard of the denominator
+    max_condition = 1e4  # beyond it, the ~1e-6 relative rounding of float32 gradients moves alpha by over 1 %
 
     def _weights(self, x, target):
         (acts,), (grads,), _, _ = self._scores_and_grads(x, target)
         g2 = grads.pow(2)
-        alpha = g2 / (2 * g2 + acts.sum((2, 3), keepdim=True) * g2 * grads + self.eps)
+        sg = acts.sum((2, 3), keepdim=True) * grads
+        self._warn_if_ill_conditioned(sg, grads)
+        alpha = g2 / (2 * g2 + sg * g2 + self.eps)
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
         return (alpha * grads.clamp(min=0)).sum((2, 3)), acts
+
+    def _warn_if_ill_conditioned(self, sg, grads):
+        """Warn where alpha = 1 / (2 + S g) is ill-conditioned at a position whose gradient counts (g > 0)."""
+        condition = sg.abs() / (2 + sg).abs()
+        ill = ((condition > self.max_condition) & (grads > 0)).flatten(2).any(2)  # (N, C) channels
+        if ill.any():
+            warnings.warn(
+                f"Grad-CAM++ at layer {self.layers[0]!r}: {int(ill.sum())} of {ill.numel()} channels "
+                f"({float(ill.float().mean()):.1%}) have a denominator 2 g^2 + S g^3 within 1/{self.max_condition:g} "
+                "of zero (activation sum S < 0, g near -2 / S): there the map is ill-conditioned (a rounding-level "
+                "change of the gradients can move it visibly); GradCAM is the well-conditioned alternative")
 
 
 class ScoreCAM(_ChannelWeightedCAM):
@@ -285,15 +323,26 @@ class ScoreCAM(_ChannelWeightedCAM):
     those share one forward pass of the black image instead of one each (the map is unchanged).
     ``batch_size`` counts masked images per forward pass (small batches are fastest on a CPU: cache-resident).
     ``fast``: the masked images run through an inference copy of the model with BatchNorm folded into the
-    convs, in channels_last layout (NHWC, which oneDNN's CPU convolutions run fastest); the maps agree with
-    the plain model's to float rounding.
+    convs, in channels_last layout (NHWC, which oneDNN's CPU convolutions run fastest). Where the model's output
+    is continuous in its features (classifiers, segmenters) the maps agree with the plain model's to float
+    rounding. A detector's is not: score thresholds, top-k and NMS over near-tied proposals pick its boxes, so a
+    rounding-level change (the fold, the layout, even the batch size) can move a masked image's score by a whole
+    box (IoU + score; a random Faster R-CNN at 224 px: 15 of 40 masks at ``backbone.body.4`` under the fold alone).
+    On a detector the masked images therefore run through the model itself whatever ``fast`` says (a warning
+    says so), and its maps are the plain model's at this ``batch_size`` (on that detector, pytorch-grad-cam's at
+    its batch of 16 equal ours at ``batch_size=16`` to 3e-7, and differ from ours at 4 by 0.59 on [0, 1] maps).
     """
 
     def __init__(self, model, layer: str, batch_size: int = 4, relu: bool = True, progress: bool = False,
                  fast: bool = True, reshape=None):
         super().__init__(model, layer, batch_size, relu, reshape)
         self.progress = progress
-        self.fast = fast
+        self.fast = fast and not is_detector(model)
+        if fast and not self.fast:
+            warnings.warn(f"ScoreCAM on {type(model).__name__} (a detector): fast=True is ignored, the masked images "
+                          "run through the model itself; a folded, channels-last copy changes the float rounding, "
+                          "and the detector's score thresholds, top-k and NMS turn that into different boxes",
+                          stacklevel=2)
 
     @property
     def images_per_batch(self) -> int:
@@ -329,6 +378,12 @@ class ScoreCAM(_ChannelWeightedCAM):
             masks = (up[ch] - lo[ch, None, None]) / (hi[ch] - lo[ch] + 1e-8)[:, None, None]
             scores[ch] = score(x * masks[:, None])
         return torch.softmax(scores, 0)[None], acts
+
+
+def is_detector(model: nn.Module) -> bool:
+    """Whether ``model`` is an object detector (``task`` "detection", or a torchvision detection model inside):
+    its output is the boxes that thresholds, top-k and NMS keep, so it jumps where a score crosses a threshold."""
+    return getattr(model, "task", None) == "detection" or any(isinstance(m, DETECTION_MODELS) for m in model.modules())
 
 
 class LayerCAM(Attribution):

@@ -17,6 +17,7 @@ import copy
 import io
 import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -495,7 +496,7 @@ def swin_classifier(net: torchvision.models.SwinTransformer, input_size: int) ->
 
 def vit_b_16(num_classes=1000, pretrained=False, input_size=224):
     """torchvision's ViT-B/16 at ``input_size`` (a multiple of 16; ImageNet weights' position embeddings are
-    interpolated from 224)."""
+    interpolated from 224). With random weights its head is torchvision's zeros (``build_model`` draws it)."""
     from torchvision.models.vision_transformer import interpolate_embeddings
 
     net = torchvision.models.vit_b_16(image_size=input_size)
@@ -625,6 +626,11 @@ IMAGENET_WEIGHTS = {
 OFFLINE_WEIGHTS = {"efficientnet_lite0"}  # ship with a pip package: a library call defaults to them
 
 
+RANDOM_INIT = "random init"
+ZERO_HEAD_STD = 0.01  # the spread cam_beyond drew its random ViT head from before the library did (same maps)
+DRAWN_HEAD = f"{RANDOM_INIT}, head N(0, {ZERO_HEAD_STD:g}^2)"  # random weights whose zero head was drawn
+
+
 def weights_description(name: str, pretrained: bool, checkpoint: str | None = None) -> str:
     """What weights a model of ``build_model(name, pretrained=..., checkpoint=...)`` holds, for titles and notes."""
     if checkpoint:
@@ -634,7 +640,60 @@ def weights_description(name: str, pretrained: bool, checkpoint: str | None = No
         return f"{dataset} weights (torchvision {weights_name})"
     if pretrained:
         return f"ImageNet weights ({IMAGENET_WEIGHTS[name]})"
-    return "random init"
+    return RANDOM_INIT
+
+
+def output_is_constant(model: nn.Module, input_size: int) -> bool:
+    """Whether ``model`` (in eval mode) gives the same output for a black and a white image, every tensor of it
+    equal to float resolution (``_same``): then its output does not depend on the image, every gradient of it is 0
+    or rounding, and every attribution explains nothing."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            black, white = (model(torch.full((1, 3, input_size, input_size), value)) for value in (0.0, 1.0))
+    finally:
+        model.train(training)
+    return all(_same(a, b) for a, b in zip(_tensors(black), _tensors(white), strict=True))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and values, floats within their resolution (eps) of the tensor's largest magnitude."""
+    if a.shape != b.shape or not a.is_floating_point():
+        return a.shape == b.shape and torch.equal(a, b)
+    return a.numel() == 0 or bool((a - b).abs().max() <= torch.finfo(a.dtype).eps * a.abs().max())
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, or lists / dicts of them: a detector's)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    items = output.values() if isinstance(output, dict) else output
+    return [t for item in items for t in _tensors(item)]
+
+
+def check_random_output(model: nn.Module, name: str, input_size: int) -> nn.Module:
+    """``model``, checked when its ``weights_source`` is random init: a model with random weights whose output is
+    constant (``output_is_constant``) explains nothing. When a zero-initialized linear head is the cause
+    (torchvision's ViT: every logit 0), its weights are drawn from N(0, ZERO_HEAD_STD^2) instead, and
+    ``weights_source`` and a warning say so; any other constant output (e.g. a random detector with no box above
+    its score threshold) is kept, with a warning."""
+    if model.weights_source != RANDOM_INIT or not output_is_constant(model, input_size):
+        return model
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear) and not head.weight.any():
+        nn.init.normal_(head.weight, std=ZERO_HEAD_STD)
+        model.weights_source = DRAWN_HEAD
+        warnings.warn(f"{name} with random weights has a zero-initialized head (torchvision's init): its output "
+                      "was the same for every image, so every map would be zero; the head's weights were drawn from "
+                      f"N(0, {ZERO_HEAD_STD:g}^2) instead (weights_source says so)", stacklevel=3)
+        if not output_is_constant(model, input_size):
+            return model
+    why = " (a detector: no box above its score threshold)" if getattr(model, "task", None) == "detection" else ""
+    warnings.warn(f"{name} with random weights gives the same output for a black and a white image (to float "
+                  f"resolution): every gradient of it is 0 or rounding and every map explains nothing{why}",
+                  stacklevel=3)
+    return model
 
 
 def frozen(model: nn.Module) -> nn.Module:
@@ -673,11 +732,14 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
     """A model of the harness; ``checkpoint`` (a trainer checkpoint or a state dict) overrides ``pretrained``.
     ``pretrained=None`` means the ImageNet weights where they ship offline (efficientnet_lite0), else random init;
     ``alexnet`` with ``pretrained=True`` is torchvision's AlexNet variant (its weights' architecture).
-    The torchvision transformers, detector and segmenters (``TRANSFORMERS_DETECTORS_SEGMENTERS``) load their weights
-    from the torch hub cache with ``pretrained=None`` when the file is there (random init otherwise; ``weights_source``
-    says which); ``pretrained=True`` requires them (the error names the file)."""
+    The torchvision transformers, detector and segmenters (``TRANSFORMERS_DETECTORS_SEGMENTERS``) load their
+    weights from the torch hub cache with ``pretrained=None`` when the file is there (random init otherwise;
+    ``weights_source`` says which); ``pretrained=True`` requires them (the error names the file). A model with random
+    weights whose output is constant is caught (``check_random_output``): a zero head (ViT's) is drawn instead, else
+    a warning."""
     if name in TRANSFORMERS_DETECTORS_SEGMENTERS:
-        return _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size)
+        model = _build_transformer_detector_segmenter(name, num_classes, pretrained, checkpoint, input_size)
+        return check_random_output(model, name, input_size)
     if name not in BUILDERS:
         available = ", ".join([*BUILDERS, *TRANSFORMERS_DETECTORS_SEGMENTERS])
         raise KeyError(f"unknown model {name!r}; available: {available}")
@@ -706,7 +768,7 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
     if num_classes != model.head.out_features:
         replace_head(model, num_classes)
     model.weights_source = weights_description(name, pretrained, checkpoint)
-    return model
+    return check_random_output(model, name, input_size)
 
 
 def replace_head(model: ImageClassifier, num_classes: int) -> None:
