@@ -103,3 +103,27 @@ def check_config(cfg) -> None:
             valid = ", ".join(f.name for f in fields(schema))
             raise ConfigKeyError(f"unknown key(s) {', '.join(sorted(unknown))} in {group} "
                                  f"({schema.__module__}.{schema.__name__}); valid keys: {valid}")
+    check_model_kind(cfg.experiment.name, cfg.model.name)
+
+
+def check_model_kind(experiment: str, model: str) -> None:
+    """Fail before anything is loaded when ``experiment`` cannot run ``model``'s kind of network, naming the
+    models it takes and the experiments that take this one. An experiment module's ``MODEL_KINDS`` lists the
+    kinds ``model=`` may have (``cnnvis.models.MODEL_KINDS``' values), or is None where it builds its own networks;
+    its optional ``OTHER_MODEL_KEYS`` maps a kind to the experiment key that takes such a model besides ``model=``."""
+    from cnnvis.models import MODEL_KINDS, UnsupportedModelError, model_kind
+
+    def module(name):
+        return importlib.import_module(f"experiments.{name}")
+
+    kind, takes = model_kind(model), module(experiment).MODEL_KINDS
+    if takes is None or kind in takes:
+        return
+    suitable = " | ".join(name for name, k in MODEL_KINDS.items() if k in takes)
+    others = [f"experiment={name}" for name in experiment_names()
+              if module(name).MODEL_KINDS is not None and kind in module(name).MODEL_KINDS]
+    others += [f"experiment={name} experiment.{module(name).OTHER_MODEL_KEYS[kind]}={model}"
+               for name in experiment_names() if kind in getattr(module(name), "OTHER_MODEL_KEYS", {})]
+    instead = f"use {' or '.join(others)}" if others else "no experiment takes it"
+    raise UnsupportedModelError(f"{experiment} needs a {' or '.join(takes)} (model={suitable}); {model} is a "
+                                f"{kind}: {instead}")

