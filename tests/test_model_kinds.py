@@ -82,3 +82,10 @@ def test_the_caltech_head_fits_networks_with_fc_layers(arch):
     model = build_model(arch, pretrained=False, input_size=64).eval()
     loc, n_train, n_prior = caltech_localization(model, cfg, np.random.default_rng(0))
     assert len(loc) == 6 and n_train == 9 and loc.sensitive_inside_box.notna().all()
+
+
+def test_the_cpu_presets_width_on_another_model_is_a_one_line_error():
+    from cnnvis.ablations import harness_model
+
+    with pytest.raises(UnsupportedModelError, match="add experiment.width=1.0 for vgg16$"):
+        harness_model("vgg16", 10, 64, width=0.25)
