@@ -89,3 +89,13 @@ def test_the_cpu_presets_width_on_another_model_is_a_one_line_error():
 
     with pytest.raises(UnsupportedModelError, match="add experiment.width=1.0 for vgg16$"):
         harness_model("vgg16", 10, 64, width=0.25)
+
+
+def test_a_checkpoint_of_another_architecture_is_a_one_line_error(tmp_path):
+    import torch
+
+    path = tmp_path / "zfnet.pt"
+    torch.save({"model": build_model("zfnet", 10, pretrained=False, input_size=64).state_dict()}, path)
+    with pytest.raises(UnsupportedModelError, match="does not fit model=alexnet at model.input_size=64") as err:
+        build_model("alexnet", 10, checkpoint=str(path), input_size=64)
+    assert "\n" not in str(err.value)

@@ -721,8 +721,10 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {checkpoint} does not fit model={name} at model.input_size={input_size} "
-                             f"(the input size it was trained at, if it differs, changes fc6): {err}") from None
+            mismatch = " ".join(str(err).split())  # one line: torch lists each mismatched tensor on its own
+            raise UnsupportedModelError(f"checkpoint {checkpoint} does not fit model={name} at model.input_size="
+                                        f"{input_size} (the input size it was trained at, if it differs, changes fc6): "
+                                        f"{mismatch}") from None
     if num_classes != model.head.out_features:
         replace_head(model, num_classes)
     model.weights_source = weights_description(name, pretrained, checkpoint)
