@@ -124,6 +124,5 @@ def check_model_kind(experiment: str, model: str) -> None:
               if module(name).MODEL_KINDS is not None and kind in module(name).MODEL_KINDS]
     others += [f"experiment={name} experiment.{module(name).OTHER_MODEL_KEYS[kind]}={model}"
                for name in experiment_names() if kind in getattr(module(name), "OTHER_MODEL_KEYS", {})]
-    instead = f"use {' or '.join(others)}" if others else "no experiment takes it"
     raise UnsupportedModelError(f"{experiment} needs a {' or '.join(takes)} (model={suitable}); {model} is a "
-                                f"{kind}: {instead}")
+                                f"{kind}: use {' or '.join(others)}")
