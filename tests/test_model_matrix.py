@@ -25,8 +25,9 @@ outcomes: dict[tuple[str, str], tuple[str, float, str]] = {}
 
 def write_table() -> None:
     lines = ["| model | experiment | outcome | wall (s) | last line |", "|---|---|---|---|---|"]
-    lines += [f"| {model} | {experiment} | {outcome} | {wall:.0f} | {last.replace('|', '/')} |"
-              for (model, experiment), (outcome, wall, last) in outcomes.items()]
+    for (model, experiment), (outcome, wall, last) in outcomes.items():
+        cell = last.replace("|", "\\|")  # a "|" in the message would end the Markdown cell
+        lines.append(f"| {model} | {experiment} | {outcome} | {wall:.0f} | {cell} |")
     TABLE.parent.mkdir(exist_ok=True)
     TABLE.write_text("\n".join(lines) + "\n")
 
