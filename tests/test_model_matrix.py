@@ -2,7 +2,8 @@
 smoke=true``, with the experiment's own defaults (Caltech-101 parts on where DATA_ROOT holds the data) and random
 weights. Each pair either runs (exit 0) or stops with exit 2 and one line saying why, never a traceback.
 
-Some minutes per model on one core, so the default test run leaves it out (pyproject: ``-m "not model_matrix"``);
+About 50 minutes on one core (VGG16's pairs 15, a transformer's, detector's or segmenter's 2: they stop at the
+config check or build their own networks), so the default test run leaves it out (pyproject: ``-m "not model_matrix"``);
 run it with ``python -m pytest -m model_matrix tests/test_model_matrix.py`` (``-k vgg16`` for one model). Each
 pair's exit code, wall time and last log line go to ``outputs/model_matrix.md`` as the pairs finish.
 """
