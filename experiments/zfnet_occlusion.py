@@ -556,7 +556,8 @@ def main(cfg, out):
         quant += caltech_table(loc)
         notes += (f"\n\nCaltech-101: a logistic-regression head (scikit-learn) on frozen {cfg.model.name} "
                   f"`{layer_role(model, 'late')}` features (what its last linear layer reads) of {n_train} images "
-                  f"({e.caltech_train_per_class} per class, 101 classes), none of them evaluated; {len(loc)} held-out images with object boxes ({loc.category.nunique()} categories) "
+                  f"({e.caltech_train_per_class} per class, 101 classes), none of them evaluated; {len(loc)} held-out "
+                  f"images with object boxes ({loc.category.nunique()} categories) "
                   f"stretched to {size} px. Inside = the occluder's centre lies in the box. Baselines on the same "
                   f"images: the image centre; a uniform position (the share of positions inside the box, i.e. the "
                   f"box-area prior); the position inside the most of the {n_prior} training images' boxes. On the "
