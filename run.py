@@ -14,7 +14,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from cnnvis.config import register_configs  # noqa: E402
-from experiments import experiment_configs  # noqa: E402
+from experiments import experiment_configs, experiment_model_kinds  # noqa: E402
 
 register_configs(experiment_configs())
 
@@ -23,7 +23,7 @@ register_configs(experiment_configs())
 def main(cfg: DictConfig) -> None:
     from cnnvis.runner import run_experiment
 
-    run_experiment(cfg, importlib.import_module(f"experiments.{cfg.experiment.name}").main)
+    run_experiment(cfg, importlib.import_module(f"experiments.{cfg.experiment.name}").main, experiment_model_kinds())
 
 
 if __name__ == "__main__":

@@ -24,13 +24,16 @@ from cnnvis import featurevis as fv
 from cnnvis.activation_max import PRESETS, dataset_maxima, maximize, with_overrides
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import build_model, resolve_layers
+from cnnvis.models import CNN, build_model, resolve_layers
 from cnnvis.objectives import channel, class_logit, diversity, objective_values, unit
 from cnnvis.plotting.activation_max import class_grid, sweep_grid, unit_grid
 from cnnvis.runner import images_from_config, model_from_config
 
 # A varied set: fish, birds, dog, big cat, insect, objects, vehicle, fruit, food, scene.
 DEFAULT_CLASSES = [1, 130, 145, 207, 291, 323, 417, 504, 817, 948, 963, 980]
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass
@@ -273,6 +276,7 @@ def main(cfg, out):
     if e.target not in ("channel", "unit"):
         raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
     size = 64 if cfg.smoke else e.size
+    cfg.model.input_size = size  # the model sees only images of this side (AlexNet's and ZFNet's fc6 is sized by it)
     images = images_from_config(cfg, size)  # data first: a missing dataset fails before anything is written
     zf_images = images_from_config(cfg, e.zfnet_input_size) if e.zfnet_checkpoint else None
     model = model_from_config(cfg)

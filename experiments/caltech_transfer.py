@@ -38,6 +38,9 @@ PAPER_ROW = {"pretrained": "ImageNet-pretrained convnet", "scratch": "non-pretra
 TABLE = {"caltech101": "table4_caltech101", "caltech256": "table5_caltech256"}
 
 
+MODEL_KINDS = None  # builds its own networks (experiment.backbones, experiment.scratch_models): model= is not read
+
+
 @dataclass
 class Config(ExperimentConfig):
     datasets: list[str] = field(default_factory=lambda: ["caltech101", "caltech256"])

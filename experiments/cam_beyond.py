@@ -30,7 +30,8 @@ from cnnvis import runner
 from cnnvis.cams import GradCAM
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import DRAWN_HEAD, RANDOM_INIT, build_model, frozen, resolve_layers
+from cnnvis.models import (CNN, DETECTOR, DRAWN_HEAD, RANDOM_INIT, SEGMENTER, TRANSFORMER, build_model, frozen,
+                           resolve_layers)
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
 from cnnvis.runner import model_from_config
 from cnnvis.targets import ClassScore, DetectionBox, SegmentationRegion
@@ -58,6 +59,10 @@ TARGET_DEFINITIONS = {
                      "region M = {(i, j): argmax_k z_k(i, j) = c}, c the non-background class predicted on the most "
                      "pixels (background when no pixel has another class) (SegmentationRegion(c, M))"),
 }
+
+
+MODEL_KINDS = [CNN, TRANSFORMER]  # the networks it runs (cnnvis.config.check_model_kind)
+OTHER_MODEL_KEYS = {DETECTOR: "detector", SEGMENTER: "segmenter"}  # experiment keys for the other kinds
 
 
 @dataclass
@@ -327,6 +332,7 @@ def main(cfg, out):
     images = load_examples(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
     picks = pick_images(images.labels, list(e.classes), min(e.images, 2) if cfg.smoke else e.images)
     size = SMOKE_SIZE if cfg.smoke else cfg.model.input_size
+    cfg.model.input_size = size  # the model is built for the images it sees (AlexNet's and ZFNet's fc6 is sized by it)
     x = images.tensors(picks)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "vgg16": 31.2, "vgg16-gap": 33.4}
 
 
+MODEL_KINDS = None  # trains its own networks (experiment.variants) at model.input_size: model= is not read
+
+
 @dataclass
 class Config(ExperimentConfig):
     variants: list[str] = field(default_factory=lambda: ["alexnet", "alexnet-gap"])  # plain names or GAP_VARIANTS

@@ -25,7 +25,8 @@ from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
 from cnnvis.deconvnet import has_switches
-from cnnvis.models import fold_batchnorm, frozen, resolve_layers
+from cnnvis.gap import feeds_gap_head
+from cnnvis.models import CNN, TRANSFORMER, UnsupportedModelError, fold_batchnorm, frozen, resolve_layers
 from cnnvis.plotting.cams import curves_figure, method_grid
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion
@@ -48,6 +49,9 @@ PAPERS = {
 }
 METRICS = ["loc_err_15", "loc_err_20", "pointing_game", "average_drop", "increase_in_confidence", "deletion_auc",
            "insertion_auc"]
+
+
+MODEL_KINDS = [CNN, TRANSFORMER]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass
@@ -308,6 +312,11 @@ def main(cfg, out):
     caltech, caltech_boxes = caltech_with_boxes(cfg, ecfg.caltech_images)
     model = model_from_config(cfg)
     ecfg.layer = resolve_layers(model, ecfg.layer, "last_conv", "experiment.layer")
+    if "cam" in ecfg.methods and not feeds_gap_head(model, ecfg.layer):
+        raise UnsupportedModelError(
+            f"cam (Zhou et al. 2016) needs a layer that only global average pooling and the linear head follow; "
+            f"{cfg.model.name}'s {ecfg.layer} is not one: take cam out of experiment.methods, or use "
+            f"model=resnet18 | efficientnet_lite0 (experiment=cam_gap trains GAP variants of alexnet, zfnet, vgg16)")
     ecfg.layercam_layers = resolve_layers(model, ecfg.layercam_layers, "layercam", "experiment.layercam_layers")
     frozen(model)
     size = cfg.model.input_size

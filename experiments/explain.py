@@ -19,10 +19,13 @@ import torch
 from cnnvis.cams import METHODS, as_map, make_method
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
-from cnnvis.models import frozen, resolve_layers
+from cnnvis.models import CNN, TRANSFORMER, frozen, resolve_layers
 from cnnvis.plotting.explain import explain_figure
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
+
+
+MODEL_KINDS = [CNN, TRANSFORMER]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

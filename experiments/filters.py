@@ -17,12 +17,15 @@ from torch import nn
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.models import get_layer
+from cnnvis.models import CNN, get_layer
 from cnnvis.plotting.filters import feature_maps, filter_grid
 from cnnvis.runner import images_from_config, model_from_config
 
 log = logging.getLogger(__name__)
 PRODUCER = "python run.py experiment=zfnet_conv1_ablation"
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

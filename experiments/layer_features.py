@@ -19,7 +19,7 @@ import pandas as pd
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.plotting.transfer import accuracy_vs_depth
-from cnnvis.models import resolve_layers
+from cnnvis.models import CNN, resolve_layers
 from cnnvis.runner import model_from_config
 from cnnvis.stats import t_mean
 from cnnvis.transfer import cv_fold_accuracies, extract_features, fold_estimate, load_datasets
@@ -39,6 +39,9 @@ PAPER = {
 }
 PAPER_COLUMN = {"caltech101": 0, "caltech256": 1}
 ZFNET_DEPTH = 7  # conv1-conv5, fc6, fc7
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

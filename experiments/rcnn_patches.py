@@ -10,7 +10,7 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.mining import top_activations
-from cnnvis.models import resolve_layers
+from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import square_tile, unit_rows_figure
 from cnnvis.receptive_field import crop_patch, geometry
 from cnnvis.runner import images_from_config, model_from_config, resolve_device
@@ -18,6 +18,9 @@ from cnnvis.runner import images_from_config, model_from_config, resolve_device
 from experiments.zfnet_deconv import chance_purity, label_purity, pick_maps
 
 log = logging.getLogger(__name__)
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

@@ -32,6 +32,9 @@ FALLBACKS = ("efficientnet_lite0", "scratch")
 NOTES_BEST_VAL = {"caltech101": "96.88 (epoch 8)", "caltech256": "94.72"}
 
 
+MODEL_KINDS = None  # builds its own network (resnet18, else experiment.fallback): model= is not read
+
+
 @dataclass
 class Config(ExperimentConfig):
     datasets: list[str] = field(default_factory=lambda: ["caltech101", "caltech256"])

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from cnnvis.ablations import build_model_at_width
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
-from cnnvis.models import frozen, resolve_layers
+from cnnvis.models import CNN, frozen, resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
@@ -42,6 +42,9 @@ EDGE = "baseline: edge detector"
 PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
                   "guided_gradcam": INSENSITIVE}
 TRAIN_COMMAND = "python run.py experiment=train"
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

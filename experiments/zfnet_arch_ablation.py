@@ -19,6 +19,9 @@ from cnnvis.stats import t_mean
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
 
+MODEL_KINDS = None  # trains its own ZFNet variants at model.input_size: model= is not read
+
+
 @dataclass
 class Config(ExperimentConfig):
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -27,6 +27,9 @@ TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
 LABELS = {"zfnet": "ZFNet conv1 7x7/2", "alexnet_conv1": "AlexNet conv1 11x11/4"}
 
 
+MODEL_KINDS = None  # trains its own networks (experiment.arms) at model.input_size: model= is not read
+
+
 @dataclass
 class Config(ExperimentConfig):
     train: TrainConfig = field(default_factory=TrainConfig)

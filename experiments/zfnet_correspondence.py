@@ -25,7 +25,7 @@ import torch
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.models import IMAGENET_MEAN, resolve_layers
+from cnnvis.models import CNN, IMAGENET_MEAN, resolve_layers
 from cnnvis.plotting import to_image
 from cnnvis.data import decode_to_cache, index_dataset
 from cnnvis.runner import model_from_config
@@ -34,6 +34,9 @@ from cnnvis.stats import bootstrap_mean, paired_difference
 PARTS = ("right_eye", "left_eye", "nose")
 # Table 1 of the paper, layer 5 (ZFNet's last conv layer), mean over their repeats
 PAPER_LAYER5 = {"right_eye": 0.067, "left_eye": 0.069, "nose": 0.079, "random": 0.107}
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

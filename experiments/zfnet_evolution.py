@@ -14,8 +14,12 @@ import torch
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
 from cnnvis.ablations import build_model_at_width
+from cnnvis.models import CNN
 from cnnvis.plotting.training import evolution_grid
 from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

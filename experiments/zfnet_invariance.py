@@ -18,13 +18,16 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.invariance import (KINDS, change_ratio, invariance_curves, linearity, output_not_invariant, output_stable,
                                probability_drop, quasi_linear, relative_distance, smallest_steps, top_changes_less,
                                transform, unrelated_ratio)
-from cnnvis.models import resolve_layers
+from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.invariance import invariance_figure
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import bootstrap_mean
 
 PAPER = "Zeiler & Fergus 2014"
 NAMES = {"translate_y": "vertical translation", "scale": "scaling", "rotate": "rotation"}
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass

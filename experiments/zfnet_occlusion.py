@@ -25,7 +25,7 @@ from cnnvis.data import (DatasetNotFoundError, caltech101_boxes, decode_to_cache
 from cnnvis.deconvnet import deconv_project, switch_chain
 from cnnvis.hooks import activations
 from cnnvis.mining import top_activations
-from cnnvis.models import get_layer, replace_head, resolve_layers
+from cnnvis.models import CNN, get_layer, layer_role, replace_head, resolve_layers
 from cnnvis.occlusion import occluder_positions, occlusion_map
 from cnnvis.plotting.occlusion import occlusion_figure
 from cnnvis.receptive_field import crop_patch, receptive_field
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 PAPER = "Zeiler & Fergus 2014"
 LOW_CORRELATION = 0.3  # map (b) and map (d) "disagree" on an image when they correlate below this
 DISAGREEMENT_SHARE = 0.05  # ... and the disagreement is a regular event, not a one-off, above this share of images
+
+
+MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
 
 @dataclass
@@ -174,12 +177,13 @@ def quantitative_drop(model, images, cfg, fill, rng) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@torch.no_grad()
-def pooled_features(model, images, size, batch_size=32) -> np.ndarray:
+def head_inputs(model, images, size, batch_size=32) -> np.ndarray:
+    """The vectors the model's last linear layer reads (its ``late`` layer: pooled features or fc7), per image."""
+    late = layer_role(model, "late")
     feats = []
     for start in tqdm(range(0, len(images), batch_size), desc="caltech features", leave=False):
         x = images.tensors(np.arange(start, min(start + batch_size, len(images))), size)
-        feats.append(model.pool(model.features(model.normalize(x))))
+        feats.append(activations(model, x, [late])[late])
     return torch.cat(feats).numpy()
 
 
@@ -252,7 +256,7 @@ def caltech_localization(model, cfg, rng):
     train_set, eval_set = decode(train), decode(evaluate)
 
     head = LogisticRegression(max_iter=2000, C=1.0)
-    head.fit(pooled_features(model, train_set, size), train_set.labels)
+    head.fit(head_inputs(model, train_set, size), train_set.labels)
     caltech = copy.deepcopy(model)
     replace_head(caltech, len(index.classes))
     caltech.head.weight.data.zero_()
@@ -552,9 +556,10 @@ def main(cfg, out):
             log.warning("Caltech-101 part skipped: %s", err)
     if loc is not None:
         quant += caltech_table(loc)
-        notes += (f"\n\nCaltech-101: a logistic-regression head (scikit-learn) on frozen {cfg.model.name} pooled "
-                  f"features of {n_train} images ({e.caltech_train_per_class} per class, 101 classes), none of them "
-                  f"evaluated; {len(loc)} held-out images with object boxes ({loc.category.nunique()} categories) "
+        notes += (f"\n\nCaltech-101: a logistic-regression head (scikit-learn) on frozen {cfg.model.name} "
+                  f"`{layer_role(model, 'late')}` features (what its last linear layer reads) of {n_train} images "
+                  f"({e.caltech_train_per_class} per class, 101 classes), none of them evaluated; {len(loc)} held-out "
+                  f"images with object boxes ({loc.category.nunique()} categories) "
                   f"stretched to {size} px. Inside = the occluder's centre lies in the box. Baselines on the same "
                   f"images: the image centre; a uniform position (the share of positions inside the box, i.e. the "
                   f"box-area prior); the position inside the most of the {n_prior} training images' boxes. On the "

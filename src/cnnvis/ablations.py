@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnvis.models import ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, conv_stack_classifier, scaled
+from cnnvis.models import (ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, UnsupportedModelError, conv_stack_classifier,
+                           scaled)
 
 CONV1_ARMS = {
     # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
@@ -83,8 +84,9 @@ def build_model_at_width(name: str, num_classes: int, input_size: int, width: fl
     if width == 1.0:
         return build_model(name, num_classes, pretrained, checkpoint, input_size)
     if name not in ("zfnet", "alexnet") or pretrained or checkpoint:
-        raise ValueError(f"experiment.width={width} applies to models trained from scratch of zfnet, alexnet; "
-                         f"use width=1.0 for {name}")
+        raise UnsupportedModelError(f"experiment.width={width} scales zfnet and alexnet trained from scratch only (the "
+                                    f"CPU preset's width): add experiment.width=1.0 for {name}"
+                                    + (" with weights" if pretrained or checkpoint else ""))
     return BUILDERS[name](num_classes, input_size, width=width)
 
 

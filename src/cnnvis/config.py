@@ -119,3 +119,21 @@ def check_config(cfg) -> None:
             valid = ", ".join(f.name for f in fields(schema))
             raise ConfigKeyError(f"unknown key(s) {', '.join(sorted(unknown))} in {group} "
                                  f"({schema.__module__}.{schema.__name__}); valid keys: {valid}")
+
+
+def check_model_kind(experiment: str, model: str, takes: dict[str, tuple[list[str] | None, dict[str, str]]]) -> None:
+    """Fail before anything is loaded when ``experiment`` cannot run ``model``'s kind of network, naming the
+    models it takes and the experiments that take this one. ``takes`` maps each experiment to its module's
+    ``MODEL_KINDS`` (the kinds ``model=`` may have, ``cnnvis.models.MODEL_KINDS``' values; None where it builds its
+    own networks) and ``OTHER_MODEL_KEYS`` (a kind -> the experiment key that takes such a model besides ``model=``),
+    as ``experiments.experiment_model_kinds`` gives them."""
+    from cnnvis.models import MODEL_KINDS, UnsupportedModelError, model_kind
+
+    kind, (kinds, _) = model_kind(model), takes[experiment]
+    if kinds is None or kind in kinds:
+        return
+    suitable = " | ".join(name for name, k in MODEL_KINDS.items() if k in kinds)
+    others = [f"experiment={name}" for name, (k, _) in takes.items() if k is not None and kind in k]
+    others += [f"experiment={name} experiment.{keys[kind]}={model}" for name, (_, keys) in takes.items() if kind in keys]
+    raise UnsupportedModelError(f"{experiment} needs a {' or '.join(kinds)} (model={suitable}); {model} is a "
+                                f"{kind}: use {' or '.join(others)}")

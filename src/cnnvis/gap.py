@@ -60,3 +60,15 @@ def build_gap_model(variant: str, num_classes: int = 1000, input_size: int = 224
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def feeds_gap_head(model: nn.Module, layer: str) -> bool:
+    """Whether ``layer`` is the last layer of ``model``'s conv trunk and only global average pooling and the linear
+    head follow it: where CAM is exact (Zhou et al. 2016). Read from the structure, before any image runs."""
+    if not isinstance(model, ImageClassifier):
+        return False
+    last = f"features.{list(model.features._modules)[-1]}"
+    pools = [m for m in model.pool.modules() if not isinstance(m, (nn.Sequential, nn.Flatten))]
+    global_pool = len(pools) == 1 and isinstance(pools[0], nn.AdaptiveAvgPool2d) and pools[0].output_size in (1, (1, 1))
+    head_alone = all(m is model.head or isinstance(m, (nn.Sequential, nn.Dropout)) for m in model.classifier.modules())
+    return model.layers.get(layer, layer) == last and global_pool and head_alone

@@ -616,6 +616,11 @@ BUILDERS = {
     "efficientnet_lite0": efficientnet_lite0,
 }
 PRETRAINED_BUILTIN = {"resnet18", "vgg16", "efficientnet_lite0"}
+# The kind of network each model name builds; each experiment says which kinds it takes (its MODEL_KINDS).
+CNN, TRANSFORMER, DETECTOR, SEGMENTER = "CNN classifier", "transformer classifier", "detector", "segmenter"
+MODEL_KINDS = {**dict.fromkeys(BUILDERS, CNN), "vit_b_16": TRANSFORMER, "swin_t": TRANSFORMER,
+               "fasterrcnn_mobilenet_v3_large_fpn": DETECTOR, "deeplabv3_mobilenet_v3_large": SEGMENTER,
+               "fcn_resnet50": SEGMENTER}
 # Where each model's ImageNet weights come from (alexnet: torchvision's variant, see torchvision_alexnet).
 IMAGENET_WEIGHTS = {
     "alexnet": "torchvision IMAGENET1K_V1",
@@ -629,6 +634,18 @@ OFFLINE_WEIGHTS = {"efficientnet_lite0"}  # ship with a pip package: a library c
 RANDOM_INIT = "random init"
 ZERO_HEAD_STD = 0.01  # the spread cam_beyond drew its random ViT head from before the library did (same maps)
 DRAWN_HEAD = f"{RANDOM_INIT}, head N(0, {ZERO_HEAD_STD:g}^2)"  # random weights whose zero head was drawn
+
+
+class UnsupportedModelError(ValueError):
+    """A model that a procedure cannot run, or an unknown model name: the user's choice, not a bug (``run.py``
+    reports it in one line and exits with status 2)."""
+
+
+def model_kind(name: str) -> str:
+    """The kind of network ``build_model(name)`` builds (a value of ``MODEL_KINDS``)."""
+    if name not in MODEL_KINDS:
+        raise UnsupportedModelError(f"unknown model {name!r}; available: {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[name]
 
 
 def weights_description(name: str, pretrained: bool, checkpoint: str | None = None) -> str:
@@ -763,8 +780,10 @@ def build_model(name: str, num_classes: int = 1000, pretrained: bool | None = No
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {checkpoint} does not fit model={name} at model.input_size={input_size} "
-                             f"(the input size it was trained at, if it differs, changes fc6): {err}") from None
+            mismatch = " ".join(str(err).split())  # one line: torch lists each mismatched tensor on its own
+            raise UnsupportedModelError(f"checkpoint {checkpoint} does not fit model={name} at model.input_size="
+                                        f"{input_size} (the input size it was trained at, if it differs, changes fc6): "
+                                        f"{mismatch}") from None
     if num_classes != model.head.out_features:
         replace_head(model, num_classes)
     model.weights_source = weights_description(name, pretrained, checkpoint)

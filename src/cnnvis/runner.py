@@ -30,9 +30,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnvis import data
-from cnnvis.config import check_config, process_start_ticks
+from cnnvis.config import check_config, check_model_kind, process_start_ticks
 from cnnvis.data import DatasetNotFoundError, load_images
-from cnnvis.models import build_model
+from cnnvis.models import UnsupportedModelError, build_model
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
 from cnnvis.threads import apply_threads
 
@@ -148,8 +148,10 @@ def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
     return removed
 
 
-def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None]) -> dict:
-    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None)."""
+def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None],
+                   model_kinds: dict[str, tuple[list[str] | None, dict[str, str]]]) -> dict:
+    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None).
+    ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
@@ -160,12 +162,13 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
     start = time.time()
     try:
         check_config(cfg)
+        check_model_kind(cfg.experiment.name, cfg.model.name, model_kinds)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
         metrics = main(cfg, Results(staged)) or {}
-    except DatasetNotFoundError as err:  # a user error, not a bug: the message without a traceback
+    except (DatasetNotFoundError, UnsupportedModelError) as err:  # user errors, not bugs: the message, no traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
         log.error("%s", err)
