@@ -22,6 +22,13 @@ def test_converged_run_above_chance_passes():
     assert gate.passed, gate.reason
 
 
+def test_a_fitted_loss_still_halving_counts_as_a_plateau():
+    fitted = history([1.0, 0.04, 0.02, 0.01, 0.005], [0.5, 1.0, 1.0, 1.0, 1.0])
+    gate = training_gate(fitted, 80, 100, 10)
+    assert gate.passed and "fell 87.5 %" in gate.reason
+    assert not training_gate(fitted, 80, 100, 10, fitted_loss=0.001).passed
+
+
 @pytest.mark.parametrize("losses, top1, correct, why", [
     ([2.0, 1.5, 1.0, 0.6, 0.3], [0.3, 0.5, 0.7, 0.9, 0.95], 80, "fell 80.0 %"),  # still falling
     ([2.0, 2.0, 2.0, 2.0, 2.0], [0.5, 0.5, 0.5, 0.5, 0.5], 80, "training top-1 0.500"),  # plateau far from fitting
@@ -109,6 +116,8 @@ def test_combine_lists_the_failed_gates():
     both = combine(Gate(True, "a ok"), Gate(False, "b low"))
     assert not both.passed and both.reason == "b low"
     assert combine(Gate(True, "a"), Gate(True, "b")).reason == "a; b"
+    three = combine(Gate(False, "x low"), Gate(True, "ok"), Gate(False, "y low"))
+    assert not three.passed and three.reason == "x low (and 1 more of 3 failed)"
 
 
 def test_shape_mismatch_is_a_clear_error():

@@ -3,7 +3,8 @@
 Two tests, each a stated rule computed from numbers the run already has:
 
 - ``training_gate``: training has converged (the training loss's relative drop over the last ``window`` epochs is
-  below ``max_relative_drop``, and the last epoch's training top-1 is at least ``min_train_top1``) and held-out
+  below ``max_relative_drop`` or the loss is below ``fitted_loss``, and the last epoch's training top-1 is at least
+  ``min_train_top1``) and held-out
   top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds chance by ``min_margin``).
 - ``filter_gate``: where conv1 filters are shown or judged, their change from initialization W - W0 has structure
   white noise lacks. Per filter, the *spectral concentration* of W - W0 (the share of its 2-D power spectrum,
@@ -17,12 +18,13 @@ A failed gate turns every claim that needs training into "not comparable (undert
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cnnvis.claims import NOT_COMPARABLE, Claim
 from cnnvis.stats import proportion
 
 
@@ -38,24 +40,38 @@ class Gate:
 
 
 def combine(*gates: Gate) -> Gate:
-    """All must pass; the reason lists the failed ones (or all, when every one passed)."""
+    """All must pass; the reason is the first failed gate's (with how many others failed), or all of them when
+    every one passed."""
     failed = [g for g in gates if not g.passed]
-    return Gate(not failed, "; ".join(g.reason for g in (failed or gates)))
+    if not failed:
+        return Gate(True, "; ".join(g.reason for g in gates))
+    more = f" (and {len(failed) - 1} more of {len(gates)} failed)" if len(failed) > 1 else ""
+    return Gate(False, failed[0].reason + more)
 
 
 def undertrained(gate: Gate) -> str:
-    """The verdict text of a claim that needs training when the gate failed."""
+    """What a claim that needs training says when the gate failed."""
     return f"not comparable (undertrained: {gate.reason})"
+
+
+def gated(claim: Claim, gate: Gate | None) -> Claim:
+    """``claim`` as computed when ``gate`` passed (or is None); else its verdict is "not comparable" and its
+    ``ours`` ends with "(undertrained: <the gate's numbers>)"."""
+    if gate is None or gate.passed:
+        return claim
+    return replace(claim, ours=f"{claim.ours}; not comparable (undertrained: {gate.reason})", verdict=NOT_COMPARABLE)
 
 
 # ---------------------------------------------------------------- convergence and held-out accuracy
 
 
 def training_gate(history: pd.DataFrame, held_out_correct: int, held_out_n: int, n_classes: int, window: int = 3,
-                  max_relative_drop: float = 0.10, min_train_top1: float = 0.90, min_margin: float = 0.10) -> Gate:
+                  max_relative_drop: float = 0.10, min_train_top1: float = 0.90, min_margin: float = 0.10,
+                  fitted_loss: float = 0.05) -> Gate:
     """Converged and above chance (module docstring). ``history`` has one row per epoch with ``train_loss``
     and ``train_top1`` (what ``cnnvis.training.fit`` returns); a run shorter than ``window + 1`` epochs has no
-    plateau to show and fails."""
+    plateau to show and fails. A loss below ``fitted_loss`` nats (the true class's mean probability above about
+    0.95) counts as a plateau however fast it still falls relatively (a fitted training set's loss keeps halving)."""
     if n_classes < 2 or held_out_n < 1:
         raise ValueError(f"the gate needs at least 2 classes and 1 held-out image (got {n_classes}, {held_out_n})")
     loss = history["train_loss"].to_numpy(dtype=float)
@@ -66,8 +82,9 @@ def training_gate(history: pd.DataFrame, held_out_correct: int, held_out_n: int,
     else:
         before = loss[-window - 1]
         drop = (before - loss[-1]) / before if before > 0 else 0.0
-        plateau = bool(np.isfinite(drop) and drop < max_relative_drop)
-        plateau_text = f"training loss fell {100 * drop:.1f} % over the last {window} epochs (bound {100 * max_relative_drop:g} %)"
+        plateau = bool(np.isfinite(drop) and (drop < max_relative_drop or loss[-1] < fitted_loss))
+        plateau_text = (f"training loss {loss[-1]:.3g} fell {100 * drop:.1f} % over the last {window} epochs (bound "
+                        f"{100 * max_relative_drop:g} %, or a loss below {fitted_loss:g})")
     fitted = bool(np.isfinite(top1) and top1 >= min_train_top1)
     chance = 1 / n_classes
     held = proportion(held_out_correct, held_out_n)
