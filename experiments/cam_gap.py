@@ -31,7 +31,7 @@ from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER, build_gap_model, count_parameters
-from cnnvis.gate import combine, gated, training_gate
+from cnnvis.gate import figure_note, gate_rows, gated, training_gate
 from cnnvis.models import build_model
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
@@ -165,32 +165,21 @@ def main_scratch(cfg, out):
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
               notes=text + warning)
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
-    gate = combine(*(training_gate_row(r) for r in runs.itertuples()))
+    gate = gate_rows(runs, "{network} seed {seed}")
     out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
               notes=text)
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
-                               f"green: object box; trained from scratch on Caltech-101{gate_title(gate)}",
+                               f"green: object box; trained from scratch on Caltech-101{figure_note(gate)}",
                                figure_labels, figure_boxes), "cam_maps")
-    out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget){gate_title(gate)}"),
+    out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget){figure_note(gate)}"),
                "training_curves")
     means = runs.groupby("network", sort=False)[["test_top1_err", "loc_err_top1", "loc_err_gt_known"]].mean()
     return {"trained_enough": int(gate.passed),
             **{f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}}
 
 
-def training_gate_row(r):
-    from cnnvis.gate import Gate
 
-    return Gate(bool(r.trained_enough), f"{r.network} seed {r.seed}: {r.gate}")
-
-
-def gate_title(gate) -> str:
-    """What a figure title says of a run that failed the trained-enough gate (nothing when it passed)."""
-    if gate.passed:
-        return ""
-    first = gate.reason.split("; ")[0]
-    return f"\nUNDERTRAINED (not comparable): {first}"
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -331,10 +320,10 @@ def main_surgery(cfg, out):
     pick = sorted(first.values())[:e.figure_images]
     if pick and shown:
         idx = [int(fold0_test[p]) for p in pick]
-        gate = combine(*(training_gate_row_fold(r) for r in runs.itertuples()))
+        gate = gate_rows(runs, "{network} fold {fold}")
         title = (f"CAM of the true class after GAP surgery on {network}, cut after each layer (added 3x3 conv of "
                  f"{s.width} + GAP + linear, trunk frozen); Caltech-101 fold 0 test images; green: object box"
-                 f"{gate_title(gate)}")
+                 f"{figure_note(gate)}")
         maps_shown = {(f"{k} ({int(runs[runs.network == k].grid.iloc[0])}x)" if k != uncut else f"uncut {k}"):
                       v[torch.as_tensor(pick)] for k, v in shown.items()}
         out.figure(method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx],
@@ -345,12 +334,6 @@ def main_surgery(cfg, out):
         if pd.notna(r.loc_gt_known):
             metrics[f"{r.Index}/loc_gt_known"] = float(r.loc_gt_known)
     return metrics
-
-
-def training_gate_row_fold(r):
-    from cnnvis.gate import Gate
-
-    return Gate(bool(r.trained_enough), f"{r.network} fold {r.fold}: {r.gate}")
 
 
 def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_per_class, folds, epochs, network):

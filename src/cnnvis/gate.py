@@ -139,3 +139,17 @@ def filter_gate(per_filter: pd.DataFrame, arm: str = "conv1", min_structured_sha
     return Gate(passed, f"{arm}: {share.format(2)} of filters' W - W0 beyond white noise's 95th percentile "
                         f"(lower bound needs > {min_structured_share:g}; median spectral concentration {median:.3f} "
                         f"vs noise q95 {float(per_filter['noise_q95'].iloc[0]):.3f})")
+
+
+def figure_note(gate: Gate) -> str:
+    """What a figure title adds for a run that failed the gate: a second line with its first failed reason
+    (nothing when it passed)."""
+    if gate.passed:
+        return ""
+    return f"\nUNDERTRAINED (not comparable): {gate.reason.split('; ')[0]}"
+
+
+def gate_rows(runs: pd.DataFrame, label: str) -> Gate:
+    """The gates recorded in a runs table (columns ``trained_enough`` and ``gate``), each named by ``label``
+    formatted with the row (e.g. "{network} seed {seed}"), combined."""
+    return combine(*(Gate(bool(r["trained_enough"]), f"{label.format(**r)}: {r['gate']}") for _, r in runs.iterrows()))
