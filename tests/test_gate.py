@@ -123,3 +123,33 @@ def test_combine_lists_the_failed_gates():
 def test_shape_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="differ in shape"):
         filter_structure(torch.zeros(2, 3, 5, 5), torch.zeros(2, 3, 7, 7))
+
+
+def test_initial_model_is_the_weights_fit_starts_from(tmp_path):
+    from cnnvis.run_gate import initial_model
+
+    def build():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
+
+    for recipe in (TrainConfig(epochs=0, kaiming_init=True, linear_init_std=0.01, amp=False),
+                   TrainConfig(epochs=0, paper_init=True, amp=False), TrainConfig(epochs=0, amp=False)):
+        torch.manual_seed(5)
+        started = build()
+        fit(started, TensorDataset(torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)), None, recipe,
+            tmp_path / str(id(recipe)), seed=5)  # 0 epochs: fit only initializes
+        rebuilt = initial_model(build, recipe, 5)
+        for a, b in zip(started.state_dict().values(), rebuilt.state_dict().values()):
+            assert torch.equal(a, b)
+
+
+def test_run_gate_adds_the_filter_gate_when_conv1_is_given():
+    from cnnvis.run_gate import run_gate
+
+    flat = history([1.0, 0.1, 0.1, 0.1, 0.1], [0.5, 1.0, 1.0, 1.0, 1.0])
+    gate, structure = run_gate(flat, 0.8, 100, 10)
+    assert gate.passed and structure is None
+    w0 = torch.randn(48, 3, 7, 7, generator=torch.Generator().manual_seed(0)) * 0.1
+    gate, structure = run_gate(flat, 0.8, 100, 10, w0 + 0.01 * torch.randn(48, 3, 7, 7), w0, "zfnet conv1")
+    assert not gate.passed and gate.reason.startswith("zfnet conv1: ") and len(structure) == 48
+    gate, _ = run_gate(flat, 0.8, 100, 10, w0 + gabor_and_blob_bank(), w0)
+    assert gate.passed
