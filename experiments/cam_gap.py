@@ -293,11 +293,11 @@ def main_surgery(cfg, out):
     labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
     names = [images.classes[c] for c in classes]
     gt_boxes = np.stack([images.box_in_image(j, boxes[p], size) for j, p in enumerate(images.paths)])
-    maps = cut_maps(model, images, [*cuts, uncut], size, cfg.cache_dir, f"{m.name}-{model.weights_source}",
+    maps = cut_maps(model, images, [*cuts, uncut], size, cfg.cache_dir, m.name,
                     next(model.parameters()).device)
     spatial = {**{c: True for c in cuts}, uncut: uncut_spatial}
     epochs = 2 if cfg.smoke else s.epochs
-    runs, hits, (shown, fold0_test) = run_folds(
+    runs, hits, (shown, fold0_test), histories = run_folds(
         maps, spatial, labels, gt_boxes, len(classes), train_per_class, folds, cfg.seed, s.width, epochs, s.lr,
         s.batch_size, s.weight_decay, size, e.threshold, uncut)
     baselines = baseline_hits(gt_boxes, size)
@@ -313,6 +313,8 @@ def main_surgery(cfg, out):
               notes=text)
     out.table(claims_frame(claims), "claims", title="CAM paper: GAP surgery's claims, decided by stated rules",
               notes=text)
+    out.table(histories, "head_histories", title="GAP surgery: each added head's training, epoch by epoch (what "
+              "the trained-enough gate reads)", notes=text)
     # figure: fold 0's first test image of each of the first figure_images classes
     first = {}
     for pos, j in enumerate(fold0_test):

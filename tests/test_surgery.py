@@ -61,11 +61,12 @@ def blob_data(n_per_class=12, classes=3, side=32, seed=0):
 
 def test_run_folds_counts_each_tested_image_and_beats_the_baselines_on_blobs():
     maps, labels, boxes = blob_data()
-    runs, hits, (shown, fold0) = run_folds({"cut": maps, "head": maps}, {"cut": True, "head": True}, labels, boxes,
+    runs, hits, (shown, fold0), histories = run_folds({"cut": maps, "head": maps}, {"cut": True, "head": True}, labels, boxes,
                                            3, 4, 2, 0, 16, 25, 1e-2, 8, 0.0, 32, 0.2, "head")
     assert list(runs.network) == ["cut", "head", "cut", "head"] and set(runs.fold) == {0, 1}
     assert (hits["cut"]["tested"] <= 2).all() and hits["cut"]["tested"].sum() == 2 * 8 * 3
     assert shown["cut"].shape == (len(fold0), 32, 32) and runs.trained_enough.all()
+    assert len(histories) == 4 * 25 and list(histories.columns[:3]) == ["network", "fold", "epoch"]
     assert (runs.mean_class_accuracy == 100).all()
     rate = per_image_rate(hits["head"])  # GAP + linear on the maps themselves: the CAM is the class's channel
     base = baseline_hits(boxes, 32)
@@ -145,7 +146,7 @@ def test_surgery_runs_on_torchvision_networks_from_cached_weights(tmp_path, monk
     assert all(maps[c].ndim == 4 for c in cuts) and maps[uncut].ndim == 2 and not spatial  # fc7: no CAM
     assert (tmp_path / "cache" / "features").is_dir()  # through transfer's feature cache
     boxes = np.tile([0, 0, size / 2, size / 2], (8, 1))
-    runs, hits, _ = run_folds(maps, {**{c: True for c in cuts}, uncut: False}, labels, boxes, 2, 2, 1, 0, 8, 2,
+    runs, hits, _, _ = run_folds(maps, {**{c: True for c in cuts}, uncut: False}, labels, boxes, 2, 2, 1, 0, 8, 2,
                               1e-3, 4, 0.0, size, 0.2, uncut)
     assert set(runs.network) == {*cuts, uncut} and set(hits) == set(cuts)
     assert runs.loc[runs.network == uncut, "loc_gt_known"].isna().all()

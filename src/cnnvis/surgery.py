@@ -55,10 +55,11 @@ def run_folds(maps: dict[str, torch.Tensor], spatial: dict[str, bool], labels, b
               train_per_class: int, folds: int, seed: int, width: int, epochs: int, lr: float, batch_size: int,
               weight_decay: float, size: int, threshold: float, uncut: str):
     """Train the added layers on every cut (and a new classifier on ``uncut``) per fold. Returns (runs: one row
-    per network x fold, hits: {network: {"gt": (N,), "top1": (N,), "tested": (N,)}} counted over folds, fold 0's
-    true-class CAMs {network: (N_test, size, size)} with its test indices)."""
+    per network x fold, hits: {network: {"gt": (N,), "top1": (N,), "tested": (N,)}} counted over folds, (fold 0's
+    true-class CAMs {network: (N_test, size, size)}, its test indices), histories: one row per network x fold x
+    epoch)."""
     labels = np.asarray(labels)
-    rows, hits, shown = [], {}, {}
+    rows, hits, shown, histories = [], {}, {}, []
     splits = list(scored_folds(labels, train_per_class, None, folds, seed))
     for fold, (train, test) in enumerate(tqdm(splits, desc="folds")):
         y_train, y_test = torch.as_tensor(labels[train]), torch.as_tensor(labels[test])
@@ -66,6 +67,7 @@ def run_folds(maps: dict[str, torch.Tensor], spatial: dict[str, bool], labels, b
             torch.manual_seed(seed * 1000 + fold)
             head = GapHead(m.shape[1], n_classes, 0 if name == uncut else width)
             history = train_head(head, m[train], y_train, epochs, lr, batch_size, weight_decay, seed * 1000 + fold)
+            histories.append(history.assign(network=name, fold=fold))
             predicted = predict_head(head, m[test])
             correct = int((predicted == y_test).sum())
             gate = training_gate(history, correct, len(test), n_classes)
@@ -84,7 +86,8 @@ def run_folds(maps: dict[str, torch.Tensor], spatial: dict[str, bool], labels, b
                 if fold == 0:
                     shown[name] = cams
             rows.append(row)
-    return pd.DataFrame(rows), hits, (shown, splits[0][1])
+    columns = ["network", "fold", "epoch", "train_loss", "train_top1", "seconds"]
+    return pd.DataFrame(rows), hits, (shown, splits[0][1]), pd.concat(histories, ignore_index=True)[columns]
 
 
 def baseline_hits(boxes, size: int) -> dict[str, np.ndarray]:
