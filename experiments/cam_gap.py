@@ -323,9 +323,8 @@ def main_surgery(cfg, out):
     if pick and shown:
         idx = [int(fold0_test[p]) for p in pick]
         gate = gate_rows(runs, "{network} fold {fold}")
-        title = (f"CAM of the true class after GAP surgery on {network}, cut after each layer (added 3x3 conv of "
-                 f"{s.width} + GAP + linear, trunk frozen); Caltech-101 fold 0 test images; green: object box"
-                 f"{figure_note(gate)}")
+        title = (f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
+                 f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
         maps_shown = {(f"{k} ({int(runs[runs.network == k].grid.iloc[0])}x)" if k != uncut else f"uncut {k}"):
                       v[torch.as_tensor(pick)] for k, v in shown.items()}
         out.figure(method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx],
