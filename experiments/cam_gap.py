@@ -325,10 +325,12 @@ def main_surgery(cfg, out):
         gate = gate_rows(runs, "{network} fold {fold}")
         title = (f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
                  f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
-        maps_shown = {(f"{k} ({int(runs[runs.network == k].grid.iloc[0])}x)" if k != uncut else f"uncut {k}"):
+        side = {k: int(runs[runs.network == k].grid.iloc[0]) for k in shown}
+        maps_shown = {(f"{k} ({side[k]}x{side[k]} CAM)" if k != uncut else f"uncut {k} ({side[k]}x{side[k]})"):
                       v[torch.as_tensor(pick)] for k, v in shown.items()}
-        out.figure(method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx],
-                               gt_boxes[idx]), "cam_maps")
+        fig = method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx], gt_boxes[idx])
+        fig.subplots_adjust(top=1 - (0.2 * (title.count("\n") + 1) + 0.3) / fig.get_figheight())  # room for the title
+        out.figure(fig, "cam_maps")
     metrics = {"trained_enough": int(passed)}
     for r in runs.groupby("network", sort=False)[["mean_class_accuracy", "loc_gt_known"]].mean().itertuples():
         metrics[f"{r.Index}/mean_class_accuracy"] = float(r.mean_class_accuracy)
