@@ -1,14 +1,24 @@
-"""Zhou et al. 2016 (CAM), Tables 1-2 in miniature: a network and its GAP version (layers after conv5 removed,
-3x3 conv of 1024 units + global average pooling + linear; AlexNet*-GAP with two added convs), trained on
-Caltech-101 under the same budget; their parameter counts and accuracy, and CAM localization on the
+"""Zhou et al. 2016 (CAM): GAP surgery and CAM localization on Caltech-101.
+
+``experiment.mode=surgery`` (the default, as the paper did it): a pretrained network (EfficientNet-Lite0 offline;
+torchvision AlexNet / VGG16 with ``model.pretrained=true`` where their weights are cached) is cut after several
+depths, a 3x3 conv + GAP + linear is added and trained on the frozen trunk's cached maps, per fold of the Caltech
+protocol; accuracy, CAM localization beside the centre-box and full-image baselines and the uncut network's own CAM,
+and the paper's claims by stated rules (``cnnvis.surgery``).
+
+``experiment.mode=scratch`` (``experiment=cam_gap_scratch``): Tables 1-2 in miniature, a network and its GAP version
+(layers after conv5 removed, 3x3 conv of 1024 units + global average pooling + linear; AlexNet*-GAP with two added
+convs) trained from scratch under the same budget; their parameter counts and accuracy, and CAM localization on the
 Caltech-101 categories with object boxes (largest component above 20% of the CAM's maximum, correct when
-IoU >= 0.5). The original network (no GAP: CAM does not apply) is localized with Grad-CAM at conv5.
+IoU >= 0.5). The original network (no GAP: CAM does not apply) is localized with Grad-CAM at conv5. Judged only
+through the trained-enough gate (``cnnvis.gate``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -20,8 +30,9 @@ from cnnvis.cams import CAM, GradCAM
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset
-from cnnvis.gap import GAP_VARIANTS, LAST_CONV, build_gap_model, count_parameters
-from cnnvis.models import build_model
+from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER, build_gap_model, count_parameters
+from cnnvis.gate import figure_note, gate_rows, gated, training_gate
+from cnnvis.models import CNN, UnsupportedModelError, build_model
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.stats import t_mean
@@ -33,11 +44,26 @@ log = logging.getLogger(__name__)
 PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "vgg16": 31.2, "vgg16-gap": 33.4}
 
 
-MODEL_KINDS = None  # trains its own networks (experiment.variants) at model.input_size: model= is not read
+MODEL_KINDS = [CNN]  # the surgery cuts model= (mode=scratch trains experiment.variants at model.input_size)
+
+
+@dataclass
+class SurgeryConfig:
+    cuts: Optional[list[str]] = None  # layers to cut after, shallowest first; None: cnnvis.gap.SURGERY_CUTS[model]
+    width: int = 512  # units of the added 3x3 conv (the paper: 1024)
+    folds: int = 3  # Caltech folds (per class train_per_class training images, the rest of the pool test)
+    pool_per_class: int = 60  # boxed images per class whose maps are cached (train + test of every fold)
+    epochs: int = 30
+    lr: float = 1e-3  # Adam
+    batch_size: int = 32
+    weight_decay: float = 5e-4
+    little_cost_points: float = 5.0  # "GAP costs little": the uncut network's accuracy lead stays below this
 
 
 @dataclass
 class Config(ExperimentConfig):
+    mode: str = "surgery"  # surgery (pretrained trunk, cut, added layers trained) | scratch (the miniature)
+    surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
     variants: list[str] = field(default_factory=lambda: ["alexnet", "alexnet-gap"])  # plain names or GAP_VARIANTS
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, kaiming_init=True))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # training seeds (init, order); the split is cfg.seed's
@@ -77,6 +103,14 @@ def localize(model, name, images, test_set, boxes, size, threshold):
 
 
 def main(cfg, out):
+    if cfg.experiment.mode == "surgery":
+        return main_surgery(cfg, out)
+    if cfg.experiment.mode != "scratch":
+        raise ValueError(f"experiment.mode must be surgery or scratch, got {cfg.experiment.mode!r}")
+    return main_scratch(cfg, out)
+
+
+def main_scratch(cfg, out):
     e = cfg.experiment
     for name in e.variants:
         if name not in GAP_VARIANTS and name not in LAST_CONV:
@@ -97,6 +131,7 @@ def main(cfg, out):
             model.eval()
             histories[f"{name} s{seed}"] = history
             test = evaluate(model, test_set, next(model.parameters()).device)
+            gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             model.cpu()
             found, shown = localize(model, name, images, test_set, boxes, size, e.threshold)
             hit_gt = found["iou_true_class"] >= 0.5
@@ -110,6 +145,7 @@ def main(cfg, out):
                 "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
                 "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
                 "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
+                "trained_enough": gate.passed, "gate": gate.reason,
             })
             log.info("%s seed %d: %s (checkpoints %s)", name, seed, rows[-1], ckpt)
             k = min(e.figure_images, len(shown))
@@ -132,14 +168,21 @@ def main(cfg, out):
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
               notes=text + warning)
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
-    out.table(claims_frame(table1_claims(runs)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
+    gate = gate_rows(runs, "{network} seed {seed}")
+    out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
               notes=text)
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
-                               "green: object box", figure_labels, figure_boxes), "cam_maps")
-    out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget)"), "training_curves")
+                               f"green: object box; trained from scratch on Caltech-101{figure_note(gate)}",
+                               figure_labels, figure_boxes), "cam_maps")
+    out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget){figure_note(gate)}"),
+               "training_curves")
     means = runs.groupby("network", sort=False)[["test_top1_err", "loc_err_top1", "loc_err_gt_known"]].mean()
-    return {f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}
+    return {"trained_enough": int(gate.passed),
+            **{f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}}
+
+
+
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -163,8 +206,9 @@ def seed_differences(runs: pd.DataFrame, worse: str, better: str, column: str = 
     return (wide[worse] - wide[better]).to_numpy()
 
 
-def table1_claims(runs: pd.DataFrame) -> list[Claim]:
-    """The paper's Table 1 orderings, each decided on the t interval over seeds of the per-seed paired difference."""
+def table1_claims(runs: pd.DataFrame, gate=None) -> list[Claim]:
+    """The paper's Table 1 orderings, each decided on the t interval over seeds of the per-seed paired difference;
+    "not comparable (undertrained: ...)" when ``gate`` (the runs' trained-enough gate) failed."""
     ran = set(runs["network"])
     rule = ("yes when the 95 % t interval over seeds of the per-seed difference {what} (top-1 error, points; "
             "same split, same seed) lies above 0")
@@ -172,19 +216,22 @@ def table1_claims(runs: pd.DataFrame) -> list[Claim]:
     for base in [n for n in ran if f"{n}-gap" in ran]:
         diff = t_mean(seed_differences(runs, f"{base}-gap", base))
         paper = PAPER_TOP1_ERR.get(f"{base}-gap", np.nan) - PAPER_TOP1_ERR.get(base, np.nan)
-        claims.append(Claim("Zhou et al. 2016", "Table 1", f"GAP costs {base} some top-1 accuracy",
+        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", f"GAP costs {base} some top-1 accuracy",
                             f"{paper:+.1f} points (ImageNet)" if np.isfinite(paper) else "qualitative",
                             diff.format(1), diff.n, "0 points (GAP costs nothing)",
-                            rule.format(what=f"{base}-gap minus {base}"), decide(diff.above(0))))
+                            rule.format(what=f"{base}-gap minus {base}"), decide(diff.above(0))), gate))
     if {"alexnet-gap", "alexnet*-gap"} <= ran:
         diff = t_mean(seed_differences(runs, "alexnet-gap", "alexnet*-gap"))
-        claims.append(Claim("Zhou et al. 2016", "Table 1", "AlexNet*-GAP (two added convs) recovers part of "
+        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", "AlexNet*-GAP (two added convs) recovers part of "
                             "AlexNet-GAP's cost",
                             f"{PAPER_TOP1_ERR['alexnet-gap'] - PAPER_TOP1_ERR['alexnet*-gap']:+.1f} points (ImageNet "
                             f"{PAPER_TOP1_ERR['alexnet-gap']} -> {PAPER_TOP1_ERR['alexnet*-gap']}% error)",
                             diff.format(1), diff.n, "0 points (the extra conv recovers nothing)",
-                            rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))))
+                            rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))), gate))
     return claims
+
+
+
 
 
 def init_text(recipe) -> str:
@@ -216,3 +263,103 @@ def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
         "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
         + (" SMOKE RUN: 2 training, 1 validation and 1 test image per class." if cfg.smoke else "")
     )
+
+
+# ---------------------------------------------------------------- surgery on a pretrained network (the default)
+
+
+def main_surgery(cfg, out):
+    from cnnvis.data import decode_to_cache, per_class_split, smoke_subset
+    from cnnvis.runner import model_from_config
+    from cnnvis.surgery import baseline_hits, cut_maps, run_folds, summary, surgery_claims
+
+    e, s, m = cfg.experiment, cfg.experiment.surgery, cfg.model
+    if m.name not in SURGERY_CUTS:
+        raise UnsupportedModelError(f"cam_gap's surgery has no cuts for model={m.name}: use model="
+                                    f"{' | '.join(SURGERY_CUTS)} (or experiment=cam_gap_scratch)")
+    if cfg.dataset.name != "caltech101":
+        raise ValueError(f"the surgery's localization needs Caltech-101's boxes; got dataset={cfg.dataset.name}")
+    cuts = list(s.cuts or SURGERY_CUTS[m.name])
+    uncut, uncut_spatial = UNCUT_LAYER[m.name]
+    model = model_from_config(cfg, None if cfg.device == "auto" else cfg.device)
+    size = m.input_size
+    index = index_dataset(cfg.dataset)
+    boxes = caltech101_boxes(index, cfg.dataset.root)
+    index = index.select([i for i, p in enumerate(index.paths) if p in boxes])  # the boxed images only
+    train_per_class, folds, pool_per_class = cfg.dataset.train_per_class or 30, s.folds, s.pool_per_class
+    if cfg.smoke:
+        index, train_per_class, folds, pool_per_class = smoke_subset(index, classes=3, per_class=6), 3, 2, 6
+    pool, _ = per_class_split(index.labels, pool_per_class, 0, 0, cfg.seed)
+    images = decode_to_cache(index.select(pool), cfg.dataset.resize or round(size * 256 / 224),
+                             getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
+                             cfg.dataset.num_workers)
+    classes = np.unique(images.labels)
+    labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
+    names = [images.classes[c] for c in classes]
+    gt_boxes = np.stack([images.box_in_image(j, boxes[p], size) for j, p in enumerate(images.paths)])
+    maps = cut_maps(model, images, [*cuts, uncut], size, cfg.cache_dir, m.name,
+                    next(model.parameters()).device)
+    spatial = {**{c: True for c in cuts}, uncut: uncut_spatial}
+    epochs = 2 if cfg.smoke else s.epochs
+    runs, hits, (shown, fold0_test), histories = run_folds(
+        maps, spatial, labels, gt_boxes, len(classes), train_per_class, folds, cfg.seed, s.width, epochs, s.lr,
+        s.batch_size, s.weight_decay, size, e.threshold, uncut)
+    baselines = baseline_hits(gt_boxes, size)
+    table = summary(runs, hits, baselines)
+    network = f"{m.name} ({model.weights_source})"
+    claims = surgery_claims(runs, hits, baselines, cuts, uncut, s.little_cost_points, m.name)
+    passed = bool(runs.trained_enough.all())
+    text = surgery_notes(cfg, cuts, uncut, uncut_spatial, len(images), len(classes), train_per_class, folds,
+                         epochs, network)
+    out.table(table, "gap_vs_original", title=f"GAP surgery on {network}: accuracy and CAM localization on "
+              f"Caltech-101 ({len(classes)} boxed categories, {size} px)", notes=text)
+    out.table(runs, "runs", title="GAP surgery: every added head (network x fold) with its trained-enough gate",
+              notes=text)
+    out.table(claims_frame(claims), "claims", title="CAM paper: GAP surgery's claims, decided by stated rules",
+              notes=text)
+    out.table(histories, "head_histories", title="GAP surgery: each added head's training, epoch by epoch (what "
+              "the trained-enough gate reads)", notes=text)
+    # figure: fold 0's first test image of each of the first figure_images classes
+    first = {}
+    for pos, j in enumerate(fold0_test):
+        first.setdefault(labels[j], pos)
+    pick = sorted(first.values())[:e.figure_images]
+    if pick and shown:
+        idx = [int(fold0_test[p]) for p in pick]
+        gate = gate_rows(runs, "{network} fold {fold}")
+        title = (f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
+                 f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
+        side = {k: int(runs[runs.network == k].grid.iloc[0]) for k in shown}
+        maps_shown = {(f"{k} ({side[k]}x{side[k]} CAM)" if k != uncut else f"uncut {k} ({side[k]}x{side[k]})"):
+                      v[torch.as_tensor(pick)] for k, v in shown.items()}
+        fig = method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx], gt_boxes[idx])
+        fig.subplots_adjust(top=1 - (0.2 * (title.count("\n") + 1) + 0.3) / fig.get_figheight())  # room for the title
+        out.figure(fig, "cam_maps")
+    metrics = {"trained_enough": int(passed)}
+    for r in runs.groupby("network", sort=False)[["mean_class_accuracy", "loc_gt_known"]].mean().itertuples():
+        metrics[f"{r.Index}/mean_class_accuracy"] = float(r.mean_class_accuracy)
+        if pd.notna(r.loc_gt_known):
+            metrics[f"{r.Index}/loc_gt_known"] = float(r.loc_gt_known)
+    return metrics
+
+
+def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_per_class, folds, epochs, network):
+    s = cfg.experiment.surgery
+    return (
+        f"Network: {network}, cut after {', '.join(cuts)}; at each cut a 3x3 conv of {s.width} units (stride 1, pad 1;"
+        f" the paper: 1024) + ReLU + global average pooling + linear is added. The pretrained trunk is frozen: its "
+        f"maps at every cut are computed once (cached under {cfg.cache_dir}/features) and only the added layers are "
+        f"trained (Adam lr {s.lr}, weight decay {s.weight_decay}, batch {s.batch_size}, {epochs} epochs, no "
+        f"augmentation). Uncut reference: {uncut} + a new linear classifier"
+        f"{' (a GAP network: its own CAM at ' + uncut + ')' if uncut_spatial else ' (no GAP: classification only)'}. "
+        f"Data: the Caltech-101 images with object boxes ({n_classes} categories), up to {s.pool_per_class} per class "
+        f"({n_images} images, seed {cfg.seed}); {folds} folds of {train_per_class} training images per class, the "
+        f"rest of the pool test. Classification: mean per-class accuracy, mean over folds with a 95 % t interval. "
+        f"Localization: CAM of the true class (loc_gt_known) or the predicted one (loc_top1: also the right class), "
+        f"upsampled bilinearly to {cfg.model.input_size} px, box of the largest component above "
+        f"{cfg.experiment.threshold:g} of its maximum, hit at IoU >= 0.5; per image the hit rate over the folds that "
+        "tested it, 95 % bootstrap interval over images. Baselines: the centred box of the other images' mean box "
+        "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
+        "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
+        "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
+        + (" SMOKE RUN: 3 classes of 6 images, 2 folds, 2 epochs." if cfg.smoke else ""))

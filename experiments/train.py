@@ -3,6 +3,8 @@
 Checkpoints go to ``<checkpoint_root>/<model>_<dataset>-<hash of architecture, data, recipe, seed>/``
 (``last.pt`` every epoch, ``epoch_NNN.pt`` for the kept epochs); the same command resumes a killed run.
 The final weights are also exported to a stable path (``export``) for other experiments' figures.
+The run is judged by the trained-enough gate (``cnnvis.run_gate``: converged, validation top-1 clearly above chance,
+conv1's change from its initial weights structured beyond white noise); metrics, titles and notes carry it.
 Under ``torchrun --nproc_per_node=N run.py experiment=train ...`` it trains with DistributedDataParallel.
 """
 
@@ -11,9 +13,11 @@ from typing import Optional
 
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.config import ExperimentConfig
+from cnnvis.gate import figure_note
 from cnnvis.models import CNN
 from cnnvis.plotting.filters import filter_grid
 from cnnvis.plotting.training import training_curves
+from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe, train_val_sets, train_variant
 
 
@@ -51,24 +55,30 @@ def main(cfg, out):
     def progress(history):
         history.to_csv(out.dir / "metrics.csv", index=False)
 
-    model, history, ckpt = train_variant(
-        lambda: build_model_at_width(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained,
-                                     m.checkpoint),
-        m.name, cfg, train_set,
-        val_set, t, cfg.seed, cfg.experiment.classes, on_epoch_end=progress)
+    def build():
+        return build_model_at_width(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained, m.checkpoint)
+
+    model, history, ckpt = train_variant(build, m.name, cfg, train_set, val_set, t, cfg.seed, cfg.experiment.classes,
+                                         on_epoch_end=progress)
     if not is_main_process():
         return {}
+    conv = first_conv(model)
+    gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
+                               conv.weight.detach().cpu(), first_conv(initial_model(build, t, cfg.seed)).weight,
+                               f"{m.name} conv1")
     export = cfg.experiment.export or f"{cfg.experiment.checkpoint_root}/{m.name}_{cfg.dataset.name}/last.pt"
     save_atomic({"model": model.state_dict(), "classes": list(images.classes), "input_size": m.input_size}, export)
     out.table(history, "metrics", title=f"Training {title}",
               notes=recipe_notes(cfg, len(train_set), len(val_set), n_classes)
               + f"\n\nCheckpoints: `{ckpt}` (kept epochs {sorted(p.name for p in ckpt.glob('epoch_*.pt'))}); "
-                f"final weights: `{export}`.")
-    out.figure(training_curves({m.name: history}, f"Training {title}"), "curves")
-    conv = first_conv(model)
+                f"final weights: `{export}`.\n\nTrained-enough gate (cnnvis.gate; held-out: the validation images, "
+                f"which also set the lr plateau): {'passed' if gate.passed else 'FAILED'}: {gate.reason}.")
+    out.table(structure, "conv1_filter_structure", title=f"{m.name} conv1: spectral concentration of W - W0 against "
+              "white noise of the same shape (per filter)")
+    out.figure(training_curves({m.name: history}, f"Training {title}{figure_note(gate)}"), "curves")
     out.figure(filter_grid(conv.weight.cpu(), f"{m.name} conv1 after {len(history)} epochs "
-                           f"({conv.out_channels} filters {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]})"),
-               "conv1_filters")
+                           f"({conv.out_channels} filters {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]})"
+                           f"{figure_note(gate)}"), "conv1_filters")
     last = history.iloc[-1]
-    return {"val_top1": float(last.val_top1), "val_top5": float(last.val_top5), "train_top1": float(last.train_top1),
+    return {"trained_enough": int(gate.passed), "val_top1": float(last.val_top1), "val_top5": float(last.val_top5), "train_top1": float(last.train_top1),
             "epochs": int(last.epoch), "train_seconds": float(history.seconds.sum())}

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 from cnnvis.ablations import ARCH_VARIANTS, PAPER_TABLE3, arch_variant
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
+from cnnvis.gate import figure_note, gate_rows, gated, training_gate
 from cnnvis.plotting.training import ablation_bars, training_curves
 from cnnvis.stats import t_mean
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
@@ -67,12 +68,14 @@ def main(cfg, out):
                                               "zfnet" if variant == "base" else f"zfnet-{variant}", cfg,
                                               train_set, val_set, recipe, seed, e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)
+            gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             rows.append({"variant": variant, "seed": seed, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
                          "train_top1_err": 100 * (1 - history.iloc[-1].train_top1),
                          "test_top1_err": 100 * (1 - test["top1"]), "test_top5_err": 100 * (1 - test["top5"]),
-                         "train_seconds": history.seconds.sum()})
+                         "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
             histories[f"{variant} s{seed}"] = history
     runs = pd.DataFrame(rows)
+    gate = gate_rows(runs, "{variant} seed {seed}")
     runs["test_top1_err_change"] = runs.test_top1_err - runs.seed.map(
         runs[runs.variant == "base"].set_index("seed").test_top1_err)  # paired: same seed, same test images
     changes = {v: t_mean(g.test_top1_err_change) for v, g in runs.groupby("variant", sort=False)}
@@ -94,14 +97,14 @@ def main(cfg, out):
     out.table(table, "table3", title="ZF Table 3: architecture ablations (error %)", notes=scale)
     out.table(runs, "runs", title="ZF Table 3 ablation: every run", notes=scale)
     base_err = t_mean(runs[runs.variant == "base"].test_top1_err)
-    out.table(claims_frame(table3_claims(changes, base_err)), "claims",
+    out.table(claims_frame(table3_claims(changes, base_err, gate)), "claims",
               title="ZF Table 3: the paper's claims, decided over seeds", notes=scale)
     out.figure(ablation_bars(list(table.variant), list(means[table.variant]), list(table.paper_val_top1_err_change),
                              "Change in top-1 error from the base model (percentage points; ours: test split, mean "
-                             "over seeds)", "top-1 error change (points)"), "table3_changes")
-    out.figure(training_curves(histories, "Training curves of the Table 3 variants"), "curves")
+                             f"over seeds){figure_note(gate)}", "top-1 error change (points)"), "table3_changes")
+    out.figure(training_curves(histories, f"Training curves of the Table 3 variants{figure_note(gate)}"), "curves")
     mean_err = runs.groupby("variant", sort=False).test_top1_err.mean()
-    return {"spearman_test_top1_change": rho, "base_test_top1_err": float(mean_err["base"]),
+    return {"trained_enough": int(gate.passed), "spearman_test_top1_change": rho, "base_test_top1_err": float(mean_err["base"]),
             **{f"{v}_test_top1_err": float(err) for v, err in mean_err.items()}}
 
 
@@ -118,14 +121,16 @@ def summary_table(runs: pd.DataFrame, changes: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table3_claims(changes: dict, base_err) -> list[Claim]:
-    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base."""
+def table3_claims(changes: dict, base_err, gate=None) -> list[Claim]:
+    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base;
+    "not comparable (undertrained: ...)" when ``gate`` (every run's trained-enough gate) failed."""
     claims = []
     for claim, variant, rule, holds in CLAIMS:
         if variant not in changes:
             continue
         est = changes[variant]
-        claims.append(Claim("Zeiler & Fergus 2014", "Table 3", claim, f"{paper_delta(variant):+.1f} points (ImageNet)",
-                            est.format(1), est.n, f"the base network's top-1 error: {base_err.format(1)}",
-                            rule, decide(holds(est))))
+        claims.append(gated(Claim("Zeiler & Fergus 2014", "Table 3", claim,
+                                  f"{paper_delta(variant):+.1f} points (ImageNet)", est.format(1), est.n,
+                                  f"the base network's top-1 error: {base_err.format(1)}", rule, decide(holds(est))),
+                            gate))
     return claims

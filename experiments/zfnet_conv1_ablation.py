@@ -4,7 +4,9 @@ Both arms are ZFNet with only conv1 swapped, trained with the same recipe, data 
 Reported: the conv1 filter grids side by side (Fig. 6 (b)/(c)), conv2 features projected to pixels by the
 deconvnet (Fig. 6 (d)/(e)), the fraction of dead conv1 filters, the share of conv1 spectral energy above the
 Nyquist frequency of its stride (before and after training), a grid-artefact score of conv2 projections,
-and top-1/top-5 accuracy.
+and top-1/top-5 accuracy. Judged only when trained (``cnnvis.gate``): every run's training gate (converged, held-out
+top-1 clearly above chance) and, per arm, the structure of conv1's change W - W0 against white noise; the claims
+about conv1 filters and conv2 features need both, the accuracy claim the training gate.
 """
 
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from cnnvis.ablations import (CONV1_ARMS, aliasing_energy_share, conv1_responses
                               first_conv, grid_artifact_score)
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
+from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, gated, training_gate
 from cnnvis.hooks import activations
 from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
 from cnnvis.stats import Estimate, t_mean
@@ -67,7 +70,9 @@ def measure(model, arm: str, seed: int, classes: int, input_size: int, width: fl
     dead_init, _ = dead_filter_fraction(conv1_responses(init_model, val_x), dead_rel_std)
     projections = conv2_projections(model, val_x, units)
     init_projections = conv2_projections(init_model, val_x, units)
+    structure = filter_structure(conv.weight, init_conv.weight)
     return {
+        "conv1_structured_share": float(structure.structured.mean()),
         "dead_conv1_fraction_init": dead_init,
         "dead_conv1_fraction": dead,
         "conv1_energy_above_nyquist_init": float(aliasing_energy_share(init_conv.weight, stride).mean()),
@@ -75,6 +80,7 @@ def measure(model, arm: str, seed: int, classes: int, input_size: int, width: fl
         "conv2_grid_score_init": float(grid_artifact_score(torch.stack(init_projections), stride).mean()),
         "conv2_grid_score": float(grid_artifact_score(torch.stack(projections), stride).mean()),
         "projections": projections,
+        "structure": structure,
     }
 
 
@@ -88,7 +94,7 @@ def main(cfg, out):
     seeds = list(e.seeds[:2] if cfg.smoke else e.seeds)  # a smoke run needs two seeds for an interval, not more
     n_classes, size = len(images.classes), cfg.model.input_size
     val_x = images.tensors(test_set.idx, size)
-    rows, histories, filters, projections = [], {}, {}, {}
+    rows, histories, filters, projections, structures = [], {}, {}, {}, []
     for arm in e.arms:
         for seed in seeds:
             model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, train_set,
@@ -97,9 +103,12 @@ def main(cfg, out):
             model.cpu().eval()
             m = measure(model, arm, seed, n_classes, size, e.width, val_x, e.conv2_units, e.dead_rel_std)
             last = history.iloc[-1]
+            gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
+            structures.append(m["structure"].assign(arm=LABELS[arm], seed=seed))
             rows.append({"arm": LABELS[arm], "seed": seed, "test_top1": test["top1"], "test_top5": test["top5"],
-                         "train_top1": last.train_top1, **{k: v for k, v in m.items() if k != "projections"},
-                         "train_seconds": history.seconds.sum()})
+                         "train_top1": last.train_top1,
+                         **{k: v for k, v in m.items() if k not in ("projections", "structure")},
+                         "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
             histories[f"{LABELS[arm]} s{seed}"] = history
             if seed == seeds[0]:
                 conv = first_conv(model)
@@ -107,7 +116,11 @@ def main(cfg, out):
                 projections[LABELS[arm]] = m["projections"]
 
     per_run = pd.DataFrame(rows)
-    metrics = [c for c in per_run.columns if c not in ("arm", "seed")]
+    per_filter = pd.concat(structures, ignore_index=True)
+    trained = gate_rows(per_run, "{arm} seed {seed}")
+    filters_gate = combine(*(filter_gate(g, arm) for arm, g in per_filter.groupby("arm", sort=False)))
+    both = combine(trained, filters_gate)
+    metrics = [c for c in per_run.columns if c not in ("arm", "seed", "trained_enough", "gate")]
     summary = per_run.groupby("arm", sort=False)[metrics].agg(["mean", "std"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     summary = summary.reset_index()
@@ -116,16 +129,24 @@ def main(cfg, out):
              f"{size} px, channel width x{e.width}, {recipe.epochs} epochs, seeds {seeds}")
     out.table(per_run, "runs", title="ZF Fig. 6 ablation: every run", notes=scale)
     out.table(summary, "summary", title="ZF Fig. 6 ablation: mean and std over seeds", notes=scale)
-    out.table(claims_table(per_run, n_classes), "claims", title="ZF Fig. 6: the paper's claims beside ours",
+    out.table(per_filter[["arm", "seed", "filter", "concentration_change", "concentration_init", "noise_q95",
+                          "structured"]], "conv1_filter_structure",
+              title="conv1 filters: spectral concentration of W - W0 against white noise of the same shape",
+              notes=f"Per filter: the share of the power spectrum of its change from initialization in its 4 largest "
+                    f"frequency bins (cnnvis.gate.spectral_concentration), beside white noise's 95th percentile for "
+                    f"that shape (2000 seeded draws); structured: above it. Per arm: {filters_gate.reason}. "
+                    f"Training gate: {trained.reason}.")
+    out.table(claims_table(per_run, n_classes, trained, filters_gate), "claims", title="ZF Fig. 6: the paper's claims beside ours",
               notes=CLAIM_NOTES + "\n\nOurs: " + scale + ". The paper trains on 1.2M ImageNet "
                     "images for ~70 epochs at full width from N(0, 1e-2) weights; the differences of scale are why a "
                     "verdict here may differ.")
-    out.figure(filter_grids(filters, f"conv1 filters after training (Fig. 6 (b) AlexNet-style, (c) ZFNet); {scale}"),
-               "conv1_filters")
+    out.figure(filter_grids(filters, f"conv1 filters after training (Fig. 6 (b) AlexNet-style, (c) ZFNet); {scale}"
+                            f"{figure_note(both)}"), "conv1_filters")
     out.figure(projection_rows(projections, "conv2 features: deconvnet projections of the most active conv2 channels, "
-                               "each from its strongest held-out image (Fig. 6 (d)/(e))"), "conv2_projections")
-    out.figure(training_curves(histories, f"Training curves ({scale})"), "curves")
-    result = {}
+                               f"each from its strongest held-out image (Fig. 6 (d)/(e)){figure_note(both)}"),
+               "conv2_projections")
+    out.figure(training_curves(histories, f"Training curves ({scale}){figure_note(trained)}"), "curves")
+    result = {"trained_enough": int(both.passed)}
     for r in summary.itertuples(index=False):
         key = "alexnet" if r.arm.startswith("AlexNet") else "zfnet"
         result.update({f"{key}_test_top1": r.test_top1_mean, f"{key}_dead_conv1": r.dead_conv1_fraction_mean,
@@ -157,9 +178,13 @@ def seed_difference(per_run: pd.DataFrame, metric: str, first: str, second: str)
     return t_mean((a[seeds] - b[seeds]).to_numpy())
 
 
-def claims_table(per_run: pd.DataFrame, n_classes: int) -> pd.DataFrame:
+def claims_table(per_run: pd.DataFrame, n_classes: int, trained=None, filters_gate=None) -> pd.DataFrame:
     """The paper's Fig. 6 claims, each decided by a t interval over seeds of the per-seed AlexNet-vs-ZF difference;
-    conv1's measures by what training changed (trained minus initial), since the strides differ before training."""
+    conv1's measures by what training changed (trained minus initial), since the strides differ before training.
+    With the gates (``cnnvis.gate``): the filter and feature claims need ``trained`` and ``filters_gate`` to pass,
+    the accuracy claim ``trained``; else they read "not comparable (undertrained: ...)"."""
+    features_gate = None if trained is None and filters_gate is None else \
+        combine(*(g for g in (trained, filters_gate) if g is not None))
     per_run = per_run.assign(
         dead_conv1_change=per_run.dead_conv1_fraction - per_run.dead_conv1_fraction_init,
         conv1_above_nyquist_change=per_run.conv1_energy_above_nyquist - per_run.conv1_energy_above_nyquist_init)
@@ -170,24 +195,24 @@ def claims_table(per_run: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     top1 = seed_difference(per_run, "test_top1", z, a)
     above = "yes when the t interval over seeds of the per-seed difference lies above 0"
     return claims_frame([
-        Claim(PAPER, "Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
+        gated(Claim(PAPER, "Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
               "qualitative", f"training's change of the dead fraction, AlexNet minus ZF: "
                              f"{diff['dead_conv1_change'].format()}", diff["dead_conv1_change"].n,
               f"dead fraction at initialization, AlexNet minus ZF: {diff['dead_conv1_fraction_init'].format()}",
-              above, decide(diff["dead_conv1_change"].above(0))),
-        Claim(PAPER, "Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 "
+              above, decide(diff["dead_conv1_change"].above(0))), features_gate),
+        gated(Claim(PAPER, "Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 "
               "cleaner", "qualitative", f"training's change of the conv1 energy share above Nyquist, AlexNet minus ZF: "
                                         f"{diff['conv1_above_nyquist_change'].format()}",
               diff["conv1_above_nyquist_change"].n,
               f"the share at initialization (the stride alone), AlexNet minus ZF: "
               f"{diff['conv1_energy_above_nyquist_init'].format()}", above,
-              decide(diff["conv1_above_nyquist_change"].above(0))),
-        Claim(PAPER, "Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
+              decide(diff["conv1_above_nyquist_change"].above(0))), features_gate),
+        gated(Claim(PAPER, "Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
               f"conv2 grid score after training, AlexNet minus ZF: {diff['conv2_grid_score'].format()}",
               diff["conv2_grid_score"].n, f"the same before training: {diff['conv2_grid_score_init'].format()}",
-              above, decide(diff["conv2_grid_score"].above(0))),
-        Claim(PAPER, "Table 2", "the ZF first layer classifies better",
+              above, decide(diff["conv2_grid_score"].above(0))), features_gate),
+        gated(Claim(PAPER, "Table 2", "the ZF first layer classifies better",
               "ImageNet val top-1 error 40.5% (Krizhevsky replication) -> 38.4% (Fig. 3 model; conv2 stride also "
               "changed): 2.1 points", f"test top-1 accuracy, ZF minus AlexNet: {top1.format()}", top1.n,
-              f"chance: {1 / n_classes:.3f} top-1 for either arm", above, decide(top1.above(0))),
+              f"chance: {1 / n_classes:.3f} top-1 for either arm", above, decide(top1.above(0))), trained),
     ])

@@ -3,7 +3,8 @@
 For a few feature maps of each layer, the deconvnet projection of the map's strongest activation over the
 held-out images, at every kept epoch of a training run (one column per epoch). The run is the `train`
 experiment's: with the same model, data and recipe options it reuses that run's checkpoints (and trains,
-or resumes, when they are missing).
+or resumes, when they are missing). Judged by the trained-enough gate (``cnnvis.run_gate``): a run that failed it
+says so in the figure title and metrics (and stays out of the gallery).
 """
 
 from dataclasses import dataclass, field
@@ -13,7 +14,9 @@ import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
-from cnnvis.ablations import build_model_at_width
+from cnnvis.ablations import build_model_at_width, first_conv
+from cnnvis.gate import figure_note
+from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.models import CNN
 from cnnvis.plotting.training import evolution_grid
 from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
@@ -66,11 +69,14 @@ def main(cfg, out):
     recipe = smoke_recipe(e.train, cfg.smoke)
     m = cfg.model
     n_classes = len(images.classes)
-    model, history, ckpt = train_variant(
-        lambda: build_model_at_width(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint), m.name, cfg,
-        train_set,
-        val_set, recipe, cfg.seed, e.classes)
+    def build():
+        return build_model_at_width(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint)
+
+    model, history, ckpt = train_variant(build, m.name, cfg, train_set, val_set, recipe, cfg.seed, e.classes)
     model.cpu().eval()
+    gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
+                               first_conv(model).weight.detach(), first_conv(initial_model(build, recipe, cfg.seed)).weight,
+                               f"{m.name} conv1")
     kept = sorted(ckpt.glob("epoch_*.pt"))
     epochs = [int(p.stem.split("_")[1]) for p in kept]
     x = images.tensors(val_set.idx, m.input_size)
@@ -85,9 +91,13 @@ def main(cfg, out):
     grid = {key: [col[key] for col in columns] for key in columns[0]}
     title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "
              f"strongest activation over {len(x)} held-out images, projected by the deconvnet, at epochs {epochs} "
-             f"of {recipe.epochs}")
+             f"of {recipe.epochs}{figure_note(gate)}")
     out.figure(evolution_grid(grid, epochs, title), "evolution", dpi=60)  # under 1 MB
     out.table(history, "metrics", title="The training run whose kept epochs are shown",
               notes=f"Checkpoints: `{ckpt}`. Maps per layer: the {e.maps_per_layer} with the largest mean peak "
-                    f"activation at the last epoch (the paper shows a random subset).")
-    return {"epochs_shown": len(epochs), "maps": len(grid), "final_val_top1": float(history.val_top1.iloc[-1])}
+                    f"activation at the last epoch (the paper shows a random subset). Trained-enough gate "
+                    f"(cnnvis.gate; held-out: the validation images): {'passed' if gate.passed else 'FAILED'}: "
+                    f"{gate.reason}.")
+    out.table(structure, "conv1_filter_structure", title=f"{m.name} conv1: spectral concentration of W - W0 against "
+              "white noise of the same shape (per filter)")
+    return {"trained_enough": int(gate.passed), "epochs_shown": len(epochs), "maps": len(grid), "final_val_top1": float(history.val_top1.iloc[-1])}

@@ -152,3 +152,17 @@ def test_table3_claims_decide_on_the_interval_over_seeds():
     assert little.paper_number == "+4.3 points (ImageNet)" and lot.paper_number == "+30.8 points (ImageNet)"
     one = table3_claims({"base": t_mean([40.0]), "no_fc6_fc7": t_mean([1.0])}, t_mean([40.0]))
     assert one[0].verdict == NOT_REPRODUCED and one[0].ours == "1.0 (n = 1)"  # one seed never decides
+
+
+def test_table3_claims_of_undertrained_runs_are_not_comparable():
+    from cnnvis.claims import NOT_COMPARABLE, REPRODUCED
+    from cnnvis.gate import Gate
+    from cnnvis.stats import t_mean
+    from experiments.zfnet_arch_ablation import table3_claims
+
+    base = t_mean([40.0, 42.0])
+    changes = {"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]), "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}
+    failed = table3_claims(changes, base, Gate(False, "base seed 0: training top-1 0.400 (needs >= 0.9)"))
+    assert [c.verdict for c in failed] == [NOT_COMPARABLE] * 2
+    assert failed[0].ours.endswith("not comparable (undertrained: base seed 0: training top-1 0.400 (needs >= 0.9))")
+    assert [c.verdict for c in table3_claims(changes, base, Gate(True, "converged"))] == [REPRODUCED] * 2

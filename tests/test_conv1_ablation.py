@@ -70,3 +70,30 @@ def test_seed_difference_pairs_by_seed_and_names_what_to_set():
     assert est.value == pytest.approx(0.1) and est.hi - est.lo < 1e-9  # the same gap every seed, whatever the order
     with pytest.raises(ValueError, match="experiment.arms"):
         seed_difference(per_run[per_run.arm == A], "test_top1", Z, A)
+
+
+def agreeing_runs():
+    alexnet = {**BASE, "conv1_energy_above_nyquist_init": 0.93, "dead_conv1_fraction": [0.20, 0.25, 0.22],
+               "conv1_energy_above_nyquist": [0.95, 0.96, 0.94], "conv2_grid_score": [1.4, 1.5, 1.45],
+               "test_top1": [0.80, 0.81, 0.79]}
+    zfnet = {**BASE, "conv1_energy_above_nyquist_init": 0.76, "dead_conv1_fraction": [0.0, 0.01, 0.0],
+             "conv1_energy_above_nyquist": [0.60, 0.62, 0.61], "conv2_grid_score": [1.0, 1.1, 1.05],
+             "test_top1": [0.85, 0.86, 0.85]}
+    return runs(alexnet, zfnet)
+
+
+def test_filters_like_noise_make_the_filter_claims_not_comparable_but_not_the_accuracy_claim():
+    from cnnvis.gate import Gate
+
+    table = claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(False, "AlexNet conv1: 0.05 of filters"))
+    assert list(table.verdict) == ["not comparable"] * 3 + ["reproduced"]
+    assert table.ours[:3].str.endswith("not comparable (undertrained: AlexNet conv1: 0.05 of filters)").all()
+
+
+def test_an_unconverged_run_makes_every_claim_not_comparable():
+    from cnnvis.gate import Gate
+
+    table = claims_table(agreeing_runs(), 10, Gate(False, "zf seed 0: 1 epoch(s)"), Gate(True, "structured"))
+    assert (table.verdict == "not comparable").all() and table.ours.str.contains("undertrained: zf seed 0").all()
+    passed = claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(True, "structured"))
+    assert (passed.verdict == "reproduced").all()

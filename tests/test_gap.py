@@ -62,7 +62,7 @@ def test_cam_is_exact_on_a_gap_network_and_equals_gradcam_up_to_scale():
 
 @needs_caltech101
 def test_cam_gap_end_to_end(tmp_path):
-    result = run_py("experiment=cam_gap", "smoke=true", "model.input_size=64", f"results_dir={tmp_path}",
+    result = run_py("experiment=cam_gap_scratch", "smoke=true", "model.input_size=64", f"results_dir={tmp_path}",
                     f"experiment.checkpoint_root={tmp_path / 'ckpt'}", "experiment.variants=[alexnet,alexnet-gap]",
                     timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,6 +70,9 @@ def test_cam_gap_end_to_end(tmp_path):
     assert list(table["network"]) == ["alexnet", "alexnet-gap"]
     claims = pd.read_csv(tmp_path / "cam_gap" / "claims.csv")
     assert list(claims.columns) == COLUMNS and (claims["n"] == 3).all()  # three seeds by default
+    runs = pd.read_csv(tmp_path / "cam_gap" / "runs.csv")
+    assert not runs["trained_enough"].any() and runs["gate"].str.contains("fewer than 4").all()  # 2 smoke epochs
+    assert (claims["verdict"] == "not comparable").all() and claims["ours"].str.contains("undertrained: ").all()
     assert table["parameters_M"][1] < table["parameters_M"][0] and table["paper_top1_err_imagenet"].notna().all()
     assert (tmp_path / "cam_gap" / "training_curves.png").stat().st_size > 1000
 

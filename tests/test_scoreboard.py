@@ -74,3 +74,15 @@ def test_a_run_that_loaded_no_weights_says_it_trained_its_networks():
     assert describe_run({"config": config})[0] == "zfnet (not recorded)"  # a run.json from before the record
     loaded = [{"model": "zfnet", "weights": "checkpoint"}]
     assert describe_run({"config": config, "weights": loaded})[0] == "zfnet (checkpoint)"
+
+
+@pytest.mark.parametrize("trained, shown", [(0, False), (1, True), (None, True)])
+def test_a_run_that_failed_the_trained_enough_gate_stays_out_of_the_gallery(tmp_path, trained, shown):
+    root = tmp_path / "results"
+    _folder(root, "cam_gap")
+    if trained is not None:  # run.json's metrics carry the gate (cnnvis.gate); older runs have none
+        run = json.loads((root / "cam_gap" / "run.json").read_text())
+        (root / "cam_gap" / "run.json").write_text(json.dumps({**run, "metrics": {"trained_enough": trained}}))
+    (root / "cam_gap" / "cam_maps.png").write_bytes(b"png")
+    gallery = scoreboard.gallery_markdown(scoreboard.read_results(root), root)
+    assert ("cam_gap.png" in gallery) == shown

@@ -62,6 +62,7 @@ class Folder:
     data: str
     command: str
     provenance: str = ""  # why its run.json does not name a clean ancestor commit ("" when it does)
+    trained_enough: bool = True  # False: its networks failed the trained-enough gate (cnnvis.gate): no gallery figure
 
 
 def describe_run(run: dict) -> tuple[str, str, str]:
@@ -85,7 +86,8 @@ def read_folder(folder: Path, root: Path) -> Folder | None:
     run_json = folder / "run.json"
     if not run_json.is_file():
         return None
-    network, data, command = describe_run(json.loads(run_json.read_text()))
+    run = json.loads(run_json.read_text())
+    network, data, command = describe_run(run)
     frames, legacy = [], []
     for csv in sorted(folder.glob("claims*.csv")):
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
@@ -94,7 +96,8 @@ def read_folder(folder: Path, root: Path) -> Folder | None:
         else:
             legacy.append(csv.name)
     claims = pd.concat(frames, ignore_index=True) if frames else None
-    return Folder(str(folder.relative_to(root)), claims, legacy, network, data, command)
+    trained = bool(run.get("metrics", {}).get("trained_enough", True))
+    return Folder(str(folder.relative_to(root)), claims, legacy, network, data, command, trained_enough=trained)
 
 
 def read_results(root: Path) -> list[Folder]:
@@ -183,8 +186,8 @@ def gallery_markdown(folders: list[Folder], root: Path) -> str:
     by_name = {f.name: f for f in folders}
     cells = []
     for name, figure, paper_figure in GALLERY:
-        if not (root / name / figure).is_file() or name not in by_name:
-            continue
+        if not (root / name / figure).is_file() or name not in by_name or not by_name[name].trained_enough:
+            continue  # a run whose networks failed the trained-enough gate shows no figure here
         f = by_name[name]
         thumb = f"{root.name}/gallery/{name.replace('/', '_')}.png"
         cells.append(f"| ![{paper_figure}]({thumb}) | **{paper_figure}**<br>ours: {f.network}, {f.data}<br>"

@@ -1,0 +1,155 @@
+"""The trained-enough gate: a run that trains a network is judged only when it has learned.
+
+Two tests, each a stated rule computed from numbers the run already has:
+
+- ``training_gate``: training has converged (the training loss's relative drop over the last ``window`` epochs is
+  below ``max_relative_drop`` or the loss is below ``fitted_loss``, and the last epoch's training top-1 is at least
+  ``min_train_top1``) and held-out
+  top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds chance by ``min_margin``).
+- ``filter_gate``: where conv1 filters are shown or judged, their change from initialization W - W0 has structure
+  white noise lacks. Per filter, the *spectral concentration* of W - W0 (the share of its 2-D power spectrum,
+  summed over input channels, in its ``top_bins`` largest frequency bins: a Gabor puts its power in a pair of
+  bins, a colour blob at DC, noise spreads it evenly) is compared with the same statistic of seeded white-noise
+  draws of the same shape; a filter is *structured* above the noise's 95th percentile. An arm passes when the
+  Wilson lower bound of its structured share exceeds ``min_structured_share`` (noise: 5 % by construction).
+
+A failed gate turns every claim that needs training into "not comparable (undertrained: <reason>)".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cnnvis.claims import NOT_COMPARABLE, Claim
+from cnnvis.stats import proportion
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate's outcome: ``passed`` and the numbers behind it, in one line (``reason``)."""
+
+    passed: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+
+def combine(*gates: Gate) -> Gate:
+    """All must pass; the reason is the first failed gate's (with how many others failed), or all of them when
+    every one passed."""
+    failed = [g for g in gates if not g.passed]
+    if not failed:
+        return Gate(True, "; ".join(g.reason for g in gates))
+    more = f" (and {len(failed) - 1} more of {len(gates)} failed)" if len(failed) > 1 else ""
+    return Gate(False, failed[0].reason + more)
+
+
+def undertrained(gate: Gate) -> str:
+    """What a claim that needs training says when the gate failed."""
+    return f"not comparable (undertrained: {gate.reason})"
+
+
+def gated(claim: Claim, gate: Gate | None) -> Claim:
+    """``claim`` as computed when ``gate`` passed (or is None); else its verdict is "not comparable" and its
+    ``ours`` ends with "(undertrained: <the gate's numbers>)"."""
+    if gate is None or gate.passed:
+        return claim
+    return replace(claim, ours=f"{claim.ours}; not comparable (undertrained: {gate.reason})", verdict=NOT_COMPARABLE)
+
+
+# ---------------------------------------------------------------- convergence and held-out accuracy
+
+
+def training_gate(history: pd.DataFrame, held_out_correct: int, held_out_n: int, n_classes: int, window: int = 3,
+                  max_relative_drop: float = 0.10, min_train_top1: float = 0.90, min_margin: float = 0.10,
+                  fitted_loss: float = 0.05) -> Gate:
+    """Converged and above chance (module docstring). ``history`` has one row per epoch with ``train_loss``
+    and ``train_top1`` (what ``cnnvis.training.fit`` returns); a run shorter than ``window + 1`` epochs has no
+    plateau to show and fails. A loss below ``fitted_loss`` nats (the true class's mean probability above about
+    0.95) counts as a plateau however fast it still falls relatively (a fitted training set's loss keeps halving)."""
+    if n_classes < 2 or held_out_n < 1:
+        raise ValueError(f"the gate needs at least 2 classes and 1 held-out image (got {n_classes}, {held_out_n})")
+    loss = history["train_loss"].to_numpy(dtype=float)
+    top1 = float(history["train_top1"].iloc[-1]) if len(history) else float("nan")
+    if len(loss) < window + 1:
+        drop, plateau = float("nan"), False
+        plateau_text = f"{len(loss)} epoch(s), fewer than {window + 1} to show a plateau"
+    else:
+        before = loss[-window - 1]
+        drop = (before - loss[-1]) / before if before > 0 else 0.0
+        plateau = bool(np.isfinite(drop) and (drop < max_relative_drop or loss[-1] < fitted_loss))
+        plateau_text = (f"training loss {loss[-1]:.3g} fell {100 * drop:.1f} % over the last {window} epochs (bound "
+                        f"{100 * max_relative_drop:g} %, or a loss below {fitted_loss:g})")
+    fitted = bool(np.isfinite(top1) and top1 >= min_train_top1)
+    chance = 1 / n_classes
+    held = proportion(held_out_correct, held_out_n)
+    above = bool(held.lo > chance + min_margin)
+    passed = plateau and fitted and above
+    reason = (f"{plateau_text}; training top-1 {top1:.3f} (needs >= {min_train_top1:g}); held-out top-1 "
+              f"{held.format(3)}, chance {chance:.3f} (lower bound needs > {chance + min_margin:.3f})")
+    return Gate(passed, reason)
+
+
+# ---------------------------------------------------------------- conv1 filter structure
+
+
+def spectral_concentration(filters, top_bins: int = 4) -> np.ndarray:
+    """Per filter of (F, C, k, k) weights: the share of its power spectrum (|2-D DFT|^2 summed over the C input
+    channels) in its ``top_bins`` largest bins. Scale-free; all-zero filters give NaN."""
+    w = torch.as_tensor(filters).detach().double().cpu()
+    if w.ndim != 4:
+        raise ValueError(f"filters must be (F, C, k, k), got shape {tuple(w.shape)}")
+    power = torch.fft.fft2(w).abs().pow(2).sum(1).flatten(1)  # (F, k * k)
+    total = power.sum(1)
+    top = power.topk(min(top_bins, power.shape[1]), dim=1).values.sum(1)
+    return torch.where(total > 0, top / total.clamp(min=1e-300), torch.full_like(total, float("nan"))).numpy()
+
+
+def noise_quantile(shape, top_bins: int = 4, draws: int = 2000, q: float = 0.95, seed: int = 0) -> float:
+    """The ``q`` quantile of ``spectral_concentration`` over seeded white-noise filters of ``shape`` (C, k, k)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((draws, *shape), generator=g, dtype=torch.float64)
+    return float(np.quantile(spectral_concentration(noise, top_bins), q))
+
+
+def filter_structure(weights, initial, top_bins: int = 4, draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per filter: the spectral concentration of W - W0, of W0 alone, the white-noise 95th percentile for that
+    shape, and whether W - W0 is beyond it (``structured``)."""
+    w, w0 = torch.as_tensor(weights).detach().double().cpu(), torch.as_tensor(initial).detach().double().cpu()
+    if w.shape != w0.shape:
+        raise ValueError(f"weights {tuple(w.shape)} and initial weights {tuple(w0.shape)} differ in shape")
+    change = spectral_concentration(w - w0, top_bins)
+    threshold = noise_quantile(tuple(w.shape[1:]), top_bins, draws, 0.95, seed)
+    return pd.DataFrame({"filter": np.arange(len(w)), "concentration_change": change,
+                         "concentration_init": spectral_concentration(w0, top_bins), "noise_q95": threshold,
+                         "structured": np.nan_to_num(change, nan=-1.0) > threshold})
+
+
+def filter_gate(per_filter: pd.DataFrame, arm: str = "conv1", min_structured_share: float = 0.20) -> Gate:
+    """An arm's filters pass when the Wilson 95 % lower bound of the share of structured filters (beyond white
+    noise's 95th percentile, so noise scores about 0.05) exceeds ``min_structured_share``."""
+    share = proportion(per_filter["structured"].to_numpy(dtype=bool))
+    passed = bool(share.lo > min_structured_share)
+    median = float(np.nanmedian(per_filter["concentration_change"]))
+    return Gate(passed, f"{arm}: {share.format(2)} of filters' W - W0 beyond white noise's 95th percentile "
+                        f"(lower bound needs > {min_structured_share:g}; median spectral concentration {median:.3f} "
+                        f"vs noise q95 {float(per_filter['noise_q95'].iloc[0]):.3f})")
+
+
+def figure_note(gate: Gate) -> str:
+    """What a figure title adds for a run that failed the gate: a second line with its first failed reason
+    (nothing when it passed)."""
+    if gate.passed:
+        return ""
+    return f"\nUNDERTRAINED (not comparable): {gate.reason.split('; ')[0]}"
+
+
+def gate_rows(runs: pd.DataFrame, label: str) -> Gate:
+    """The gates recorded in a runs table (columns ``trained_enough`` and ``gate``), each named by ``label``
+    formatted with the row (e.g. "{network} seed {seed}"), combined."""
+    return combine(*(Gate(bool(r["trained_enough"]), f"{label.format(**r)}: {r['gate']}") for _, r in runs.iterrows()))

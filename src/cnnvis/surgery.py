@@ -1,0 +1,195 @@
+"""CAM by GAP surgery on a pretrained network, as Zhou et al. 2016 (Sec. 2) did it, with the trunk frozen.
+
+Procedure: the pretrained network's maps at each cut (``cnnvis.gap.SURGERY_CUTS``) are computed once and cached
+(``cnnvis.transfer.extract_features`` at full resolution); on them only the added layers are trained
+(``cnnvis.gap.GapHead``: 3x3 conv + ReLU + GAP + linear), on each fold of the Caltech protocol (per class
+``train_per_class`` training images, the rest test). The uncut network's reference is a new linear classifier on
+its last layer (a GAP network's head: CAM applies; AlexNet / VGG16's fc7: classification only). Every trained
+head passes through ``cnnvis.gate.training_gate``. Localization: the CAM of the true class (GT-known) and of the
+predicted one (top-1), upsampled to the input, boxed by the paper's rule (largest component above 20 % of the
+maximum), correct at IoU >= 0.5 with the object box; beside the centre-box and full-image baselines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cnnvis import localization as loc
+from cnnvis.claims import Claim, decide
+from cnnvis.gap import GapHead, head_cams, predict_head, train_head
+from cnnvis.gate import combine, gated, training_gate
+from cnnvis.hooks import activations
+from cnnvis.stats import bootstrap_mean, paired_difference, t_mean
+from cnnvis.transfer import extract_features, mean_class_accuracy, scored_folds
+
+# pool_features keeps a map's every cell when its grid may reach the map's side: a target this large asks for that
+FULL_MAPS = 10 ** 12
+
+
+def cut_maps(model, images, layers, input_size: int, cache_dir: str | None, tag: str, device="cpu",
+             batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """{layer: (N, C, h, w) float32 maps} of every image, through transfer's feature cache (full resolution)."""
+    with torch.inference_mode():
+        shapes = {k: tuple(v.shape[1:]) for k, v in
+                  activations(model.eval().to(device), images.tensors([0], input_size).to(device), layers).items()}
+    flat = extract_features(model, images, layers, input_size, cache_dir, tag, batch_size=batch_size, device=device,
+                            target_features=FULL_MAPS)
+    return {k: torch.from_numpy(flat[k]).reshape(len(images), *shapes[k]) for k in layers}
+
+
+def localization_hits(head: GapHead, maps, labels, predicted, boxes, size: int, threshold: float):
+    """Per image: GT-known hit (the true class's CAM box has IoU >= 0.5) and top-1 hit (correct class and its
+    CAM's box has IoU >= 0.5)."""
+    true_cams = head_cams(head, maps, labels, size)
+    pred_cams = head_cams(head, maps, predicted, size)
+    gt = np.array([loc.localized(m, b, threshold) for m, b in zip(true_cams, boxes)])
+    top1 = np.array([bool(p == y) and loc.localized(m, b, threshold)
+                     for m, b, p, y in zip(pred_cams, boxes, predicted.tolist(), labels.tolist())])
+    return gt, top1, true_cams
+
+
+def run_folds(maps: dict[str, torch.Tensor], spatial: dict[str, bool], labels, boxes, n_classes: int,
+              train_per_class: int, folds: int, seed: int, width: int, epochs: int, lr: float, batch_size: int,
+              weight_decay: float, size: int, threshold: float, uncut: str):
+    """Train the added layers on every cut (and a new classifier on ``uncut``) per fold. Returns (runs: one row
+    per network x fold, hits: {network: {"gt": (N,), "top1": (N,), "tested": (N,)}} counted over folds, (fold 0's
+    true-class CAMs {network: (N_test, size, size)}, its test indices), histories: one row per network x fold x
+    epoch)."""
+    labels = np.asarray(labels)
+    rows, hits, shown, histories = [], {}, {}, []
+    splits = list(scored_folds(labels, train_per_class, None, folds, seed))
+    for fold, (train, test) in enumerate(tqdm(splits, desc="folds")):
+        y_train, y_test = torch.as_tensor(labels[train]), torch.as_tensor(labels[test])
+        for name, m in maps.items():
+            torch.manual_seed(seed * 1000 + fold)
+            head = GapHead(m.shape[1], n_classes, 0 if name == uncut else width)
+            history = train_head(head, m[train], y_train, epochs, lr, batch_size, weight_decay, seed * 1000 + fold)
+            histories.append(history.assign(network=name, fold=fold))
+            predicted = predict_head(head, m[test])
+            correct = int((predicted == y_test).sum())
+            gate = training_gate(history, correct, len(test), n_classes)
+            row = {"network": name, "fold": fold, "grid": m.shape[-1] if m.ndim == 4 else 0,
+                   "mean_class_accuracy": 100 * mean_class_accuracy(labels[test], predicted.numpy()),
+                   "train_top1_last_epoch": 100 * float(history["train_top1"].iloc[-1]),
+                   "train_seconds": float(history["seconds"].sum()), "trained_enough": gate.passed,
+                   "gate": gate.reason, "loc_gt_known": np.nan, "loc_top1": np.nan}
+            if spatial[name]:
+                gt, top1, cams = localization_hits(head, m[test], y_test, predicted, boxes[test], size, threshold)
+                row.update(loc_gt_known=100 * gt.mean(), loc_top1=100 * top1.mean())
+                h = hits.setdefault(name, {k: np.zeros(len(labels)) for k in ("gt", "top1", "tested")})
+                h["gt"][test] += gt
+                h["top1"][test] += top1
+                h["tested"][test] += 1
+                if fold == 0:
+                    shown[name] = cams
+            rows.append(row)
+    columns = ["network", "fold", "epoch", "train_loss", "train_top1", "seconds"]
+    return pd.DataFrame(rows), hits, (shown, splits[0][1]), pd.concat(histories, ignore_index=True)[columns]
+
+
+def baseline_hits(boxes, size: int) -> dict[str, np.ndarray]:
+    """Per image: does the centre box (leave-one-out mean size) / the full image have IoU >= 0.5 with the box."""
+    centre = loc.centre_boxes_left_out(boxes, size, size)
+    full = loc.full_image_box(size, size)
+    return {"centre box": np.array([loc.iou(c, b) >= 0.5 for c, b in zip(centre, boxes)]),
+            "full image": np.array([loc.iou(full, b) >= 0.5 for b in boxes])}
+
+
+def per_image_rate(h: dict) -> np.ndarray:
+    """Each tested image's hit rate over the folds that tested it (NaN where none did)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(h["tested"] > 0, h["gt"] / h["tested"], np.nan)
+
+
+def summary(runs: pd.DataFrame, hits: dict, baselines: dict) -> pd.DataFrame:
+    """One row per network (accuracy: mean over folds with its t interval; localization: per image over folds,
+    bootstrap over images) and per baseline."""
+    tested = next(iter(hits.values()))["tested"] > 0 if hits else None
+    rows = []
+    for name, g in runs.groupby("network", sort=False):
+        row = {"network": name, "cam_grid": f"{g.grid.iloc[0]}x{g.grid.iloc[0]}" if g.grid.iloc[0] else "-",
+               "mean_class_accuracy": t_mean(g.mean_class_accuracy).format(1),
+               "loc_gt_known": "-", "loc_top1": "-", "trained_enough": f"{int(g.trained_enough.sum())}/{len(g)} folds"}
+        if name in hits:
+            h = hits[name]
+            row["loc_gt_known"] = bootstrap_mean(100 * per_image_rate(h)).format(1)
+            row["loc_top1"] = bootstrap_mean(100 * np.where(h["tested"] > 0, h["top1"] / np.maximum(h["tested"], 1),
+                                                            np.nan)).format(1)
+        rows.append(row)
+    for name, hit in baselines.items():
+        rows.append({"network": f"baseline: {name}", "cam_grid": "-", "mean_class_accuracy": "-",
+                     "loc_gt_known": bootstrap_mean(100 * hit[tested].astype(float)).format(1) if tested is not None
+                     else "-", "loc_top1": "-", "trained_enough": "-"})
+    return pd.DataFrame(rows)
+
+
+def fold_gate(runs: pd.DataFrame, *names: str):
+    """The gate of the named networks over all folds: passed when every fold's head passed."""
+    from cnnvis.gate import Gate
+
+    gates = [Gate(bool(r.trained_enough), f"{r.network} fold {r.fold}: {r.gate}")
+             for r in runs[runs.network.isin(names)].itertuples()]
+    return combine(*gates)
+
+
+def fold_difference(runs: pd.DataFrame, a: str, b: str, column: str = "mean_class_accuracy"):
+    """Per fold, ``column`` of ``a`` minus that of ``b``, with its t interval over folds."""
+    wide = runs.pivot(index="fold", columns="network", values=column)
+    return t_mean((wide[a] - wide[b]).to_numpy())
+
+
+PAPER = "Zhou et al. 2016"
+
+
+def surgery_claims(runs: pd.DataFrame, hits: dict, baselines: dict, cuts: list[str], uncut: str,
+                   little_cost_points: float, network: str) -> list[Claim]:
+    """The paper's claims, each decided by its stated rule; a claim whose heads failed the gate is not comparable."""
+    claims = []
+    tested = next(iter(hits.values()))["tested"] > 0
+    best_name = max(baselines, key=lambda k: baselines[k][tested].mean())
+    best = baselines[best_name].astype(float)
+    for cut in cuts:  # 1. a GAP network localizes beyond the trivial baselines
+        diff = paired_difference(per_image_rate(hits[cut])[tested], best[tested])
+        gate = fold_gate(runs, cut)
+        claims.append(gated(Claim(
+            PAPER, "Table 2 / Fig. 3", f"{network} cut after {cut} + GAP: its CAM localizes objects beyond the "
+            "trivial boxes", "qualitative (GT-known boxes far above baselines)",
+            diff.format(3, 100) + " points", diff.n,
+            f"{best_name}: {100 * best[tested].mean():.1f} % (full image "
+            f"{100 * baselines['full image'][tested].mean():.1f} %, centre box {100 * baselines['centre box'][tested].mean():.1f} %)",
+            "yes when the 95 % bootstrap interval (over boxed test images) of the CAM's GT-known hit rate minus the "
+            "stronger baseline's lies above 0; hit: IoU >= 0.5 with the 20 %-of-max box",
+            decide(diff.above(0))), gate))
+    if len(cuts) >= 2:  # 2. cutting deeper: a finer CAM grid and better localization, at some classification cost
+        deep, last = cuts[0], cuts[-1]
+        grid = {c: int(runs[runs.network == c].grid.iloc[0]) for c in (deep, last)}
+        diff = paired_difference(per_image_rate(hits[deep])[tested], per_image_rate(hits[last])[tested])
+        gate = fold_gate(runs, deep, last)
+        claims.append(gated(Claim(
+            PAPER, "Sec. 2", f"cutting {network} deeper ({deep}, CAM {grid[deep]}x{grid[deep]}) rather than at "
+            f"{last} ({grid[last]}x{grid[last]}) gives a higher-resolution map that localizes better",
+            "qualitative (mapping resolution 14x14 localized better than 7x7)", diff.format(3, 100) + " points",
+            diff.n, "0 points (resolution does not help)",
+            "yes when the deeper cut's CAM grid side is larger and the 95 % bootstrap interval (over boxed test images)"
+            " of its GT-known hit rate minus the last cut's lies above 0",
+            decide(grid[deep] > grid[last] and diff.above(0))), gate))
+        cost = fold_difference(runs, last, deep)
+        claims.append(gated(Claim(
+            PAPER, "Sec. 2 / Table 1", f"cutting {network} deeper ({deep} rather than {last}) costs some "
+            "classification accuracy", "qualitative", cost.format(1) + " points", cost.n, "0 points (no cost)",
+            f"yes when the 95 % t interval over folds of the mean per-class accuracy at {last} minus at {deep} "
+            "(same fold) lies above 0", decide(cost.above(0))), gate))
+    for cut in cuts:  # 3. GAP costs little accuracy against the uncut network
+        cost = fold_difference(runs, uncut, cut)
+        gate = fold_gate(runs, cut, uncut)
+        claims.append(gated(Claim(
+            PAPER, "Table 1", f"{network} cut after {cut} + GAP costs little accuracy against the uncut network "
+            f"({uncut} + new classifier)", "+2.2 points (VGGnet-GAP vs VGGnet), +2.3 (AlexNet*-GAP), ImageNet top-1",
+            cost.format(1) + " points", cost.n, f"{little_cost_points:g} points: the margin fixed before the run",
+            f"yes when the 95 % t interval over folds of the uncut network's mean per-class accuracy minus the GAP "
+            f"network's (same fold) lies below {little_cost_points:g} points",
+            decide(cost.below(little_cost_points))), gate))
+    return claims
