@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from cnnvis.config import REPO, check_model_kind, register_configs
+from cnnvis.config import REPO, check_model_kind, register_configs, unread_model_override
 from cnnvis.gap import build_gap_model, feeds_gap_head
 from cnnvis.models import CNN, MODEL_KINDS, TRANSFORMER, UnsupportedModelError, build_model, layer_role
 from cnnvis.results import Results
@@ -101,3 +101,11 @@ def test_a_checkpoint_of_another_architecture_is_a_one_line_error(tmp_path):
     with pytest.raises(UnsupportedModelError, match="does not fit model=alexnet at model.input_size=64") as err:
         build_model("alexnet", 10, checkpoint=str(path), input_size=64)
     assert "\n" not in str(err.value)
+
+
+def test_a_model_given_to_an_experiment_that_builds_its_own_networks_is_named_as_unused():
+    said = unread_model_override("zfnet_conv1_ablation", TAKES, ["smoke=true", "model=vgg16"])
+    assert said == ("zfnet_conv1_ablation builds its own networks: model=vgg16 is not used (see "
+                    "experiments/zfnet_conv1_ablation.py for the keys that choose them)")
+    assert unread_model_override("zfnet_conv1_ablation", TAKES, ["model.input_size=64"]) is None
+    assert unread_model_override("zfnet_occlusion", TAKES, ["model=vgg16"]) is None  # it runs that model

@@ -137,3 +137,14 @@ def check_model_kind(experiment: str, model: str, takes: dict[str, tuple[list[st
     others += [f"experiment={name} experiment.{keys[kind]}={model}" for name, (_, keys) in takes.items() if kind in keys]
     raise UnsupportedModelError(f"{experiment} needs a {' or '.join(kinds)} (model={suitable}); {model} is a "
                                 f"{kind}: use {' or '.join(others)}")
+
+
+def unread_model_override(experiment: str, takes: dict[str, tuple[list[str] | None, dict[str, str]]],
+                          overrides: list[str]) -> str | None:
+    """What to warn when ``model=`` is given to an experiment that builds its own networks (``MODEL_KINDS`` None):
+    it runs, but that choice changes nothing a user would expect it to."""
+    given = [o for o in overrides if o.lstrip("+~").startswith("model=")]
+    if takes[experiment][0] is not None or not given:
+        return None
+    return (f"{experiment} builds its own networks: {given[0].lstrip('+~')} is not used (see experiments/"
+            f"{experiment}.py for the keys that choose them)")

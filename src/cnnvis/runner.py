@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cnnvis import data
-from cnnvis.config import check_config, check_model_kind, process_start_ticks
+from cnnvis.config import check_config, check_model_kind, process_start_ticks, unread_model_override
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import UnsupportedModelError, build_model
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
@@ -163,6 +163,9 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
     try:
         check_config(cfg)
         check_model_kind(cfg.experiment.name, cfg.model.name, model_kinds)
+        unread = unread_model_override(cfg.experiment.name, model_kinds, list(hydra_cfg.overrides.task))
+        if unread:
+            log.warning("%s", unread)
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
