@@ -1,6 +1,6 @@
 """Which images and feature maps an experiment shows: the configured dataset with its sample-photo fallback, the
-first image of each wanted class, a seeded sample of labelled images, a pick of feature maps that fire, and how
-pure a map's top images are in class."""
+first image of each wanted class, a seeded sample of labelled images, a pick of feature maps that fire, how pure a
+map's top images are in class, and whether a dataset's labels are the model's ImageNet classes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 from omegaconf import OmegaConf
 
-from cnnvis.data import DatasetNotFoundError
+from cnnvis.data import DatasetNotFoundError, imagenet_classes
 from cnnvis.mining import TopK
 from cnnvis.runner import images_from_config
 
@@ -86,3 +86,8 @@ def label_purity(labels: np.ndarray) -> float:
 def chance_purity(labels: np.ndarray, k: int, rng: np.random.Generator, draws: int = 2000) -> float:
     """``label_purity`` of ``k`` images drawn at random from ``labels``, averaged over ``draws`` draws."""
     return float(np.mean([label_purity(rng.choice(labels, k, replace=False)) for _ in range(draws)]))
+
+
+def labels_are_model_classes(images, n_classes: int) -> bool:
+    """True when the dataset's labels index the model's ImageNet classes and some image has one."""
+    return n_classes == 1000 and list(images.classes) == imagenet_classes() and bool((images.labels >= 0).any())
