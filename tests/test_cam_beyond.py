@@ -11,7 +11,6 @@ from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
 from experiments import experiment_configs
-from cnnvis.examples import pick_images
 from cnnvis.task_gradcam import ModelRun, category_names, dominant_class, map_caveats
 from experiments.cam_beyond import main
 
@@ -46,13 +45,6 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
     assert "IoU" in notes and "argmax" in notes  # the targets' definitions
     # run.json's weights list every model that ran, not only the configured one
     assert [w["model"] for w in runner.loaded_weights] == expected
-
-
-def test_pick_images_takes_the_wanted_classes_first_then_other_labelled_ones():
-    labels = np.array([5, -1, 7, 3, 7, 5])
-    assert pick_images(labels, [7, 3, 9], 3) == [2, 3, 0]
-    assert pick_images(labels, [9], 2) == [0, 1]
-    assert pick_images(np.array([-1, -1, -1]), [1], 2) == [0, 1]  # an unlabelled folder: its first images
 
 
 def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnvis.examples import (chance_purity, label_purity, pick_examples, pick_labelled_images, pick_maps,
-                             sample_labelled_images)
+from cnnvis.examples import (chance_purity, label_purity, pick_examples, pick_images, pick_labelled_images,
+                             pick_maps, sample_labelled_images)
 from cnnvis.mining import TopK
 
 LABELS = np.array([5, -1, 7, 3, 7, 5])
@@ -14,6 +14,12 @@ LABELS = np.array([5, -1, 7, 3, 7, 5])
 def test_pick_examples_takes_each_wanted_class_once_else_the_first_labelled_images():
     assert pick_examples(LABELS, [7, 3, 9]) == [2, 3]
     assert pick_examples(LABELS, [9, 8]) == [0, 2]  # none of them: as many labelled images as classes asked for
+
+
+def test_pick_images_takes_the_wanted_classes_first_then_the_other_images():
+    assert pick_images(LABELS, [7, 3, 9], 3) == [2, 3, 0]
+    assert pick_images(LABELS, [9], 2) == [0, 1]
+    assert pick_images(np.array([-1, -1, -1]), [1], 2) == [0, 1]  # an unlabelled folder: its first images
 
 
 def test_pick_labelled_images_tops_up_with_labelled_images_only():
