@@ -7,8 +7,6 @@ ImageNet classes (the model's own): a folder's class names are not."""
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -19,8 +17,9 @@ import torch
 from cnnvis.cams import METHODS, as_map, make_method
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
+from cnnvis.examples import labels_are_model_classes
 from cnnvis.models import CNN, TRANSFORMER, frozen, resolve_layers
-from cnnvis.plotting.explain import explain_figure
+from cnnvis.plotting.explain import explain_figure, figure_names
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
 
@@ -42,21 +41,6 @@ def class_names(model, n_classes: int) -> list[str]:
     if n_classes == 1000:
         return [n.split(",")[0] for n in imagenet_classes()]
     return [f"class {k}" for k in range(n_classes)]
-
-
-def figure_names(paths: list[str]) -> list[str]:
-    """``explain_<image>`` for each image: its path below the images' common folder, '/' as '_', without the suffix
-    unless two images would then share a name (a.jpg and a.png)."""
-    root = os.path.commonpath([os.path.dirname(p) for p in paths])
-    relative = [Path(os.path.relpath(p, root)) for p in paths]
-    stems = ["_".join(r.with_suffix("").parts) for r in relative]
-    shared = Counter(stems)
-    return [f"explain_{s}_{r.suffix.lstrip('.')}" if shared[s] > 1 else f"explain_{s}" for s, r in zip(stems, relative)]
-
-
-def labels_are_model_classes(images, n_classes: int) -> bool:
-    """True when the dataset's labels index the model's ImageNet classes and some image has one."""
-    return n_classes == 1000 and list(images.classes) == imagenet_classes() and bool((images.labels >= 0).any())
 
 
 def main(cfg, out):

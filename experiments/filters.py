@@ -7,7 +7,6 @@ available offline. The configured model's own first conv (EfficientNet-Lite0: a 
 separately titled panel.
 """
 
-import glob
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -18,7 +17,7 @@ from torch import nn
 from cnnvis.config import ExperimentConfig
 from cnnvis.hooks import activations
 from cnnvis.models import CNN, get_layer
-from cnnvis.plotting.filters import feature_maps, filter_grid
+from cnnvis.plotting.filters import feature_maps, filter_grid, trained_conv1
 from cnnvis.runner import images_from_config, model_from_config
 
 log = logging.getLogger(__name__)
@@ -43,21 +42,6 @@ def spread_layers(model, n: int = 4) -> list[str]:
     feature_layers = [name for name, path in model.layers.items() if path.startswith("features.")]
     picks = torch.linspace(0, len(feature_layers) - 1, min(n, len(feature_layers))).round().long().unique()
     return [feature_layers[i] for i in picks]
-
-
-def trained_conv1(pattern: str) -> tuple[torch.Tensor, dict] | None:
-    """conv1 weights of the lowest-seed trainer checkpoint matching ``pattern``, with its seed, epochs and
-    path; None when nothing matches."""
-    found = []
-    for path in sorted(glob.glob(pattern)):
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        found.append((blob.get("seed", 0), path, blob))
-    if not found:
-        return None
-    seed, path, blob = min(found, key=lambda f: (f[0], f[1]))
-    state = blob["model"] if "model" in blob else blob
-    weight = next(w for k, w in state.items() if k.startswith("features.") and w.ndim == 4)  # the first conv
-    return weight, {"seed": seed, "epochs": blob.get("epoch", "?"), "path": path}
 
 
 def main(cfg, out):

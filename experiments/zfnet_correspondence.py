@@ -15,7 +15,6 @@ mask changed in either image only (features no mask touches agree trivially); it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import permutations
 from typing import Optional
 
 import numpy as np
@@ -24,14 +23,13 @@ import torch
 
 from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
-from cnnvis.hooks import activations
-from cnnvis.models import CNN, IMAGENET_MEAN, resolve_layers
-from cnnvis.plotting import to_image
+from cnnvis.correspondence import PARTS, location_scores, parts_beat_random
 from cnnvis.data import decode_to_cache, index_dataset
+from cnnvis.models import CNN, IMAGENET_MEAN, resolve_layers
+from cnnvis.plotting.correspondence import parts_figure
 from cnnvis.runner import model_from_config
-from cnnvis.stats import bootstrap_mean, paired_difference
+from cnnvis.stats import bootstrap_mean
 
-PARTS = ("right_eye", "left_eye", "nose")
 # Table 1 of the paper, layer 5 (ZFNet's last conv layer), mean over their repeats
 PAPER_LAYER5 = {"right_eye": 0.067, "left_eye": 0.069, "nose": 0.079, "random": 0.107}
 
@@ -49,64 +47,6 @@ class Config(ExperimentConfig):
     nose: list[list[int]] = field(default_factory=list)
     layers: Optional[list[str]] = None  # None: the model's middle conv, last conv (layer 5), classifier input (layer 7)
     repeats: int = 20  # random boxes the baseline averages over
-
-
-def mask(images: torch.Tensor, boxes, fill) -> torch.Tensor:
-    """Copies of ``images`` (N, 3, H, W) with box (x0, y0, x1, y1) ``boxes[i]`` of image i set to ``fill``."""
-    out = images.clone()
-    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=int)):
-        out[i, :, y0:y1, x0:x1] = torch.as_tensor(fill, dtype=out.dtype).view(-1, 1, 1)
-    return out
-
-
-def sign_changes(model, images, masked, layers) -> dict[str, torch.Tensor]:
-    """sign(x_i - x~_i) at each layer, flattened: {layer: (N, d)}."""
-    a, b = activations(model, images, layers), activations(model, masked, layers)
-    return {name: torch.sign(a[name] - b[name]).flatten(1) for name in layers}
-
-
-def per_image_delta(signs: torch.Tensor, changed_only: bool = False) -> torch.Tensor:
-    """(N,) image i's mean over j != i of the normalized Hamming distance between rows i and j of ``signs``; their
-    mean is Delta. ``changed_only``: over the features the mask changed in image i or j only, so that the many
-    features no mask touches (sign 0 in both: counted as agreeing) do not dilute the score."""
-    n = len(signs)
-    if n < 2:
-        raise ValueError("the correspondence score compares images: give experiment.images at least 2 images")
-    rates = torch.zeros(n, n)
-    for i, j in permutations(range(n), 2):
-        differ = signs[i] != signs[j]
-        if changed_only:
-            differ = differ[(signs[i] != 0) | (signs[j] != 0)]
-        rates[i, j] = differ.float().mean() if differ.numel() else 0.0
-    return rates.sum(1) / (n - 1)
-
-
-def delta(signs: torch.Tensor, changed_only: bool = False) -> float:
-    """Delta: the mean over ordered pairs i != j of the normalized Hamming distance between rows of ``signs``."""
-    return float(per_image_delta(signs, changed_only).mean())
-
-
-def location_scores(model, x, boxes: dict, random_boxes: list, layers, fill) -> pd.DataFrame:
-    """Per image, location (each part, and ``random``: averaged over ``random_boxes``, each the same box in every
-    image) and layer: the per-image score, over all features and over the changed ones, and the share changed."""
-    rows = []
-    trials = [(p, b) for p, b in boxes.items()] + [("random", [box] * len(x)) for box in random_boxes]
-    for location, b in trials:
-        for layer, signs in sign_changes(model, x, mask(x, b, fill), list(layers)).items():
-            changed = (signs != 0).float().mean(1)
-            for i, (d, dc, c) in enumerate(zip(per_image_delta(signs), per_image_delta(signs, True), changed)):
-                rows.append((location, layer, i, float(d), float(dc), float(c)))
-    df = pd.DataFrame(rows, columns=["location", "layer", "image", "delta", "delta_changed", "changed_share"])
-    return df.groupby(["location", "layer", "image"], as_index=False).mean()  # random: the mean over its boxes
-
-
-def parts_beat_random(scores: pd.DataFrame, layer: str, column: str = "delta") -> tuple[dict, bool]:
-    """{part: paired difference part - random over images} at ``layer``, and whether every part's interval lies
-    below 0 (its masks change features more consistently across images than random boxes do)."""
-    at = scores[scores.layer == layer]
-    random = at[at.location == "random"].sort_values("image")[column].to_numpy()
-    diffs = {p: paired_difference(at[at.location == p].sort_values("image")[column].to_numpy(), random) for p in PARTS}
-    return diffs, all(d.below(0) for d in diffs.values())
 
 
 def main(cfg, out):
@@ -203,28 +143,3 @@ def claims_table(scores: pd.DataFrame, layers, n_images: int) -> pd.DataFrame:
             "yes when, for every part, the 95 % bootstrap interval over images of the paired difference lies below 0",
             decide(holds)))
     return claims_frame(rows)
-
-
-def parts_figure(x, trial, classes):
-    """Each dog with its part boxes and the random box of the first repeat (the paper's Fig. 8 left)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    colors = {"right_eye": "red", "left_eye": "lime", "nose": "yellow", "random": "cyan"}
-    cols = min(len(x), 6)
-    rows = -(-len(x) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows + 0.4), squeeze=False)
-    for ax in axes.flat[len(x):]:
-        ax.axis("off")
-    for i, ax in enumerate(axes.flat[:len(x)]):
-        ax.imshow(to_image(x[i]))
-        for part, b in trial.items():
-            x0, y0, x1, y1 = b[i]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colors[part], lw=1.5))
-        ax.set_title(classes[i][:24], fontsize=9)
-        ax.axis("off")
-    handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=c, label=p.replace("_", " ")) for p, c in colors.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.suptitle("Masked regions (each is filled with the mean colour, one at a time)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig

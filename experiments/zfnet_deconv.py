@@ -10,7 +10,8 @@ import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
-from cnnvis.mining import TopK, top_activations
+from cnnvis.examples import chance_purity, label_purity, pick_maps
+from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
 from cnnvis.receptive_field import crop_patch, geometry
@@ -29,27 +30,6 @@ class Config(ExperimentConfig):
     batch_size: int = 32
     tile: int = 40  # pixels per projection / patch tile
     method: str = "auto"  # deconvnet: auto | switches | autograd
-
-
-def pick_maps(top: TopK, n: int, rng: np.random.Generator, channels=None) -> list[int]:
-    """``channels`` if given, else ``n`` random feature maps among those whose k-th activation is positive."""
-    if channels is not None:
-        bad = [c for c in channels if not 0 <= c < len(top.values)]
-        if bad:
-            raise IndexError(f"channels {bad} out of range: the layer has {len(top.values)} feature maps")
-        return list(channels)
-    firing = np.flatnonzero((top.values[:, -1] > 0).numpy())
-    pool = firing if len(firing) >= n else np.arange(len(top.values))
-    return sorted(rng.choice(pool, size=min(n, len(pool)), replace=False).tolist())
-
-
-def label_purity(labels: np.ndarray) -> float:
-    """Share of the top-k images that belong to their most frequent class."""
-    return np.bincount(labels).max() / len(labels)
-
-
-def chance_purity(labels: np.ndarray, k: int, rng: np.random.Generator, draws: int = 2000) -> float:
-    return float(np.mean([label_purity(rng.choice(labels, k, replace=False)) for _ in range(draws)]))
 
 
 def main(cfg, out):

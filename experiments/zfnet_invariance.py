@@ -15,6 +15,7 @@ import torch
 
 from cnnvis.claims import NOT_COMPARABLE, Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
+from cnnvis.examples import pick_labelled_images, sample_labelled_images
 from cnnvis.invariance import (KINDS, change_ratio, invariance_curves, linearity, output_not_invariant, output_stable,
                                probability_drop, quasi_linear, relative_distance, smallest_steps, top_changes_less,
                                transform, unrelated_ratio)
@@ -52,22 +53,6 @@ class Config(ExperimentConfig):
     stable_drop: float = 0.1  # "stable": p(true) falls by less than this over the sweep; "not invariant": more
 
 
-def pick_images(images, classes, n=5) -> list[int]:
-    """The first image of each wanted class, topped up with the first other labelled images."""
-    picks = [int(np.flatnonzero(images.labels == c)[0]) for c in classes if (images.labels == c).any()]
-    rest = [int(i) for i in np.flatnonzero(images.labels >= 0) if i not in picks]
-    return (picks + rest)[:n]
-
-
-def sample_images(images, n: int, seed: int) -> list[int]:
-    """A seeded sample of ``n`` labelled images (all of them when there are fewer)."""
-    labelled = np.flatnonzero(images.labels >= 0)
-    if n < 2:
-        raise ValueError(f"experiment.sample_images must be at least 2 for an interval over images (got {n})")
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(labelled, min(n, len(labelled)), replace=False))
-
-
 def main(cfg, out):
     images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
@@ -75,7 +60,7 @@ def main(cfg, out):
     e.early, e.late = (resolve_layers(model, e[key], key, f"experiment.{key}") for key in ("early", "late"))
     fill = images.mean_color()
     layers = [e.early, e.late]
-    idx = pick_images(images, e.classes)
+    idx = pick_labelled_images(images.labels, e.classes)
     x, labels = images.tensors(idx, size), images.labels[idx]
     names = [images.classes[y] for y in labels]
     sweeps = {"translate_y": e.translations, "scale": e.scales, "rotate": e.rotations}
@@ -91,7 +76,7 @@ def main(cfg, out):
                     f"Euclidean distance per image); uncovered pixels take the dataset's mean colour. Images: "
                     f"{', '.join(names)}. Command: `python run.py experiment=zfnet_invariance`.")
 
-    sample = sample_images(images, e.sample_images, cfg.seed)
+    sample = sample_labelled_images(images.labels, e.sample_images, cfg.seed)
     xs, ys = images.tensors(sample, size), images.labels[sample]
     grids = {"translate_y": e.sample_translations, "scale": e.sample_scales, "rotate": e.sample_rotations}
     by = {kind: invariance_curves(model, xs, ys, kind, grids[kind], layers, fill) for kind in KINDS}

@@ -6,39 +6,24 @@ linear Caltech-101 head), each against the strongest trivial baseline on the sam
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
-from omegaconf import OmegaConf
-from torch import nn
-from tqdm import tqdm
 
-from cnnvis.claims import NOT_COMPARABLE, Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
-from cnnvis.data import (DatasetNotFoundError, caltech101_boxes, decode_to_cache, index_caltech101,
-                         per_class_split)
-from cnnvis.deconvnet import deconv_project, switch_chain
-from cnnvis.hooks import activations
+from cnnvis.data import DatasetNotFoundError
+from cnnvis.examples import load_examples, pick_examples
 from cnnvis.mining import top_activations
-from cnnvis.models import CNN, get_layer, layer_role, replace_head, resolve_layers
-from cnnvis.occlusion import occluder_positions, occlusion_map
+from cnnvis.models import CNN, layer_role, resolve_layers
+from cnnvis.occlusion import occlusion_map
+from cnnvis.occlusion_measures import (caltech_localization, caltech_table, claims_table, drop_table, examples_table,
+                                       panel_c, projection_method, quantitative_drop)
 from cnnvis.plotting.occlusion import occlusion_figure
-from cnnvis.receptive_field import crop_patch, receptive_field
-from cnnvis.rectifiers import rectifier_rule
-from cnnvis.runner import images_from_config, model_from_config
-from cnnvis.stats import bootstrap_mean, paired_difference, proportion
+from cnnvis.runner import model_from_config
 
 log = logging.getLogger(__name__)
-
-PAPER = "Zeiler & Fergus 2014"
-LOW_CORRELATION = 0.3  # map (b) and map (d) "disagree" on an image when they correlate below this
-DISAGREEMENT_SHARE = 0.05  # ... and the disagreement is a regular event, not a one-off, above this share of images
-
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
@@ -63,221 +48,6 @@ class Config(ExperimentConfig):
     caltech_eval_per_class: int | None = None  # held-out boxed images occluded per boxed class (None: all)
     on_box: float = 0.5  # an occluder is on the object when at least this share of its square lies in the box
     off_box: float = 0.1  # ... and off the object when at most this share does
-def load_examples(cfg):
-    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
-    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
-    try:
-        return images_from_config(cfg)
-    except DatasetNotFoundError:
-        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
-        if cfg.dataset.name != "imagenet_val" or root_given:
-            raise
-        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
-        fallback = copy.deepcopy(cfg)
-        OmegaConf.update(fallback, "dataset.name", "samples")
-        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
-
-
-def pick_examples(images, classes) -> list[int]:
-    """The first image of each wanted class; without any of them (other data), the first labelled images."""
-    picks = [int(np.flatnonzero(images.labels == c)[0]) for c in classes if (images.labels == c).any()]
-    if not picks:
-        picks = np.flatnonzero(images.labels >= 0)[: len(classes)].tolist()
-    return picks
-
-
-def guided_project(model, images, layer, channel, locations) -> torch.Tensor:
-    """Guided backpropagation (Springenberg et al. 2015) of one unit per image, (channel, y, x) at
-    ``locations[k]``, to pixel space: on a network without max-pool switches the deconvnet is one fixed linear
-    map whatever the image (Mahendran & Vedaldi 2016), guided backprop still depends on the image.
-
-    Where ``layer`` ends in a rectifier the signal starts at its input: a unit saturated at ReLU6's top passes
-    no gradient through its own rectifier, and the strongest units are the saturated ones."""
-    module = get_layer(model, layer)
-    last = list(module.children())[-1] if len(list(module.children())) else module
-    start = last if isinstance(last, (nn.ReLU, nn.ReLU6, nn.Hardtanh)) else module
-    store = {}
-    handle = start.register_forward_hook(lambda m, inputs, output: store.update(
-        act=inputs[0] if start is not module else output))
-    x = images.detach().clone().requires_grad_(True)
-    try:
-        with torch.enable_grad(), rectifier_rule("guided"):
-            model(x)
-            act = store["act"]
-            seed = torch.zeros_like(act)
-            rows, (ys, xs) = torch.arange(len(x)), torch.as_tensor(locations).T
-            seed[rows, channel, ys, xs] = 1.0
-            (grad,) = torch.autograd.grad(act, x, seed)
-    finally:
-        handle.remove()
-    return grad
-
-
-def projection_method(model, layer) -> str:
-    """The paper's deconvnet where the network has max-pool switches up to ``layer``, else guided backprop."""
-    return "deconvnet" if switch_chain(model, layer) is not None else "guided backprop"
-
-
-def panel_c(model, images, x, layer, channel, top, mined, example, k, size, method):
-    """The map's strongest activation in this image projected to pixels, and the projections of its strongest
-    activations in ``k`` other images (``top``: mined once over ``mined``), each cut to its receptive field."""
-    act = activations(model, x[None], [layer])[layer][0, channel]
-    picks = [(i, y, xx) for i, y, xx in (top.location(channel, r) for r in range(top.k)) if int(mined[i]) != example]
-    picks = picks[:k]
-    batch = torch.cat([x[None], images.tensors([int(mined[i]) for i, _, _ in picks], size)])
-    locations = [divmod(int(act.argmax()), act.shape[1])] + [(y, xx) for _, y, xx in picks]
-    project = deconv_project if method == "deconvnet" else guided_project
-    projections = project(model, batch, layer, channel, locations).detach()
-    others = [crop_patch(p, receptive_field(model, layer, y, xx, size))
-              for p, (y, xx) in zip(projections[1:], locations[1:])]
-    return projections[0], others
-
-
-def strongest_unit_centre(model, x, layer, channel, size) -> tuple[float, float]:
-    """Pixel (y, x) of the centre of ``channel``'s strongest unit on the unoccluded image."""
-    act = activations(model, x[None], [layer])[layer][0, channel]
-    ay, ax = divmod(int(act.argmax()), act.shape[1])
-    return (ay + 0.5) * size / act.shape[0], (ax + 0.5) * size / act.shape[1]
-
-
-def imagenet_measures(maps, unit_yx, rng) -> dict:
-    """Per image, from one occlusion pass with the layer's strongest map recorded: the class probability at
-    the most sensitive / a random / every position, and the map's response when the occluder covers its
-    strongest unit vs when it does not."""
-    r, c = maps.most_sensitive()
-    rr, rc = rng.integers(maps.probability.shape[0]), rng.integers(maps.probability.shape[1])
-    py, px = unit_yx
-    covers = (((maps.ys <= py) & (py < maps.ys + maps.size))[:, None]
-              & ((maps.xs <= px) & (px < maps.xs + maps.size))[None])
-    relative = maps.activation / maps.clean_activation
-    act, prob = maps.activation.flatten().numpy(), maps.probability.flatten().numpy()
-    constant = act.std() == 0 or prob.std() == 0  # a correlation is undefined then
-    return {"p_clean": maps.clean_probability, "p_sensitive": float(maps.probability[r, c]),
-            "p_random": float(maps.probability[rr, rc]), "p_mean": float(maps.probability.mean()),
-            "top1_clean": maps.clean_top_class == maps.target,
-            "top1_sensitive": int(maps.top_class[r, c]) == maps.target,
-            "top1_random": int(maps.top_class[rr, rc]) == maps.target,
-            "map_drop_covering": float(1 - relative[covers].mean()) if covers.any() else np.nan,
-            "map_drop_elsewhere": float(1 - relative[~covers].mean()) if (~covers).any() else np.nan,
-            "corr_map_vs_class": np.nan if constant else float(np.corrcoef(act, prob)[0, 1])}
-
-
-def quantitative_drop(model, images, cfg, fill, rng) -> pd.DataFrame:
-    """``imagenet_measures`` for every labelled image (or a seeded sample of ``quant_images``)."""
-    e, size = cfg.experiment, cfg.model.input_size
-    rows = []
-    idx = np.sort(rng.permutation(np.flatnonzero(images.labels >= 0))[: e.quant_images])
-    for i in tqdm(idx, desc="occlusion drop"):
-        x = images.tensors([i], size)[0]
-        maps = occlusion_map(model, x, layer=e.layer, target=int(images.labels[i]), size=e.quant_size,
-                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
-                             incremental=e.incremental)
-        unit = strongest_unit_centre(model, x, e.layer, maps.channel, size)
-        rows.append({"image": i, **imagenet_measures(maps, unit, rng)})
-    return pd.DataFrame(rows)
-
-
-def head_inputs(model, images, size, batch_size=32) -> np.ndarray:
-    """The vectors the model's last linear layer reads (its ``late`` layer: pooled features or fc7), per image."""
-    late = layer_role(model, "late")
-    feats = []
-    for start in tqdm(range(0, len(images), batch_size), desc="caltech features", leave=False):
-        x = images.tensors(np.arange(start, min(start + batch_size, len(images))), size)
-        feats.append(activations(model, x, [late])[late])
-    return torch.cat(feats).numpy()
-
-
-def centre_inside(ys, xs, square, box) -> torch.Tensor:
-    """(rows, cols): whether the centre of the ``square`` at (ys[i], xs[j]) lies in the (x0, y0, x1, y1) box."""
-    x0, y0, x1, y1 = box
-    yc, xc = ys + square / 2, xs + square / 2
-    return ((yc >= y0) & (yc < y1))[:, None] & ((xc >= x0) & (xc < x1))[None]
-
-
-def box_overlap(ys, xs, square, box) -> torch.Tensor:
-    """(rows, cols): the share of the ``square`` at (ys[i], xs[j]) that lies in the (x0, y0, x1, y1) box."""
-    x0, y0, x1, y1 = box
-    oy = ((ys + square).clamp(max=y1) - ys.clamp(min=y0)).clamp(min=0)
-    ox = ((xs + square).clamp(max=x1) - xs.clamp(min=x0)).clamp(min=0)
-    return oy[:, None].float() * ox[None].float() / square ** 2
-
-
-def fitted_prior_position(boxes, size, square, stride) -> tuple[int, int]:
-    """The occluder position whose centre lies in the most of ``boxes`` (other images than those scored):
-    a centre-biased prior that never sees the image."""
-    ys, xs = occluder_positions(size, size, square, stride)
-    hits = sum(centre_inside(ys, xs, square, b).float() for b in boxes)
-    return divmod(int(hits.argmax()), len(xs))
-
-
-def caltech_measures(maps, box, size, prior_rc, on_box, off_box) -> dict:
-    """Per boxed image: is the most sensitive position on the object, and do the trivial baselines land there
-    (the image centre, a uniform position = the box-area prior, the fitted prior position); the drop and the
-    share of positions with another top class, occluder on the object vs off it (NaN where no position is); the
-    share of the image's total drop at positions inside the box (NaN where nothing lowers p)."""
-    inside = centre_inside(maps.ys, maps.xs, maps.size, box)
-    overlap = box_overlap(maps.ys, maps.xs, maps.size, box)
-    on, off = overlap >= on_box, overlap <= off_box
-    drop = maps.clean_probability - maps.probability
-    lowered = drop.clamp(min=0)
-    changed = (maps.top_class != maps.target).float()
-    x0, y0, x1, y1 = box
-    r, c = maps.most_sensitive()
-    return {"correct": maps.clean_top_class == maps.target, "sensitive_inside_box": bool(inside[r, c]),
-            "centre_inside_box": bool(y0 <= size / 2 < y1 and x0 <= size / 2 < x1),
-            "uniform_inside_box": float(inside.float().mean()), "prior_inside_box": bool(inside[prior_rc]),
-            "drop_mass_inside_box": float(lowered[inside].sum() / lowered.sum()) if lowered.sum() > 0 else np.nan,
-            "drop_on_box": float(drop[on].mean()) if on.any() else np.nan,
-            "drop_off_box": float(drop[off].mean()) if off.any() else np.nan,
-            "changed_on_box": float(changed[on].mean()) if on.any() else np.nan,
-            "changed_off_box": float(changed[off].mean()) if off.any() else np.nan,
-            "box_area_fraction": (x1 - x0) * (y1 - y0) / size ** 2}
-
-
-def caltech_localization(model, cfg, rng):
-    """Train a linear Caltech-101 head on frozen features (images never occluded later), fit the prior position
-    on the training images' boxes, then ``caltech_measures`` for held-out images with boxes."""
-    from sklearn.linear_model import LogisticRegression
-
-    e, size = cfg.experiment, cfg.model.input_size
-    index = index_caltech101(cfg.dataset.root)
-    boxes = caltech101_boxes(index, cfg.dataset.root)
-    boxed = np.array([p in boxes for p in index.paths])
-    boxed_classes = np.unique(index.labels[boxed])
-    n_train, n_eval = e.caltech_train_per_class, e.caltech_eval_per_class
-    if cfg.smoke:
-        boxed_classes, n_train, n_eval = boxed_classes[:3], 3, 2
-    pool = np.flatnonzero(np.isin(index.labels, boxed_classes)) if cfg.smoke else np.arange(len(index.paths))
-    train = pool[per_class_split(index.labels[pool], n_train, 0, seed=cfg.seed)[0]]
-    held_out = boxed & ~np.isin(np.arange(len(index.paths)), train)  # every class keeps training images
-    evaluate = np.concatenate([rng.permutation(np.flatnonzero(held_out & (index.labels == c)))[:n_eval]
-                               for c in boxed_classes])
-    decode = lambda sel: decode_to_cache(index.select(sel), size, "stretch", cfg.cache_dir, cfg.dataset.num_workers)
-    train_set, eval_set = decode(train), decode(evaluate)
-
-    head = LogisticRegression(max_iter=2000, C=1.0)
-    head.fit(head_inputs(model, train_set, size), train_set.labels)
-    caltech = copy.deepcopy(model)
-    replace_head(caltech, len(index.classes))
-    caltech.head.weight.data.zero_()
-    caltech.head.bias.data.fill_(-1e4)  # classes without training images are never predicted
-    caltech.head.weight.data[head.classes_] = torch.from_numpy(head.coef_).float()
-    caltech.head.bias.data[head.classes_] = torch.from_numpy(head.intercept_).float()
-    caltech.eval()
-
-    train_boxes = [train_set.box_in_image(i, boxes[p], size) for i, p in enumerate(train_set.paths) if p in boxes]
-    prior_rc = fitted_prior_position(train_boxes, size, e.quant_size, e.quant_stride)
-    fill = train_set.mean_color()
-    rows = []
-    for i in tqdm(range(len(eval_set)), desc="caltech occlusion"):
-        label = int(eval_set.labels[i])
-        box = eval_set.box_in_image(i, boxes[eval_set.paths[i]], size)
-        maps = occlusion_map(caltech, eval_set.tensors([i], size)[0], target=label, size=e.quant_size,
-                             stride=e.quant_stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
-                             incremental=e.incremental)
-        rows.append({"category": index.classes[label],
-                     **caltech_measures(maps, box, size, prior_rc, e.on_box, e.off_box)})
-    return pd.DataFrame(rows), len(train), len(train_boxes)
 
 
 def stand_in(cfg, model) -> str:
@@ -285,216 +55,6 @@ def stand_in(cfg, model) -> str:
     if cfg.model.name == "zfnet":
         return f"ZFNet ({model.weights_source})"
     return f"{cfg.model.name} ({model.weights_source}) stands in for ZFNet (no ImageNet-trained ZFNet offline)"
-
-
-def examples_table(model, images, maps_by_example, cfg) -> pd.DataFrame:
-    """Fig. 7's examples in numbers: illustrations, no verdicts."""
-    e, size = cfg.experiment, cfg.model.input_size
-    rows = []
-    for example, x, maps in maps_by_example:
-        unit = strongest_unit_centre(model, x, e.layer, maps.channel, size)
-        ar, ac = divmod(int(maps.activation.argmin()), maps.activation.shape[1])
-        covers = maps.ys[ar] <= unit[0] < maps.ys[ar] + maps.size and maps.xs[ac] <= unit[1] < maps.xs[ac] + maps.size
-        r, c = maps.most_sensitive()
-        yc, xc = maps.centers
-        others = [images.classes[k] for k in maps.top_class.unique().tolist() if k != maps.target]
-        rows.append({
-            "image": images.paths[example].rsplit("/", 1)[-1], "class": images.classes[maps.target],
-            "map": f"{e.layer}:{maps.channel}", "p_clean": maps.clean_probability,
-            "p_min": float(maps.probability.min()), "p_min_at_yx": f"({int(yc[r])}, {int(xc[c])})",
-            "activation_min_over_clean": float(maps.activation.min()) / maps.clean_activation,
-            "min_activation_covers_strongest_unit": bool(covers),
-            "corr_activation_vs_probability": float(np.corrcoef(maps.activation.flatten(),
-                                                                maps.probability.flatten())[0, 1]),
-            "positions_not_top1": float((maps.top_class != maps.target).float().mean()),
-            "other_top_classes": ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""),
-        })
-    return pd.DataFrame(rows)
-
-
-def drop_table(drop, dataset: str) -> list[dict]:
-    """The probability drop over the scored images of ``dataset`` (its name in each row), each with n and a 95 %
-    interval; no verdict."""
-    boot = lambda v: fmt(bootstrap_mean, v)
-    return [
-        {"measure": f"{dataset}: p(true) drop, occluder at the most sensitive position",
-         "ours": boot(drop.p_clean - drop.p_sensitive), "paper": "not reported (Fig. 7 shows it qualitatively)"},
-        {"measure": f"{dataset}: p(true) drop, occluder at a random position",
-         "ours": boot(drop.p_clean - drop.p_random), "paper": "not reported"},
-        {"measure": f"{dataset}: p(true) drop, mean over all occluder positions",
-         "ours": boot(drop.p_clean - drop.p_mean), "paper": "not reported"},
-        {"measure": f"{dataset}: top-1 accuracy unoccluded", "ours": fmt(rate, drop.top1_clean),
-         "paper": "not reported"},
-        {"measure": f"{dataset}: top-1 accuracy, occluder at the most sensitive position",
-         "ours": fmt(rate, drop.top1_sensitive), "paper": "not reported"},
-        {"measure": f"{dataset}: top-1 accuracy, occluder at a random position",
-         "ours": fmt(rate, drop.top1_random), "paper": "not reported"},
-        {"measure": f"{dataset}: relative drop of the strongest map, occluder covering its strongest unit",
-         "ours": boot(drop.map_drop_covering), "paper": "not reported"},
-        {"measure": f"{dataset}: relative drop of the strongest map, occluder elsewhere",
-         "ours": boot(drop.map_drop_elsewhere), "paper": "not reported"},
-    ]
-
-
-def caltech_table(loc) -> list[dict]:
-    boot = lambda v: fmt(bootstrap_mean, v)
-    return [
-        {"measure": "Caltech-101: most sensitive position inside the object box",
-         "ours": fmt(rate, loc.sensitive_inside_box), "paper": "not reported"},
-        {"measure": "Caltech-101 baseline: image centre inside the box", "ours": fmt(rate, loc.centre_inside_box),
-         "paper": "-"},
-        {"measure": "Caltech-101 baseline: uniform position inside the box (box-area prior)",
-         "ours": boot(loc.uniform_inside_box), "paper": "-"},
-        {"measure": "Caltech-101 baseline: prior position fitted on the training boxes, inside the box",
-         "ours": fmt(rate, loc.prior_inside_box), "paper": "-"},
-        {"measure": "Caltech-101: share of the image's p(true) drop at positions inside the box, minus the share of "
-                    "positions inside it (every image, no exclusions)",
-         "ours": fmt(paired_difference, loc.drop_mass_inside_box, loc.uniform_inside_box), "paper": "not reported"},
-        {"measure": "Caltech-101: p(true) drop, occluder on the object", "ours": boot(loc.drop_on_box),
-         "paper": "not reported"},
-        {"measure": "Caltech-101: p(true) drop, occluder off the object", "ours": boot(loc.drop_off_box),
-         "paper": "not reported"},
-        {"measure": "Caltech-101 linear head accuracy on those held-out images", "ours": fmt(rate, loc.correct),
-         "paper": "not reported"},
-    ]
-
-
-def rate(values):
-    """A share of yes/no per image gets a Wilson interval, a per-image mean a bootstrap one."""
-    values = pd.Series(values).dropna()
-    return proportion(values) if values.dtype == bool else bootstrap_mean(values)
-
-
-def fmt(estimate_of, *columns) -> str:
-    """``estimate_of(*columns).format()``, or "n = 0" where no image has a value."""
-    if not np.isfinite(np.asarray(pd.concat(columns, axis=1), dtype=float)).all(1).any():
-        return "no image (n = 0)"
-    return estimate_of(*columns).format()
-
-
-def claim(source, text, ours, n, baseline, rule, verdict) -> Claim:
-    return Claim(PAPER, source, text, "qualitative (Fig. 7)", ours, n, baseline, rule, verdict)
-
-
-def absent(source, text, why) -> Claim:
-    return claim(source, text, f"not measured: {why}", 0, "-", "-", NOT_COMPARABLE)
-
-
-LOCALIZES = "The model localizes the object within the scene: its most sensitive occluder position lies on the object"
-DROPS = "The probability of the correct class drops significantly when the object is occluded"
-MAP_DROPS = ("When the occluder covers the image region that the feature map's visualization shows, the map's "
-             "activity drops strongly")
-NOT_ALONE = ("The classifier does not rely on the strongest layer-5 map alone (car wheel: text drives the map, the "
-             "wheel drives the class)")
-CHANGES = "Occluding the object changes the most probable class"
-OTHER_OBJECT = "... often to another object in the scene"
-
-
-def localization_claim(loc) -> Claim:
-    """Most sensitive position in the box vs the centre, the box-area prior and the fitted prior, paired per image."""
-    baselines = {"image centre": loc.centre_inside_box, "box-area prior (uniform position)": loc.uniform_inside_box,
-                 "prior position fitted on training boxes": loc.prior_inside_box}
-    means = {name: rate(v) for name, v in baselines.items()}
-    diffs = {name: paired_difference(loc.sensitive_inside_box, v) for name, v in baselines.items()}
-    strongest = max(means, key=lambda name: means[name].value)
-    return claim("Sec. 4.2, Fig. 7", LOCALIZES,
-                 f"inside the box {rate(loc.sensitive_inside_box).format()}; minus {strongest}: "
-                 f"{diffs[strongest].format()}", len(loc),
-                 "; ".join(f"{name} {est.format()}" for name, est in means.items()),
-                 "reproduced when, against every baseline, the 95 % interval of the per-image paired difference "
-                 "inside(model) - inside(baseline) lies above 0",
-                 decide(all(d.above(0) for d in diffs.values())))
-
-
-def paired_on_off(frame, on, off) -> tuple[pd.DataFrame, int]:
-    """The images with a value both on and off the object, and how many were excluded for lacking one."""
-    kept = frame[np.isfinite(frame[on]) & np.isfinite(frame[off])]
-    return kept, len(frame) - len(kept)
-
-
-def object_drop_claim(loc, on_box, off_box) -> Claim:
-    kept, excluded = paired_on_off(loc, "drop_on_box", "drop_off_box")
-    if kept.empty:
-        return absent("Sec. 4.2", DROPS, f"no image has occluder positions both on and off its box ({excluded} tried)")
-    diff = paired_difference(kept.drop_on_box, kept.drop_off_box)
-    return claim("Sec. 4.2", DROPS,
-                 f"drop on the object {bootstrap_mean(kept.drop_on_box).format()}; on - off {diff.format()}; "
-                 f"{excluded} of {len(loc)} images excluded (no position on or off the box)", len(kept),
-                 f"occluder off the object: drop {bootstrap_mean(kept.drop_off_box).format()}",
-                 f"reproduced when the 95 % interval of the per-image paired difference drop(occluder on the box: "
-                 f">= {on_box:.0%} of its square inside) - drop(off it: <= {off_box:.0%}) lies above 0",
-                 decide(diff.above(0)))
-
-
-def map_drop_claim(drop) -> Claim:
-    kept, excluded = paired_on_off(drop, "map_drop_covering", "map_drop_elsewhere")
-    if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
-                      f"no image with positions covering and missing the unit ({excluded} tried)")
-    diff = paired_difference(kept.map_drop_covering, kept.map_drop_elsewhere)
-    return claim("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
-                 f"relative drop of the map covering its strongest unit "
-                 f"{bootstrap_mean(kept.map_drop_covering).format()}; "
-                 f"covering - elsewhere {diff.format()}" + (f"; {excluded} images excluded" if excluded else ""),
-                 len(kept), f"occluder elsewhere: {bootstrap_mean(kept.map_drop_elsewhere).format()}",
-                 "reproduced when the 95 % interval of the per-image paired difference drop(occluder covers the "
-                 "centre of the map's strongest unit) - drop(occluder elsewhere), drops relative to the unoccluded "
-                 "map total, lies above 0", decide(diff.above(0)))
-
-
-def map_not_alone_claim(drop) -> Claim:
-    corr = drop.corr_map_vs_class.dropna()
-    if corr.empty:
-        return absent("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE, "no image with a non-constant map")
-    share = proportion(corr < LOW_CORRELATION)
-    return claim("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE,
-                 f"share of images whose maps (b) and (d) correlate below {LOW_CORRELATION}: {share.format()}; median "
-                 f"correlation {corr.median():.2f}", len(corr),
-                 "a classifier reading only this map: maps (b) and (d) move together on every image",
-                 f"reproduced when the Wilson 95 % interval of the share of images with correlation below "
-                 f"{LOW_CORRELATION} lies above {DISAGREEMENT_SHARE:.0%}", decide(share.above(DISAGREEMENT_SHARE)))
-
-
-def top_class_claim(loc, on_box, off_box) -> Claim:
-    kept, excluded = paired_on_off(loc[loc.correct.astype(bool)], "changed_on_box", "changed_off_box")
-    if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (e)", CHANGES,
-                      "no correctly classified image with positions on and off its box")
-    diff = paired_difference(kept.changed_on_box, kept.changed_off_box)
-    return claim("Sec. 4.2, Fig. 7 (e)", CHANGES,
-                 f"share of on-object positions with another top class {bootstrap_mean(kept.changed_on_box).format()}; "
-                 f"on - off {diff.format()}; {excluded} correctly classified images excluded (no position on or off "
-                 f"the box)", len(kept),
-                 f"occluder off the object: {bootstrap_mean(kept.changed_off_box).format()}",
-                 f"reproduced when, over correctly classified images, the 95 % interval of the per-image paired "
-                 f"difference share(top class changes, occluder on the box: >= {on_box:.0%}) - share(off it: <= "
-                 f"{off_box:.0%}) lies above 0", decide(diff.above(0)))
-
-
-def other_object_claim(loc) -> Claim:
-    on = loc.changed_on_box[loc.correct.astype(bool)].dropna()
-    ours = (f"images where some on-object occluder changes the top class: {proportion(on > 0).format()}"
-            if len(on) else "no correctly classified image with a position on its box")
-    return claim("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, ours, len(on), "-",
-                 "not testable: each image carries one label, so whether the new top class is another object in "
-                 "the scene is unknown", NOT_COMPARABLE)
-
-
-def claims_table(drop, loc, on_box, off_box) -> pd.DataFrame:
-    no_boxes = "no boxed Caltech-101 images (the Caltech-101 part did not run)"
-    if drop.empty:
-        rows = [absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS, "no labelled images"),
-                absent("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE, "no labelled images")]
-    else:
-        rows = [map_drop_claim(drop), map_not_alone_claim(drop)]
-    if loc is None or loc.empty:
-        rows += [absent("Sec. 4.2, Fig. 7", LOCALIZES, no_boxes), absent("Sec. 4.2", DROPS, no_boxes),
-                 absent("Sec. 4.2, Fig. 7 (e)", CHANGES, no_boxes),
-                 absent("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, no_boxes)]
-    else:
-        rows += [localization_claim(loc), object_drop_claim(loc, on_box, off_box),
-                 top_class_claim(loc, on_box, off_box), other_object_claim(loc)]
-    return claims_frame(rows)
 
 
 def main(cfg, out):
@@ -505,18 +65,19 @@ def main(cfg, out):
     rng = np.random.default_rng(cfg.seed)
     fill = images.mean_color()
     stride = e.size if cfg.smoke else e.stride  # smoke: non-overlapping squares, seconds not minutes
+    engine = dict(batch_size=e.batch_size, channels_last=e.channels_last, incremental=e.incremental)
     mined = np.sort(rng.permutation(len(images))[: e.mining_images])
     top = top_activations(model, images.subset(mined), [e.layer], k=e.top_crops + 1, size=size)[e.layer]
     method = projection_method(model, e.layer)
     who = stand_in(cfg, model)
 
+    # Fig. 7: per example, (b) the strongest map under occlusion, (c) its projections, (d) p(true), (e) top class
     shown = []
-    for example in pick_examples(images, e.classes):
+    for example in pick_examples(images.labels, e.classes):
         x = images.tensors([example], size)[0]
         label = int(images.labels[example])
         maps = occlusion_map(model, x, layer=e.layer, target=label if label >= 0 else None, size=e.size,
-                             stride=stride, batch_size=e.batch_size, fill=fill, channels_last=e.channels_last,
-                             progress=True, incremental=e.incremental)
+                             stride=stride, fill=fill, progress=True, **engine)
         projection, others = panel_c(model, images, x, e.layer, maps.channel, top, mined, example, e.top_crops, size,
                                      method)
         label_c = method if method == "deconvnet" else f"guided backprop (no max-pool switches in {cfg.model.name})"
@@ -524,51 +85,40 @@ def main(cfg, out):
                                title=f"{who}; {images.name} {images.paths[example].rsplit('/', 1)[-1]}")
         out.figure(fig, f"fig7_{images.classes[maps.target].replace(' ', '_').lower()}")
         shown.append((example, x, maps))
-    ex = examples_table(model, images, shown, cfg)
+    ex = examples_table(model, images, shown, e.layer, size)
     out.table(ex, "fig7_examples",
               title="Fig. 7 examples: what the occluder does (illustrations; the claims table decides)",
-              notes=f"{who}, {images.name} images at {size} px; grey occluder = the dataset's mean colour, "
-                    f"{e.size} px every {stride} px ({len(maps.ys)}x{len(maps.xs)} positions). Map = the channel of "
-                    f"`{e.layer}` with the largest total activation on the unoccluded image. `min_activation_covers_"
-                    f"strongest_unit`: the occluder position that lowers the map most covers the centre of the map's "
-                    f"strongest unit. Panel (c): {method} projections of that map's strongest activations in "
-                    f"{len(mined)} mined images. Command: `python run.py experiment=zfnet_occlusion`.")
+              notes=examples_notes(cfg, who, images.name, stride, maps, method, len(mined)))
 
-    drop = quantitative_drop(model, images, cfg, fill, rng)
+    # Sec. 4.2 over every labelled image: the drop at the most sensitive position vs a random one
+    occluder = dict(size=e.quant_size, stride=e.quant_stride, **engine)
+    drop = quantitative_drop(model, images, e.layer, size, e.quant_images, fill, rng, **occluder)
     scored = "ImageNet" if images.name == "imagenet_val" else images.name  # the fallback's rows say it is one
     quant = drop_table(drop, scored) if len(drop) else []
-    sample = "all labelled" if e.quant_images is None else "a seeded random sample of the"
-    notes = (f"{who}. {len(drop)} {images.name} images ({sample} images), occluder {e.quant_size} px every "
-             f"{e.quant_stride} px; drop = p(true, unoccluded) - p(true, occluded); mean [95 % bootstrap interval] "
-             f"over images, shares with Wilson intervals; the random position is drawn uniformly from the same grid "
-             f"(seed {cfg.seed}). The strongest map is the channel of `{e.layer}` with the largest total on the "
-             f"unoccluded image; its drop is relative to that total.")
     metrics = {"images": len(drop)}
     if len(drop):
         metrics.update(drop_sensitive=float((drop.p_clean - drop.p_sensitive).mean()),
                        drop_random=float((drop.p_clean - drop.p_random).mean()))
 
-    loc = None
+    # ... and on Caltech-101's object boxes: is the most sensitive position on the object?
+    loc = n_train = n_prior = None
     if e.caltech:
+        # smoke: 3 training and 2 held-out images in each of 3 boxed classes
+        train, held_out, classes = (3, 2, 3) if cfg.smoke else (e.caltech_train_per_class, e.caltech_eval_per_class,
+                                                                 None)
         try:
-            loc, n_train, n_prior = caltech_localization(model, cfg, rng)
+            loc, n_train, n_prior = caltech_localization(
+                model, cfg.dataset.root, size, cfg.cache_dir, cfg.dataset.num_workers, train, held_out, e.on_box,
+                e.off_box, cfg.seed, rng, n_classes=classes, **occluder)
         except DatasetNotFoundError as err:
             log.warning("Caltech-101 part skipped: %s", err)
     if loc is not None:
         quant += caltech_table(loc)
-        notes += (f"\n\nCaltech-101: a logistic-regression head (scikit-learn) on frozen {cfg.model.name} "
-                  f"`{layer_role(model, 'late')}` features (what its last linear layer reads) of {n_train} images "
-                  f"({e.caltech_train_per_class} per class, 101 classes), none of them evaluated; {len(loc)} held-out "
-                  f"images with object boxes ({loc.category.nunique()} categories) "
-                  f"stretched to {size} px. Inside = the occluder's centre lies in the box. Baselines on the same "
-                  f"images: the image centre; a uniform position (the share of positions inside the box, i.e. the "
-                  f"box-area prior); the position inside the most of the {n_prior} training images' boxes. On the "
-                  f"object = at least {e.on_box:.0%} of the occluder's square in the box; off = at most "
-                  f"{e.off_box:.0%}.")
         metrics.update(inside_box=float(loc.sensitive_inside_box.mean()),
                        inside_box_centre=float(loc.centre_inside_box.mean()))
     out.table(pd.DataFrame(quant, columns=["measure", "ours", "paper"]), "occlusion_quantitative",
-              title="Occlusion: probability drop and localization", notes=notes)
+              title="Occlusion: probability drop and localization",
+              notes=quantitative_notes(cfg, model, who, images.name, len(drop), loc, n_train, n_prior))
 
     claims = claims_table(drop, loc, e.on_box, e.off_box)
     out.table(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
@@ -576,3 +126,35 @@ def main(cfg, out):
                     f"the scored images (n); the three Fig. 7 examples only illustrate.")
     metrics.update(examples=len(ex), occlusion_engine=maps.engine)  # which path computed the maps
     return metrics
+
+
+def examples_notes(cfg, who, dataset, stride, maps, method, n_mined) -> str:
+    e = cfg.experiment
+    return (f"{who}, {dataset} images at {cfg.model.input_size} px; grey occluder = the dataset's mean colour, "
+            f"{e.size} px every {stride} px ({len(maps.ys)}x{len(maps.xs)} positions). Map = the channel of "
+            f"`{e.layer}` with the largest total activation on the unoccluded image. `min_activation_covers_"
+            f"strongest_unit`: the occluder position that lowers the map most covers the centre of the map's "
+            f"strongest unit. Panel (c): {method} projections of that map's strongest activations in "
+            f"{n_mined} mined images. Command: `python run.py experiment=zfnet_occlusion`.")
+
+
+def quantitative_notes(cfg, model, who, dataset, n_scored, loc, n_train, n_prior) -> str:
+    e = cfg.experiment
+    sample = "all labelled" if e.quant_images is None else "a seeded random sample of the"
+    notes = (f"{who}. {n_scored} {dataset} images ({sample} images), occluder {e.quant_size} px every "
+             f"{e.quant_stride} px; drop = p(true, unoccluded) - p(true, occluded); mean [95 % bootstrap interval] "
+             f"over images, shares with Wilson intervals; the random position is drawn uniformly from the same grid "
+             f"(seed {cfg.seed}). The strongest map is the channel of `{e.layer}` with the largest total on the "
+             f"unoccluded image; its drop is relative to that total.")
+    if loc is None:
+        return notes
+    return notes + (
+        f"\n\nCaltech-101: a logistic-regression head (scikit-learn) on frozen {cfg.model.name} "
+        f"`{layer_role(model, 'late')}` features (what its last linear layer reads) of {n_train} images "
+        f"({e.caltech_train_per_class} per class, 101 classes), none of them evaluated; {len(loc)} held-out "
+        f"images with object boxes ({loc.category.nunique()} categories) "
+        f"stretched to {cfg.model.input_size} px. Inside = the occluder's centre lies in the box. Baselines on the "
+        f"same images: the image centre; a uniform position (the share of positions inside the box, i.e. the "
+        f"box-area prior); the position inside the most of the {n_prior} training images' boxes. On the "
+        f"object = at least {e.on_box:.0%} of the occluder's square in the box; off = at most "
+        f"{e.off_box:.0%}.")

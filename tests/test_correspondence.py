@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from cnnvis.models import IMAGENET_MEAN, ImageClassifier, Normalize
-from experiments.zfnet_correspondence import (PARTS, delta, location_scores, mask, parts_beat_random, per_image_delta,
-                                              sign_changes)
+from cnnvis.correspondence import (PARTS, delta, location_scores, mask, parts_beat_random, per_image_delta,
+                                   sign_changes)
 from conftest import needs_imagenet_val, run_py
 from test_occlusion import tiny_net
 

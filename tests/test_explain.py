@@ -11,7 +11,9 @@ from cnnvis.data import DatasetNotFoundError, ImageIndex, imagenet_classes, inde
 from cnnvis.results import Results
 from conftest import run_py
 from experiments import experiment_configs
-from experiments.explain import figure_names, labels_are_model_classes, main
+from cnnvis.examples import labels_are_model_classes
+from cnnvis.plotting.explain import figure_names
+from experiments.explain import main
 
 register_configs(experiment_configs())
 

@@ -1,9 +1,9 @@
-"""experiments/filters.py reads the Fig. 3 filters from the conv1 ablation's AlexNet-style checkpoint."""
+"""cnnvis.plotting.filters reads the Fig. 3 filters from the conv1 ablation's AlexNet-style checkpoint."""
 
 import torch
 
 from cnnvis.ablations import conv1_variant
-from experiments.filters import trained_conv1
+from cnnvis.plotting.filters import trained_conv1
 
 
 def test_trained_conv1_takes_the_lowest_seed_checkpoints_11x11_filters(tmp_path):

@@ -76,13 +76,14 @@ def test_activation_max_runs_a_conv_stack_built_for_another_image_side(tmp_path)
 @pytest.mark.real_data
 @pytest.mark.parametrize("arch", ["vgg16", "alexnet"])
 def test_the_caltech_head_fits_networks_with_fc_layers(arch):
-    from experiments.zfnet_occlusion import caltech_localization
+    from cnnvis.occlusion_measures import caltech_localization
 
     # the head is fitted on fc7 (4,096 numbers) here, the pooled conv output on a GAP network
-    cfg = composed("experiment=zfnet_occlusion", f"model={arch}", "smoke=true", "model.input_size=64",
-                   "experiment.quant_size=32", "experiment.quant_stride=32")
+    cfg = composed("experiment=zfnet_occlusion", f"model={arch}", "smoke=true")
     model = build_model(arch, pretrained=False, input_size=64).eval()
-    loc, n_train, n_prior = caltech_localization(model, cfg, np.random.default_rng(0))
+    loc, n_train, n_prior = caltech_localization(
+        model, cfg.dataset.root, 64, cfg.cache_dir, cfg.dataset.num_workers, 3, 2, 0.5, 0.1, cfg.seed,
+        np.random.default_rng(0), n_classes=3, size=32, stride=32, batch_size=16, channels_last=False, incremental=True)
     assert len(loc) == 6 and n_train == 9 and loc.sensitive_inside_box.notna().all()
 
 

@@ -12,9 +12,9 @@ from torch import nn
 from cnnvis.claims import COLUMNS, NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED
 from cnnvis.hooks import activations
 from cnnvis.models import ImageClassifier, Normalize
+from cnnvis import occlusion_measures as om
 from cnnvis.occlusion import OcclusionMaps, occlusion_map, occluder_positions
 from conftest import assert_argmax_up_to_ties, needs_caltech101, needs_imagenet_val, run_py
-from experiments import zfnet_occlusion as zo
 
 
 def tiny_net(classes=4, crop=None, seed=0):
@@ -182,7 +182,7 @@ def dip_at(row, col, low=0.1, high=0.9, noise=0.0, rng=None):
 
 
 def caltech_frame(boxes, dips, tops=None, prior=(1, 1)):
-    return pd.DataFrame([zo.caltech_measures(fake_maps(p, None if tops is None else tops[k]), b, SIDE, prior, 0.5, 0.1)
+    return pd.DataFrame([om.caltech_measures(fake_maps(p, None if tops is None else tops[k]), b, SIDE, prior, 0.5, 0.1)
                          for k, (b, p) in enumerate(zip(boxes, dips))])
 
 
@@ -192,9 +192,9 @@ def test_box_overlap_and_centre_inside_match_a_pixel_count():
     mask = torch.zeros(SIDE, SIDE)
     mask[20:63, 5:41] = 1
     expected = torch.tensor([[float(mask[y:y + SQUARE, x:x + SQUARE].mean()) for x in xs] for y in ys])
-    torch.testing.assert_close(zo.box_overlap(ys, xs, SQUARE, box), expected)
+    torch.testing.assert_close(om.box_overlap(ys, xs, SQUARE, box), expected)
     centre = torch.tensor([[bool(mask[y + SQUARE // 2, x + SQUARE // 2]) for x in xs] for y in ys])
-    assert torch.equal(zo.centre_inside(ys, xs, SQUARE, box), centre)
+    assert torch.equal(om.centre_inside(ys, xs, SQUARE, box), centre)
 
 
 def test_a_model_that_always_points_at_the_centre_does_not_beat_the_centre_baseline():
@@ -202,7 +202,7 @@ def test_a_model_that_always_points_at_the_centre_does_not_beat_the_centre_basel
     boxes = [(16 - d, 16 - d, 48 + d, 48 + d) for d in rng.integers(0, 12, 60)]  # centred objects
     loc = caltech_frame(boxes, [dip_at(1, 1) for _ in boxes])  # the square just above-left of the centre, always
     assert loc.sensitive_inside_box.all() and loc.centre_inside_box.all()
-    c = zo.localization_claim(loc)
+    c = om.localization_claim(loc)
     assert c.verdict == NOT_REPRODUCED and c.n == 60
     assert "image centre" in c.baseline and "fitted" in c.baseline
 
@@ -214,25 +214,25 @@ def test_a_model_that_finds_off_centre_objects_beats_every_baseline():
     loc = caltech_frame(boxes, [dip_at(r, c) for r, c in corners], prior=(0, 0))
     assert loc.sensitive_inside_box.all() and loc.centre_inside_box.mean() < 0.5
     assert np.allclose(loc.drop_mass_inside_box, 1.0)  # the only drop is on the object
-    assert zo.localization_claim(loc).verdict == REPRODUCED
+    assert om.localization_claim(loc).verdict == REPRODUCED
 
 
 def test_the_drop_on_the_object_must_exceed_the_drop_off_it():
     rng = np.random.default_rng(2)
     boxes = [(0, 0, 32, 32)] * 50  # top-left quarter: 4 squares on, 9 wholly off
     same = [dip_at(3, 3, low=0.5, noise=0.05, rng=rng) for _ in boxes]  # the dip is off the object
-    assert zo.object_drop_claim(caltech_frame(boxes, same), 0.5, 0.1).verdict == NOT_REPRODUCED
+    assert om.object_drop_claim(caltech_frame(boxes, same), 0.5, 0.1).verdict == NOT_REPRODUCED
     on = [dip_at(0, 1, low=0.2, noise=0.05, rng=rng) for _ in boxes]
-    assert zo.object_drop_claim(caltech_frame(boxes, on), 0.5, 0.1).verdict == REPRODUCED
+    assert om.object_drop_claim(caltech_frame(boxes, on), 0.5, 0.1).verdict == REPRODUCED
 
 
 def test_images_without_a_position_off_the_object_are_excluded_and_counted():
     boxes = [(0, 0, 32, 32)] * 10 + [(0, 0, SIDE, SIDE)] * 5  # the last five cover the whole image
     dips = [dip_at(0, 0, low=0.1 + 0.01 * k) for k in range(15)]
-    c = zo.object_drop_claim(caltech_frame(boxes, dips), 0.5, 0.1)
+    c = om.object_drop_claim(caltech_frame(boxes, dips), 0.5, 0.1)
     assert c.n == 10 and "5 of 15 images excluded" in c.ours
     everything = caltech_frame([(0, 0, SIDE, SIDE)] * 3, dips[:3])
-    assert zo.object_drop_claim(everything, 0.5, 0.1).verdict == NOT_COMPARABLE
+    assert om.object_drop_claim(everything, 0.5, 0.1).verdict == NOT_COMPARABLE
 
 
 def test_the_top_class_must_change_more_often_on_the_object_than_off_it():
@@ -242,14 +242,14 @@ def test_the_top_class_must_change_more_often_on_the_object_than_off_it():
     off_changes[3, 3] = 7
     on_changes = np.zeros((4, 4), int)
     on_changes[0, :2] = 7
-    c_no = zo.top_class_claim(caltech_frame(boxes, flat, tops=[off_changes] * 40), 0.5, 0.1)
-    c_yes = zo.top_class_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40), 0.5, 0.1)
+    c_no = om.top_class_claim(caltech_frame(boxes, flat, tops=[off_changes] * 40), 0.5, 0.1)
+    c_yes = om.top_class_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40), 0.5, 0.1)
     assert c_no.verdict == NOT_REPRODUCED and c_yes.verdict == REPRODUCED
-    assert zo.other_object_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40)).verdict == NOT_COMPARABLE
+    assert om.other_object_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40)).verdict == NOT_COMPARABLE
 
 
 def imagenet_frame(activation_dips, unit_yx, rng):
-    return pd.DataFrame([zo.imagenet_measures(fake_maps(dip_at(2, 2), activation=dip_at(r, c, 0.5, 1.0)), unit_yx, rng)
+    return pd.DataFrame([om.imagenet_measures(fake_maps(dip_at(2, 2), activation=dip_at(r, c, 0.5, 1.0)), unit_yx, rng)
                          for r, c in activation_dips])
 
 
@@ -258,23 +258,23 @@ def test_the_map_must_drop_more_when_the_occluder_covers_its_strongest_unit():
     unit = (40.0, 8.0)  # inside the square of row 2, column 0
     covering = imagenet_frame([(2, 0)] * 30, unit, rng)
     assert np.allclose(covering.map_drop_covering, 0.5)
-    assert zo.map_drop_claim(covering).verdict == REPRODUCED
+    assert om.map_drop_claim(covering).verdict == REPRODUCED
     elsewhere = imagenet_frame([tuple(rng.integers(0, 4, 2)) for _ in range(30)], (8.0, 56.0), rng)
     elsewhere = elsewhere[elsewhere.map_drop_covering < 0.25]  # the dip never on the unit's square
-    assert zo.map_drop_claim(elsewhere).verdict == NOT_REPRODUCED
+    assert om.map_drop_claim(elsewhere).verdict == NOT_REPRODUCED
 
 
 def test_map_and_class_moving_together_on_every_image_says_no():
     together = pd.DataFrame({"corr_map_vs_class": np.linspace(0.6, 0.99, 200)})
-    assert zo.map_not_alone_claim(together).verdict == NOT_REPRODUCED
+    assert om.map_not_alone_claim(together).verdict == NOT_REPRODUCED
     apart = pd.DataFrame({"corr_map_vs_class": np.r_[np.full(60, -0.2), np.full(140, 0.9)]})
-    assert zo.map_not_alone_claim(apart).verdict == REPRODUCED
+    assert om.map_not_alone_claim(apart).verdict == REPRODUCED
 
 
 def test_claims_table_has_the_shared_shape_and_marks_missing_boxes_not_comparable():
     rng = np.random.default_rng(4)
     drop = imagenet_frame([(2, 0)] * 5, (40.0, 8.0), rng)
-    table = zo.claims_table(drop, None, 0.5, 0.1)
+    table = om.claims_table(drop, None, 0.5, 0.1)
     assert list(table.columns) == COLUMNS
     assert (table.verdict.iloc[2:] == NOT_COMPARABLE).all() and len(table) == 6
 
@@ -298,7 +298,7 @@ def test_guided_projection_of_one_unit_is_its_filter_even_when_the_unit_saturate
     image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     acts = activations(model, image, ["block"])["block"][:, 1]
     locations = [divmod(int(a.argmax()), 16) for a in acts]
-    proj = zo.guided_project(model, image, "block", 1, locations)
+    proj = om.guided_project_units(model, image, "block", 1, locations)
     for k, (y, x) in enumerate(locations):
         expected = torch.zeros(3, 18, 18)
         expected[:, y:y + 3, x:x + 3] = model.features[0][0].weight[1].detach() / 0.25
@@ -310,8 +310,8 @@ def test_panel_c_uses_the_deconvnet_only_where_max_pool_switches_exist():
                                nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
                                nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), nn.Linear(4, 2),
                                {"pool1": "features.2"}, input_size=16)
-    assert zo.projection_method(switches, "pool1") == "deconvnet"
-    assert zo.projection_method(one_conv(nn.ReLU6()), "block") == "guided backprop"
+    assert om.projection_method(switches, "pool1") == "deconvnet"
+    assert om.projection_method(one_conv(nn.ReLU6()), "block") == "guided backprop"
 
 
 class TensorImages:
@@ -337,7 +337,7 @@ def test_panel_c_projects_the_maps_top_activations_in_the_other_images():
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(8))
     top = top_activations(model, images, ["pool1"], k=4, size=16, progress=False)["pool1"]
     example = top.location(1, 0)[0]  # the map's strongest image is the one shown: it must not reappear
-    proj, others = zo.panel_c(model, TensorImages(images), images[example], "pool1", 1, top, np.arange(6), example,
+    proj, others = om.panel_c(model, TensorImages(images), images[example], "pool1", 1, top, np.arange(6), example,
                               3, 16, "deconvnet")
     torch.testing.assert_close(proj, deconv_project(model, images[example][None], "pool1", 1)[0])
     assert len(others) == 3

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -42,3 +44,13 @@ def explain_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], top5: lis
         ax.axis("off")
     fig.suptitle(textwrap.fill(title, int(width * 15)), fontsize=8)
     return fig
+
+
+def figure_names(paths: list[str]) -> list[str]:
+    """``explain_<image>`` for each image: its path below the images' common folder, '/' as '_', without the suffix
+    unless two images would then share a name (a.jpg and a.png)."""
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    relative = [Path(os.path.relpath(p, root)) for p in paths]
+    stems = ["_".join(r.with_suffix("").parts) for r in relative]
+    shared = Counter(stems)
+    return [f"explain_{s}_{r.suffix.lstrip('.')}" if shared[s] > 1 else f"explain_{s}" for s, r in zip(stems, relative)]

@@ -1,10 +1,27 @@
 """Krizhevsky 2012 Fig. 3: first-layer filters as an RGB tile grid; feature maps of chosen layers."""
 
+import glob
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from cnnvis.plotting import grid_shape, rescale, to_image
+
+
+def trained_conv1(pattern: str) -> tuple[torch.Tensor, dict] | None:
+    """conv1 weights of the lowest-seed trainer checkpoint matching ``pattern``, with its seed, epochs and
+    path; None when nothing matches."""
+    found = []
+    for path in sorted(glob.glob(pattern)):
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        found.append((blob.get("seed", 0), path, blob))
+    if not found:
+        return None
+    seed, path, blob = min(found, key=lambda f: (f[0], f[1]))
+    state = blob["model"] if "model" in blob else blob
+    weight = next(w for k, w in state.items() if k.startswith("features.") and w.ndim == 4)  # the first conv
+    return weight, {"seed": seed, "epochs": blob.get("epoch", "?"), "path": path}
 
 
 def filter_tiles(weight: torch.Tensor, cols: int | None = None, pad: int = 1) -> np.ndarray:
