@@ -20,7 +20,8 @@ from torch.nn import functional as F
 
 from cnnvis import runner
 from cnnvis.config import ExperimentConfig
-from cnnvis.examples import load_examples, pick_images
+from cnnvis.examples import pick_images
+from cnnvis.runner import images_or_samples_from_config
 from cnnvis.models import CNN, DETECTOR, SEGMENTER, TRANSFORMER, build_model, frozen
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
 from cnnvis.runner import model_from_config
@@ -84,7 +85,7 @@ def built(name: str, size: int):
 def main(cfg, out):
     e = cfg.experiment
     check_experiment(e)
-    images = load_examples(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
+    images = images_or_samples_from_config(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
     picks = pick_images(images.labels, list(e.classes), min(e.images, 2) if cfg.smoke else e.images)
     size = SMOKE_SIZE if cfg.smoke else cfg.model.input_size
     cfg.model.input_size = size  # the model is built for the images it sees (AlexNet's and ZFNet's fc6 is sized by it)

@@ -14,7 +14,8 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import DatasetNotFoundError
-from cnnvis.examples import load_examples, pick_examples
+from cnnvis.examples import pick_examples
+from cnnvis.runner import images_or_samples_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, layer_role, resolve_layers
 from cnnvis.occlusion import occlusion_map
@@ -58,7 +59,7 @@ def stand_in(cfg, model) -> str:
 
 
 def main(cfg, out):
-    images = load_examples(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_or_samples_from_config(cfg)  # data first: a missing dataset fails before anything is written
     model = model_from_config(cfg)
     e, size = cfg.experiment, cfg.model.input_size
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")

@@ -161,7 +161,7 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
 
     from cnnvis.config import REPO, register_configs
     from experiments import experiment_configs
-    from cnnvis.examples import load_examples
+    from cnnvis.runner import images_or_samples_from_config
 
     register_configs(experiment_configs())
     monkeypatch.chdir(tmp_path)  # the default root, data/, holds nothing here
@@ -171,9 +171,9 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
                                                        f"cache_dir={tmp_path / 'cache'}"])
         given = compose(config_name="config", overrides=["experiment=zfnet_occlusion",
                                                          f"dataset.root={tmp_path / 'nowhere'}"])
-    assert load_examples(cfg).name == "sample photos (fallback: DATA_ROOT unset)"
+    assert images_or_samples_from_config(cfg).name == "sample photos (fallback: DATA_ROOT unset)"
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
-        load_examples(given)
+        images_or_samples_from_config(given)
     monkeypatch.setenv("DATA_ROOT", str(tmp_path / "elsewhere"))
     with pytest.raises(DatasetNotFoundError, match="elsewhere"):
-        load_examples(cfg)
+        images_or_samples_from_config(cfg)

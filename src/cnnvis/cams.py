@@ -28,7 +28,6 @@ size), unnormalized; ``normalize_maps`` scales each to [0, 1]. Input-space metho
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch

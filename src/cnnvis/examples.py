@@ -1,37 +1,13 @@
-"""Which images and feature maps an experiment shows: the configured dataset with its sample-photo fallback, the
-first image of each wanted class, a seeded sample of labelled images, a pick of feature maps that fire, how pure a
-map's top images are in class, and whether a dataset's labels are the model's ImageNet classes."""
+"""Which images and feature maps an experiment shows: the first image of each wanted class, a seeded sample of
+labelled images, a pick of feature maps that fire, how pure a map's top images are in class, and whether a
+dataset's labels are the model's ImageNet classes."""
 
 from __future__ import annotations
 
-import copy
-import logging
-import os
-from dataclasses import replace
-
 import numpy as np
-from omegaconf import OmegaConf
 
-from cnnvis.data import DatasetNotFoundError, imagenet_classes
+from cnnvis.data import imagenet_classes
 from cnnvis.mining import TopK
-from cnnvis.runner import images_from_config
-
-log = logging.getLogger(__name__)
-
-
-def load_examples(cfg):
-    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
-    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
-    try:
-        return images_from_config(cfg)
-    except DatasetNotFoundError:
-        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
-        if cfg.dataset.name != "imagenet_val" or root_given:
-            raise
-        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
-        fallback = copy.deepcopy(cfg)
-        OmegaConf.update(fallback, "dataset.name", "samples")
-        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def pick_examples(labels: np.ndarray, classes) -> list[int]:

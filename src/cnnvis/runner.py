@@ -9,6 +9,7 @@ or the sample-photo fallback), and ``<results_dir>/<experiment>/`` whenever ``re
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ import re
 import shutil
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnvis import data
 from cnnvis.config import check_config, check_model_kind, process_start_ticks, unread_model_override
@@ -93,6 +95,21 @@ def model_from_config(cfg: DictConfig, device=None) -> torch.nn.Module:
 def images_from_config(cfg: DictConfig, input_size: int | None = None):
     """The dataset of ``cfg.dataset``, decoded through the on-disk cache (a sliver when ``cfg.smoke``)."""
     return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke)
+
+
+def images_or_samples_from_config(cfg):
+    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
+    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
+    try:
+        return images_from_config(cfg)
+    except DatasetNotFoundError:
+        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
+        if cfg.dataset.name != "imagenet_val" or root_given:
+            raise
+        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
+        fallback = copy.deepcopy(cfg)
+        OmegaConf.update(fallback, "dataset.name", "samples")
+        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def what_changed(overrides, smoke: bool, datasets: list[dict], configured_dataset: str) -> list[str]:
