@@ -55,6 +55,8 @@ def test_the_library_keeps_its_import_contracts():
     ("data.py", "from experiments import experiment_names", "the library imports nothing of experiments"),
     ("models/weights.py", "from cnnvis.models.zf_alexnet import zfnet",
      "cnnvis.models imports run downward through its modules"),
+    ("training/splits.py", "from cnnvis.training.loop import fit",
+     "cnnvis.training imports run downward through its modules"),
 ])
 def test_a_cycle_an_upward_import_or_an_experiments_import_breaks_a_contract(tmp_path, module, added, broken):
     for tree in ("src/cnnvis", "experiments"):
