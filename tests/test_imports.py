@@ -53,6 +53,10 @@ def test_the_library_keeps_its_import_contracts():
     ("incremental.py", "from cnnvis import occlusion", "no import cycle among cnnvis's modules"),  # within a layer
     ("stats.py", "from cnnvis import runner", "cnnvis imports run downward through its layers"),
     ("data.py", "from experiments import experiment_names", "the library imports nothing of experiments"),
+    ("models/weights.py", "from cnnvis.models.zf_alexnet import zfnet",
+     "cnnvis.models imports run downward through its modules"),
+    ("training/splits.py", "from cnnvis.training.loop import fit",
+     "cnnvis.training imports run downward through its modules"),
 ])
 def test_a_cycle_an_upward_import_or_an_experiments_import_breaks_a_contract(tmp_path, module, added, broken):
     for tree in ("src/cnnvis", "experiments"):

@@ -1,15 +1,8 @@
-"""Training from scratch or fine-tuning, the Zeiler & Fergus / Krizhevsky recipe as options.
+"""``fit``, one training loop for one process or many (``torchrun`` -> DistributedDataParallel), and ``evaluate``.
 
-``fit`` is one loop for one process or many (``torchrun`` -> DistributedDataParallel): SGD with momentum,
-the learning rate lowered when the validation loss stops improving, optional paper initialization and
-filter-RMS renormalization, random crops and flips (done by the dataset), a checkpoint after every epoch
-(and every ``checkpoint_every`` steps), kept epochs for the feature-evolution figure, and resume.
-
-Resume is exact: the sample order of an epoch is a seeded permutation of (seed, epoch), each sample's
-augmentation is seeded by (seed, epoch, index), and the checkpoint holds the model, optimizer, scheduler,
-the partial epoch's sums and the RNG states (dropout). So a run killed anywhere and restarted with the same
-command ends with the same metrics as an uninterrupted one. Checkpoints hold only tensors and plain Python
-values, are written atomically (temporary file, then rename) and loaded with ``weights_only=True``.
+Resume is exact: the sample order of an epoch is a seeded permutation of (seed, epoch) (``EpochSampler``), each
+sample's augmentation is seeded by (seed, epoch, index) (``SeededSamples``), and the checkpoint holds the model,
+optimizer, scheduler, the partial epoch's sums and the RNG states (dropout).
 """
 
 from __future__ import annotations
@@ -17,14 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -33,79 +24,15 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-log = logging.getLogger(__name__)
+from cnnvis.training.checkpoints import _rng_state, _set_rng_state, load_checkpoint, save_atomic
+from cnnvis.training.recipe import (TrainConfig, as_train_config, kaiming_init_, paper_init_, renormalize_filters_,
+                                    scaled_keep_epochs)
 
-PAPER_KEEP_EPOCHS = (1, 2, 5, 10, 20, 30, 40, 64)  # Zeiler & Fergus Fig. 4 (of a 70-epoch run)
-PAPER_EPOCHS = 64
+log = logging.getLogger(__package__)  # "cnnvis.training", the name run.log's lines carried before the split
+
+
 KILL_ENV = "CNNVIS_TRAIN_KILL_AFTER_STEPS"  # tests: SIGKILL this process after N optimizer steps
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "seconds"]
-
-
-@dataclass
-class TrainConfig:
-    """The training recipe (also a Hydra structured-config node)."""
-
-    epochs: int = 10
-    batch_size: int = 64  # global: split over the processes of a distributed run
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    plateau_factor: float = 0.1  # lr *= factor when val loss stops improving
-    plateau_patience: int = 1
-    paper_init: bool = False  # ZF: weights N(0, 1e-2), biases 0
-    filter_rms: Optional[float] = None  # ZF: 0.1 -> renormalize conv filters whose RMS exceeds it
-    ten_crop: bool = False  # final validation by 10 crops (corners + centre, and their flips)
-    keep_epochs: Optional[list[int]] = None  # None: the paper's 1,2,5,10,20,30,40,64 scaled to `epochs`
-    num_workers: int = 2
-    amp: bool = True  # GPU only
-    channels_last: bool = True  # GPU only
-    trainable: Optional[list[str]] = None  # None: all params; else only params whose name starts with a prefix
-    checkpoint_every: int = 0  # also write last.pt every N optimizer steps (0: only at epoch ends)
-    eval_batch_size: int = 128
-    kaiming_init: bool = False  # He et al. 2015 (normal, fan-in, ReLU gain), biases 0; ignored with paper_init
-    linear_init_std: Optional[float] = None  # with kaiming_init: Linear weights N(0, std) instead (torchvision's VGG)
-
-
-def scaled_keep_epochs(epochs: int) -> list[int]:
-    """The paper's kept epochs 1, 2, 5, 10, 20, 30, 40, 64 mapped onto a run of ``epochs`` (deduplicated)."""
-    return sorted({min(epochs, max(1, round(e * epochs / PAPER_EPOCHS))) for e in PAPER_KEEP_EPOCHS})
-
-
-def paper_init_(model: nn.Module, std: float = 1e-2) -> None:
-    """Zeiler & Fergus: every conv and linear weight N(0, std), every bias 0."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def kaiming_init_(model: nn.Module, linear_std: Optional[float] = None) -> None:
-    """He et al. 2015: keeps the signal's scale through deep ReLU stacks without normalization layers, where
-    N(0, 1e-2) (and PyTorch's default) shrink it layer after layer and a short run never starts learning.
-    ``linear_std`` draws Linear weights from N(0, linear_std) instead: a wide fc head (AlexNet's 9216-4096-4096)
-    under He init starts with logits so large that the first steps at lr 1e-2 kill every ReLU."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if isinstance(m, nn.Linear) and linear_std is not None:
-                nn.init.normal_(m.weight, 0.0, linear_std)
-            else:
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-@torch.no_grad()
-def renormalize_filters_(model: nn.Module, max_rms: float) -> int:
-    """Rescale every conv filter whose RMS exceeds ``max_rms`` back to it; returns how many were rescaled."""
-    count = 0
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            rms = m.weight.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
-            scale = (max_rms / rms).clamp(max=1.0)
-            m.weight.mul_(scale)
-            count += int((scale < 1).sum())
-    return count
 
 
 # ---------------------------------------------------------------- distributed set-up
@@ -179,39 +106,6 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + i)
             return self.dataset[i]
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-             "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -322,17 +216,6 @@ def _freeze_frozen_norms(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
             m.eval()
-
-
-def as_train_config(cfg) -> TrainConfig:
-    """A TrainConfig from itself, a Hydra/OmegaConf node of one, or a dict."""
-    if isinstance(cfg, TrainConfig):
-        return cfg
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return TrainConfig(**cfg)
 
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: TrainConfig, ckpt_dir, device=None,
@@ -463,154 +346,3 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
             if on_epoch_end is not None:
                 on_epoch_end(pd.DataFrame(history, columns=HISTORY_COLUMNS))
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
-
-
-# ---------------------------------------------------------------- experiments' data and runs
-
-
-def largest_classes(index, classes: Optional[int]):
-    """The ``classes`` classes with the most images (ties by name), relabelled 0..classes-1; None: all."""
-    if classes is None:
-        return index
-    counts = np.bincount(index.labels, minlength=len(index.classes))
-    if classes > int((counts > 0).sum()):
-        raise ValueError(f"experiment.classes={classes} but {index.name} has only {int((counts > 0).sum())} classes")
-    chosen = sorted(np.flatnonzero(counts > 0), key=lambda c: (-counts[c], index.classes[c]))[:classes]
-    return keep_classes(index, chosen)
-
-
-def keep_classes(index, chosen):
-    """Only the images of the class ids ``chosen``, relabelled 0..len-1 in name order."""
-    from cnnvis.data import ImageIndex
-
-    chosen = sorted(chosen, key=lambda c: index.classes[c])
-    remap = {int(c): k for k, c in enumerate(chosen)}
-    keep = [i for i, y in enumerate(index.labels) if int(y) in remap]
-    return ImageIndex(index.name, [index.paths[i] for i in keep],
-                      np.asarray([remap[int(index.labels[i])] for i in keep], dtype=np.int64),
-                      [index.classes[c] for c in chosen])
-
-
-def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
-                   class_filter: Optional[Callable] = None):
-    """(images, train set, val set) of ``cfg.dataset``: the ``classes`` largest classes (of those whose name
-    passes ``class_filter``), the papers' per-class split (``dataset.train_per_class`` / ``test_per_class`` /
-    ``fold``, seeded by ``cfg.seed``), images decoded through the cache at ``dataset.resize`` (default
-    input_size * 256 / 224). With ``cfg.smoke``: 3 classes of 4 images (2 train, 2 val)."""
-    from cnnvis.data import ImageTensors, decode_to_cache, index_dataset, per_class_split, smoke_subset
-
-    size = input_size or cfg.model.input_size
-    index = index_dataset(cfg.dataset)
-    if class_filter is not None:
-        index = keep_classes(index, [c for c, name in enumerate(index.classes) if class_filter(name)])
-    index = largest_classes(index, classes)
-    train_per_class, test_per_class = cfg.dataset.train_per_class, cfg.dataset.test_per_class
-    if cfg.smoke:
-        index = largest_classes(smoke_subset(index, classes=3, per_class=4), 3)
-        train_per_class, test_per_class = 2, 2
-    train_idx, val_idx = per_class_split(index.labels, train_per_class, test_per_class, cfg.dataset.fold, cfg.seed)
-    keep = np.concatenate([train_idx, val_idx])
-    images = decode_to_cache(index.select(np.sort(keep)), cfg.dataset.resize or round(size * 256 / 224),
-                             getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)
-    # positions in the decoded (sorted, kept) set; no image is unreadable in the datasets used here
-    position = {p: i for i, p in enumerate(images.paths)}
-    train = [position[index.paths[i]] for i in train_idx if index.paths[i] in position]
-    val = [position[index.paths[i]] for i in val_idx if index.paths[i] in position]
-    return images, ImageTensors(images, train, size, train=True), ImageTensors(images, val, size)
-
-
-def train_val_test_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
-                        class_filter: Optional[Callable] = None, val_per_class: int = 5):
-    """(images, train, val, test): ``train_val_sets``'s held-out images split per class into ``val_per_class``
-    for selection (the learning-rate plateau, a best epoch) and the rest for the reported numbers, so no
-    held-out image is used twice. With ``cfg.smoke``: 1 val and 1 test image per class."""
-    from cnnvis.data import ImageTensors
-
-    images, train, held_out = train_val_sets(cfg, classes, input_size, class_filter)
-    val, test = split_held_out(images.labels, held_out.idx, 1 if cfg.smoke else val_per_class, cfg.seed)
-    if len(test) == 0:
-        raise ValueError(f"no test images left after {val_per_class} validation images per class: raise "
-                         f"dataset.test_per_class (now {cfg.dataset.test_per_class}) or lower val_per_class")
-    return images, train, ImageTensors(images, val, held_out.size), ImageTensors(images, test, held_out.size)
-
-
-def split_held_out(labels, idx, val_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, ``val_per_class`` random positions of ``idx`` for validation and the rest for test (disjoint)."""
-    labels, idx = np.asarray(labels), np.asarray(idx)
-    rng = np.random.default_rng([seed, 7919])  # its own stream: the train/held-out split's draws stay unchanged
-    val, test = [], []
-    for y in np.unique(labels[idx]):
-        members = rng.permutation(idx[labels[idx] == y])
-        val += members[:val_per_class].tolist()
-        test += members[val_per_class:].tolist()
-    return np.sort(np.asarray(val, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
-
-
-class ShuffledLabels(Dataset):
-    """The data randomization test's training set (Zhang et al. 2017, Adebayo et al. 2018): every image keeps
-    its augmentation, the labels are permuted among the images (seeded), so class frequencies stay and the
-    link between an image and its label is gone."""
-
-    def __init__(self, dataset: Dataset, labels, seed: int = 0):
-        self.dataset = dataset
-        self.labels = np.random.default_rng([seed, 104_729]).permutation(np.asarray(labels))
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.dataset[i][0], int(self.labels[i])
-
-
-def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, seed: int) -> Path:
-    """``root/<tag>-<hash>``: one folder per (architecture, data, recipe, seed), so experiments that train the
-    same thing share (and resume) one run."""
-    import hashlib
-    import json
-
-    recipe = {k: v for k, v in asdict(as_train_config(cfg)).items()
-              if k not in ("num_workers", "amp", "channels_last", "checkpoint_every", "eval_batch_size", "keep_epochs")}
-    blob = json.dumps({"model": str(model), "data": data_key, "train": recipe, "seed": seed}, sort_keys=True,
-                      default=str)
-    return Path(root) / f"{tag}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
-
-
-def data_key(cfg, classes: Optional[int]) -> dict:
-    d = cfg.dataset
-    return {"dataset": d.name, "classes": classes, "train_per_class": d.train_per_class,
-            "test_per_class": d.test_per_class, "fold": d.fold, "resize": d.resize, "smoke": cfg.smoke,
-            "split_seed": cfg.seed, "input_size": cfg.model.input_size}
-
-
-def held_out_fingerprint(dataset) -> Optional[str]:
-    """A short hash of a validation set's image positions (None without one): runs that select on different
-    images do not share a checkpoint folder."""
-    import hashlib
-
-    if dataset is None:
-        return None
-    return hashlib.sha1(np.asarray(dataset.idx, dtype=np.int64).tobytes()).hexdigest()[:10]
-
-
-def smoke_recipe(cfg: TrainConfig, smoke: bool) -> TrainConfig:
-    """``smoke=true``: 2 epochs, no loader workers (the run ends in seconds)."""
-    cfg = as_train_config(cfg)
-    if not smoke:
-        return cfg
-    from dataclasses import replace
-
-    return replace(cfg, epochs=min(cfg.epochs, 2), num_workers=0, keep_epochs=None)
-
-
-def train_variant(build: Callable[[], nn.Module], tag: str, cfg, train_set, val_set, recipe: TrainConfig, seed: int,
-                  classes: Optional[int], on_epoch_end=None):
-    """Build a model under ``seed`` and train it (or resume / reuse its finished run) in its ``run_dir``;
-    returns (model, history, checkpoint folder)."""
-    torch.manual_seed(seed)
-    model = build()
-    key = {**data_key(cfg, classes), "val_images": held_out_fingerprint(val_set)}  # the plateau reads val
-    ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, key, recipe, seed)
-    device = None if cfg.device == "auto" else cfg.device
-    history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end)
-    return model, history, ckpt
