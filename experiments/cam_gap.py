@@ -115,16 +115,9 @@ def main_scratch(cfg, out):
             figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
     runs = pd.DataFrame(rows)
     table = summary_table(runs)
-    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
-    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
-    at_chance = [name for name, err in mean_err.items() if err > chance_err]
-    warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
-               f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
-               "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
-               "paper's comparison.") if at_chance else ""
     text = notes(cfg, recipe, len(train_set), len(val_set), len(test_set), n_classes)
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
-              notes=text + warning)
+              notes=text + chance_warning(runs, n_classes))
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
     gate = gate_rows(runs, "{network} seed {seed}")
     out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
@@ -170,6 +163,16 @@ def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
         + (" SMOKE RUN: 2 training, 1 validation and 1 test image per class." if cfg.smoke else "")
     )
 
+
+
+def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
+    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
+    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
+    at_chance = [name for name, err in mean_err.items() if err > chance_err]
+    return (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
+            f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
+            "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
+            "paper's comparison.") if at_chance else ""
 
 # ---------------------------------------------------------------- surgery on a pretrained network (the default)
 
