@@ -32,6 +32,7 @@ from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
 from cnnvis.gap_scratch import build_variant, localize, run_row, summary_table, table1_claims
 from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.models import CNN, UnsupportedModelError
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.runner import model_from_config
@@ -160,7 +161,7 @@ def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
         "loc_err_top1 counts a wrong class or IoU < 0.5 (the paper's top-1 localization error); loc_err_gt_known "
         f"uses the true class's map. Box rule: largest connected component above {cfg.experiment.threshold:g} of the "
         "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
-        + (" SMOKE RUN: 2 training, 1 validation and 1 test image per class." if cfg.smoke else "")
+        + smoke_note(cfg.smoke, "2 training, 1 validation and 1 test image per class")
     )
 
 
@@ -258,4 +259,4 @@ def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_pe
         "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
         "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
         "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
-        + (" SMOKE RUN: 3 classes of 6 images, 2 folds, 2 epochs." if cfg.smoke else ""))
+        + smoke_note(cfg.smoke, "3 classes of 6 images, 2 folds, 2 epochs"))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.runner import model_from_config
@@ -114,7 +115,7 @@ def main(cfg, out):
                      f"fold's training images only (ties to the smaller C), among {grids}; the chosen Cs are in the "
                      f"table and in `folds`{edges}. 'depth' = layer index / number of layers, so the paper's ZFNet layers "
                      f"(1-5 conv, 7 = fc7) and ours line up in the figure. The paper classified layer outputs of "
-                     f"ZFNet; ours are the stages of {cfg.model.name}." + (" SMOKE RUN." if cfg.smoke else "")))
+                     f"ZFNet; ours are the stages of {cfg.model.name}." + smoke_note(cfg.smoke)))
     out.table(pd.DataFrame(per_fold), "folds", title="Accuracy and chosen C of every fold")
     claims = [depth_claim(name, kind, results[name, layers[0], kind], results[name, layers[-1], kind],
                           layers[0], layers[-1]) for name in names for kind in e.classifiers
