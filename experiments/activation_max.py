@@ -5,28 +5,22 @@ recipe instead (cnnvis.featurevis: Fourier 1/f and decorrelated-colour parametri
 beside its pixel-space baseline, and adds a diversity row for two units. In a ``--multirun`` sweep every job also
 redraws ``multirun/sweep.png`` (one row per finished job) from the strips its siblings left."""
 
-import hashlib
-import json
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from PIL import Image
 
 from cnnvis import featurevis as fv
-from cnnvis.activation_max import PRESETS, dataset_maxima, maximize, with_overrides
+from cnnvis.activation_max import (PRESETS, cached_maxima, maximize_units_and_classes, render_units_and_classes,
+                                   summary_metrics, with_overrides)
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
 from cnnvis.models import CNN, build_model, resolve_layers
-from cnnvis.objectives import channel, class_logit, diversity, objective_values, unit
-from cnnvis.plotting.activation_max import class_grid, sweep_grid, unit_grid
+from cnnvis.plotting.activation_max import class_grid, unit_grid, write_sweep_row
 from cnnvis.runner import images_from_config, model_from_config
 
 # A varied set: fish, birds, dog, big cat, insect, objects, vehicle, fruit, food, scene.
@@ -64,133 +58,29 @@ class Config(ExperimentConfig):
     zfnet_layers: list[str] = field(default_factory=lambda: ["conv2", "conv3", "conv5"])
 
 
-def spread_channels(n_channels: int, k: int) -> list[int]:
-    return torch.linspace(0, n_channels - 1, min(k, n_channels)).round().long().unique().tolist()
-
-
-def cached_maxima(cfg, tag, model, images, size, layers, checkpoint) -> dict:
-    """Real-image maxima of ``layers`` and the logits: one pass over the data, cached under ``cache_dir``."""
-    stamp = Path(checkpoint).stat().st_mtime if checkpoint else None
-    key = json.dumps([tag, cfg.model.pretrained, checkpoint, stamp, size, sorted(layers), images.name,
-                      len(images), images.paths[0], images.paths[-1]])
-    path = Path(cfg.cache_dir) / "activation_max" / f"maxima-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    batches = (images.tensors(range(i, min(i + cfg.experiment.batch_size, len(images))), size)
-               for i in range(0, len(images), cfg.experiment.batch_size))
-    maxima = dataset_maxima(model, batches, layers, logits=True, progress=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(maxima, path)
-    return maxima
+def maxima_of(cfg, tag, model, images, size, layers, checkpoint) -> dict:
+    return cached_maxima(cfg.cache_dir, tag, cfg.model.pretrained, model, images, size, layers,
+                         cfg.experiment.batch_size, checkpoint)
 
 
 def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, reg, checkpoint=None):
     """Channel (or unit) images per layer and class images for one model: rows of the table, figures."""
     e = cfg.experiment
-    steps = 3 if cfg.smoke else e.steps
-    maxima = cached_maxima(cfg, tag, model, images, size, layers, checkpoint)
-    kw = dict(size=size, steps=steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True,
-              mean=tuple(images.mean_color().tolist()))  # Yosinski's "zero": the mean image (here its colour)
-    rows, unit_panels = [], {}
-    for layer in layers:
-        n_channels = maxima[layer]["channel"].numel()
-        per_layer = 2 if cfg.smoke else e.channels_per_layer
-        chosen = list(e.channels) if e.channels else spread_channels(n_channels, per_layer)
-        objective = (channel if e.target == "channel" else unit)(layer, chosen)
-        result = maximize(model, objective, **kw)
-        real = maxima[layer][e.target][chosen]
-        captions = []
-        slopes = fv.spectrum_slope(result.images).tolist()
-        for ch, reached, best, slope in zip(chosen, result.values.tolist(), real.tolist(), slopes):
-            rows.append(dict(model=tag, kind=e.target, layer=layer, index=ch, name=f"{layer}[{ch}]", reached=reached,
-                             real_max=best, ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
-            captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
-        unit_panels[layer] = (result.images, captions)
-    result = maximize(model, class_logit(classes), **kw)
-    with torch.no_grad():
-        logits = model(result.images)
-    top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
-    class_captions = []
-    slopes = fv.spectrum_slope(result.images).tolist()
-    for b, (k, reached) in enumerate(zip(classes, result.values.tolist())):
-        best = float(maxima["logits"][k])
-        hit = top1[b] == k
-        rows.append(dict(model=tag, kind="class", layer="logits", index=k, name=class_names[k], reached=reached,
-                         real_max=best, ratio=reached / best if best > 0 else float("nan"),
-                         top1=class_names[top1[b]], top1_is_target=hit, p_target=float(prob[b, k]),
-                         spectrum_slope=slopes[b]))
-        class_captions.append(f"{class_names[k][:18]}\nscore {reached:.3g} (real max {best:.3g})\n"
-                              f"top-1: {'= target' if hit else class_names[top1[b]][:16]}")
-    return rows, unit_panels, (result.images, class_captions)
+    maxima = maxima_of(cfg, tag, model, images, size, layers, checkpoint)
+    return maximize_units_and_classes(
+        model, tag, maxima, layers, e.channels, 2 if cfg.smoke else e.channels_per_layer, e.target, classes,
+        class_names, size=size, steps=3 if cfg.smoke else e.steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True,
+        mean=tuple(images.mean_color().tolist()))  # Yosinski's "zero": the mean image (here its colour)
 
 
 def lucid_model(cfg, tag, model, images, size, layers, classes, class_names, checkpoint=None):
     """The pixel-space baseline and the preset (Olah et al. 2017) for each layer's channels and the classes, and a
     diversity row for two channels of the last layer: rows of the table and the figures' panels."""
     e = cfg.experiment
-    steps = 3 if cfg.smoke else e.steps
-    maxima = cached_maxima(cfg, tag, model, images, size, layers, checkpoint)
-    names = list(dict.fromkeys(["lucid_pixel", e.preset]))
-    rows, panels = [], {}
-
-    def run(objective, n, settings):
-        return fv.render(model, objective, settings.param(n, size, cfg.seed), settings.transforms, steps=steps,
-                         lr=e.lucid_lr, seed=cfg.seed, progress=True)
-
-    for layer in layers:
-        per_layer = 2 if cfg.smoke else e.channels_per_layer
-        chosen = list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), per_layer)
-        for name in names:
-            result = run(channel(layer, chosen), len(chosen), fv.PRESETS[name])
-            slopes = fv.spectrum_slope(result.images).tolist()
-            captions = []
-            for ch, reached, best, slope in zip(chosen, result.values.tolist(),
-                                                maxima[layer]["channel"][chosen].tolist(), slopes):
-                rows.append(dict(model=tag, parametrization=name, kind="channel", layer=layer, index=ch,
-                                 name=f"{layer}[{ch}]", reached=reached, real_max=best,
-                                 ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
-                captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
-            panels[f"{layer}\n{name}"] = (result.images, captions)
-    for name in names:
-        result = run(class_logit(classes), len(classes), fv.PRESETS[name])
-        with torch.no_grad():
-            logits = model(result.images)
-        top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
-        captions = []
-        for b, (k, reached, slope) in enumerate(zip(classes, result.values.tolist(),
-                                                    fv.spectrum_slope(result.images).tolist())):
-            best = float(maxima["logits"][k])
-            rows.append(dict(model=tag, parametrization=name, kind="class", layer="logits", index=k,
-                             name=class_names[k], reached=reached, real_max=best,
-                             ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope,
-                             top1=class_names[top1[b]], top1_is_target=top1[b] == k, p_target=float(prob[b, k])))
-            captions.append(f"{class_names[k][:18]}\nscore {reached:.3g}\n"
-                            f"top-1: {'= target' if top1[b] == k else class_names[top1[b]][:16]}")
-        panels[f"classes\n{name}"] = (result.images, captions)
-    layer, k = layers[-1], e.diversity_images
-    pair = (list(e.channels) if e.channels else spread_channels(maxima[layer]["channel"].numel(), 2))[:2]
-    units, groups = [c for c in pair for _ in range(k)], [g for g in range(len(pair)) for _ in range(k)]
-    objective = channel(layer, units) + e.diversity_weight * diversity(layer, groups)
-    result = run(objective, len(units), fv.PRESETS[e.preset])
-    with torch.no_grad():
-        reached = objective_values(model, result.images, channel(layer, units)).tolist()
-        spread = objective_values(model, result.images, diversity(layer, groups)).tolist()
-    diversity_panels = {f"{layer}[{c}]": (result.images[g * k:(g + 1) * k],
-                                          [f"{v:.3g}; 1 - cos(Gram) {d:.2f}" for v, d in
-                                           zip(reached[g * k:(g + 1) * k], spread[g * k:(g + 1) * k])])
-                        for g, c in enumerate(pair)}
-    return rows, panels, diversity_panels
-
-
-def summary_metrics(prefix: str, rows: list[dict], target: str) -> dict:
-    """One run's headline numbers, named alike for every preset so that a sweep's summary has one column each."""
-    classes = [r for r in rows if r["kind"] == "class"]
-    units = [r for r in rows if r["kind"] != "class"]
-    return {f"{prefix}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes])),
-            f"{prefix}_class_mean_score": float(np.mean([r["reached"] for r in classes])),
-            f"{prefix}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes])),
-            f"{prefix}_{target}_median_ratio": float(np.nanmedian([r["ratio"] for r in units])),
-            f"{prefix}_median_spectrum_slope": float(np.median([r["spectrum_slope"] for r in rows]))}
+    maxima = maxima_of(cfg, tag, model, images, size, layers, checkpoint)
+    return render_units_and_classes(model, tag, maxima, layers, e.channels, 2 if cfg.smoke else e.channels_per_layer,
+                                    classes, class_names, e.preset, size, 3 if cfg.smoke else e.steps, e.lucid_lr,
+                                    cfg.seed, e.diversity_images, e.diversity_weight)
 
 
 def lucid_main(cfg, out, models):
@@ -222,49 +112,13 @@ def lucid_main(cfg, out, models):
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             preset_rows = [r for r in rows if r["parametrization"] == e.preset]
             layer_panels = {k.split("\n")[0]: v for k, v in unit_panels.items() if k.endswith(f"\n{e.preset}")}
-            write_sweep_row(out, Path(HydraConfig.get().sweep.dir), tag, e.preset, fv.PRESETS[e.preset], preset_rows,
-                            layer_panels, panels[f"classes\n{e.preset}"], tile=96)
+            write_sweep_row(out.path("sweep_strip.png"), out.path("sweep_row.json"), Path(HydraConfig.get().sweep.dir),
+                            tag, e.preset, fv.PRESETS[e.preset], preset_rows, layer_panels,
+                            panels[f"classes\n{e.preset}"], tile=96)
     table = pd.DataFrame(all_rows)
     out.table(table, "activation_max", title="Activation reached and spectrum slope: pixel space vs Olah et al. 2017",
-              notes=f"""
-One row per unit and parametrization. `reached`: the channel's mean activation (class: the pre-softmax score)
-on its optimized image; `real_max`: the largest over the {len(models[0][2])} images of {models[0][2].name}
-at the same size; `ratio` = reached / real_max (empty where no real image drives the unit above 0).
-`spectrum_slope`: slope of log power against log frequency of the radially averaged power spectrum of the
-grey image (natural images are near -2, white noise 0). `top1_is_target`: the model's top-1 on the class image.
-
-Method (cnnvis.featurevis, after Olah et al. 2017 and Lucid): Adam (lr {e.lucid_lr}) for {steps} steps on
-{fv.PRESETS[e.preset]} (`{e.preset}`) and on the pixel-space baseline {fv.PRESETS['lucid_pixel']}
-(`lucid_pixel`); robust = Lucid's transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4)
-before each step. {side if len(models) == 1 else 'several'} px, one batch element per unit.
-Olah et al. publish figures, no numbers: there is no paper number to set beside ours.
-""")
+              notes=lucid_notes(e, models, steps, side))
     return metrics
-
-
-def write_sweep_row(out, sweep_dir, tag, preset, reg, rows, unit_panels, class_panel, tile):
-    """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
-    images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
-    first_of_layer = {r["layer"]: r["name"] for r in reversed(rows) if r["kind"] != "class"}
-    titles = [first_of_layer[layer] for layer in unit_panels][:3]
-    titles += [r["name"][:14] for r in rows if r["kind"] == "class"][:4]
-    strip = torch.cat([torch.nn.functional.interpolate(x[None], size=(tile, tile), mode="area")[0]
-                       for x in images], dim=-1)
-    Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out.path("sweep_strip.png"))
-    classes = [r for r in rows if r["kind"] == "class"]
-    ratio = np.nanmedian([r["ratio"] for r in rows if r["kind"] != "class"])
-    settings = ", ".join(f"{k}={v}" for k, v in vars(reg).items() if v) or "no regularizer"
-    label = (f"{preset}\n{textwrap.fill(settings, 30)}\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/"
-             f"{len(classes)}\nmedian unit ratio {ratio:.2f}")
-    out.path("sweep_row.json").write_text(json.dumps({"label": label, "titles": titles}))
-    # rglob: a job folder nests deeper when an override's value is a path
-    jobs = sorted(p.parent for p in sweep_dir.rglob("sweep_row.json") if (p.parent / "sweep_strip.png").exists())
-    grid_rows = [(json.loads((p / "sweep_row.json").read_text())["label"],
-                  np.asarray(Image.open(p / "sweep_strip.png"))) for p in jobs]
-    fig = sweep_grid(grid_rows, titles, tile, f"Regularization sweep ({len(jobs)} jobs): a channel of three layers of "
-                     f"{tag} and class images; each row one setting")
-    fig.savefig(sweep_dir / "sweep.png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
 
 
 def main(cfg, out):
@@ -312,14 +166,35 @@ def main(cfg, out):
         metrics.update(summary_metrics(tag, rows, e.target))
         all_rows += rows
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            write_sweep_row(out, Path(HydraConfig.get().sweep.dir), tag, e.preset, reg, rows, unit_panels,
-                            class_panel, tile=96)
+            write_sweep_row(out.path("sweep_strip.png"), out.path("sweep_row.json"), Path(HydraConfig.get().sweep.dir),
+                            tag, e.preset, reg, rows, unit_panels, class_panel, tile=96)
 
     table = pd.DataFrame(all_rows)
     hits = {tag: f"{metrics[f'{tag}_class_top1_rate']:.0%}" for tag, *_ in models}
-    value = "mean of the channel map" if e.target == "channel" else "centre unit of the map"
     out.table(table, "activation_max", title="Activation reached by optimized images vs the strongest over real images",
-              notes=f"""
+              notes=notes(e, images, hits, reg, size, cfg.smoke))
+    return metrics
+
+
+def lucid_notes(e, models, steps, side) -> str:
+    return f"""
+One row per unit and parametrization. `reached`: the channel's mean activation (class: the pre-softmax score)
+on its optimized image; `real_max`: the largest over the {len(models[0][2])} images of {models[0][2].name}
+at the same size; `ratio` = reached / real_max (empty where no real image drives the unit above 0).
+`spectrum_slope`: slope of log power against log frequency of the radially averaged power spectrum of the
+grey image (natural images are near -2, white noise 0). `top1_is_target`: the model's top-1 on the class image.
+
+Method (cnnvis.featurevis, after Olah et al. 2017 and Lucid): Adam (lr {e.lucid_lr}) for {steps} steps on
+{fv.PRESETS[e.preset]} (`{e.preset}`) and on the pixel-space baseline {fv.PRESETS['lucid_pixel']}
+(`lucid_pixel`); robust = Lucid's transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4)
+before each step. {side if len(models) == 1 else 'several'} px, one batch element per unit.
+Olah et al. publish figures, no numbers: there is no paper number to set beside ours.
+"""
+
+
+def notes(e, images, hits, reg, size, smoke) -> str:
+    value = "mean of the channel map" if e.target == "channel" else "centre unit of the map"
+    return f"""
 `reached`: the unit's value on its optimized image ({e.target}: {value};
 class: pre-softmax score). `real_max`: the largest value of the same unit over the {len(images)} images of
 {images.name} ({'mean of the map' if e.target == 'channel' else 'any position of the map'}, at the same input size).
@@ -332,11 +207,10 @@ its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items()
 Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
 each step lr * gradient / mean|gradient| of that image (lr {e.lr} decaying linearly to a tenth), then Yosinski's
 regularizers around the mean colour, then a clamp to [0, 1] (the models' valid input). Regularization: preset
-`{e.preset}` = {reg}. {size} px, {3 if cfg.smoke else e.steps} steps, one batch element per unit.
+`{e.preset}` = {reg}. {size} px, {3 if smoke else e.steps} steps, one batch element per unit.
 
 Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 publish no numbers for this (their results are figures:
 Simonyan Fig. 1, Yosinski Figs. 3-4); there is no paper number to set beside ours. Differences: EfficientNet-Lite0
 instead of their AlexNet-style nets, {size} px instead of 227 px (so a blur width in pixels is {227 / size:.1f}x as strong
-relative to the image), {3 if cfg.smoke else e.steps} normalized steps instead of their 200-1000+ plain SGD steps, all on a CPU.
-""")
-    return metrics
+relative to the image), {3 if smoke else e.steps} normalized steps instead of their 200-1000+ plain SGD steps, all on a CPU.
+"""

@@ -18,6 +18,7 @@ import pandas as pd
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import ImageTensors
 from cnnvis.models import build_model
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_train_size
 from cnnvis.runner import resolve_device
 from cnnvis.training import TrainConfig, as_train_config, fit
@@ -184,7 +185,7 @@ def main(cfg, out):
             + "The paper's convnet is ZFNet pretrained on "
             "ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "
             "resnet18/zfnet/alexnet rows run only when their weights are present."
-            + (" SMOKE RUN: a sliver of the data." if cfg.smoke else ""))
+            + smoke_note(cfg.smoke, "a sliver of the data"))
         title = {"caltech101": "Zeiler & Fergus Table 4: Caltech-101", "caltech256": "Zeiler & Fergus Table 5: Caltech-256"}
         out.table(table, TABLE.get(name, f"table_{name}"), title=title.get(name, name), notes=notes)
         for _, row in table.iterrows():

@@ -23,25 +23,24 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from cnnvis import localization as loc
-from cnnvis.cams import CAM, GradCAM
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
-from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset
-from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER, build_gap_model, count_parameters
-from cnnvis.gate import figure_note, gate_rows, gated, training_gate
-from cnnvis.models import CNN, UnsupportedModelError, build_model
+from cnnvis.data import (caltech101_box_categories, caltech101_boxes, decode_to_cache, index_dataset, per_class_split,
+                         smoke_subset)
+from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
+from cnnvis.gap_scratch import build_variant, localize, run_row, summary_table, table1_claims
+from cnnvis.gate import figure_note, gate_rows, training_gate
+from cnnvis.models import CNN, UnsupportedModelError
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
-from cnnvis.stats import t_mean
+from cnnvis.runner import model_from_config
+from cnnvis.surgery import (baseline_hits, cut_maps, first_test_of_each_class, run_folds, summary, surgery_claims,
+                            surgery_metrics)
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
 log = logging.getLogger(__name__)
-
-# CAM paper Tab. 1: top-1 classification error on ILSVRC val (ImageNet-pretrained networks fine-tuned to GAP).
-PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "vgg16": 31.2, "vgg16-gap": 33.4}
 
 
 MODEL_KINDS = [CNN]  # the surgery cuts model= (mode=scratch trains experiment.variants at model.input_size)
@@ -72,34 +71,6 @@ class Config(ExperimentConfig):
     threshold: float = 0.2  # the CAM paper's
     figure_images: int = 6
     checkpoint_root: str = "data/checkpoints"
-
-
-def build_variant(name: str, num_classes: int, input_size: int):
-    if name in GAP_VARIANTS:
-        return build_gap_model(name, num_classes, input_size)
-    if name not in LAST_CONV:
-        raise KeyError(f"unknown variant {name!r}; available: {', '.join([*LAST_CONV, *GAP_VARIANTS])}")
-    return build_model(name, num_classes, False, None, input_size)
-
-
-def localize(model, name, images, test_set, boxes, size, threshold):
-    """Per boxed test image: the map of the true class (GT-known) and of the predicted class (top-1)."""
-    base = GAP_VARIANTS.get(name, (name,))[0]
-    method = CAM(model, "cam") if name in GAP_VARIANTS else GradCAM(model, LAST_CONV[base])
-    rows, shown = [], []
-    boxed = [j for j in test_set.idx if images.paths[j] in boxes]
-    with method:
-        for j in tqdm(boxed, desc=f"localizing {name}", leave=False):
-            x = images.tensors([j], size)
-            label = int(images.labels[j])
-            with torch.no_grad():
-                predicted = int(model(x).argmax(1))
-            maps = method.attribute(x.repeat(2, 1, 1, 1), [label, predicted])
-            gt = images.box_in_image(j, boxes[images.paths[j]], size)
-            ious = [loc.iou(loc.box_from_map(m, threshold), gt) for m in maps]
-            rows.append({"correct": predicted == label, "iou_true_class": ious[0], "iou_predicted": ious[1]})
-            shown.append((j, maps[0], gt))
-    return pd.DataFrame(rows, columns=["correct", "iou_true_class", "iou_predicted"]), shown
 
 
 def main(cfg, out):
@@ -134,19 +105,7 @@ def main_scratch(cfg, out):
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             model.cpu()
             found, shown = localize(model, name, images, test_set, boxes, size, e.threshold)
-            hit_gt = found["iou_true_class"] >= 0.5
-            hit_top1 = found["correct"] & (found["iou_predicted"] >= 0.5)
-            rows.append({
-                "network": name, "seed": seed, "map": "CAM" if name in GAP_VARIANTS else "Grad-CAM (conv5)",
-                "parameters_M": count_parameters(model) / 1e6, "test_top1_err": 100 * (1 - test["top1"]),
-                "test_top5_err": 100 * (1 - test["top5"]),
-                "train_top1_last_epoch": 100 * float(history.iloc[-1]["train_top1"]),
-                "boxed_test_images": len(found),
-                "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
-                "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
-                "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
-                "trained_enough": gate.passed, "gate": gate.reason,
-            })
+            rows.append(run_row(name, seed, model, history, test, gate, found))
             log.info("%s seed %d: %s (checkpoints %s)", name, seed, rows[-1], ckpt)
             k = min(e.figure_images, len(shown))
             if seed != e.seeds[0] or not k:  # the figure shows the first seed; smoke runs may have no boxed image
@@ -157,16 +116,9 @@ def main_scratch(cfg, out):
             figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
     runs = pd.DataFrame(rows)
     table = summary_table(runs)
-    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
-    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
-    at_chance = [name for name, err in mean_err.items() if err > chance_err]
-    warning = (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
-               f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
-               "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
-               "paper's comparison.") if at_chance else ""
     text = notes(cfg, recipe, len(train_set), len(val_set), len(test_set), n_classes)
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
-              notes=text + warning)
+              notes=text + chance_warning(runs, n_classes))
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
     gate = gate_rows(runs, "{network} seed {seed}")
     out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
@@ -180,58 +132,6 @@ def main_scratch(cfg, out):
     means = runs.groupby("network", sort=False)[["test_top1_err", "loc_err_top1", "loc_err_gt_known"]].mean()
     return {"trained_enough": int(gate.passed),
             **{f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}}
-
-
-
-
-
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per network: each error as its mean over seeds with a 95 % t interval (n = seeds)."""
-    rows = []
-    for name, group in runs.groupby("network", sort=False):
-        row = {"network": name, "map": group["map"].iloc[0],
-               "parameters_M": round(float(group["parameters_M"].iloc[0]), 2)}
-        for column in ("test_top1_err", "test_top5_err", "loc_err_top1", "loc_err_gt_known"):
-            values = group[column].dropna()
-            row[column] = t_mean(values).format(1) if len(values) else "-"
-        row["boxed_test_images"] = int(group["boxed_test_images"].iloc[0])
-        row["paper_top1_err_imagenet"] = PAPER_TOP1_ERR.get(name, np.nan)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def seed_differences(runs: pd.DataFrame, worse: str, better: str, column: str = "test_top1_err") -> np.ndarray:
-    """Per seed, ``column`` of ``worse`` minus that of ``better`` (seeds where both ran)."""
-    wide = runs.pivot(index="seed", columns="network", values=column)[[worse, better]].dropna()
-    return (wide[worse] - wide[better]).to_numpy()
-
-
-def table1_claims(runs: pd.DataFrame, gate=None) -> list[Claim]:
-    """The paper's Table 1 orderings, each decided on the t interval over seeds of the per-seed paired difference;
-    "not comparable (undertrained: ...)" when ``gate`` (the runs' trained-enough gate) failed."""
-    ran = set(runs["network"])
-    rule = ("yes when the 95 % t interval over seeds of the per-seed difference {what} (top-1 error, points; "
-            "same split, same seed) lies above 0")
-    claims = []
-    for base in [n for n in ran if f"{n}-gap" in ran]:
-        diff = t_mean(seed_differences(runs, f"{base}-gap", base))
-        paper = PAPER_TOP1_ERR.get(f"{base}-gap", np.nan) - PAPER_TOP1_ERR.get(base, np.nan)
-        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", f"GAP costs {base} some top-1 accuracy",
-                            f"{paper:+.1f} points (ImageNet)" if np.isfinite(paper) else "qualitative",
-                            diff.format(1), diff.n, "0 points (GAP costs nothing)",
-                            rule.format(what=f"{base}-gap minus {base}"), decide(diff.above(0))), gate))
-    if {"alexnet-gap", "alexnet*-gap"} <= ran:
-        diff = t_mean(seed_differences(runs, "alexnet-gap", "alexnet*-gap"))
-        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", "AlexNet*-GAP (two added convs) recovers part of "
-                            "AlexNet-GAP's cost",
-                            f"{PAPER_TOP1_ERR['alexnet-gap'] - PAPER_TOP1_ERR['alexnet*-gap']:+.1f} points (ImageNet "
-                            f"{PAPER_TOP1_ERR['alexnet-gap']} -> {PAPER_TOP1_ERR['alexnet*-gap']}% error)",
-                            diff.format(1), diff.n, "0 points (the extra conv recovers nothing)",
-                            rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))), gate))
-    return claims
-
-
-
 
 
 def init_text(recipe) -> str:
@@ -261,18 +161,24 @@ def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
         "loc_err_top1 counts a wrong class or IoU < 0.5 (the paper's top-1 localization error); loc_err_gt_known "
         f"uses the true class's map. Box rule: largest connected component above {cfg.experiment.threshold:g} of the "
         "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
-        + (" SMOKE RUN: 2 training, 1 validation and 1 test image per class." if cfg.smoke else "")
+        + smoke_note(cfg.smoke, "2 training, 1 validation and 1 test image per class")
     )
 
+
+
+def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
+    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
+    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
+    at_chance = [name for name, err in mean_err.items() if err > chance_err]
+    return (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
+            f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
+            "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
+            "paper's comparison.") if at_chance else ""
 
 # ---------------------------------------------------------------- surgery on a pretrained network (the default)
 
 
 def main_surgery(cfg, out):
-    from cnnvis.data import decode_to_cache, per_class_split, smoke_subset
-    from cnnvis.runner import model_from_config
-    from cnnvis.surgery import baseline_hits, cut_maps, run_folds, summary, surgery_claims
-
     e, s, m = cfg.experiment, cfg.experiment.surgery, cfg.model
     if m.name not in SURGERY_CUTS:
         raise UnsupportedModelError(f"cam_gap's surgery has no cuts for model={m.name}: use model="
@@ -308,7 +214,6 @@ def main_surgery(cfg, out):
     table = summary(runs, hits, baselines)
     network = f"{m.name} ({model.weights_source})"
     claims = surgery_claims(runs, hits, baselines, cuts, uncut, s.little_cost_points, m.name)
-    passed = bool(runs.trained_enough.all())
     text = surgery_notes(cfg, cuts, uncut, uncut_spatial, len(images), len(classes), train_per_class, folds,
                          epochs, network)
     out.table(table, "gap_vs_original", title=f"GAP surgery on {network}: accuracy and CAM localization on "
@@ -320,10 +225,7 @@ def main_surgery(cfg, out):
     out.table(histories, "head_histories", title="GAP surgery: each added head's training, epoch by epoch (what "
               "the trained-enough gate reads)", notes=text)
     # figure: fold 0's first test image of each of the first figure_images classes
-    first = {}
-    for pos, j in enumerate(fold0_test):
-        first.setdefault(labels[j], pos)
-    pick = sorted(first.values())[:e.figure_images]
+    pick = first_test_of_each_class(labels, fold0_test, e.figure_images)
     if pick and shown:
         idx = [int(fold0_test[p]) for p in pick]
         gate = gate_rows(runs, "{network} fold {fold}")
@@ -335,12 +237,7 @@ def main_surgery(cfg, out):
         fig = method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx], gt_boxes[idx])
         fig.subplots_adjust(top=1 - (0.2 * (title.count("\n") + 1) + 0.3) / fig.get_figheight())  # room for the title
         out.figure(fig, "cam_maps")
-    metrics = {"trained_enough": int(passed)}
-    for r in runs.groupby("network", sort=False)[["mean_class_accuracy", "loc_gt_known"]].mean().itertuples():
-        metrics[f"{r.Index}/mean_class_accuracy"] = float(r.mean_class_accuracy)
-        if pd.notna(r.loc_gt_known):
-            metrics[f"{r.Index}/loc_gt_known"] = float(r.loc_gt_known)
-    return metrics
+    return surgery_metrics(runs)
 
 
 def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_per_class, folds, epochs, network):
@@ -362,4 +259,4 @@ def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_pe
         "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
         "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
         "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
-        + (" SMOKE RUN: 3 classes of 6 images, 2 folds, 2 epochs." if cfg.smoke else ""))
+        + smoke_note(cfg.smoke, "3 classes of 6 images, 2 folds, 2 epochs"))

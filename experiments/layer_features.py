@@ -16,28 +16,18 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.runner import model_from_config
 from cnnvis.stats import t_mean
-from cnnvis.transfer import cv_fold_accuracies, extract_features, fold_estimate, load_datasets
+from cnnvis.transfer import (TABLE7, TABLE7_COLUMN, cv_fold_accuracies, depth_claim, extract_features, fold_estimate,
+                             grid_edges, load_datasets)
 
 log = logging.getLogger(__name__)
 
-# Zeiler & Fergus 2013, Table 7: (classifier, ZFNet layer) -> Caltech-101 (30/class), Caltech-256 (60/class), %.
-PAPER = {
-    ("svm", 1): ((44.8, 0.7), (24.6, 0.4)),
-    ("svm", 2): ((66.2, 0.5), (39.6, 0.3)),
-    ("svm", 3): ((72.3, 0.4), (46.0, 0.3)),
-    ("svm", 4): ((76.6, 0.4), (51.3, 0.1)),
-    ("svm", 5): ((86.2, 0.8), (65.6, 0.3)),
-    ("svm", 7): ((85.5, 0.4), (71.7, 0.2)),
-    ("softmax", 5): ((82.9, 0.4), (65.7, 0.5)),
-    ("softmax", 7): ((85.4, 0.4), (72.6, 0.1)),
-}
-PAPER_COLUMN = {"caltech101": 0, "caltech256": 1}
 ZFNET_DEPTH = 7  # conv1-conv5, fc6, fc7
 
 
@@ -61,36 +51,14 @@ class Config(ExperimentConfig):
 
 def paper_rows(names):
     rows = []
-    for (kind, layer), values in PAPER.items():
+    for (kind, layer), values in TABLE7.items():
         row = {"source": "paper (ZFNet)", "layer": f"{kind.upper() if kind == 'svm' else 'Softmax'} ({layer})",
                "depth": round(layer / ZFNET_DEPTH, 3), "dims": "-", "classifier": kind}
         for name in names:
-            ref = values[PAPER_COLUMN[name]] if name in PAPER_COLUMN else None
+            ref = values[TABLE7_COLUMN[name]] if name in TABLE7_COLUMN else None
             row[name] = f"{ref[0]} ± {ref[1]}" if ref else "-"
         rows.append(row)
     return rows
-
-
-def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, last: str) -> Claim:
-    """"Deeper layers classify better": the last layer's accuracy minus the first's, per fold, above 0."""
-    gain = t_mean(100 * (np.asarray(last_scores) - np.asarray(first_scores)))
-    lo, hi = PAPER["svm", 1][PAPER_COLUMN[dataset]][0], PAPER["svm", 7][PAPER_COLUMN[dataset]][0]
-    return Claim("Zeiler & Fergus 2014", "Table 7", f"deeper layers give better features ({dataset}, {kind})",
-                 f"SVM layer 1 -> 7: {lo} -> {hi}% ({hi - lo:+.1f} points)", gain.format(1), gain.n,
-                 f"the first layer ({first}): {fold_estimate(first_scores)}",
-                 f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
-                 "(accuracy points) lies above 0", decide(gain.above(0)))
-
-
-def grid_edges(chosen: dict, C_grid: dict) -> str:
-    """How often the chosen C sits at an end of its grid (where a wider grid might have chosen beyond it)."""
-    parts = []
-    for kind, grid in C_grid.items():
-        picks = [C for (_, _, k), Cs in chosen.items() if k == kind for C in Cs]
-        if picks:
-            parts.append(f"{kind}: at the largest C in {sum(C == max(grid) for C in picks)} and at the smallest in "
-                         f"{sum(C == min(grid) for C in picks)} of {len(picks)} choices")
-    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def main(cfg, out):
@@ -147,11 +115,11 @@ def main(cfg, out):
                      f"fold's training images only (ties to the smaller C), among {grids}; the chosen Cs are in the "
                      f"table and in `folds`{edges}. 'depth' = layer index / number of layers, so the paper's ZFNet layers "
                      f"(1-5 conv, 7 = fc7) and ours line up in the figure. The paper classified layer outputs of "
-                     f"ZFNet; ours are the stages of {cfg.model.name}." + (" SMOKE RUN." if cfg.smoke else "")))
+                     f"ZFNet; ours are the stages of {cfg.model.name}." + smoke_note(cfg.smoke)))
     out.table(pd.DataFrame(per_fold), "folds", title="Accuracy and chosen C of every fold")
     claims = [depth_claim(name, kind, results[name, layers[0], kind], results[name, layers[-1], kind],
                           layers[0], layers[-1]) for name in names for kind in e.classifiers
-              if (name, layers[0], kind) in results and len(layers) > 1 and name in PAPER_COLUMN]
+              if (name, layers[0], kind) in results and len(layers) > 1 and name in TABLE7_COLUMN]
     if claims:
         out.table(claims_frame(claims), "claims", title="Zeiler & Fergus Table 7: the paper's claim, decided over folds",
                   notes="Each fold's first and last layer are scored on the same test images, so the difference "
@@ -165,8 +133,8 @@ def main(cfg, out):
                 curves[f"ours {name}: {kind}"] = (np.arange(1, len(layers) + 1) / len(layers),
                                                   [est.value for est in estimates],
                                                   [(est.hi - est.lo) / 2 if est.has_interval else 0 for est in estimates])
-            points = [(layer / ZFNET_DEPTH, *PAPER[kind, layer][PAPER_COLUMN[name]]) for k, layer in PAPER
-                      if k == kind and name in PAPER_COLUMN]
+            points = [(layer / ZFNET_DEPTH, *TABLE7[kind, layer][TABLE7_COLUMN[name]]) for k, layer in TABLE7
+                      if k == kind and name in TABLE7_COLUMN]
             if points:
                 curves[f"paper (ZFNet) {name}: {kind}"] = tuple(np.asarray(points).T)
     out.figure(accuracy_vs_depth(curves, f"Accuracy vs depth: {cfg.model.name} features ({weights}); ours: 95 % "

@@ -20,6 +20,7 @@ import pandas as pd
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import ImageTensors, per_class_split
 from cnnvis.models import build_model
+from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import training_curves
 from cnnvis.runner import resolve_device
 from cnnvis.stats import proportion
@@ -140,7 +141,7 @@ def main(cfg, out):
                      f"are ResNet18's best validation top-1 (224 px, ImageNet weights, more epochs): compare them with "
                      f"our `val top-1 there (selection)`, which is chosen the same way and so flatters the model as "
                      f"theirs does; our `test top-1 there` is the unbiased number. They differ where the starting "
-                     f"network, input size or epochs differ (the row says which ran)." + (" SMOKE RUN." if cfg.smoke else "")))
+                     f"network, input size or epochs differ (the row says which ran)." + smoke_note(cfg.smoke)))
     if histories:
         out.figure(training_curves(histories, "Fine-tuning on Caltech: top-1 per epoch"), "training_curves")
     metrics["total_s"] = round(time.perf_counter() - start_time, 1)

@@ -12,35 +12,26 @@ true-label model's.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from cnnvis.ablations import build_model_at_width
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.cams import ALL_METHODS
+from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
 from cnnvis.models import CNN, frozen, resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
-from cnnvis.sanity import (INSENSITIVE, MEASURE_NAMES, MEASURES, SENSITIVE, cascade_blocks, cascading_randomization,
-                           constant_share, data_randomization_verdict, edge_map, other_images_similarity, sensitivity,
-                           sensitivity_margin, similarities, two_d_maps)
-from cnnvis.stats import bootstrap_mean, proportion
+from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, cascade_claims, cascade_table,
+                           data_randomization_table, rule_text, trained_maps)
+from cnnvis.stats import proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
-from experiments.cam_methods import ALL_METHODS, build_method
 
-EDGE = "baseline: edge detector"
-# Adebayo et al. 2018, Sec. 4 / Fig. 2 and 4 (Inception v3, ImageNet): the methods it tested that cam_methods runs.
-PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
-                  "guided_gradcam": INSENSITIVE}
 TRAIN_COMMAND = "python run.py experiment=train"
 
 
@@ -70,113 +61,11 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
 
 
-def method_settings(model, e) -> SimpleNamespace:
-    """What cam_methods.build_method reads, with this model's own layers (its last conv, its LayerCAM layers)."""
-    return SimpleNamespace(layer=resolve_layers(model, None, "last_conv", "experiment.layer"),
-                           layercam_layers=resolve_layers(model, None, "layercam", "experiment.layercam_layers"),
-                           batch_size=e.batch_size, scorecam_batch_size=e.scorecam_batch_size)
-
-
-def with_scorecam(methods, scorecam_images: int) -> list[str]:
-    return [m for m in methods if m != "scorecam" or scorecam_images > 0]
-
-
-def attribute(name, model, x, targets, settings) -> torch.Tensor:
-    if name == EDGE:
-        return edge_map(x)
-    with build_method(name, model, settings) as method:
-        return torch.cat([method.attribute(x[i:i + settings.batch_size], targets[i:i + settings.batch_size])
-                          for i in range(0, len(x), settings.batch_size)])
-
-
-def trained_maps(names, model, x, targets, settings, scorecam_images) -> tuple[dict, dict[str, str]]:
-    """Each method's attributions on the trained ``model`` and, for the methods that refuse this network, why
-    (CAM needs global average pooling before one linear layer)."""
-    maps, skipped = {}, {}
-    for name in [*with_scorecam(names, scorecam_images), EDGE]:
-        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
-        try:
-            maps[name] = attribute(name, model, x[:n], targets[:n], settings)
-        except ValueError as err:
-            skipped[name] = str(err).split("\n")[0]
-    return maps, skipped
-
-
-def cascade(model, x, targets, trained, settings, seed, desc):
-    """Per method of ``trained`` ({method: its maps on the trained model}): the per-image similarities to them at
-    each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
-    baseline (each trained-model map against the next image's)."""
-    steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
-    sims, shown, seconds, across, constant = {}, {}, {}, {}, {}
-    for name, first in trained.items():
-        n = len(first)
-        start = time.perf_counter()
-        maps = [first] + [attribute(name, m, x[:n], targets[:n], settings)
-                          for _, m in tqdm(steps[1:], desc=f"{desc} {name}", leave=False)]
-        seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
-        sims[name] = [similarities(maps[0], m) for m in maps]
-        shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
-        across[name] = other_images_similarity(maps[0])
-        constant[name] = constant_share(maps[-1])
-    return [s for s, _ in steps], sims, shown, seconds, across, constant
-
-
-def fmt(values, digits=3) -> str:
-    return bootstrap_mean(values).format(digits)
-
-
-def cascade_table(sims, across, seconds, constant, e) -> pd.DataFrame:
-    """One row per method: each measure at full randomization, the rule's verdict, the between-image baseline."""
-    rows = []
-    for name, per_step in sims.items():
-        final = per_step[-1]
-        row = {"method": name}
-        row.update({f"{m} (fully randomized)": fmt(final[m]) for m in MEASURES})
-        margin = final_margin(final, across[name], e)
-        row["minus the threshold (spearman_abs)"] = margin.format(3)
-        row["verdict"] = sensitivity(margin)
-        row["paper (Adebayo 2018)"] = PAPER_FINDINGS.get(name, "not tested" if name != EDGE else "-")
-        row["other images' maps (spearman_abs)"] = "-" if across[name] is None else fmt(across[name]["spearman_abs"])
-        row["constant maps (fully randomized)"] = f"{100 * constant[name]:.0f} %"
-        row["seconds_per_map"] = round(seconds[name], 4)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def final_margin(final, across, e):
-    """``sensitivity_margin`` of the absolute-map Spearman correlations, against the other images' level."""
-    other = None if across is None else across["spearman_abs"]
-    return sensitivity_margin(final["spearman_abs"], other, e.threshold_fraction)
-
-
-def rule_text(fraction: float) -> str:
-    return (f"sensitive when the 95 % bootstrap interval (over images) of the mean of s - (o + {fraction:g} (1 - o)) "
-            f"lies below 0, insensitive when it lies above 0; s: the Spearman correlation of absolute maps between "
-            f"the trained and the fully randomized model, o: the trained map's with the next image's trained map "
-            f"(what unrelated maps share; 0 for one image), so the threshold lies {fraction:g} of the way from "
-            f"unrelated maps to identical ones")
-
-
-def cascade_claims(sims, across, network: str, e) -> list[Claim]:
-    """Adebayo et al.'s qualitative findings, each decided by the sensitivity rule on this network."""
-    claims = []
-    for method, finding in PAPER_FINDINGS.items():
-        if method not in sims:
-            continue
-        final = bootstrap_mean(sims[method][-1]["spearman_abs"])
-        margin = final_margin(sims[method][-1], across[method], e)
-        ours = sensitivity(margin)
-        edge = bootstrap_mean(sims[EDGE][-1]["spearman_abs"]).format(3)
-        other = "-" if across[method] is None else fmt(across[method]["spearman_abs"])
-        claims.append(Claim(
-            paper="Adebayo et al. 2018", source="Fig. 2 / Fig. 4 (Inception v3, ImageNet)",
-            claim=f"{method} is {finding} to cascading model-parameter randomization [{network}]",
-            paper_number=f"qualitative: {finding}",
-            ours=f"spearman_abs trained vs fully randomized: {final.format(3)}; minus the threshold: "
-                 f"{margin.format(3)} -> {ours}", n=final.n,
-            baseline=f"edge detector (ignores the weights): {edge}; the method's maps of other images: {other}",
-            rule=rule_text(e.threshold_fraction), verdict=decide(ours == finding)))
-    return claims
+def method_options(model, e) -> dict:
+    """What cams.build_method reads, with this model's own layers (its last conv, its LayerCAM layers)."""
+    return dict(layer=resolve_layers(model, None, "last_conv", "experiment.layer"),
+                layercam_layers=resolve_layers(model, None, "layercam", "experiment.layercam_layers"),
+                batch_size=e.batch_size, scorecam_batch_size=e.scorecam_batch_size)
 
 
 def imagenet_config(cfg, e):
@@ -203,45 +92,20 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
     """The cascade on one network: figures, the per-method table, the claims rows."""
     model = frozen(model)
     targets = top1(model, x)
-    settings = method_settings(model, e)
-    trained, skipped = trained_maps(e.methods, model, x, targets, settings, scorecam_images)
-    steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, settings, seed, key)
+    options = method_options(model, e)
+    trained, skipped = trained_maps(e.methods, model, x, targets, options, scorecam_images)
+    steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, options, seed, key)
     out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
                             "re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
                f"{key}_cascade")
     curves = {m: {measure: [s[measure] for s in per_step] for measure in MEASURES} for m, per_step in sims.items()}
     out.figure(similarity_curves(curves, steps, MEASURE_NAMES, f"{title}: similarity to the trained model's maps "
                                  "(mean, 95 % bootstrap band over images)"), f"{key}_similarity")
-    blocks = cascade_blocks(model)
-    scorecam = (f"Score-CAM: the first {min(scorecam_images, len(x))}" if scorecam_images else
-                "Score-CAM left out: its experiment.*scorecam_images is 0")
-    notes = (f"{len(x)} images ({scorecam}); cascade steps, top first: "
-             f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
-             f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
-             "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
-             "trained model's top-1 class at every step. " + rule_text(e.threshold_fraction)
-             + "; verdict 'undecided' otherwise. "
-             + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
-             + NOTES)
-    out.table(cascade_table(sims, across, seconds, constant, e), f"{key}_cascade",
-              title=f"Cascading randomization: {title}", notes=notes)
+    out.table(cascade_table(sims, across, seconds, constant, e.threshold_fraction), f"{key}_cascade",
+              title=f"Cascading randomization: {title}",
+              notes=cascade_notes(model, len(x), steps, skipped, e, scorecam_images))
     metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
-    return cascade_claims(sims, across, key, e), metrics, targets
-
-
-NOTES = (
-    "Measures (Adebayo et al. 2018): Spearman rank correlation of the absolute maps (input-space signals: sum over "
-    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's "
-    "max_c |gradient|, are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by "
-    "their maxima (scikit-image), and the Pearson correlation of their HOG descriptors (scikit-image defaults). "
-    "A constant map (e.g. a Grad-CAM zeroed by its ReLU) correlates 0 with any non-constant map; column 'constant "
-    "maps' gives their share. The threshold is measured per image from the other images' level, not fixed: a "
-    "fixed 0.5 would call a method insensitive whose randomized maps resemble the trained ones only as much as "
-    "any two images' maps do. Baselines: the edge detector (Sobel magnitude of the image) never reads the "
-    "weights (similarity 1 at every step: the insensitive extreme); 'other images' maps' is each trained-model map "
-    "against the next image's, the similarity that image-independent structure (centre bias, border effects) "
-    "alone gives. The paper's network is Inception v3 on ImageNet; its figure reads orderings, not values."
-)
+    return cascade_claims(sims, across, key, e.threshold_fraction), metrics, targets
 
 
 def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets):
@@ -256,36 +120,16 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
         shuffled, val_set, recipe, cfg.seed, e.classes)
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     random_model = frozen(random_model.cpu())
-    settings = method_settings(model, e)
-    trained, skipped = trained_maps(e.methods, model, x, targets, settings, e.trained_scorecam_images)
+    options = method_options(model, e)
+    trained, skipped = trained_maps(e.methods, model, x, targets, options, e.trained_scorecam_images)
     fitted = float(history.train_top1.iloc[-1])
-    rows = []
-    for name, maps in trained.items():
-        n = len(maps)
-        permuted = attribute(name, random_model, x[:n], targets[:n], settings)
-        s = similarities(maps, permuted)
-        margin = final_margin(s, other_images_similarity(maps), e)
-        row = {"method": name, **{m: fmt(s[m]) for m in MEASURES},
-               "minus the threshold (spearman_abs)": margin.format(3),
-               "verdict": data_randomization_verdict(margin, fitted, e.fit_top1),
-               "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"}
-        rows.append(row)
+    table = data_randomization_table(trained, random_model, x, targets, options, e.threshold_fraction, fitted,
+                                     e.fit_top1)
     true_acc = proportion((top1(model, x) == labels).numpy())
     random_acc = proportion((top1(random_model, x) == labels).numpy())
-    notes = (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {recipe.epochs} epochs) trained on the "
-             f"{len(train_set)} training images with their labels permuted (seeded; class frequencies kept), in "
-             f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
-             f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %; below "
-             f"{100 * e.fit_top1:.0f} % every verdict is 'not comparable', as the test needs a model that fits its "
-             f"labels). Top-1 on these {len(x)} validation images: true labels "
-             f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
-             f"(chance {100 / n_classes:.0f} %). "
-             "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
-             + rule_text(e.threshold_fraction).replace("fully randomized model", "permuted-label model") + ". "
-             + ("Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else "")
-             + "Adebayo et al. ran this test on MNIST and Fashion-MNIST (Fig. 5); ours is the only network here "
-               "that can be retrained within the budget.")
-    out.table(pd.DataFrame(rows), "data_randomization",
+    notes = data_randomization_notes(e, n_classes, recipe.epochs, len(train_set), train_seconds, ckpt, fitted,
+                                     len(x), true_acc, random_acc, skipped)
+    out.table(table, "data_randomization",
               title="Data randomization: ZFNet trained on true vs permuted Caltech-101 labels", notes=notes)
     return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
 
@@ -349,3 +193,51 @@ def main(cfg, out):
               "networks and images are ours (see each network's cascade table), the paper's are Inception v3 on "
               "ImageNet.")
     return metrics
+
+
+def not_run(skipped: dict[str, str]) -> str:
+    return "Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else ""
+
+
+def cascade_notes(model, n, steps, skipped, e, scorecam_images) -> str:
+    blocks = cascade_blocks(model)
+    scorecam = (f"Score-CAM: the first {min(scorecam_images, n)}" if scorecam_images else
+                "Score-CAM left out: its experiment.*scorecam_images is 0")
+    return (f"{n} images ({scorecam}); cascade steps, top first: "
+            f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
+            f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
+            "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
+            "trained model's top-1 class at every step. " + rule_text(e.threshold_fraction)
+            + "; verdict 'undecided' otherwise. " + not_run(skipped) + NOTES)
+
+
+def data_randomization_notes(e, n_classes, epochs, n_train, train_seconds, ckpt, fitted, n, true_acc, random_acc,
+                             skipped) -> str:
+    return (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {epochs} epochs) trained on the "
+            f"{n_train} training images with their labels permuted (seeded; class frequencies kept), in "
+            f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
+            f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %; below "
+            f"{100 * e.fit_top1:.0f} % every verdict is 'not comparable', as the test needs a model that fits its "
+            f"labels). Top-1 on these {n} validation images: true labels "
+            f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
+            f"(chance {100 / n_classes:.0f} %). "
+            "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
+            + rule_text(e.threshold_fraction).replace("fully randomized model", "permuted-label model") + ". "
+            + not_run(skipped)
+            + "Adebayo et al. ran this test on MNIST and Fashion-MNIST (Fig. 5); ours is the only network here "
+              "that can be retrained within the budget.")
+
+
+NOTES = (
+    "Measures (Adebayo et al. 2018): Spearman rank correlation of the absolute maps (input-space signals: sum over "
+    "colour channels of |a|) and of the signed maps (sum of a; class activation maps and saliency, Simonyan's "
+    "max_c |gradient|, are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by "
+    "their maxima (scikit-image), and the Pearson correlation of their HOG descriptors (scikit-image defaults). "
+    "A constant map (e.g. a Grad-CAM zeroed by its ReLU) correlates 0 with any non-constant map; column 'constant "
+    "maps' gives their share. The threshold is measured per image from the other images' level, not fixed: a "
+    "fixed 0.5 would call a method insensitive whose randomized maps resemble the trained ones only as much as "
+    "any two images' maps do. Baselines: the edge detector (Sobel magnitude of the image) never reads the "
+    "weights (similarity 1 at every step: the insensitive extreme); 'other images' maps' is each trained-model map "
+    "against the next image's, the similarity that image-independent structure (centre bias, border effects) "
+    "alone gives. The paper's network is Inception v3 on ImageNet; its figure reads orderings, not values."
+)

@@ -11,10 +11,11 @@ from typing import Optional
 import pandas as pd
 from scipy.stats import spearmanr
 
-from cnnvis.ablations import ARCH_VARIANTS, PAPER_TABLE3, arch_variant
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.ablations import (ARCH_VARIANTS, PAPER_TABLE3, arch_summary_table, arch_variant, paper_delta,
+                              table3_claims)
+from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
-from cnnvis.gate import figure_note, gate_rows, gated, training_gate
+from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.plotting.training import ablation_bars, training_curves
 from cnnvis.stats import t_mean
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
@@ -32,21 +33,6 @@ class Config(ExperimentConfig):
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     val_per_class: int = 5  # held-out images per class for the lr plateau; the rest are the reported test images
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
-
-
-# The paper's two headline claims of Table 3: (claim, variant, rule text, rule on the change's Estimate).
-CLAIMS = [
-    ("removing layers 6,7 costs little", "no_fc6_fc7",
-     "yes when the 95 % t interval of the per-seed change lies below +5 points", lambda est: est.below(5)),
-    ("removing layers 3,4,6,7 costs a lot", "no_conv3_conv4_fc6_fc7",
-     "yes when the 95 % t interval of the per-seed change lies above +10 points", lambda est: est.above(10)),
-]
-
-
-def paper_delta(variant: str) -> float:
-    """The paper's change in val top-1 error from the base its row was run on."""
-    base = "paper_alexnet_base" if "Krizhevsky" in PAPER_TABLE3[variant][0] else "base"
-    return PAPER_TABLE3[variant][2] - PAPER_TABLE3[base][2]
 
 
 def main(cfg, out):
@@ -79,7 +65,7 @@ def main(cfg, out):
     runs["test_top1_err_change"] = runs.test_top1_err - runs.seed.map(
         runs[runs.variant == "base"].set_index("seed").test_top1_err)  # paired: same seed, same test images
     changes = {v: t_mean(g.test_top1_err_change) for v, g in runs.groupby("variant", sort=False)}
-    table = summary_table(runs, changes)
+    table = arch_summary_table(runs, changes)
     means = pd.Series({v: c.value for v, c in changes.items()})
     changed = [v for v in table.variant if v != "base"]
     rho = float(spearmanr(means[changed], [paper_delta(v) for v in changed]).statistic) \
@@ -106,31 +92,3 @@ def main(cfg, out):
     mean_err = runs.groupby("variant", sort=False).test_top1_err.mean()
     return {"trained_enough": int(gate.passed), "spearman_test_top1_change": rho, "base_test_top1_err": float(mean_err["base"]),
             **{f"{v}_test_top1_err": float(err) for v, err in mean_err.items()}}
-
-
-def summary_table(runs: pd.DataFrame, changes: dict) -> pd.DataFrame:
-    """One row per variant: errors as mean over seeds with a 95 % t interval, the paired change from the base."""
-    rows = []
-    for variant, g in runs.groupby("variant", sort=False):
-        rows.append({"variant": variant, "params_M": round(float(g.params_M.iloc[0]), 3),
-                     **{c: t_mean(g[c]).format(1) for c in ("train_top1_err", "test_top1_err", "test_top5_err")},
-                     "test_top1_err_change": "-" if variant == "base" else changes[variant].format(1),
-                     "paper_row": PAPER_TABLE3[variant][0], "paper_train_top1_err": PAPER_TABLE3[variant][1],
-                     "paper_val_top1_err": PAPER_TABLE3[variant][2], "paper_val_top5_err": PAPER_TABLE3[variant][3],
-                     "paper_val_top1_err_change": paper_delta(variant)})
-    return pd.DataFrame(rows)
-
-
-def table3_claims(changes: dict, base_err, gate=None) -> list[Claim]:
-    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base;
-    "not comparable (undertrained: ...)" when ``gate`` (every run's trained-enough gate) failed."""
-    claims = []
-    for claim, variant, rule, holds in CLAIMS:
-        if variant not in changes:
-            continue
-        est = changes[variant]
-        claims.append(gated(Claim("Zeiler & Fergus 2014", "Table 3", claim,
-                                  f"{paper_delta(variant):+.1f} points (ImageNet)", est.format(1), est.n,
-                                  f"the base network's top-1 error: {base_err.format(1)}", rule, decide(holds(est))),
-                            gate))
-    return claims

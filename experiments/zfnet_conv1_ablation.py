@@ -15,19 +15,15 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from cnnvis.ablations import (CONV1_ARMS, aliasing_energy_share, conv1_responses, conv1_variant, dead_filter_fraction,
-                              first_conv, grid_artifact_score)
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.ablations import (CONV1_ARMS, CONV1_LABELS, aliasing_energy_share, conv1_claims_table, conv1_responses,
+                              conv1_variant, dead_filter_fraction, first_conv, grid_artifact_score)
 from cnnvis.config import ExperimentConfig
-from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, gated, training_gate
+from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate
 from cnnvis.hooks import activations
 from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
-from cnnvis.stats import Estimate, t_mean
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
-PAPER = "Zeiler & Fergus 2014"
 TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
-LABELS = {"zfnet": "ZFNet conv1 7x7/2", "alexnet_conv1": "AlexNet conv1 11x11/4"}
 
 
 MODEL_KINDS = None  # trains its own networks (experiment.arms) at model.input_size: model= is not read
@@ -104,16 +100,16 @@ def main(cfg, out):
             m = measure(model, arm, seed, n_classes, size, e.width, val_x, e.conv2_units, e.dead_rel_std)
             last = history.iloc[-1]
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
-            structures.append(m["structure"].assign(arm=LABELS[arm], seed=seed))
-            rows.append({"arm": LABELS[arm], "seed": seed, "test_top1": test["top1"], "test_top5": test["top5"],
+            structures.append(m["structure"].assign(arm=CONV1_LABELS[arm], seed=seed))
+            rows.append({"arm": CONV1_LABELS[arm], "seed": seed, "test_top1": test["top1"], "test_top5": test["top5"],
                          "train_top1": last.train_top1,
                          **{k: v for k, v in m.items() if k not in ("projections", "structure")},
                          "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
-            histories[f"{LABELS[arm]} s{seed}"] = history
+            histories[f"{CONV1_LABELS[arm]} s{seed}"] = history
             if seed == seeds[0]:
                 conv = first_conv(model)
-                filters[f"{LABELS[arm]} (seed {seed}, {len(history)} epochs)"] = conv.weight.detach()
-                projections[LABELS[arm]] = m["projections"]
+                filters[f"{CONV1_LABELS[arm]} (seed {seed}, {len(history)} epochs)"] = conv.weight.detach()
+                projections[CONV1_LABELS[arm]] = m["projections"]
 
     per_run = pd.DataFrame(rows)
     per_filter = pd.concat(structures, ignore_index=True)
@@ -136,7 +132,7 @@ def main(cfg, out):
                     f"frequency bins (cnnvis.gate.spectral_concentration), beside white noise's 95th percentile for "
                     f"that shape (2000 seeded draws); structured: above it. Per arm: {filters_gate.reason}. "
                     f"Training gate: {trained.reason}.")
-    out.table(claims_table(per_run, n_classes, trained, filters_gate), "claims", title="ZF Fig. 6: the paper's claims beside ours",
+    out.table(conv1_claims_table(per_run, n_classes, trained, filters_gate), "claims", title="ZF Fig. 6: the paper's claims beside ours",
               notes=CLAIM_NOTES + "\n\nOurs: " + scale + ". The paper trains on 1.2M ImageNet "
                     "images for ~70 epochs at full width from N(0, 1e-2) weights; the differences of scale are why a "
                     "verdict here may differ.")
@@ -165,54 +161,3 @@ white-noise filter already has 1 - (1/stride)^2 of its energy there (0.75 at str
 *conv2 grid score*: spectral energy of deconvnet projections of conv2 units on the lattice lines of a
 conv1-stride grid, relative to a flat spectrum (1 = no grid).
 """
-
-
-def seed_difference(per_run: pd.DataFrame, metric: str, first: str, second: str) -> Estimate:
-    """Mean over seeds of ``metric`` of the arm labelled ``first`` minus that of ``second``, paired by seed, with a
-    t interval (both arms of a seed share the data order and initial weights outside conv1)."""
-    a = per_run[per_run.arm == first].set_index("seed")[metric]
-    b = per_run[per_run.arm == second].set_index("seed")[metric]
-    seeds = a.index.intersection(b.index)
-    if len(seeds) == 0:
-        raise ValueError(f"no seed trained both {first!r} and {second!r}; set experiment.arms to both arms")
-    return t_mean((a[seeds] - b[seeds]).to_numpy())
-
-
-def claims_table(per_run: pd.DataFrame, n_classes: int, trained=None, filters_gate=None) -> pd.DataFrame:
-    """The paper's Fig. 6 claims, each decided by a t interval over seeds of the per-seed AlexNet-vs-ZF difference;
-    conv1's measures by what training changed (trained minus initial), since the strides differ before training.
-    With the gates (``cnnvis.gate``): the filter and feature claims need ``trained`` and ``filters_gate`` to pass,
-    the accuracy claim ``trained``; else they read "not comparable (undertrained: ...)"."""
-    features_gate = None if trained is None and filters_gate is None else \
-        combine(*(g for g in (trained, filters_gate) if g is not None))
-    per_run = per_run.assign(
-        dead_conv1_change=per_run.dead_conv1_fraction - per_run.dead_conv1_fraction_init,
-        conv1_above_nyquist_change=per_run.conv1_energy_above_nyquist - per_run.conv1_energy_above_nyquist_init)
-    a, z = LABELS["alexnet_conv1"], LABELS["zfnet"]
-    diff = {m: seed_difference(per_run, m, a, z) for m in
-            ("dead_conv1_change", "dead_conv1_fraction_init", "conv1_above_nyquist_change",
-             "conv1_energy_above_nyquist_init", "conv2_grid_score", "conv2_grid_score_init")}
-    top1 = seed_difference(per_run, "test_top1", z, a)
-    above = "yes when the t interval over seeds of the per-seed difference lies above 0"
-    return claims_frame([
-        gated(Claim(PAPER, "Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
-              "qualitative", f"training's change of the dead fraction, AlexNet minus ZF: "
-                             f"{diff['dead_conv1_change'].format()}", diff["dead_conv1_change"].n,
-              f"dead fraction at initialization, AlexNet minus ZF: {diff['dead_conv1_fraction_init'].format()}",
-              above, decide(diff["dead_conv1_change"].above(0))), features_gate),
-        gated(Claim(PAPER, "Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 "
-              "cleaner", "qualitative", f"training's change of the conv1 energy share above Nyquist, AlexNet minus ZF: "
-                                        f"{diff['conv1_above_nyquist_change'].format()}",
-              diff["conv1_above_nyquist_change"].n,
-              f"the share at initialization (the stride alone), AlexNet minus ZF: "
-              f"{diff['conv1_energy_above_nyquist_init'].format()}", above,
-              decide(diff["conv1_above_nyquist_change"].above(0))), features_gate),
-        gated(Claim(PAPER, "Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
-              f"conv2 grid score after training, AlexNet minus ZF: {diff['conv2_grid_score'].format()}",
-              diff["conv2_grid_score"].n, f"the same before training: {diff['conv2_grid_score_init'].format()}",
-              above, decide(diff["conv2_grid_score"].above(0))), features_gate),
-        gated(Claim(PAPER, "Table 2", "the ZF first layer classifies better",
-              "ImageNet val top-1 error 40.5% (Krizhevsky replication) -> 38.4% (Fig. 3 model; conv2 stride also "
-              "changed): 2.1 points", f"test top-1 accuracy, ZF minus AlexNet: {top1.format()}", top1.n,
-              f"chance: {1 / n_classes:.3f} top-1 for either arm", above, decide(top1.above(0))), trained),
-    ])

@@ -139,7 +139,7 @@ def test_he_init_with_small_linear_std_keeps_a_wide_fc_head_calm():
 def test_table3_claims_decide_on_the_interval_over_seeds():
     from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
     from cnnvis.stats import t_mean
-    from experiments.zfnet_arch_ablation import table3_claims
+    from cnnvis.ablations import table3_claims
 
     base = t_mean([40.0, 42.0])
     # one seed costs 1 point and the other 9: the mean (+5) is not "little" and the interval spans +5
@@ -158,7 +158,7 @@ def test_table3_claims_of_undertrained_runs_are_not_comparable():
     from cnnvis.claims import NOT_COMPARABLE, REPRODUCED
     from cnnvis.gate import Gate
     from cnnvis.stats import t_mean
-    from experiments.zfnet_arch_ablation import table3_claims
+    from cnnvis.ablations import table3_claims
 
     base = t_mean([40.0, 42.0])
     changes = {"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]), "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}

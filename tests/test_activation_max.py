@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis.activation_max import PRESETS, Regularization, dataset_maxima, gaussian_blur, maximize
+from cnnvis.activation_max import (PRESETS, Regularization, dataset_maxima, gaussian_blur, maximize,
+                                   maximize_units_and_classes, render_units_and_classes, spread_channels,
+                                   summary_metrics)
 from cnnvis.models import ImageClassifier, Normalize
 from cnnvis.objectives import channel, class_logit, objective_values, unit
 from conftest import needs_imagenet_val, run_py
@@ -191,3 +193,29 @@ def test_experiment_sweep_end_to_end_with_a_zfnet_checkpoint(tmp_path):
     for name in ["units_efficientnet_lite0", "classes_efficientnet_lite0", "diversity_efficientnet_lite0",
                  "diversity_zfnet"]:
         assert (lucid / f"{name}.png").stat().st_size > 1000
+
+
+def test_spread_channels_span_the_layer_without_repeats():
+    assert spread_channels(64, 6) == [0, 13, 25, 38, 50, 63]
+    assert spread_channels(3, 6) == [0, 1, 2]
+
+
+def test_one_models_units_and_classes_sit_beside_their_real_image_maxima():
+    model = tiny_convnet()
+    maxima = dataset_maxima(model, torch.rand(6, 3, 16, 16).split(3), ["conv1", "conv2"], logits=True)
+    names = ["a", "b", "c", "d"]
+    rows, unit_panels, (class_images, captions) = maximize_units_and_classes(
+        model, "tiny", maxima, ["conv1", "conv2"], None, 2, "channel", [1, 3], names, size=16, steps=2, seed=0)
+    frame = pd.DataFrame(rows)
+    assert list(frame["name"]) == ["conv1[0]", "conv1[5]", "conv2[0]", "conv2[4]", "b", "d"]
+    assert (frame["ratio"] == frame["reached"] / frame["real_max"]).where(frame["real_max"] > 0, True).all()
+    assert frame["top1_is_target"].iloc[-2:].notna().all() and len(class_images) == len(captions) == 2
+    assert list(unit_panels) == ["conv1", "conv2"]
+    metrics = summary_metrics("tiny", rows, "channel")
+    assert set(metrics) == {"tiny_class_top1_rate", "tiny_class_mean_score", "tiny_class_median_ratio",
+                            "tiny_channel_median_ratio", "tiny_median_spectrum_slope"}
+    rows, panels, diversity_panels = render_units_and_classes(
+        model, "tiny", maxima, ["conv2"], [1, 2], 2, [0], names, "lucid", 16, 2, 0.05, 0, 2, 20.0)
+    assert set(pd.DataFrame(rows)["parametrization"]) == {"lucid_pixel", "lucid"}
+    assert list(panels) == ["conv2\nlucid_pixel", "conv2\nlucid", "classes\nlucid_pixel", "classes\nlucid"]
+    assert list(diversity_panels) == ["conv2[1]", "conv2[2]"] and len(diversity_panels["conv2[1]"][0]) == 2

@@ -1,11 +1,11 @@
-"""The decision rules of experiments/cam_methods.py on constructed per-image scores: each rule says "no"
+"""The decision rules of cnnvis.localization (as experiments/cam_methods.py runs them) on constructed per-image scores: each rule says "no"
 where the answer must be no, "yes" where it must be yes, and pairs only the images both methods were scored on."""
 
 import numpy as np
 
 from cnnvis.claims import COLUMNS, NOT_REPRODUCED, REPRODUCED, claims_frame
-from experiments.cam_methods import (CENTRE_BOX, CENTRE_POINT, FULL_IMAGE, faithfulness_claims, higher_than_all,
-                                     localization_claims, lower_than_all, metrics_table)
+from cnnvis.localization import (CENTRE_BOX, CENTRE_POINT, FULL_IMAGE, faithfulness_claims, higher_than_all,
+                                 localization_claims, lower_than_all, metrics_table)
 
 N = 64
 
@@ -49,7 +49,7 @@ def test_pairs_only_the_images_both_methods_were_scored_on():
 
 
 def test_faithfulness_claims_compute_their_verdicts():
-    rows = faithfulness_claims(faithfulness_scores(0.0, -25.0), "imagenet")
+    rows = faithfulness_claims(faithfulness_scores(0.0, -25.0), "imagenet", {})
     frame = claims_frame(rows)
     assert list(frame.columns) == COLUMNS
     verdicts = dict(zip(frame["claim"], frame["verdict"]))
@@ -69,9 +69,9 @@ def localization_scores(cam_misses: np.ndarray, baseline_misses: np.ndarray) -> 
 def test_localization_rule_against_the_trivial_baselines():
     rng = np.random.default_rng(1)
     misses = (rng.random(N) < 0.5).astype(float)
-    same = claims_frame(localization_claims(localization_scores(misses, misses)))
+    same = claims_frame(localization_claims(localization_scores(misses, misses), {}))
     assert (same["verdict"] == NOT_REPRODUCED).all()
-    better = claims_frame(localization_claims(localization_scores(misses * (rng.random(N) < 0.2), misses)))
+    better = claims_frame(localization_claims(localization_scores(misses * (rng.random(N) < 0.2), misses), {}))
     assert (better["verdict"] == REPRODUCED).all()
 
 

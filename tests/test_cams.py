@@ -333,3 +333,14 @@ def test_gradcam_plus_plus_warns_where_its_denominator_passes_through_zero():
     with cams.GradCAMPlusPlus(well, "feat") as method, warnings.catch_warnings():
         warnings.simplefilter("error")
         method.attribute(x, 0)
+
+
+def test_build_method_takes_each_method_by_its_experiment_name(relu_net):
+    options = dict(layer="conv5", layercam_layers=["conv4", "conv5"], batch_size=3, scorecam_batch_size=2)
+    for name in cams.ALL_METHODS:
+        with cams.build_method(name, relu_net, **options) as method:
+            if name == "layercam_fused":
+                assert isinstance(method, cams.LayerCAM) and method.layers == ["conv4", "conv5"]
+            else:
+                assert isinstance(method, cams.METHODS[name])
+            assert method.batch_size == (2 if name == "scorecam" else 3)

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from experiments.zfnet_conv1_ablation import LABELS, claims_table, seed_difference
+from cnnvis.ablations import CONV1_LABELS, conv1_claims_table, seed_difference
 
-A, Z = LABELS["alexnet_conv1"], LABELS["zfnet"]
+A, Z = CONV1_LABELS["alexnet_conv1"], CONV1_LABELS["zfnet"]
 
 
 def runs(alexnet: dict, zfnet: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
@@ -23,7 +23,7 @@ BASE = {"dead_conv1_fraction_init": 0.0, "conv1_energy_above_nyquist_init": 0.0,
 
 def verdicts(per_run):
     """{claim: verdict} in the table's order, and the table."""
-    table = claims_table(per_run, n_classes=10)
+    table = conv1_claims_table(per_run, n_classes=10)
     keys = ["dead", "nyquist", "grid", "accuracy"]  # the order of the claims
     return dict(zip(keys, table.verdict)), table
 
@@ -85,7 +85,7 @@ def agreeing_runs():
 def test_filters_like_noise_make_the_filter_claims_not_comparable_but_not_the_accuracy_claim():
     from cnnvis.gate import Gate
 
-    table = claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(False, "AlexNet conv1: 0.05 of filters"))
+    table = conv1_claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(False, "AlexNet conv1: 0.05 of filters"))
     assert list(table.verdict) == ["not comparable"] * 3 + ["reproduced"]
     assert table.ours[:3].str.endswith("not comparable (undertrained: AlexNet conv1: 0.05 of filters)").all()
 
@@ -93,7 +93,7 @@ def test_filters_like_noise_make_the_filter_claims_not_comparable_but_not_the_ac
 def test_an_unconverged_run_makes_every_claim_not_comparable():
     from cnnvis.gate import Gate
 
-    table = claims_table(agreeing_runs(), 10, Gate(False, "zf seed 0: 1 epoch(s)"), Gate(True, "structured"))
+    table = conv1_claims_table(agreeing_runs(), 10, Gate(False, "zf seed 0: 1 epoch(s)"), Gate(True, "structured"))
     assert (table.verdict == "not comparable").all() and table.ours.str.contains("undertrained: zf seed 0").all()
-    passed = claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(True, "structured"))
+    passed = conv1_claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(True, "structured"))
     assert (passed.verdict == "reproduced").all()

@@ -11,7 +11,7 @@ from cnnvis.claims import COLUMNS, NOT_REPRODUCED, REPRODUCED, claims_frame
 from cnnvis.gap import build_gap_model, count_parameters, gap_network
 from cnnvis.models import alexnet, vgg16, zfnet
 from conftest import needs_caltech101, run_py
-from experiments.cam_gap import seed_differences, summary_table, table1_claims
+from cnnvis.gap_scratch import seed_differences, summary_table, table1_claims
 
 
 @pytest.mark.parametrize("builder, last, size", [(alexnet, "conv5", 112), (zfnet, "conv5", 112), (vgg16, "conv5_3", 64)])

@@ -93,3 +93,28 @@ def test_centre_point_map_points_at_the_centre():
     assert np.unravel_index(int(m.argmax()), m.shape) == (4, 5)
     assert loc.pointing_hit(m, [5, 4, 6, 5], tolerance=0)  # the centre pixel's box
     assert not loc.pointing_hit(m, [0, 0, 2, 2], tolerance=2)
+
+
+def test_score_dataset_scores_every_method_and_baseline_on_the_images_it_mapped():
+    from tests.test_sanity import TinyNet
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x = torch.rand(5, 3, 32, 32)
+    targets = net(x).argmax(1)
+    boxes = np.array([[4, 4, 20, 20]] * 5)
+    options = dict(layer="conv2", layercam_layers=["conv1", "conv2"], batch_size=2, scorecam_batch_size=2)
+    scores, seconds, shown, predicted = loc.score_dataset(
+        net, net, x, targets, ["gradcam", "scorecam", "saliency"], options, scorecam_images=2, figure_images=3,
+        n_curve=1, steps=3, tolerance=5.0, boxes=boxes, desc="test")
+    assert set(scores) == {"gradcam", "scorecam", "saliency", loc.FULL_IMAGE, loc.CENTRE_BOX, loc.CENTRE_POINT}
+    assert set(seconds) == set(shown) == set(predicted) == {"gradcam", "scorecam", "saliency"}
+    assert len(shown["gradcam"]) == 3 and len(shown["scorecam"]) == 2
+    for name in ("gradcam", "saliency"):
+        assert all(len(v) == 5 for k, v in scores[name].items() if k != "curves")
+        assert np.isfinite(scores[name]["average_drop"]).all()
+        assert np.isfinite(scores[name]["deletion_auc"]).sum() == 1  # the curves on the first n_curve images only
+    assert np.isfinite(scores["scorecam"]["average_drop"]).sum() == 2  # Score-CAM on its first images, NaN past them
+    table = loc.metrics_table(scores, seconds, deconv_has_switches=True, boxed=True).set_index("method")
+    assert table.loc["scorecam", "average_drop"].endswith("(n = 2)")
+    assert table.loc[loc.FULL_IMAGE, "loc_err_15"].endswith("(n = 5)")

@@ -227,9 +227,7 @@ def test_cascade_similarity_matches_quantus_mprt():
 
 
 def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
-    from types import SimpleNamespace
-
-    from experiments.sanity_checks import EDGE, cascade_claims
+    from cnnvis.sanity import EDGE, cascade_claims
 
     rng = np.random.default_rng(0)
 
@@ -237,17 +235,39 @@ def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
         final = np.clip(level + rng.normal(0, 0.05, 40), -1, 1)
         return [{m: np.ones(40) for m in ("spearman_abs",)}, {"spearman_abs": final}]
 
-    e = SimpleNamespace(threshold_fraction=0.5)
     sims = {"guided_backprop": run(0.1), "saliency": run(0.1), EDGE: run(1.0)}
     across = {name: None for name in sims}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
     assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}
     sims = {"guided_backprop": run(0.9), "saliency": run(0.9), EDGE: run(1.0)}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
     assert verdicts == {"saliency": "not reproduced", "guided_backprop": "reproduced"}
     # Randomized maps that resemble the trained ones only as much as any two images' maps do (0.6): sensitive, so
     # the paper's "guided backprop is insensitive" is not reproduced (a fixed 0.5 threshold would have said it is).
     sims = {"guided_backprop": run(0.6), "saliency": run(0.6), EDGE: run(1.0)}
     across = {name: {"spearman_abs": np.full(40, 0.6)} for name in sims}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", e)}
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
     assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}
+
+
+def test_the_cascade_procedure_maps_each_method_at_every_step_and_names_what_refuses_the_network():
+    from cnnvis.sanity import EDGE, cascade, cascade_table, data_randomization_table, trained_maps
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x = torch.rand(6, 3, 32, 32)
+    targets = net(x).argmax(1)
+    options = dict(layer="conv2", layercam_layers=["conv1", "conv2"], batch_size=4, scorecam_batch_size=2)
+    trained, skipped = trained_maps(["saliency", "gradcam", "cam", "scorecam"], net, x, targets, options,
+                                    scorecam_images=0)
+    assert set(trained) == {"saliency", "gradcam", EDGE} and set(skipped) == {"cam"}  # TinyNet has no GAP head
+    steps, sims, shown, seconds, across, constant = cascade(net, x, targets, trained, options, seed=0)
+    assert steps == ["trained", "fc", "conv2", "conv1"]  # pool has no parameters: no step of its own
+    assert all(len(sims[m]) == len(steps) == len(shown[m]) for m in trained)
+    np.testing.assert_allclose(sims[EDGE][-1]["spearman_abs"], 1.0)  # the edge map never reads the weights
+    table = cascade_table(sims, across, seconds, constant, 0.5).set_index("method")
+    assert table.loc[EDGE, "verdict"] == INSENSITIVE and table.loc["saliency", "paper (Adebayo 2018)"] == SENSITIVE
+    other = cascading_randomization(net, seed=1)[-1][1]
+    permuted = data_randomization_table(trained, other, x, targets, options, 0.5, fitted_top1=0.2, fit_top1=0.9)
+    assert list(permuted["method"]) == list(trained)
+    assert permuted["verdict"].str.startswith("not comparable").all()  # 20 % of its labels fitted: no verdict

@@ -165,3 +165,20 @@ def test_cam_gap_surgery_end_to_end(tmp_path):
     assert list(claims.columns) == COLUMNS and len(claims) == 10
     assert (claims.verdict == NOT_COMPARABLE).all()  # 2 smoke epochs: the gate says undertrained
     assert (tmp_path / "cam_gap" / "cam_maps.png").stat().st_size > 1000
+
+
+def test_the_figure_takes_each_class_first_test_image_in_test_order():
+    from cnnvis.surgery import first_test_of_each_class
+
+    labels = np.array([2, 0, 2, 1, 0, 1])
+    assert first_test_of_each_class(labels, np.array([5, 0, 4, 1, 3]), 2) == [0, 1]  # classes 1 and 2, then 0
+    assert first_test_of_each_class(labels, np.array([5, 0, 4, 1, 3]), 9) == [0, 1, 2]
+
+
+def test_surgery_metrics_average_over_folds_and_skip_missing_localization():
+    from cnnvis.surgery import surgery_metrics
+
+    runs = pd.DataFrame({"network": ["a", "a", "b"], "mean_class_accuracy": [0.5, 0.7, 0.9],
+                         "loc_gt_known": [0.2, 0.4, np.nan], "trained_enough": [True, True, False]})
+    assert surgery_metrics(runs) == pytest.approx({"trained_enough": 0, "a/mean_class_accuracy": 0.6,
+                                                   "a/loc_gt_known": 0.3, "b/mean_class_accuracy": 0.9})

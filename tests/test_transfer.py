@@ -313,7 +313,7 @@ def test_svm_with_another_C_equals_a_fresh_fit():
 
 def test_depth_claim_needs_every_fold_to_agree():
     from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
-    from experiments.layer_features import depth_claim
+    from cnnvis.transfer import depth_claim
 
     first = [0.40, 0.42, 0.41]
     mixed = depth_claim("caltech101", "svm", first, [0.45, 0.38, 0.43], "stem", "head")  # +5, -4, +2 points
@@ -325,7 +325,7 @@ def test_depth_claim_needs_every_fold_to_agree():
 
 
 def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
-    from experiments.layer_features import grid_edges
+    from cnnvis.transfer import grid_edges
 
     chosen = {("caltech101", "stem", "softmax"): [0.1, 0.1, 0.01], ("caltech101", "head", "softmax"): [0.001, 0.1, 0.1],
               ("caltech101", "stem", "svm"): [0.001, 0.001, 0.001]}

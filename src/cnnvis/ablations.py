@@ -12,11 +12,15 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import nn
 
+from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.gate import combine, gated
 from cnnvis.models import (ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, UnsupportedModelError, conv_stack_classifier,
                            scaled)
+from cnnvis.stats import Estimate, t_mean
 
 CONV1_ARMS = {
     # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
@@ -145,3 +149,103 @@ def grid_artifact_score(patterns: torch.Tensor, period: int) -> torch.Tensor:
     nonzero[0, 0] = False
     share = (power * lines).sum((1, 2)) / power.sum((1, 2)).clamp_min(1e-30)
     return share / (lines & nonzero).double().mean() * nonzero.double().mean()
+
+
+# ---------------------------------------------------------------- the two ablations' tables and claims
+
+ZF_PAPER = "Zeiler & Fergus 2014"
+CONV1_LABELS = {"zfnet": "ZFNet conv1 7x7/2", "alexnet_conv1": "AlexNet conv1 11x11/4"}
+
+
+def seed_difference(per_run: pd.DataFrame, metric: str, first: str, second: str) -> Estimate:
+    """Mean over seeds of ``metric`` of the arm labelled ``first`` minus that of ``second``, paired by seed, with a
+    t interval (both arms of a seed share the data order and initial weights outside conv1)."""
+    a = per_run[per_run.arm == first].set_index("seed")[metric]
+    b = per_run[per_run.arm == second].set_index("seed")[metric]
+    seeds = a.index.intersection(b.index)
+    if len(seeds) == 0:
+        raise ValueError(f"no seed trained both {first!r} and {second!r}; set experiment.arms to both arms")
+    return t_mean((a[seeds] - b[seeds]).to_numpy())
+
+
+def conv1_claims_table(per_run: pd.DataFrame, n_classes: int, trained=None, filters_gate=None) -> pd.DataFrame:
+    """The paper's Fig. 6 claims, each decided by a t interval over seeds of the per-seed AlexNet-vs-ZF difference;
+    conv1's measures by what training changed (trained minus initial), since the strides differ before training.
+    With the gates (``cnnvis.gate``): the filter and feature claims need ``trained`` and ``filters_gate`` to pass,
+    the accuracy claim ``trained``; else they read "not comparable (undertrained: ...)"."""
+    features_gate = None if trained is None and filters_gate is None else \
+        combine(*(g for g in (trained, filters_gate) if g is not None))
+    per_run = per_run.assign(
+        dead_conv1_change=per_run.dead_conv1_fraction - per_run.dead_conv1_fraction_init,
+        conv1_above_nyquist_change=per_run.conv1_energy_above_nyquist - per_run.conv1_energy_above_nyquist_init)
+    a, z = CONV1_LABELS["alexnet_conv1"], CONV1_LABELS["zfnet"]
+    diff = {m: seed_difference(per_run, m, a, z) for m in
+            ("dead_conv1_change", "dead_conv1_fraction_init", "conv1_above_nyquist_change",
+             "conv1_energy_above_nyquist_init", "conv2_grid_score", "conv2_grid_score_init")}
+    top1 = seed_difference(per_run, "test_top1", z, a)
+    above = "yes when the t interval over seeds of the per-seed difference lies above 0"
+    return claims_frame([
+        gated(Claim(ZF_PAPER, "Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
+              "qualitative", f"training's change of the dead fraction, AlexNet minus ZF: "
+                             f"{diff['dead_conv1_change'].format()}", diff["dead_conv1_change"].n,
+              f"dead fraction at initialization, AlexNet minus ZF: {diff['dead_conv1_fraction_init'].format()}",
+              above, decide(diff["dead_conv1_change"].above(0))), features_gate),
+        gated(Claim(ZF_PAPER, "Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 "
+              "cleaner", "qualitative", f"training's change of the conv1 energy share above Nyquist, AlexNet minus ZF: "
+                                        f"{diff['conv1_above_nyquist_change'].format()}",
+              diff["conv1_above_nyquist_change"].n,
+              f"the share at initialization (the stride alone), AlexNet minus ZF: "
+              f"{diff['conv1_energy_above_nyquist_init'].format()}", above,
+              decide(diff["conv1_above_nyquist_change"].above(0))), features_gate),
+        gated(Claim(ZF_PAPER, "Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
+              f"conv2 grid score after training, AlexNet minus ZF: {diff['conv2_grid_score'].format()}",
+              diff["conv2_grid_score"].n, f"the same before training: {diff['conv2_grid_score_init'].format()}",
+              above, decide(diff["conv2_grid_score"].above(0))), features_gate),
+        gated(Claim(ZF_PAPER, "Table 2", "the ZF first layer classifies better",
+              "ImageNet val top-1 error 40.5% (Krizhevsky replication) -> 38.4% (Fig. 3 model; conv2 stride also "
+              "changed): 2.1 points", f"test top-1 accuracy, ZF minus AlexNet: {top1.format()}", top1.n,
+              f"chance: {1 / n_classes:.3f} top-1 for either arm", above, decide(top1.above(0))), trained),
+    ])
+
+
+# The paper's two headline claims of Table 3: (claim, variant, rule text, rule on the change's Estimate).
+TABLE3_CLAIMS = [
+    ("removing layers 6,7 costs little", "no_fc6_fc7",
+     "yes when the 95 % t interval of the per-seed change lies below +5 points", lambda est: est.below(5)),
+    ("removing layers 3,4,6,7 costs a lot", "no_conv3_conv4_fc6_fc7",
+     "yes when the 95 % t interval of the per-seed change lies above +10 points", lambda est: est.above(10)),
+]
+
+
+def paper_delta(variant: str) -> float:
+    """The paper's change in val top-1 error from the base its row was run on."""
+    base = "paper_alexnet_base" if "Krizhevsky" in PAPER_TABLE3[variant][0] else "base"
+    return PAPER_TABLE3[variant][2] - PAPER_TABLE3[base][2]
+
+
+def arch_summary_table(runs: pd.DataFrame, changes: dict) -> pd.DataFrame:
+    """One row per variant: errors as mean over seeds with a 95 % t interval, the paired change from the base."""
+    rows = []
+    for variant, g in runs.groupby("variant", sort=False):
+        rows.append({"variant": variant, "params_M": round(float(g.params_M.iloc[0]), 3),
+                     **{c: t_mean(g[c]).format(1) for c in ("train_top1_err", "test_top1_err", "test_top5_err")},
+                     "test_top1_err_change": "-" if variant == "base" else changes[variant].format(1),
+                     "paper_row": PAPER_TABLE3[variant][0], "paper_train_top1_err": PAPER_TABLE3[variant][1],
+                     "paper_val_top1_err": PAPER_TABLE3[variant][2], "paper_val_top5_err": PAPER_TABLE3[variant][3],
+                     "paper_val_top1_err_change": paper_delta(variant)})
+    return pd.DataFrame(rows)
+
+
+def table3_claims(changes: dict, base_err, gate=None) -> list[Claim]:
+    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base;
+    "not comparable (undertrained: ...)" when ``gate`` (every run's trained-enough gate) failed."""
+    claims = []
+    for claim, variant, rule, holds in TABLE3_CLAIMS:
+        if variant not in changes:
+            continue
+        est = changes[variant]
+        claims.append(gated(Claim(ZF_PAPER, "Table 3", claim,
+                                  f"{paper_delta(variant):+.1f} points (ImageNet)", est.format(1), est.n,
+                                  f"the base network's top-1 error: {base_err.format(1)}", rule, decide(holds(est))),
+                            gate))
+    return claims

@@ -9,22 +9,31 @@ The image lives in pixel space [0, 1] (every model here normalizes its own input
 the image is clamped back to [0, 1] (a projection onto the valid input range).
 
     result = maximize(model, objectives.class_logit([1, 130]), size=128, reg=PRESETS["yosinski3"])
+
+The experiments' procedure over one model sits below: each layer's channels and the classes optimized, each
+value set beside the strongest over real images (``dataset_maxima``, cached), in pixel space
+(``maximize_units_and_classes``) or with Olah et al.'s parametrizations (``render_units_and_classes``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur as _tv_gaussian_blur
 from tqdm.auto import tqdm
 
+from cnnvis import featurevis as fv
 from cnnvis.hooks import forward_recorded, record_activations
 from cnnvis.models import get_layer
-from cnnvis.objectives import Objective, objective_values
+from cnnvis.objectives import Objective, channel, class_logit, diversity, objective_values, unit
 
 
 # ---------------------------------------------------------------- regularizers
@@ -177,3 +186,132 @@ def dataset_maxima(model: nn.Module, batches, layers, logits: bool = False, prog
             if logits:
                 best["logits"] = out.amax(0) if "logits" not in best else torch.maximum(best["logits"], out.amax(0))
     return {k: ({kk: vv.cpu() for kk, vv in v.items()} if isinstance(v, dict) else v.cpu()) for k, v in best.items()}
+
+
+def cached_maxima(cache_dir, tag: str, pretrained: bool, model: nn.Module, images, size: int, layers, batch_size: int,
+                  checkpoint=None) -> dict:
+    """``dataset_maxima`` of ``layers`` and the logits over ``images``: one pass over the data, cached under
+    ``cache_dir`` by the model, its weights and the images."""
+    stamp = Path(checkpoint).stat().st_mtime if checkpoint else None
+    key = json.dumps([tag, pretrained, checkpoint, stamp, size, sorted(layers), images.name,
+                      len(images), images.paths[0], images.paths[-1]])
+    path = Path(cache_dir) / "activation_max" / f"maxima-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    batches = (images.tensors(range(i, min(i + batch_size, len(images))), size)
+               for i in range(0, len(images), batch_size))
+    maxima = dataset_maxima(model, batches, layers, logits=True, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(maxima, path)
+    return maxima
+
+
+# ---------------------------------------------------------------- one model's units and classes
+
+
+def spread_channels(n_channels: int, k: int) -> list[int]:
+    return torch.linspace(0, n_channels - 1, min(k, n_channels)).round().long().unique().tolist()
+
+
+def maximize_units_and_classes(model, tag, maxima, layers, channels, per_layer, target, classes, class_names,
+                               **maximize_options):
+    """Channel (``target`` 'channel': its mean; 'unit': its centre) images of each layer's ``channels`` (None:
+    ``per_layer`` spread over the layer) and class images, by ``maximize(**maximize_options)``: table rows with the
+    real-image maxima beside them, each layer's images and captions, the class images and captions."""
+    rows, unit_panels = [], {}
+    for layer in layers:
+        n_channels = maxima[layer]["channel"].numel()
+        chosen = list(channels) if channels else spread_channels(n_channels, per_layer)
+        objective = (channel if target == "channel" else unit)(layer, chosen)
+        result = maximize(model, objective, **maximize_options)
+        real = maxima[layer][target][chosen]
+        captions = []
+        slopes = fv.spectrum_slope(result.images).tolist()
+        for ch, reached, best, slope in zip(chosen, result.values.tolist(), real.tolist(), slopes):
+            rows.append(dict(model=tag, kind=target, layer=layer, index=ch, name=f"{layer}[{ch}]", reached=reached,
+                             real_max=best, ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
+            captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
+        unit_panels[layer] = (result.images, captions)
+    result = maximize(model, class_logit(classes), **maximize_options)
+    with torch.no_grad():
+        logits = model(result.images)
+    top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
+    class_captions = []
+    slopes = fv.spectrum_slope(result.images).tolist()
+    for b, (k, reached) in enumerate(zip(classes, result.values.tolist())):
+        best = float(maxima["logits"][k])
+        hit = top1[b] == k
+        rows.append(dict(model=tag, kind="class", layer="logits", index=k, name=class_names[k], reached=reached,
+                         real_max=best, ratio=reached / best if best > 0 else float("nan"),
+                         top1=class_names[top1[b]], top1_is_target=hit, p_target=float(prob[b, k]),
+                         spectrum_slope=slopes[b]))
+        class_captions.append(f"{class_names[k][:18]}\nscore {reached:.3g} (real max {best:.3g})\n"
+                              f"top-1: {'= target' if hit else class_names[top1[b]][:16]}")
+    return rows, unit_panels, (result.images, class_captions)
+
+
+def render_units_and_classes(model, tag, maxima, layers, channels, per_layer, classes, class_names, preset, size,
+                             steps, lr, seed, diversity_images, diversity_weight):
+    """The pixel-space baseline and ``preset`` (Olah et al. 2017, ``featurevis.PRESETS``) for each layer's
+    channels and the classes, and a diversity row for two channels of the last layer: table rows, the figures'
+    panels, the diversity panels."""
+    names = list(dict.fromkeys(["lucid_pixel", preset]))
+    rows, panels = [], {}
+
+    def run(objective, n, settings):
+        return fv.render(model, objective, settings.param(n, size, seed), settings.transforms, steps=steps,
+                         lr=lr, seed=seed, progress=True)
+
+    for layer in layers:
+        chosen = list(channels) if channels else spread_channels(maxima[layer]["channel"].numel(), per_layer)
+        for name in names:
+            result = run(channel(layer, chosen), len(chosen), fv.PRESETS[name])
+            slopes = fv.spectrum_slope(result.images).tolist()
+            captions = []
+            for ch, reached, best, slope in zip(chosen, result.values.tolist(),
+                                                maxima[layer]["channel"][chosen].tolist(), slopes):
+                rows.append(dict(model=tag, parametrization=name, kind="channel", layer=layer, index=ch,
+                                 name=f"{layer}[{ch}]", reached=reached, real_max=best,
+                                 ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope))
+                captions.append(f"{layer}[{ch}]\n{reached:.3g} ({rows[-1]['ratio']:.2g}x real max)")
+            panels[f"{layer}\n{name}"] = (result.images, captions)
+    for name in names:
+        result = run(class_logit(classes), len(classes), fv.PRESETS[name])
+        with torch.no_grad():
+            logits = model(result.images)
+        top1, prob = logits.argmax(1).tolist(), logits.softmax(1)
+        captions = []
+        for b, (k, reached, slope) in enumerate(zip(classes, result.values.tolist(),
+                                                    fv.spectrum_slope(result.images).tolist())):
+            best = float(maxima["logits"][k])
+            rows.append(dict(model=tag, parametrization=name, kind="class", layer="logits", index=k,
+                             name=class_names[k], reached=reached, real_max=best,
+                             ratio=reached / best if best > 0 else float("nan"), spectrum_slope=slope,
+                             top1=class_names[top1[b]], top1_is_target=top1[b] == k, p_target=float(prob[b, k])))
+            captions.append(f"{class_names[k][:18]}\nscore {reached:.3g}\n"
+                            f"top-1: {'= target' if top1[b] == k else class_names[top1[b]][:16]}")
+        panels[f"classes\n{name}"] = (result.images, captions)
+    layer, k = layers[-1], diversity_images
+    pair = (list(channels) if channels else spread_channels(maxima[layer]["channel"].numel(), 2))[:2]
+    units, groups = [c for c in pair for _ in range(k)], [g for g in range(len(pair)) for _ in range(k)]
+    objective = channel(layer, units) + diversity_weight * diversity(layer, groups)
+    result = run(objective, len(units), fv.PRESETS[preset])
+    with torch.no_grad():
+        reached = objective_values(model, result.images, channel(layer, units)).tolist()
+        spread = objective_values(model, result.images, diversity(layer, groups)).tolist()
+    diversity_panels = {f"{layer}[{c}]": (result.images[g * k:(g + 1) * k],
+                                          [f"{v:.3g}; 1 - cos(Gram) {d:.2f}" for v, d in
+                                           zip(reached[g * k:(g + 1) * k], spread[g * k:(g + 1) * k])])
+                        for g, c in enumerate(pair)}
+    return rows, panels, diversity_panels
+
+
+def summary_metrics(prefix: str, rows: list[dict], target: str) -> dict:
+    """One run's headline numbers, named alike for every preset so that a sweep's summary has one column each."""
+    classes = [r for r in rows if r["kind"] == "class"]
+    units = [r for r in rows if r["kind"] != "class"]
+    return {f"{prefix}_class_top1_rate": float(np.mean([r["top1_is_target"] for r in classes])),
+            f"{prefix}_class_mean_score": float(np.mean([r["reached"] for r in classes])),
+            f"{prefix}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes])),
+            f"{prefix}_{target}_median_ratio": float(np.nanmedian([r["ratio"] for r in units])),
+            f"{prefix}_median_spectrum_slope": float(np.median([r["spectrum_slope"] for r in rows]))}

@@ -492,6 +492,22 @@ def make_method(name: str, model: nn.Module, layer=None, **kwargs) -> Attributio
     return cls(model, layer, **kwargs)
 
 
+# every method by name as the experiments run it: METHODS, and LayerCAM fused over several layers
+ALL_METHODS = ["cam", "gradcam", "gradcam++", "scorecam", "layercam", "layercam_fused", "saliency", "deconvnet",
+               "guided_backprop", "guided_gradcam"]
+
+
+def build_method(name: str, model: nn.Module, layer: str, layercam_layers: list[str], batch_size: int,
+                 scorecam_batch_size: int) -> Attribution:
+    """A method of ``ALL_METHODS`` at ``layer`` (``layercam_fused``: at ``layercam_layers``); Score-CAM batches its
+    masked passes by ``scorecam_batch_size``, the others their images by ``batch_size``."""
+    if name == "layercam_fused":
+        return LayerCAM(model, list(layercam_layers), batch_size)
+    if name == "scorecam":
+        return make_method(name, model, layer, batch_size=scorecam_batch_size)
+    return make_method(name, model, layer, batch_size=batch_size)
+
+
 def as_map(attribution: torch.Tensor) -> torch.Tensor:
     """An (N, H, W) saliency map from any method's output: input-space signals by max_c |.| (Simonyan)."""
     return attribution.abs().amax(1) if attribution.ndim == 4 else attribution

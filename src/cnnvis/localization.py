@@ -1,15 +1,25 @@
 """Scoring saliency maps: boxes from maps (CAM / Grad-CAM rule), IoU, the pointing game, Average Drop and
-Increase in Confidence (Grad-CAM++), and deletion / insertion curves (RISE).
+Increase in Confidence (Grad-CAM++), and deletion / insertion curves (RISE); the
+scoring of several methods' maps on a set of images as the CAM papers score them, with trivial baselines beside
+them, their tables and the papers' comparisons decided on paired differences.
 
 Maps are (H, W) or (N, H, W) at the image's size; boxes are (x0, y0, x1, y1) in pixels, x1 / y1 exclusive.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
 from torchvision.transforms.functional import gaussian_blur
+from tqdm import tqdm
+
+from cnnvis.cams import as_map, build_method
+from cnnvis.claims import Claim, decide
+from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion
 
 
 def box_from_map(saliency, threshold: float = 0.2) -> np.ndarray:
@@ -133,3 +143,211 @@ def centre_point_map(height: int, width: int) -> torch.Tensor:
     ys = torch.arange(height, dtype=torch.float32) + 0.5 - height / 2
     xs = torch.arange(width, dtype=torch.float32) + 0.5 - width / 2
     return -torch.hypot(ys[:, None], xs[None, :])
+
+
+METRICS = ["loc_err_15", "loc_err_20", "pointing_game", "average_drop", "increase_in_confidence", "deletion_auc",
+           "insertion_auc"]
+INPUT_SPACE = ("saliency", "deconvnet", "guided_backprop", "guided_gradcam")
+# Trivial baselines, scored by the same rules as the methods (their maps / boxes ignore the image).
+FULL_IMAGE, CENTRE_BOX, CENTRE_POINT = "baseline: full image", "baseline: centre box", "baseline: centre point"
+PROPORTIONS = ("loc_err_15", "loc_err_20", "pointing_game", "increase_in_confidence")  # Wilson; the rest bootstrap
+
+
+def map_scores(model, x, maps, targets, boxes, n_curve, steps, tolerance, desc="") -> dict[str, np.ndarray]:
+    """Per-image scores of ``maps`` (N, H, W): localization hits (needs ``boxes``), Average Drop / Increase
+    in Confidence terms on all N images, deletion / insertion AUC on the first ``n_curve``; NaN where not scored.
+    Also the mean curves (key ``curves``)."""
+    n = len(maps)
+    scores = {}
+    if boxes is not None:
+        for pct in (15, 20):
+            scores[f"loc_err_{pct}"] = np.array([iou(box_from_map(m, pct / 100), g) < 0.5
+                                                 for m, g in zip(maps, boxes)], dtype=float)
+        scores["pointing_game"] = np.array([pointing_hit(m, g, tolerance) for m, g in zip(maps, boxes)], dtype=float)
+    change = confidence_change(model, x[:n], maps, targets[:n])
+    y, o = change["y"].numpy(), change["o"].numpy()
+    scores["average_drop"] = 100 * np.clip(y - o, 0, None) / y
+    scores["increase_in_confidence"] = (o > y).astype(float)
+    m = min(n, n_curve)
+    curves = {}
+    for mode in ("deletion", "insertion"):
+        c = torch.stack([causal_curve(model, x[i], maps[i], int(targets[i]), mode, steps)
+                         for i in tqdm(range(m), desc=f"{desc} {mode}", leave=False)])
+        scores[f"{mode}_auc"] = np.full(len(x), np.nan)
+        scores[f"{mode}_auc"][:m] = [auc(ci) for ci in c]
+        curves[mode] = c.mean(0).numpy()
+    for key in scores:  # every array spans the dataset: NaN past the images this map was scored on
+        scores[key] = np.concatenate([scores[key], np.full(len(x) - len(scores[key]), np.nan)])
+    scores["curves"] = curves
+    return scores
+
+
+def baseline_scores(model, x, targets, boxes, n_curve, steps, tolerance, desc="") -> dict[str, dict]:
+    """Scores of the trivial baselines: the full-image box and the centred box of the other images' mean box
+    size (localization), the centre point (pointing game; its distance-from-centre map also gets the
+    faithfulness metrics, on the same images as the methods)."""
+    h, w = x.shape[-2:]
+    centre = centre_point_map(h, w).expand(len(x), h, w)
+    point = map_scores(model, x, centre, targets, boxes, n_curve, steps, tolerance, f"{desc} centre point")
+    out = {CENTRE_POINT: {k: v for k, v in point.items() if not k.startswith("loc_err")}}
+    if boxes is not None:
+        for name, fixed in ((FULL_IMAGE, [full_image_box(h, w)] * len(boxes)),
+                            (CENTRE_BOX, centre_boxes_left_out(boxes, h, w))):
+            misses = np.array([iou(b, g) < 0.5 for b, g in zip(fixed, boxes)], dtype=float)
+            out[name] = {"loc_err_15": misses, "loc_err_20": misses}
+    return out
+
+
+def score_dataset(model, scorer, x, targets, methods, method_options: dict, scorecam_images: int, figure_images: int,
+                  n_curve: int, steps: int, tolerance: float, boxes=None, desc=""):
+    """Per method (built by ``cams.build_method(name, model, **method_options)``): attributions (from ``model``),
+    per-image scores (probabilities from ``scorer``, an inference copy of it), the first ``figure_images``
+    attributions and 15 % boxes, and seconds per image; Score-CAM on its first ``scorecam_images`` only."""
+    batch_size = method_options["batch_size"]
+    scores, seconds, shown, predicted_boxes = {}, {}, {}, {}
+    for name in methods:
+        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
+        start = time.perf_counter()
+        with build_method(name, model, **method_options) as method:
+            batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+            attr = torch.cat([method.attribute(x[b], targets[b]) for b in tqdm(batches, desc=f"{desc} {name}", leave=False)])
+        seconds[name] = (time.perf_counter() - start) / n
+        maps = as_map(attr)
+        shown[name] = attr[:figure_images]
+        if boxes is not None:
+            predicted_boxes[name] = [box_from_map(m, 0.15) for m in maps[:figure_images]]
+        scores[name] = map_scores(scorer, x, maps, targets, boxes, n_curve, steps, tolerance, f"{desc} {name}")
+    scores.update(baseline_scores(scorer, x, targets, boxes, n_curve, steps, tolerance, desc))
+    return scores, seconds, shown, predicted_boxes
+
+
+def estimate(metric: str, values: np.ndarray) -> Estimate:
+    """Mean over the scored images with its 95 % interval: Wilson for shares (error rates, hits), bootstrap
+    over images for the rest."""
+    values = values[np.isfinite(values)]
+    return proportion(values.astype(bool)) if metric in PROPORTIONS else bootstrap_mean(values)
+
+
+def metrics_table(scores, seconds, deconv_has_switches: bool, boxed: bool) -> pd.DataFrame:
+    """One row per method and baseline: each metric as 'mean [95 % interval] (n = images)', in % except the AUCs;
+    with ``boxed`` a column says how each row's localization is to be read."""
+    rows = []
+    for name, per_image in scores.items():
+        row = {"method": name, "map": "trivial baseline" if name.startswith("baseline") else
+               "input space" if name in INPUT_SPACE else "class activation map",
+               "seconds_per_image": seconds.get(name, np.nan), "localization": "CAM box rule"}
+        if name == "deconvnet" and not deconv_has_switches:
+            row["map"] = "input space, one fixed map per class: no max-pool switches, the image does not enter"
+        if name in INPUT_SPACE:
+            row["localization"] = ("not comparable: raw 15 %/20 %-of-max box on an input-space map (the papers "
+                                   "boxed these after segmentation)")
+        if name == "deconvnet" and not deconv_has_switches:
+            row["localization"] += "; deconvnet without max-pool switches: one fixed map per class, whatever the image"
+        if name.startswith("baseline"):
+            row["localization"] = "trivial baseline"
+        for metric in METRICS:
+            values = per_image.get(metric)
+            if values is None or not np.isfinite(values).any():
+                row[metric] = "-"
+                continue
+            scale, digits = (1, 3) if metric.endswith("auc") else (100 if metric in PROPORTIONS else 1, 1)
+            row[metric] = estimate(metric, values).format(digits, scale)
+            if name in INPUT_SPACE and metric.startswith("loc_err"):
+                row[metric] = "not comparable"
+        if not boxed:
+            del row["localization"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df[[c for c in df.columns if not (df[c] == "-").all()]]  # metrics no row was scored on (no boxes)
+
+
+def with_paper_numbers(df: pd.DataFrame, papers: dict) -> pd.DataFrame:
+    """Our columns, then for each metric that a paper reports for the method (``papers``: method -> {metric:
+    (value, source)}): its number and source."""
+    df = df.copy()
+    reported = [(m, v) for m in METRICS for v in [df["method"].map(lambda name: papers.get(name, {}).get(m))]
+                if m in df.columns and v.notna().any()]
+    for metric, values in reported:
+        df[f"paper_{metric}"] = values.map(lambda t: t[0] if isinstance(t, tuple) else np.nan)
+    df["paper_source"] = df["method"].map(
+        lambda name: "; ".join(sorted({s for _, s in papers.get(name, {}).values()})) or "")
+    return df
+
+
+def paired(scores, metric: str, a: str, b: str) -> Estimate:
+    """Mean of a - b in ``metric`` over the images both were scored on (bootstrap over those images)."""
+    return paired_difference(scores[a][metric], scores[b][metric])
+
+
+def lower_than_all(scores, metric: str, method: str, others: list[str]) -> tuple[bool, list[Estimate]]:
+    """The rule 'lower than each other': every paired difference method - other has its 95 % interval below 0."""
+    diffs = [paired(scores, metric, method, other) for other in others]
+    return all(d.below(0) for d in diffs), diffs
+
+
+def higher_than_all(scores, metric: str, method: str, others: list[str]) -> tuple[bool, list[Estimate]]:
+    """The rule 'higher than each other': every paired difference method - other has its 95 % interval above 0."""
+    diffs = [paired(scores, metric, method, other) for other in others]
+    return all(d.above(0) for d in diffs), diffs
+
+
+def paper_number(papers: dict, method: str, metric: str) -> str:
+    value = papers.get(method, {}).get(metric)
+    return f"{value[0]:g} ({value[1]})" if value else "not reported"
+
+
+def faithfulness_claims(scores, dataset: str, papers: dict) -> list[Claim]:
+    """Chattopadhay 2018 (Grad-CAM++ over Grad-CAM) and Wang 2020 (Score-CAM over both), decided by paired
+    differences over the same images, beside the centre-point map (the trivial baseline)."""
+    claims = []
+    comparisons = [("Chattopadhay et al. 2018", "gradcam++", ["gradcam"]),
+                   ("Wang et al. 2020", "scorecam", ["gradcam", "gradcam++"])]
+    for paper, method, others in comparisons:
+        if not {method, *others} <= set(scores):
+            continue
+        for metric, word, rule in (("average_drop", "lower Average Drop", lower_than_all),
+                                   ("increase_in_confidence", "higher Increase in Confidence", higher_than_all)):
+            holds, diffs = rule(scores, metric, method, others)
+            scale, digits = (100, 1) if metric in PROPORTIONS else (1, 1)
+            baseline = estimate(metric, scores[CENTRE_POINT][metric][np.isfinite(scores[method][metric])])
+            claims.append(Claim(
+                paper=paper, source="Tab. 1", claim=f"{method} has a {word} than {' and '.join(others)} [{dataset}]",
+                paper_number="; ".join(f"{m}: {paper_number(papers, m, metric)}" for m in [method, *others]),
+                ours="; ".join(f"{method} - {o}: {d.format(digits, scale)}" for o, d in zip(others, diffs)),
+                n=min(d.n for d in diffs),
+                baseline=f"centre-point map: {baseline.format(digits, scale)}",
+                rule=f"reproduced when the 95 % interval of every paired difference ({method} - other, same images) "
+                     f"lies {'below' if rule is lower_than_all else 'above'} 0",
+                verdict=decide(holds)))
+    return claims
+
+
+def localization_claims(scores, papers: dict) -> list[Claim]:
+    """Zhou 2016 (CAM, 20 % rule) and Selvaraju 2017 (Grad-CAM, 15 % rule): their boxes localize the object,
+    i.e. the paired difference of miss indicators method - baseline lies below 0 for every box that ignores
+    the image."""
+    claims = []
+    baselines = [FULL_IMAGE, CENTRE_BOX]
+    for paper, source, method, metric in (("Zhou et al. 2016", "Tab. 2", "cam", "loc_err_20"),
+                                          ("Selvaraju et al. 2017", "Tab. 1", "gradcam", "loc_err_15")):
+        if method not in scores:
+            continue
+        holds, diffs = lower_than_all(scores, metric, method, baselines)
+        ours = estimate(metric, scores[method][metric])
+        claims.append(Claim(
+            paper=paper, source=source, claim=f"{method}'s box localizes the object (error % at IoU < 0.5) [caltech101]",
+            paper_number=f"{paper_number(papers, method, metric)} (top-1: also counts wrong classes)",
+            ours=f"{method}: {ours.format(1, 100)}; "
+                 + "; ".join(f"{method} - {b.removeprefix('baseline: ')}: {d.format(1, 100)}" for b, d in zip(baselines, diffs)),
+            n=ours.n,
+            baseline="; ".join(f"{b}: {estimate(metric, scores[b][metric]).format(1, 100)}" for b in baselines),
+            rule="reproduced when the 95 % interval of the paired error difference (method - baseline, same images) "
+                 "lies below 0 for every baseline",
+            verdict=decide(holds)))
+    return claims
+
+
+def image_range(counts: dict[str, int]) -> str:
+    """'64', or '1-64' where methods were scored on different numbers of images."""
+    lo, hi = min(counts.values()), max(counts.values())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"

@@ -12,20 +12,29 @@ The similarity measures are the paper's: Spearman rank correlation of the maps w
 values, SSIM (scikit-image) and the Pearson correlation of their HOG descriptors (scikit-image). An input-space
 signal (N, 3, H, W) becomes a 2-D map as the paper did: the sum over colour channels of its absolute values
 (the "absolute" map) or of its signed values (the "signed" map); a class activation map is both.
+
+The cascade itself runs every method of ``cams.ALL_METHODS`` (and an edge detector, the baseline that never reads
+the weights) and returns its per-method table and the paper's findings decided on it.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.stats import rankdata
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 from torch import nn
+from tqdm import tqdm
 
+from cnnvis.cams import build_method
+from cnnvis.claims import Claim, decide
+from cnnvis.models import frozen
 from cnnvis.stats import Estimate, bootstrap_mean
 
 MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
@@ -182,3 +191,130 @@ def constant_share(attribution: torch.Tensor) -> float:
     dead: such a map correlates 0 with anything, so a high share explains a low similarity without any structure."""
     maps = two_d_maps(attribution)[0].reshape(len(attribution), -1)
     return float((maps.max(1) == maps.min(1)).mean())
+
+
+EDGE = "baseline: edge detector"
+# Adebayo et al. 2018, Sec. 4 / Fig. 2 and 4 (Inception v3, ImageNet): the methods it tested that cams.ALL_METHODS has.
+PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
+                  "guided_gradcam": INSENSITIVE}
+
+
+def with_scorecam(methods, scorecam_images: int) -> list[str]:
+    return [m for m in methods if m != "scorecam" or scorecam_images > 0]
+
+
+def attribute(name, model, x, targets, method_options: dict) -> torch.Tensor:
+    """``name``'s attributions (``cams.build_method(name, model, **method_options)``, or the edge map) in batches."""
+    if name == EDGE:
+        return edge_map(x)
+    batch_size = method_options["batch_size"]
+    with build_method(name, model, **method_options) as method:
+        return torch.cat([method.attribute(x[i:i + batch_size], targets[i:i + batch_size])
+                          for i in range(0, len(x), batch_size)])
+
+
+def trained_maps(names, model, x, targets, method_options: dict, scorecam_images: int) -> tuple[dict, dict[str, str]]:
+    """Each method's attributions on the trained ``model`` and, for the methods that refuse this network, why
+    (CAM needs global average pooling before one linear layer)."""
+    maps, skipped = {}, {}
+    for name in [*with_scorecam(names, scorecam_images), EDGE]:
+        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
+        try:
+            maps[name] = attribute(name, model, x[:n], targets[:n], method_options)
+        except ValueError as err:
+            skipped[name] = str(err).split("\n")[0]
+    return maps, skipped
+
+
+def cascade(model, x, targets, trained, method_options: dict, seed, desc=""):
+    """Per method of ``trained`` ({method: its maps on the trained model}): the per-image similarities to them at
+    each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
+    baseline (each trained-model map against the next image's)."""
+    steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
+    sims, shown, seconds, across, constant = {}, {}, {}, {}, {}
+    for name, first in trained.items():
+        n = len(first)
+        start = time.perf_counter()
+        maps = [first] + [attribute(name, m, x[:n], targets[:n], method_options)
+                          for _, m in tqdm(steps[1:], desc=f"{desc} {name}", leave=False)]
+        seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
+        sims[name] = [similarities(maps[0], m) for m in maps]
+        shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
+        across[name] = other_images_similarity(maps[0])
+        constant[name] = constant_share(maps[-1])
+    return [s for s, _ in steps], sims, shown, seconds, across, constant
+
+
+def mean_text(values, digits=3) -> str:
+    return bootstrap_mean(values).format(digits)
+
+
+def final_margin(final, across, fraction: float) -> Estimate:
+    """``sensitivity_margin`` of the absolute-map Spearman correlations, against the other images' level."""
+    other = None if across is None else across["spearman_abs"]
+    return sensitivity_margin(final["spearman_abs"], other, fraction)
+
+
+def cascade_table(sims, across, seconds, constant, fraction: float) -> pd.DataFrame:
+    """One row per method: each measure at full randomization, the rule's verdict, the between-image baseline."""
+    rows = []
+    for name, per_step in sims.items():
+        final = per_step[-1]
+        row = {"method": name}
+        row.update({f"{m} (fully randomized)": mean_text(final[m]) for m in MEASURES})
+        margin = final_margin(final, across[name], fraction)
+        row["minus the threshold (spearman_abs)"] = margin.format(3)
+        row["verdict"] = sensitivity(margin)
+        row["paper (Adebayo 2018)"] = PAPER_FINDINGS.get(name, "not tested" if name != EDGE else "-")
+        row["other images' maps (spearman_abs)"] = "-" if across[name] is None else mean_text(across[name]["spearman_abs"])
+        row["constant maps (fully randomized)"] = f"{100 * constant[name]:.0f} %"
+        row["seconds_per_map"] = round(seconds[name], 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rule_text(fraction: float) -> str:
+    return (f"sensitive when the 95 % bootstrap interval (over images) of the mean of s - (o + {fraction:g} (1 - o)) "
+            f"lies below 0, insensitive when it lies above 0; s: the Spearman correlation of absolute maps between "
+            f"the trained and the fully randomized model, o: the trained map's with the next image's trained map "
+            f"(what unrelated maps share; 0 for one image), so the threshold lies {fraction:g} of the way from "
+            f"unrelated maps to identical ones")
+
+
+def cascade_claims(sims, across, network: str, fraction: float) -> list[Claim]:
+    """Adebayo et al.'s qualitative findings, each decided by the sensitivity rule on this network."""
+    claims = []
+    for method, finding in PAPER_FINDINGS.items():
+        if method not in sims:
+            continue
+        final = bootstrap_mean(sims[method][-1]["spearman_abs"])
+        margin = final_margin(sims[method][-1], across[method], fraction)
+        ours = sensitivity(margin)
+        edge = bootstrap_mean(sims[EDGE][-1]["spearman_abs"]).format(3)
+        other = "-" if across[method] is None else mean_text(across[method]["spearman_abs"])
+        claims.append(Claim(
+            paper="Adebayo et al. 2018", source="Fig. 2 / Fig. 4 (Inception v3, ImageNet)",
+            claim=f"{method} is {finding} to cascading model-parameter randomization [{network}]",
+            paper_number=f"qualitative: {finding}",
+            ours=f"spearman_abs trained vs fully randomized: {final.format(3)}; minus the threshold: "
+                 f"{margin.format(3)} -> {ours}", n=final.n,
+            baseline=f"edge detector (ignores the weights): {edge}; the method's maps of other images: {other}",
+            rule=rule_text(fraction), verdict=decide(ours == finding)))
+    return claims
+
+
+def data_randomization_table(trained, permuted_model, x, targets, method_options: dict, fraction: float,
+                             fitted_top1: float, fit_top1: float) -> pd.DataFrame:
+    """Per method of ``trained`` ({method: its maps on the true-label model}): its maps on ``permuted_model``
+    (trained on permuted labels; it fits ``fitted_top1`` of them) compared with the true-label model's."""
+    rows = []
+    for name, maps in trained.items():
+        n = len(maps)
+        permuted = attribute(name, permuted_model, x[:n], targets[:n], method_options)
+        s = similarities(maps, permuted)
+        margin = final_margin(s, other_images_similarity(maps), fraction)
+        rows.append({"method": name, **{m: mean_text(s[m]) for m in MEASURES},
+                     "minus the threshold (spearman_abs)": margin.format(3),
+                     "verdict": data_randomization_verdict(margin, fitted_top1, fit_top1),
+                     "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"})
+    return pd.DataFrame(rows)

@@ -193,3 +193,21 @@ def surgery_claims(runs: pd.DataFrame, hits: dict, baselines: dict, cuts: list[s
             f"network's (same fold) lies below {little_cost_points:g} points",
             decide(cost.below(little_cost_points))), gate))
     return claims
+
+
+def first_test_of_each_class(labels, test: np.ndarray, n: int) -> list[int]:
+    """Positions in ``test`` of each class's first test image, the first ``n`` of them in test order."""
+    first = {}
+    for pos, j in enumerate(test):
+        first.setdefault(labels[j], pos)
+    return sorted(first.values())[:n]
+
+
+def surgery_metrics(runs: pd.DataFrame) -> dict:
+    """The gate's verdict and, per network, mean class accuracy and GT-known localization over folds."""
+    metrics = {"trained_enough": int(bool(runs.trained_enough.all()))}
+    for r in runs.groupby("network", sort=False)[["mean_class_accuracy", "loc_gt_known"]].mean().itertuples():
+        metrics[f"{r.Index}/mean_class_accuracy"] = float(r.mean_class_accuracy)
+        if pd.notna(r.loc_gt_known):
+            metrics[f"{r.Index}/loc_gt_known"] = float(r.loc_gt_known)
+    return metrics

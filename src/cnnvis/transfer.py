@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from cnnvis.claims import Claim, decide
 from cnnvis.data import ImageIndex, ImageSet, cache_key, per_class_split
 from cnnvis.hooks import activations
 from cnnvis.stats import t_mean
@@ -251,6 +252,42 @@ def fold_estimate(values) -> str:
     """Accuracy fractions over folds -> '83.8 [83.1, 84.5] (n = 5)': percent, mean with its 95 % t interval;
     one fold prints '(n = 1)' and no interval."""
     return t_mean(100 * np.asarray(values, dtype=np.float64)).format(1)
+
+
+# Zeiler & Fergus 2013, Table 7: (classifier, ZFNet layer) -> Caltech-101 (30/class), Caltech-256 (60/class), %.
+TABLE7 = {
+    ("svm", 1): ((44.8, 0.7), (24.6, 0.4)),
+    ("svm", 2): ((66.2, 0.5), (39.6, 0.3)),
+    ("svm", 3): ((72.3, 0.4), (46.0, 0.3)),
+    ("svm", 4): ((76.6, 0.4), (51.3, 0.1)),
+    ("svm", 5): ((86.2, 0.8), (65.6, 0.3)),
+    ("svm", 7): ((85.5, 0.4), (71.7, 0.2)),
+    ("softmax", 5): ((82.9, 0.4), (65.7, 0.5)),
+    ("softmax", 7): ((85.4, 0.4), (72.6, 0.1)),
+}
+TABLE7_COLUMN = {"caltech101": 0, "caltech256": 1}
+
+
+def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, last: str) -> Claim:
+    """"Deeper layers classify better": the last layer's accuracy minus the first's, per fold, above 0."""
+    gain = t_mean(100 * (np.asarray(last_scores) - np.asarray(first_scores)))
+    lo, hi = TABLE7["svm", 1][TABLE7_COLUMN[dataset]][0], TABLE7["svm", 7][TABLE7_COLUMN[dataset]][0]
+    return Claim("Zeiler & Fergus 2014", "Table 7", f"deeper layers give better features ({dataset}, {kind})",
+                 f"SVM layer 1 -> 7: {lo} -> {hi}% ({hi - lo:+.1f} points)", gain.format(1), gain.n,
+                 f"the first layer ({first}): {fold_estimate(first_scores)}",
+                 f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
+                 "(accuracy points) lies above 0", decide(gain.above(0)))
+
+
+def grid_edges(chosen: dict, C_grid: dict) -> str:
+    """How often the chosen C sits at an end of its grid (where a wider grid might have chosen beyond it)."""
+    parts = []
+    for kind, grid in C_grid.items():
+        picks = [C for (_, _, k), Cs in chosen.items() if k == kind for C in Cs]
+        if picks:
+            parts.append(f"{kind}: at the largest C in {sum(C == max(grid) for C in picks)} and at the smallest in "
+                         f"{sum(C == min(grid) for C in picks)} of {len(picks)} choices")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 # ---------------------------------------------------------------- backbones and datasets of the experiments

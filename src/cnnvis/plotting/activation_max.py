@@ -1,10 +1,14 @@
 """Activation maximization figures: a row of optimized images per layer (Yosinski 2015 Fig. 4), a grid of
 class images (Simonyan 2013 Fig. 1), and a sweep with one row per regularization setting (Yosinski Fig. 3)."""
 
+import json
 import textwrap
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from PIL import Image
 
 from cnnvis.plotting import grid_shape, to_image
 
@@ -60,3 +64,29 @@ def sweep_grid(rows: list[tuple[str, np.ndarray]], column_titles: list[str], til
     fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def write_sweep_row(strip_path: Path, label_path: Path, sweep_dir: Path, tag, preset, reg, rows, unit_panels,
+                    class_panel, tile):
+    """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
+    images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
+    first_of_layer = {r["layer"]: r["name"] for r in reversed(rows) if r["kind"] != "class"}
+    titles = [first_of_layer[layer] for layer in unit_panels][:3]
+    titles += [r["name"][:14] for r in rows if r["kind"] == "class"][:4]
+    strip = torch.cat([torch.nn.functional.interpolate(x[None], size=(tile, tile), mode="area")[0]
+                       for x in images], dim=-1)
+    Image.fromarray((strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(strip_path)
+    classes = [r for r in rows if r["kind"] == "class"]
+    ratio = np.nanmedian([r["ratio"] for r in rows if r["kind"] != "class"])
+    settings = ", ".join(f"{k}={v}" for k, v in vars(reg).items() if v) or "no regularizer"
+    label = (f"{preset}\n{textwrap.fill(settings, 30)}\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/"
+             f"{len(classes)}\nmedian unit ratio {ratio:.2f}")
+    label_path.write_text(json.dumps({"label": label, "titles": titles}))
+    # rglob: a job folder nests deeper when an override's value is a path
+    jobs = sorted(p.parent for p in sweep_dir.rglob("sweep_row.json") if (p.parent / "sweep_strip.png").exists())
+    grid_rows = [(json.loads((p / "sweep_row.json").read_text())["label"],
+                  np.asarray(Image.open(p / "sweep_strip.png"))) for p in jobs]
+    fig = sweep_grid(grid_rows, titles, tile, f"Regularization sweep ({len(jobs)} jobs): a channel of three layers of "
+                     f"{tag} and class images; each row one setting")
+    fig.savefig(sweep_dir / "sweep.png", dpi=80, bbox_inches="tight")
+    plt.close(fig)

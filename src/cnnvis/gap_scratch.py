@@ -1,0 +1,112 @@
+"""The CAM paper's Tables 1-2 in miniature (Zhou et al. 2016): networks and their GAP versions trained from
+scratch, each localized by its CAM (the original, without GAP, by Grad-CAM at its last conv layer), and the
+paper's Table 1 orderings decided over training seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cnnvis import localization as loc
+from cnnvis.cams import CAM, GradCAM
+from cnnvis.claims import Claim, decide
+from cnnvis.gap import GAP_VARIANTS, LAST_CONV, build_gap_model, count_parameters
+from cnnvis.gate import gated
+from cnnvis.models import build_model
+from cnnvis.stats import t_mean
+
+# CAM paper Tab. 1: top-1 classification error on ILSVRC val (ImageNet-pretrained networks fine-tuned to GAP).
+PAPER_TOP1_ERR = {"alexnet": 42.6, "alexnet-gap": 51.1, "alexnet*-gap": 44.9, "vgg16": 31.2, "vgg16-gap": 33.4}
+
+
+def build_variant(name: str, num_classes: int, input_size: int):
+    if name in GAP_VARIANTS:
+        return build_gap_model(name, num_classes, input_size)
+    if name not in LAST_CONV:
+        raise KeyError(f"unknown variant {name!r}; available: {', '.join([*LAST_CONV, *GAP_VARIANTS])}")
+    return build_model(name, num_classes, False, None, input_size)
+
+
+def localize(model, name, images, test_set, boxes, size, threshold):
+    """Per boxed test image: the map of the true class (GT-known) and of the predicted class (top-1)."""
+    base = GAP_VARIANTS.get(name, (name,))[0]
+    method = CAM(model, "cam") if name in GAP_VARIANTS else GradCAM(model, LAST_CONV[base])
+    rows, shown = [], []
+    boxed = [j for j in test_set.idx if images.paths[j] in boxes]
+    with method:
+        for j in tqdm(boxed, desc=f"localizing {name}", leave=False):
+            x = images.tensors([j], size)
+            label = int(images.labels[j])
+            with torch.no_grad():
+                predicted = int(model(x).argmax(1))
+            maps = method.attribute(x.repeat(2, 1, 1, 1), [label, predicted])
+            gt = images.box_in_image(j, boxes[images.paths[j]], size)
+            ious = [loc.iou(loc.box_from_map(m, threshold), gt) for m in maps]
+            rows.append({"correct": predicted == label, "iou_true_class": ious[0], "iou_predicted": ious[1]})
+            shown.append((j, maps[0], gt))
+    return pd.DataFrame(rows, columns=["correct", "iou_true_class", "iou_predicted"]), shown
+
+
+def run_row(name: str, seed: int, model, history: pd.DataFrame, test: dict, gate, found: pd.DataFrame) -> dict:
+    """One trained network's row: size, test errors, localization errors (top-1 and GT-known), its gate."""
+    hit_gt = found["iou_true_class"] >= 0.5
+    hit_top1 = found["correct"] & (found["iou_predicted"] >= 0.5)
+    return {
+        "network": name, "seed": seed, "map": "CAM" if name in GAP_VARIANTS else "Grad-CAM (conv5)",
+        "parameters_M": count_parameters(model) / 1e6, "test_top1_err": 100 * (1 - test["top1"]),
+        "test_top5_err": 100 * (1 - test["top5"]),
+        "train_top1_last_epoch": 100 * float(history.iloc[-1]["train_top1"]),
+        "boxed_test_images": len(found),
+        "loc_err_top1": 100 * (1 - float(hit_top1.mean())) if len(found) else np.nan,
+        "loc_err_gt_known": 100 * (1 - float(hit_gt.mean())) if len(found) else np.nan,
+        "train_seconds": float(history["seconds"].sum()),  # from the history: true even when reloaded
+        "trained_enough": gate.passed, "gate": gate.reason,
+    }
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per network: each error as its mean over seeds with a 95 % t interval (n = seeds)."""
+    rows = []
+    for name, group in runs.groupby("network", sort=False):
+        row = {"network": name, "map": group["map"].iloc[0],
+               "parameters_M": round(float(group["parameters_M"].iloc[0]), 2)}
+        for column in ("test_top1_err", "test_top5_err", "loc_err_top1", "loc_err_gt_known"):
+            values = group[column].dropna()
+            row[column] = t_mean(values).format(1) if len(values) else "-"
+        row["boxed_test_images"] = int(group["boxed_test_images"].iloc[0])
+        row["paper_top1_err_imagenet"] = PAPER_TOP1_ERR.get(name, np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_differences(runs: pd.DataFrame, worse: str, better: str, column: str = "test_top1_err") -> np.ndarray:
+    """Per seed, ``column`` of ``worse`` minus that of ``better`` (seeds where both ran)."""
+    wide = runs.pivot(index="seed", columns="network", values=column)[[worse, better]].dropna()
+    return (wide[worse] - wide[better]).to_numpy()
+
+
+def table1_claims(runs: pd.DataFrame, gate=None) -> list[Claim]:
+    """The paper's Table 1 orderings, each decided on the t interval over seeds of the per-seed paired difference;
+    "not comparable (undertrained: ...)" when ``gate`` (the runs' trained-enough gate) failed."""
+    ran = set(runs["network"])
+    rule = ("yes when the 95 % t interval over seeds of the per-seed difference {what} (top-1 error, points; "
+            "same split, same seed) lies above 0")
+    claims = []
+    for base in [n for n in ran if f"{n}-gap" in ran]:
+        diff = t_mean(seed_differences(runs, f"{base}-gap", base))
+        paper = PAPER_TOP1_ERR.get(f"{base}-gap", np.nan) - PAPER_TOP1_ERR.get(base, np.nan)
+        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", f"GAP costs {base} some top-1 accuracy",
+                            f"{paper:+.1f} points (ImageNet)" if np.isfinite(paper) else "qualitative",
+                            diff.format(1), diff.n, "0 points (GAP costs nothing)",
+                            rule.format(what=f"{base}-gap minus {base}"), decide(diff.above(0))), gate))
+    if {"alexnet-gap", "alexnet*-gap"} <= ran:
+        diff = t_mean(seed_differences(runs, "alexnet-gap", "alexnet*-gap"))
+        claims.append(gated(Claim("Zhou et al. 2016", "Table 1", "AlexNet*-GAP (two added convs) recovers part of "
+                            "AlexNet-GAP's cost",
+                            f"{PAPER_TOP1_ERR['alexnet-gap'] - PAPER_TOP1_ERR['alexnet*-gap']:+.1f} points (ImageNet "
+                            f"{PAPER_TOP1_ERR['alexnet-gap']} -> {PAPER_TOP1_ERR['alexnet*-gap']}% error)",
+                            diff.format(1), diff.n, "0 points (the extra conv recovers nothing)",
+                            rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))), gate))
+    return claims
