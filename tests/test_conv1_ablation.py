@@ -29,13 +29,7 @@ def verdicts(per_run):
 
 
 def test_every_claim_yes_when_every_seed_agrees():
-    alexnet = {**BASE, "conv1_energy_above_nyquist_init": 0.93, "dead_conv1_fraction": [0.20, 0.25, 0.22],
-               "conv1_energy_above_nyquist": [0.95, 0.96, 0.94], "conv2_grid_score": [1.4, 1.5, 1.45],
-               "test_top1": [0.80, 0.81, 0.79]}
-    zfnet = {**BASE, "conv1_energy_above_nyquist_init": 0.76, "dead_conv1_fraction": [0.0, 0.01, 0.0],
-             "conv1_energy_above_nyquist": [0.60, 0.62, 0.61], "conv2_grid_score": [1.0, 1.1, 1.05],
-             "test_top1": [0.85, 0.86, 0.85]}
-    found, table = verdicts(runs(alexnet, zfnet))
+    found, table = verdicts(agreeing_runs())
     assert set(found.values()) == {"reproduced"}
     assert (table.n == 3).all() and table.rule.str.contains("t interval over seeds").all()
 
