@@ -18,13 +18,13 @@ from typing import Optional
 import pandas as pd
 
 from cnnvis.config import ExperimentConfig
-from cnnvis.data import ImageTensors, per_class_split
+from cnnvis.data import ImageTensors
 from cnnvis.models import build_model
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import training_curves
 from cnnvis.runner import resolve_device
 from cnnvis.stats import proportion
-from cnnvis.training import TrainConfig, as_train_config, evaluate, fit, load_checkpoint, split_held_out
+from cnnvis.training import TrainConfig, as_train_config, best_epoch, evaluate, fit, load_checkpoint, split_three
 from cnnvis.transfer import DATA_ABSENT, dataset_fingerprint, imagenet_weights_file, load_datasets, run_key
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,6 @@ def starting_point(fallback: str, num_classes: int, input_size: int):
             f"efficientnet_lite0, ImageNet weights: {missing}")
 
 
-def best_epoch(history: pd.DataFrame) -> int:
-    """The epoch with the highest validation top-1 (the first of a tie)."""
-    return int(history.loc[history.val_top1.idxmax()].epoch)
-
-
 def summary_row(name, start, history: pd.DataFrame, test_top1: float, n_train, n_val, n_test, input_size) -> dict:
     best = history.loc[history.epoch == best_epoch(history)].iloc[0]
     first = history.iloc[0]
@@ -80,13 +75,6 @@ def summary_row(name, start, history: pd.DataFrame, test_top1: float, n_train, n
             "train top-1 there": round(100 * best.train_top1, 1),
             "test top-1 there": proportion(round(test_top1 * n_test), n_test).format(1, 100),
             "minutes": round(history.seconds.sum() / 60, 1)}
-
-
-def split_three(labels, n_train: int, n_val: int, n_test: int, fold: int, seed: int):
-    """Per class: ``n_train`` training, then ``n_val`` validation and up to ``n_test`` test images, disjoint."""
-    train, held_out = per_class_split(labels, n_train, n_val + n_test, fold, seed)
-    val, test = split_held_out(labels, held_out, n_val, seed)
-    return train, val, test
 
 
 def main(cfg, out):

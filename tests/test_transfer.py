@@ -280,7 +280,7 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
 def test_finetune_split_is_disjoint_and_the_epoch_is_chosen_on_val_only():
     import pandas as pd
 
-    from experiments.resnet18_finetune import best_epoch, split_three
+    from cnnvis.training import best_epoch, split_three
 
     labels = np.repeat(np.arange(3), 40)
     train, val, test = split_three(labels, 10, 5, 20, fold=0, seed=0)

@@ -1,5 +1,6 @@
 """Datasets for training: the largest classes or chosen ones (relabelled 0..k-1), a held-out set split into
-validation and test, and the data randomization test's shuffled labels."""
+validation and test (or a per-class train / validation / test split), the data randomization test's shuffled
+labels, and the epoch chosen on validation."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Optional
 
 import numpy as np
 from torch.utils.data import Dataset
+
+from cnnvis.data import per_class_split
 
 
 def largest_classes(index, classes: Optional[int]):
@@ -58,3 +61,16 @@ class ShuffledLabels(Dataset):
 
     def __getitem__(self, i):
         return self.dataset[i][0], int(self.labels[i])
+
+
+def split_three(labels, n_train: int, n_val: int, n_test: int, fold: int, seed: int):
+    """Per class: ``n_train`` training, then ``n_val`` validation and up to ``n_test`` test images, disjoint."""
+    train, held_out = per_class_split(labels, n_train, n_val + n_test, fold, seed)
+    val, test = split_held_out(labels, held_out, n_val, seed)
+    return train, val, test
+
+
+def best_epoch(history) -> int:
+    """The epoch of a training history (``fit``'s) with the highest validation top-1 (the first of a tie): model
+    selection on validation alone."""
+    return int(history.loc[history.val_top1.idxmax()].epoch)
