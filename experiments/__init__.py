@@ -9,12 +9,16 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
 
 
+def experiment_modules() -> dict:
+    return {name: importlib.import_module(f"experiments.{name}") for name in experiment_names()}
+
+
 def experiment_configs() -> dict[str, type]:
     """Each experiment's ``Config`` class by name, for ``cnnvis.config.register_configs``."""
-    return {name: importlib.import_module(f"experiments.{name}").Config for name in experiment_names()}
+    return {name: m.Config for name, m in experiment_modules().items()}
 
 
-def experiment_model_kinds() -> dict[str, tuple[list[str] | None, dict[str, str]]]:
-    """Each experiment's ``MODEL_KINDS`` and ``OTHER_MODEL_KEYS`` by name, for ``cnnvis.config.check_model_kind``."""
-    modules = {name: importlib.import_module(f"experiments.{name}") for name in experiment_names()}
-    return {name: (m.MODEL_KINDS, getattr(m, "OTHER_MODEL_KEYS", {})) for name, m in modules.items()}
+def experiment_model_kinds() -> dict:
+    """Each experiment's ``MODEL_KINDS`` and ``OTHER_MODEL_KEYS`` by name (``cnnvis.config.ExperimentModelKinds``),
+    for ``cnnvis.config.check_model_kind``."""
+    return {name: (m.MODEL_KINDS, getattr(m, "OTHER_MODEL_KEYS", {})) for name, m in experiment_modules().items()}

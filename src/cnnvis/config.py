@@ -121,7 +121,11 @@ def check_config(cfg) -> None:
                                  f"({schema.__module__}.{schema.__name__}); valid keys: {valid}")
 
 
-def check_model_kind(experiment: str, model: str, takes: dict[str, tuple[list[str] | None, dict[str, str]]]) -> None:
+# each experiment's kinds of network (None: it builds its own) and the keys that take other kinds besides model=
+ExperimentModelKinds = dict[str, tuple[list[str] | None, dict[str, str]]]
+
+
+def check_model_kind(experiment: str, model: str, takes: ExperimentModelKinds) -> None:
     """Fail before anything is loaded when ``experiment`` cannot run ``model``'s kind of network, naming the
     models it takes and the experiments that take this one. ``takes`` maps each experiment to its module's
     ``MODEL_KINDS`` (the kinds ``model=`` may have, ``cnnvis.models.MODEL_KINDS``' values; None where it builds its
@@ -139,7 +143,7 @@ def check_model_kind(experiment: str, model: str, takes: dict[str, tuple[list[st
                                 f"{kind}: use {' or '.join(others)}")
 
 
-def unread_model_override(experiment: str, takes: dict[str, tuple[list[str] | None, dict[str, str]]],
+def unread_model_override(experiment: str, takes: ExperimentModelKinds,
                           overrides: list[str]) -> str | None:
     """What to warn when ``model=`` is given to an experiment that builds its own networks (``MODEL_KINDS`` None):
     it runs, but that choice changes nothing a user would expect it to."""

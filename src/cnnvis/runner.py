@@ -32,7 +32,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from cnnvis import data
-from cnnvis.config import check_config, check_model_kind, process_start_ticks, unread_model_override
+from cnnvis.config import (ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
+                           unread_model_override)
 from cnnvis.data import DatasetNotFoundError, load_images
 from cnnvis.models import UnsupportedModelError, build_model
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
@@ -166,7 +167,7 @@ def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
 
 
 def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None],
-                   model_kinds: dict[str, tuple[list[str] | None, dict[str, str]]]) -> dict:
+                   model_kinds: ExperimentModelKinds) -> dict:
     """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None).
     ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
