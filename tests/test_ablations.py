@@ -164,5 +164,5 @@ def test_table3_claims_of_undertrained_runs_are_not_comparable():
     changes = {"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]), "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}
     failed = table3_claims(changes, base, Gate(False, "base seed 0: training top-1 0.400 (needs >= 0.9)"))
     assert [c.verdict for c in failed] == [NOT_COMPARABLE] * 2
-    assert failed[0].ours.endswith("not comparable (undertrained: base seed 0: training top-1 0.400 (needs >= 0.9))")
+    assert failed[0].reason == "undertrained: base seed 0: training top-1 0.400 (needs >= 0.9)"
     assert [c.verdict for c in table3_claims(changes, base, Gate(True, "converged"))] == [REPRODUCED] * 2

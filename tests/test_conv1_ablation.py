@@ -81,13 +81,13 @@ def test_filters_like_noise_make_the_filter_claims_not_comparable_but_not_the_ac
 
     table = conv1_claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(False, "AlexNet conv1: 0.05 of filters"))
     assert list(table.verdict) == ["not comparable"] * 3 + ["reproduced"]
-    assert table.ours[:3].str.endswith("not comparable (undertrained: AlexNet conv1: 0.05 of filters)").all()
+    assert (table.reason[:3] == "undertrained: AlexNet conv1: 0.05 of filters").all()
 
 
 def test_an_unconverged_run_makes_every_claim_not_comparable():
     from cnnvis.gate import Gate
 
     table = conv1_claims_table(agreeing_runs(), 10, Gate(False, "zf seed 0: 1 epoch(s)"), Gate(True, "structured"))
-    assert (table.verdict == "not comparable").all() and table.ours.str.contains("undertrained: zf seed 0").all()
+    assert (table.verdict == "not comparable").all() and table.reason.str.contains("undertrained: zf seed 0").all()
     passed = conv1_claims_table(agreeing_runs(), 10, Gate(True, "converged"), Gate(True, "structured"))
     assert (passed.verdict == "reproduced").all()

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from cnnvis import scoreboard
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, claims_frame
 from cnnvis.config import REPO
 
 
-def _claim(ours, n, holds=True):
+def _claim(ours, n, verdict=REPRODUCED, rule="r"):
     return Claim(paper="Zeiler & Fergus 2014", source="Fig. 7", claim="c", paper_number="qualitative", ours=ours,
-                 n=n, baseline="centre 0.90", rule="r", verdict=decide(holds))
+                 n=n, baseline="centre 0.90", rule=rule, verdict=verdict)
 
 
 def _folder(root, name, claims=None, legacy=False):
@@ -50,12 +50,31 @@ def test_a_mean_without_an_interval_or_n_is_refused():
 
 def test_summary_counts_verdicts_and_old_tables_stay_off_the_board(tmp_path):
     root = tmp_path / "results"
-    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50), _claim("0.0 [-0.1, 0.1] (n = 50)", 50, False)])
+    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50), _claim("0.0 [-0.1, 0.1] (n = 50)", 50, INCONCLUSIVE),
+                                      _claim("-0.2 [-0.3, -0.1] (n = 50)", 50, CONTRADICTED)])
     _folder(root, "zfnet_invariance", legacy=True)
     folders = scoreboard.read_results(root)
     text = scoreboard.scoreboard_markdown(folders)
-    assert "**Zeiler & Fergus 2014**: 1 of 2 claims reproduced, 1 not reproduced, 0 not comparable" in text
+    assert "**Zeiler & Fergus 2014** (3 claims): 1 reproduced, 1 contradicted, 1 inconclusive" in text
     assert "[zfnet_invariance](zfnet_invariance/): claims.csv" in text and "agrees" not in text
+
+
+def test_each_rule_is_one_footnote_however_many_rows_use_it(tmp_path):
+    root = tmp_path / "results"
+    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50, rule="same rule")] * 3
+            + [_claim("0.2 [0.1, 0.3] (n = 50)", 50, rule="other rule")])
+    text = scoreboard.scoreboard_markdown(scoreboard.read_results(root))
+    assert text.count("same rule") == 1 and "1. same rule" in text and "2. other rule" in text
+    assert text.count("reproduced [1]") == 3
+
+
+def test_tables_from_before_the_four_answers_are_shown_with_the_control_missing(tmp_path):
+    root = tmp_path / "results"
+    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50)])
+    frame = pd.read_csv(root / "zfnet_occlusion" / "claims.csv")
+    frame[scoreboard.TWO_ANSWER_COLUMNS].assign(verdict="not reproduced").to_csv(root / "zfnet_occlusion" / "claims.csv", index=False)
+    text = scoreboard.scoreboard_markdown(scoreboard.read_results(root))
+    assert "1 not reproduced" in text and "not run (table predates the control)" in text
 
 
 def test_gallery_section_replaces_only_what_is_between_its_markers():

@@ -111,7 +111,7 @@ def test_surgery_claims_of_undertrained_heads_are_not_comparable():
     baselines = {"centre box": np.zeros(200, bool), "full image": np.zeros(200, bool)}
     claims = claims_frame(surgery_claims(runs, fake_hits({"s4": .7, "s7": .5, "head": .4}), baselines, ["s4", "s7"],
                                          "head", 5.0, "net"))
-    assert (claims.verdict == NOT_COMPARABLE).all() and claims.ours.str.contains(r"undertrained: s4 fold 0: numbers").any()
+    assert (claims.verdict == NOT_COMPARABLE).all() and claims.reason.str.contains(r"undertrained: s4 fold 0: numbers").any()
 
 
 def fake_random_torchvision_weights(torch_home, builder_name: str):

@@ -56,10 +56,10 @@ def undertrained(gate: Gate) -> str:
 
 def gated(claim: Claim, gate: Gate | None) -> Claim:
     """``claim`` as computed when ``gate`` passed (or is None); else its verdict is "not comparable" and its
-    ``ours`` ends with "(undertrained: <the gate's numbers>)"."""
+    reason "undertrained: <the gate's numbers>"."""
     if gate is None or gate.passed:
         return claim
-    return replace(claim, ours=f"{claim.ours}; not comparable (undertrained: {gate.reason})", verdict=NOT_COMPARABLE)
+    return replace(claim, verdict=NOT_COMPARABLE, reason=f"undertrained: {gate.reason}")
 
 
 # ---------------------------------------------------------------- convergence and held-out accuracy

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from cnnvis.claims import Claim, claims_frame, write_evidence
+
 log = logging.getLogger(__name__)
 
 PACKAGES = ["torch", "torchvision", "numpy", "hydra-core", "omegaconf", "scikit-learn", "pandas", "matplotlib",
@@ -54,6 +56,12 @@ class Results:
         md.write_text("\n".join(parts))
         log.info("table %s\n%s", md, markdown_table(df))
         return md
+
+    def claims(self, claims: list[Claim], name: str = "claims", title: str | None = None,
+               notes: str | None = None) -> Path:
+        """A claims table (``<name>.csv``/``.md``) and the values behind its verdicts (``<name>_evidence.npz``)."""
+        write_evidence(self.path(f"{name}_evidence.npz"), claims)
+        return self.table(claims_frame(claims), name, title, notes)
 
     def metrics(self, values: dict) -> Path:
         """Scalar metrics of this run (``summary.json``), gathered across jobs by a multirun sweep."""
