@@ -273,19 +273,15 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
     table = pd.read_csv(out / "finetune.csv").set_index("dataset")
     assert table.loc["caltech101", "starting point"] == "not run: data absent"
     assert int(table.loc["caltech256", "epoch chosen on val"]) in (1, 2)
-    assert table.loc["caltech256", "test top-1 there"].endswith("(n = 4)")
+    assert table.loc["caltech256", "test top-1 there"].endswith("(n = 2)")  # 15 % of the 12 smoke images
     assert len(pd.read_csv(out / "history_caltech256.csv")) == 2
 
 
-def test_finetune_split_is_disjoint_and_the_epoch_is_chosen_on_val_only():
+def test_the_epoch_is_chosen_on_val_only():
     import pandas as pd
 
-    from cnnvis.training import best_epoch, split_three
+    from cnnvis.training import best_epoch
 
-    labels = np.repeat(np.arange(3), 40)
-    train, val, test = split_three(labels, 10, 5, 20, fold=0, seed=0)
-    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
-    assert [np.bincount(labels[s]).tolist() for s in (train, val, test)] == [[10] * 3, [5] * 3, [20] * 3]
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_top1": [0.5, 0.7, 0.7], "train_top1": [0.6, 0.9, 0.99]})
     assert best_epoch(history) == 2  # highest val top-1, the first of a tie; train accuracy plays no part
 

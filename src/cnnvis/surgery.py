@@ -23,10 +23,8 @@ from cnnvis.gap import GapHead, head_cams, predict_head, train_head
 from cnnvis.gate import combine, gated, training_gate
 from cnnvis.hooks import activations
 from cnnvis.stats import bootstrap_mean, paired_difference, t_mean
-from cnnvis.transfer import extract_features, mean_class_accuracy, scored_folds
+from cnnvis.transfer import FULL_MAPS, extract_features, mean_class_accuracy, scored_folds
 
-# pool_features keeps a map's every cell when its grid may reach the map's side: a target this large asks for that
-FULL_MAPS = 10 ** 12
 
 
 def cut_maps(model, images, layers, input_size: int, cache_dir: str | None, tag: str, device="cpu",

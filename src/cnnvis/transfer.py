@@ -81,6 +81,10 @@ def pool_features(act: torch.Tensor, grid: int = 1, target_features: int | None 
     return act.flatten(1)
 
 
+# pool_features keeps a map's every cell when its grid may reach the map's side: a target this large asks for that
+FULL_MAPS = 10 ** 12
+
+
 @torch.inference_mode()
 def _extract(model, images: ImageSet, layers, input_size, grid, batch_size, device,
              target_features=None) -> dict[str, np.ndarray]:

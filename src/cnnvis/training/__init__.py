@@ -24,8 +24,8 @@ from cnnvis.training.loop import (HISTORY_COLUMNS, KILL_ENV, EpochSampler, Seede
                                   fit, is_main_process, select_trainable)
 from cnnvis.training.recipe import (PAPER_EPOCHS, PAPER_KEEP_EPOCHS, TrainConfig, as_train_config, kaiming_init_,
                                     paper_init_, renormalize_filters_, scaled_keep_epochs)
-from cnnvis.training.splits import (ShuffledLabels, best_epoch, keep_classes, largest_classes, split_held_out,
-                                    split_three)
+from cnnvis.training.splits import (ShuffledLabels, best_epoch, keep_classes, largest_classes, random_split,
+                                    split_held_out)
 
 __all__ = [
     "held_out_fingerprint", "load_checkpoint", "run_dir", "save_atomic",
@@ -34,5 +34,5 @@ __all__ = [
     "is_main_process", "select_trainable",
     "PAPER_EPOCHS", "PAPER_KEEP_EPOCHS", "TrainConfig", "as_train_config", "kaiming_init_", "paper_init_",
     "renormalize_filters_", "scaled_keep_epochs",
-    "ShuffledLabels", "best_epoch", "keep_classes", "largest_classes", "split_held_out", "split_three",
+    "ShuffledLabels", "best_epoch", "keep_classes", "largest_classes", "random_split", "split_held_out",
 ]

@@ -63,11 +63,15 @@ class ShuffledLabels(Dataset):
         return self.dataset[i][0], int(self.labels[i])
 
 
-def split_three(labels, n_train: int, n_val: int, n_test: int, fold: int, seed: int):
-    """Per class: ``n_train`` training, then ``n_val`` validation and up to ``n_test`` test images, disjoint."""
-    train, held_out = per_class_split(labels, n_train, n_val + n_test, fold, seed)
-    val, test = split_held_out(labels, held_out, n_val, seed)
-    return train, val, test
+def random_split(n: int, fractions, seed: int) -> list[np.ndarray]:
+    """Indices 0..n-1 shuffled (seeded) and cut into consecutive parts of the given fractions, the last taking
+    the rest: torch's ``random_split`` protocol (not stratified by class), as the replication notes used."""
+    fractions = np.asarray(fractions, dtype=float)
+    if np.any(fractions <= 0) or abs(fractions.sum() - 1) > 1e-6:
+        raise ValueError(f"split fractions must be positive and sum to 1, got {list(fractions)}")
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.floor(np.cumsum(fractions[:-1]) * n).astype(int)
+    return [np.sort(part) for part in np.split(order, cuts)]
 
 
 def best_epoch(history) -> int:
