@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnvis.claims import Claim, claims_frame, write_evidence
 
 log = logging.getLogger(__name__)
+LAYOUT_FILE = "layout_problems.json"
 
 PACKAGES = ["torch", "torchvision", "numpy", "hydra-core", "omegaconf", "scikit-learn", "pandas", "matplotlib",
             "efficientnet-lite-pytorch"]
@@ -28,6 +29,7 @@ class Results:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.written: list[str] = []
+        self.layout: dict[str, list[str]] = {}  # figure -> its layout problems (cnnvis.plotting.layout)
 
     def path(self, name: str) -> Path:
         path = self.dir / name
@@ -36,13 +38,21 @@ class Results:
         return path
 
     def figure(self, fig, name: str, dpi: int = 80) -> Path:
-        """Save a matplotlib figure as ``<name>.png`` and close it."""
+        """Save a matplotlib figure as ``<name>.png`` and close it; its layout problems (overlapping or cut text,
+        a legend over data, text under 6 pt) are logged and recorded in ``layout_problems.json``."""
         import matplotlib.pyplot as plt
 
+        from cnnvis.plotting.layout import layout_problems
+
+        problems = layout_problems(fig)
         path = self.path(f"{name}.png")
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         plt.close(fig)
         log.info("figure %s", path)
+        if problems:
+            log.warning("figure %s has %d layout problem(s): %s", path, len(problems), "; ".join(problems[:3]))
+            self.layout[f"{name}.png"] = problems
+            (self.dir / LAYOUT_FILE).write_text(json.dumps(self.layout, indent=1))
         return path
 
     def table(self, df: pd.DataFrame, name: str, title: str | None = None, notes: str | None = None) -> Path:

@@ -1,0 +1,73 @@
+"""The layout check (cnnvis.plotting.layout) finds each kind of problem on a figure built to have it, and
+nothing on the same figure laid out properly."""
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from cnnvis.plotting.layout import layout_problems
+from cnnvis.results import LAYOUT_FILE, Results
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_a_title_over_the_axes_above_overlaps_and_tight_layout_fixes_it():
+    fig, axs = plt.subplots(2, 1, figsize=(4, 3))
+    axs[0].set_xlabel("a long x label here")
+    axs[1].set_title("title of the second axes")
+    assert any("overlap" in p and "title of the second axes" in p for p in layout_problems(fig))
+    fig.tight_layout()
+    assert layout_problems(fig) == []
+
+
+def test_small_text_is_found():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_xlabel("tiny", fontsize=5)
+    assert layout_problems(fig) == ["text smaller than 6 pt (5.0 pt): 'tiny'"]
+
+
+def test_text_cut_by_its_clip_box_is_found():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.text(0.95, 0.5, "runs past the right edge", transform=ax.transAxes, clip_on=True)
+    assert layout_problems(fig) == ["text cut by its clip box: 'runs past the right edge'"]
+
+
+@pytest.mark.parametrize("plot", ["line", "bars", "errorbar", "band", "scatter"])
+def test_a_legend_over_data_is_found_and_one_beside_it_is_not(plot):
+    x = np.linspace(0, 1, 20)
+    for loc, covered in (("center", True), ("upper left", False)):  # the data sit in the middle
+        fig, ax = plt.subplots(figsize=(4, 3))
+        if plot == "line":
+            ax.plot(x, 0.5 + 0 * x, label="flat line")
+        elif plot == "bars":
+            ax.bar([0.3, 0.5, 0.7], [0.6, 0.6, 0.6], width=0.2, label="bars")
+        elif plot == "errorbar":
+            ax.errorbar([0.5], [0.5], yerr=[0.3], fmt="none", label="interval")
+        elif plot == "band":
+            ax.fill_between(x, 0.4, 0.6, label="band")
+        else:
+            ax.scatter([0.5], [0.5], label="point")
+        ax.plot([0, 1], [0, 0], color="k")
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc=loc)
+        found = [p for p in layout_problems(fig) if p.startswith("legend covers")]
+        assert bool(found) == covered, (plot, loc, found)
+        plt.close(fig)
+
+
+def test_results_record_each_figures_problems(tmp_path):
+    out = Results(tmp_path)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_title("fine")
+    out.figure(fig, "clean")
+    assert not (tmp_path / LAYOUT_FILE).exists()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_xlabel("tiny", fontsize=4)
+    out.figure(fig, "small")
+    assert json.loads((tmp_path / LAYOUT_FILE).read_text()) == {"small.png": ["text smaller than 6 pt (4.0 pt): 'tiny'"]}
