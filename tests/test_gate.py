@@ -104,6 +104,17 @@ def test_gabor_and_colour_blob_changes_pass_white_noise_fails(k):
     assert not gate.passed and "noise:" in gate.reason
 
 
+def test_a_structured_change_too_small_to_show_in_the_filters_fails():
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(48, 3, 7, 7, generator=g) * 0.1
+    bank = gabor_and_blob_bank(k=7)
+    scale = 0.2 * w0.flatten(1).norm(dim=1).mean() / bank.flatten(1).norm(dim=1).mean()  # a fifth of ||W0||
+    faint = filter_structure(w0 + scale * bank, w0)
+    assert (faint["concentration_change"] > faint["noise_q95"]).mean() > 0.9  # the spectrum alone would pass it
+    assert faint["relative_change"].median() == pytest.approx(0.2, rel=0.3) and not faint["structured"].any()
+    assert not filter_gate(faint, "faint").passed
+
+
 def test_noise_quantile_is_its_own_95th_percentile():
     q = noise_quantile((3, 7, 7), draws=4000, seed=0)
     fresh = spectral_concentration(torch.randn(4000, 3, 7, 7, generator=torch.Generator().manual_seed(9)))

@@ -4,14 +4,16 @@ Two tests, each a stated rule computed from numbers the run already has:
 
 - ``training_gate``: training has converged (the training loss's relative drop over the last ``window`` epochs is
   below ``max_relative_drop`` or the loss is below ``fitted_loss``, and the last epoch's training top-1 is at least
-  ``min_train_top1``) and held-out
-  top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds chance by ``min_margin``).
+  ``min_train_top1``) and held-out top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds
+  chance by ``min_margin``).
 - ``filter_gate``: where conv1 filters are shown or judged, their change from initialization W - W0 has structure
-  white noise lacks. Per filter, the *spectral concentration* of W - W0 (the share of its 2-D power spectrum,
-  summed over input channels, in its ``top_bins`` largest frequency bins: a Gabor puts its power in a pair of
-  bins, a colour blob at DC, noise spreads it evenly) is compared with the same statistic of seeded white-noise
-  draws of the same shape; a filter is *structured* above the noise's 95th percentile. An arm passes when the
-  Wilson lower bound of its structured share exceeds ``min_structured_share`` (noise: 5 % by construction).
+  white noise lacks and is large enough to show in W. Per filter, the *spectral concentration* of W - W0 (the
+  share of its 2-D power spectrum, summed over input channels, in its ``top_bins`` largest frequency bins: a Gabor
+  puts its power in a pair of bins, a colour blob at DC, noise spreads it evenly) is compared with the same
+  statistic of seeded white-noise draws of the same shape; a filter is *structured* above the noise's 95th
+  percentile when its change is also at least ``MIN_RELATIVE_CHANGE`` of its initial norm (a structured but tiny
+  change leaves W looking like noise). An arm passes when the Wilson lower bound of its structured share exceeds
+  ``min_structured_share`` (noise: 5 % by construction).
 
 A failed gate turns every claim that needs training into "not comparable (undertrained: <reason>)".
 """
@@ -98,6 +100,10 @@ def training_gate(history: pd.DataFrame, held_out_correct: int, held_out_n: int,
 # ---------------------------------------------------------------- conv1 filter structure
 
 
+# a change of half the initial norm carries about a fifth of the filter's energy (0.25 / 1.25): enough to be seen
+MIN_RELATIVE_CHANGE = 0.5
+
+
 def spectral_concentration(filters, top_bins: int = 4) -> np.ndarray:
     """Per filter of (F, C, k, k) weights: the share of its power spectrum (|2-D DFT|^2 summed over the C input
     channels) in its ``top_bins`` largest bins. Scale-free; all-zero filters give NaN."""
@@ -117,17 +123,21 @@ def noise_quantile(shape, top_bins: int = 4, draws: int = 2000, q: float = 0.95,
     return float(np.quantile(spectral_concentration(noise, top_bins), q))
 
 
-def filter_structure(weights, initial, top_bins: int = 4, draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+def filter_structure(weights, initial, top_bins: int = 4, draws: int = 2000, seed: int = 0,
+                     min_relative_change: float = MIN_RELATIVE_CHANGE) -> pd.DataFrame:
     """Per filter: the spectral concentration of W - W0, of W0 alone, the white-noise 95th percentile for that
-    shape, and whether W - W0 is beyond it (``structured``)."""
+    shape, the relative change ||W - W0|| / ||W0||, and whether W - W0 is beyond the noise percentile *and* large
+    enough to show in W (``structured``)."""
     w, w0 = torch.as_tensor(weights).detach().double().cpu(), torch.as_tensor(initial).detach().double().cpu()
     if w.shape != w0.shape:
         raise ValueError(f"weights {tuple(w.shape)} and initial weights {tuple(w0.shape)} differ in shape")
     change = spectral_concentration(w - w0, top_bins)
     threshold = noise_quantile(tuple(w.shape[1:]), top_bins, draws, 0.95, seed)
+    relative = ((w - w0).flatten(1).norm(dim=1) / w0.flatten(1).norm(dim=1).clamp(min=1e-300)).numpy()
     return pd.DataFrame({"filter": np.arange(len(w)), "concentration_change": change,
                          "concentration_init": spectral_concentration(w0, top_bins), "noise_q95": threshold,
-                         "structured": np.nan_to_num(change, nan=-1.0) > threshold})
+                         "relative_change": relative,
+                         "structured": (np.nan_to_num(change, nan=-1.0) > threshold) & (relative >= min_relative_change)})
 
 
 def filter_gate(per_filter: pd.DataFrame, arm: str = "conv1", min_structured_share: float = 0.20) -> Gate:
@@ -136,9 +146,11 @@ def filter_gate(per_filter: pd.DataFrame, arm: str = "conv1", min_structured_sha
     share = proportion(per_filter["structured"].to_numpy(dtype=bool))
     passed = bool(share.lo > min_structured_share)
     median = float(np.nanmedian(per_filter["concentration_change"]))
-    return Gate(passed, f"{arm}: {share.format(2)} of filters' W - W0 beyond white noise's 95th percentile "
-                        f"(lower bound needs > {min_structured_share:g}; median spectral concentration {median:.3f} "
-                        f"vs noise q95 {float(per_filter['noise_q95'].iloc[0]):.3f})")
+    moved = float(np.nanmedian(per_filter["relative_change"]))
+    return Gate(passed, f"{arm}: {share.format(2)} of filters' W - W0 structured beyond white noise's 95th "
+                        f"percentile and >= {MIN_RELATIVE_CHANGE:g} of ||W0|| (lower bound needs > "
+                        f"{min_structured_share:g}; median spectral concentration {median:.3f} vs noise q95 "
+                        f"{float(per_filter['noise_q95'].iloc[0]):.3f}; median ||W - W0|| / ||W0|| {moved:.2f})")
 
 
 def figure_note(gate: Gate) -> str:
