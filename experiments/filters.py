@@ -9,12 +9,14 @@ separately titled panel.
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
 from cnnvis.config import ExperimentConfig
+from cnnvis.gate import figure_note, read_gate
 from cnnvis.hooks import activations
 from cnnvis.models import CNN, get_layer
 from cnnvis.plotting.filters import feature_maps, filter_grid, trained_conv1
@@ -60,10 +62,12 @@ def main(cfg, out):
     if trained is not None:
         weight, info = trained
         k, n = weight.shape[-1], weight.shape[0]
+        gate = read_gate(Path(info["path"]).parent)  # the conv1 ablation judged this run: only a learned one is Fig. 3
         out.figure(filter_grid(weight, f"Krizhevsky 2012 Fig. 3 layout: the {n} conv1 filters ({k}x{k}/4) of an "
                                f"AlexNet-style net (ZFNet layers, AlexNet conv1) trained here on Caltech-101\n"
-                               f"(seed {info['seed']}, {info['epochs']} epochs; {info['path']})"), "krizhevsky_fig3_conv1")
-        result["alexnet_conv1_filters"] = n
+                               f"(seed {info['seed']}, {info['epochs']} epochs; {info['path']})"
+                               + figure_note(gate)), "krizhevsky_fig3_conv1")
+        result.update(alexnet_conv1_filters=n, trained_enough=gate.passed, gate=gate.reason)
     first_conv = next(m for m in model.features.modules() if isinstance(m, nn.Conv2d))
     out.figure(filter_grid(first_conv.weight, f"{cfg.model.name}'s own first layer ({model.weights_source}): "
                            f"{first_conv.out_channels} filters {first_conv.kernel_size[0]}x{first_conv.kernel_size[1]}"

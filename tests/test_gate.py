@@ -164,3 +164,11 @@ def test_run_gate_adds_the_filter_gate_when_conv1_is_given():
     assert not gate.passed and gate.reason.startswith("zfnet conv1: ") and len(structure) == 48
     gate, _ = run_gate(flat, 0.8, 100, 10, w0 + gabor_and_blob_bank(), w0)
     assert gate.passed
+
+
+def test_a_gate_written_beside_a_checkpoint_reads_back_and_a_missing_one_fails(tmp_path):
+    from cnnvis.gate import Gate, read_gate, write_gate
+
+    assert not read_gate(tmp_path).passed and "never judged" in read_gate(tmp_path).reason
+    write_gate(tmp_path, Gate(True, "converged; conv1: 0.61 structured"))
+    assert read_gate(tmp_path) == Gate(True, "converged; conv1: 0.61 structured")

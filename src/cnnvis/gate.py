@@ -20,7 +20,9 @@ A failed gate turns every claim that needs training into "not comparable (undert
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,25 @@ class Gate:
 
     def __bool__(self) -> bool:
         return self.passed
+
+
+GATE_FILE = "gate.json"  # beside a checkpoint: the gate its training run passed or failed
+
+
+def write_gate(checkpoint_dir, gate: Gate) -> Path:
+    """Record ``gate`` beside a run's checkpoints, so a later experiment that shows them knows the verdict."""
+    path = Path(checkpoint_dir) / GATE_FILE
+    path.write_text(json.dumps({"trained_enough": gate.passed, "reason": gate.reason}, indent=1))
+    return path
+
+
+def read_gate(checkpoint_dir) -> Gate:
+    """The gate recorded beside a checkpoint; a checkpoint without one counts as not shown to have learned."""
+    path = Path(checkpoint_dir) / GATE_FILE
+    if not path.is_file():
+        return Gate(False, f"no {GATE_FILE} beside {checkpoint_dir}: its training run was never judged")
+    record = json.loads(path.read_text())
+    return Gate(bool(record["trained_enough"]), record["reason"])
 
 
 def combine(*gates: Gate) -> Gate:
