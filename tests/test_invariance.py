@@ -187,3 +187,18 @@ def test_quasi_linear_says_no_when_the_first_layer_is_as_linear_as_the_top():
     est, vs_early, holds = quasi_linear(hand_curve("translate_y", amounts, line, early=other_line), "late", "early", 0.8)
     assert est.above(0.8) and not holds  # r alone would have said yes
     assert vs_early.lo < 0 < vs_early.hi
+
+
+def test_fig5_panels_are_lettered_as_the_papers_rows_a_to_c_and_columns_1_to_4():
+    import matplotlib.pyplot as plt
+
+    from cnnvis.invariance import InvarianceCurves
+    from cnnvis.plotting.invariance import invariance_figure
+
+    curves = [InvarianceCurves(kind, [0.0, 1.0], {"early": torch.rand(2, 2), "late": torch.rand(2, 2)},
+                               {"early": torch.ones(2), "late": torch.ones(2)}, torch.rand(2, 2))
+              for kind in ("translate_y", "scale", "rotate")]
+    fig = invariance_figure(curves, [torch.rand(2, 3, 8, 8)] * 3, [1.0] * 3, ["x", "y"], ["early", "late"])
+    titles = [ax.get_title()[:4] for ax in fig.axes]
+    assert titles == [f"({r}{c})" for r in "abc" for c in "1234"], titles
+    plt.close(fig)

@@ -13,7 +13,8 @@ UNITS = {"translate_y": "vertical translation (px)", "scale": "scale (x)", "rota
 def invariance_figure(curves: list, examples: list, shown_at: list[float], names: list[str], layer_titles: list[str],
                       title: str = ""):
     """``curves``: one InvarianceCurves per row; ``examples[row]``: (N, 3, H, W) images transformed by
-    ``shown_at[row]``, a strip in column (a); columns (b), (c): distance at the layers; (d): p(true label)."""
+    ``shown_at[row]``, a strip in column 1; columns 2, 3: distance at the layers; 4: p(true label). Panels are
+    lettered as the paper's Fig. 5: rows a-c (the transformations), columns 1-4."""
     layers = list(curves[0].distances)
     fig, axes = plt.subplots(len(curves), 2 + len(layers), figsize=(5.2 + 3.6 * (1 + len(layers)), 3.2 * len(curves)),
                              squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * (1 + len(layers))})
@@ -22,7 +23,8 @@ def invariance_figure(curves: list, examples: list, shown_at: list[float], names
         ax = axes[row, 0]
         ax.imshow(np.concatenate([to_image(x) for x in strip], axis=1))
         ax.axis("off")
-        ax.set_title(f"(a{row + 1}) {UNITS[c.kind]} = {amount:g}", fontsize=9)
+        letter = "abcdefgh"[row]
+        ax.set_title(f"({letter}1) {UNITS[c.kind]} = {amount:g}", fontsize=9)
         panels = [(c.distances[name].numpy(), f"{layer_titles[k]}: Euclidean distance") for k, name in enumerate(layers)]
         panels.append((c.probability.numpy(), "p(true label)"))
         for col, (values, label) in enumerate(panels, start=1):
@@ -30,7 +32,7 @@ def invariance_figure(curves: list, examples: list, shown_at: list[float], names
             for i, v in enumerate(values):
                 ax.plot(c.amounts, v, "-o", ms=2.5, lw=1.2, color=colors[i % 10], label=names[i] if row == 0 else None)
             ax.set_xlabel(UNITS[c.kind], fontsize=8)
-            ax.set_title(f"({'abcd'[col] if col < 4 else col}{row + 1}) {label}", fontsize=9)
+            ax.set_title(f"({letter}{col + 1}) {label}", fontsize=9)
             ax.tick_params(labelsize=7)
             if label.startswith("p("):
                 ax.set_ylim(0, 1)
