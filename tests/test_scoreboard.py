@@ -105,3 +105,16 @@ def test_a_run_that_failed_the_trained_enough_gate_stays_out_of_the_gallery(tmp_
     (root / "cam_gap" / "cam_maps.png").write_bytes(b"png")
     gallery = scoreboard.gallery_markdown(scoreboard.read_results(root), root)
     assert ("cam_gap.png" in gallery) == shown
+
+
+def test_the_summary_lists_each_answer_with_its_claims_and_reasons(tmp_path):
+    from dataclasses import replace
+
+    root = tmp_path / "results"
+    inconclusive = replace(_claim("0.0 [-0.1, 0.1] (n = 50)", 50, INCONCLUSIVE), claim="it moves",
+                           reason="interval includes 0; smallest detectable effect 0.14")
+    _folder(root, "zfnet_occlusion", [_claim("0.2 [0.1, 0.3] (n = 50)", 50), inconclusive])
+    text = scoreboard.scoreboard_markdown(scoreboard.read_results(root))
+    summary = text.split("## Summary")[1].split("## Every claim")[0]
+    assert "  - reproduced:\n    - c (Fig. 7)\n" in summary
+    assert "  - inconclusive:\n    - it moves (Fig. 7): interval includes 0; smallest detectable effect 0.14" in summary
