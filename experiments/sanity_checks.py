@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -24,11 +23,12 @@ from cnnvis.ablations import build_model_at_width
 from cnnvis.cams import ALL_METHODS
 from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
-from cnnvis.models import CNN, frozen, resolve_layers
+from cnnvis.models import CNN, frozen
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, cascade_claims, cascade_table,
-                           data_randomization_table, rule_text, trained_maps)
+                           check_methods, checkpoint_exists, data_randomization_table, method_options, rule_text,
+                           seeded_subset, top1_classes, trained_maps)
 from cnnvis.stats import proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
 
@@ -61,13 +61,6 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
 
 
-def method_options(model, e) -> dict:
-    """What cams.build_method reads, with this model's own layers (its last conv, its LayerCAM layers)."""
-    return dict(layer=resolve_layers(model, None, "last_conv", "experiment.layer"),
-                layercam_layers=resolve_layers(model, None, "layercam", "experiment.layercam_layers"),
-                batch_size=e.batch_size, scorecam_batch_size=e.scorecam_batch_size)
-
-
 def imagenet_config(cfg, e):
     """The run's config with the pretrained network and the ImageNet validation images in place of the ZFNet's."""
     size = 64 if cfg.smoke else 224
@@ -79,20 +72,12 @@ def imagenet_config(cfg, e):
     return pcfg
 
 
-def pick(n_total: int, n: int, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
-
-
-def top1(model, x) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)]).argmax(1)
-
-
 def run_network(out, model, x, title, key, e, seed, scorecam_images):
-    """The cascade on one network: figures, the per-method table, the claims rows."""
+    """The cascade on one network: figures, the per-method table; returns the claims rows, metrics, the top-1
+    classes the maps explain and the trained model's maps (with the methods that refused it)."""
     model = frozen(model)
-    targets = top1(model, x)
-    options = method_options(model, e)
+    targets = top1_classes(model, x)
+    options = method_options(model, e.batch_size, e.scorecam_batch_size)
     trained, skipped = trained_maps(e.methods, model, x, targets, options, scorecam_images)
     steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, options, seed, key)
     out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
@@ -105,28 +90,27 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
               title=f"Cascading randomization: {title}",
               notes=cascade_notes(model, len(x), steps, skipped, e, scorecam_images))
     metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
-    return cascade_claims(sims, across, key, e.threshold_fraction), metrics, targets
+    return cascade_claims(sims, across, key, e.threshold_fraction), metrics, targets, (trained, skipped)
 
 
-def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets):
+def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets, maps):
     """The preset ZFNet trained on permuted labels; its maps of the trained model's top-1 class compared with the
-    true-label model's on the same images."""
+    true-label model's (``maps``: (its maps, the methods that refused it)) on the same images."""
     recipe = smoke_recipe(e.train, cfg.smoke)
     n_classes = len(images.classes)
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
     random_model, history, ckpt = train_variant(
         lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width),
-        f"{cfg.model.name}_shuffled_labels", cfg,
-        shuffled, val_set, recipe, cfg.seed, e.classes)
+        f"{cfg.model.name}_shuffled_labels", cfg, shuffled, val_set, recipe, cfg.seed, e.classes)
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     random_model = frozen(random_model.cpu())
-    options = method_options(model, e)
-    trained, skipped = trained_maps(e.methods, model, x, targets, options, e.trained_scorecam_images)
     fitted = float(history.train_top1.iloc[-1])
-    table = data_randomization_table(trained, random_model, x, targets, options, e.threshold_fraction, fitted,
-                                     e.fit_top1)
-    true_acc = proportion((top1(model, x) == labels).numpy())
-    random_acc = proportion((top1(random_model, x) == labels).numpy())
+    trained, skipped = maps
+    table = data_randomization_table(trained, random_model, x, targets,
+                                     method_options(model, e.batch_size, e.scorecam_batch_size),
+                                     e.threshold_fraction, fitted, e.fit_top1)
+    true_acc = proportion((top1_classes(model, x) == labels).numpy())
+    random_acc = proportion((top1_classes(random_model, x) == labels).numpy())
     notes = data_randomization_notes(e, n_classes, recipe.epochs, len(train_set), train_seconds, ckpt, fitted,
                                      len(x), true_acc, random_acc, skipped)
     out.table(table, "data_randomization",
@@ -134,60 +118,43 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
 
 
-def trained_zfnet(cfg):
-    """The checkpoint of `train` (model.checkpoint); under smoke=true without one, the smoke recipe trains it."""
-    path = cfg.model.checkpoint
-    if path and Path(path).is_file():
-        return model_from_config(cfg)
-    if not cfg.smoke:
-        raise FileNotFoundError(f"model.checkpoint={path} does not exist: the trained ZFNet comes from "
-                                f"`{TRAIN_COMMAND}` (which writes data/checkpoints/zfnet_caltech101/last.pt); run it "
-                                "first or set model.checkpoint=PATH")
-    return None
-
-
 def main(cfg, out):
     e = cfg.experiment
-    unknown = sorted(set(e.methods) - set(ALL_METHODS))
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(ALL_METHODS)}")
+    check_methods(e.methods)
     if cfg.smoke:  # seconds: two images per network at small sizes; Score-CAM on the ZFNet only
         e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 2, 2, 0, 1
     pcfg = imagenet_config(cfg, e)
     imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
     images, train_set, val_set = train_val_sets(cfg, e.classes)
-    zfnet = trained_zfnet(cfg)
-    if zfnet is None:
+    from_checkpoint = checkpoint_exists(cfg.model.checkpoint, cfg.smoke, TRAIN_COMMAND)
+    if from_checkpoint:
+        zfnet = model_from_config(cfg)
+    else:  # smoke=true without the checkpoint: the smoke recipe trains one
         def build():
             return build_model_at_width(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
 
-        zfnet, _, _ = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
-                                    cfg.seed, e.classes)
-        zfnet = zfnet.cpu()
+        zfnet = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
+                              cfg.seed, e.classes)[0].cpu()
     claims, metrics = [], {}
 
-    size = pcfg.model.input_size
-    chosen = pick(len(imagenet), e.pretrained_images, cfg.seed)
-    x = imagenet.tensors(chosen, size)
-    pretrained = model_from_config(pcfg)
-    rows, m, _ = run_network(out, pretrained, x, f"{e.pretrained_model} (ImageNet weights), {len(x)} ImageNet "
-                             "validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
+    x = imagenet.tensors(seeded_subset(len(imagenet), e.pretrained_images, cfg.seed), pcfg.model.input_size)
+    rows, m, _, _ = run_network(out, model_from_config(pcfg), x, f"{e.pretrained_model} (ImageNet weights), "
+                                f"{len(x)} ImageNet validation images", "imagenet", e, cfg.seed,
+                                e.pretrained_scorecam_images)
     claims += rows
     metrics.update(m)
 
-    size = cfg.model.input_size
-    val = val_set.idx[pick(len(val_set.idx), e.trained_images, cfg.seed)]
-    xz = images.tensors(val, size)
-    weights = f"checkpoint {cfg.model.checkpoint}" if cfg.model.checkpoint and Path(cfg.model.checkpoint).is_file() \
-        else "smoke-trained"
-    rows, m, targets = run_network(out, zfnet, xz, f"zfnet ({weights}), {len(xz)} Caltech-101 validation images",
-                                   "caltech101", e, cfg.seed, e.trained_scorecam_images)
+    val = val_set.idx[seeded_subset(len(val_set.idx), e.trained_images, cfg.seed)]
+    xz = images.tensors(val, cfg.model.input_size)
+    weights = f"checkpoint {cfg.model.checkpoint}" if from_checkpoint else "smoke-trained"
+    rows, m, targets, maps = run_network(out, zfnet, xz, f"zfnet ({weights}), {len(xz)} Caltech-101 validation "
+                                         "images", "caltech101", e, cfg.seed, e.trained_scorecam_images)
     claims += rows
     metrics.update(m)
 
     if e.data_randomization:
         labels = torch.as_tensor(images.labels[val])
-        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, targets))
+        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, targets, maps))
     out.table(claims_frame(claims), "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings "
               "beside ours", notes="Each row is decided on the run's numbers by the rule written in it; the "
               "networks and images are ours (see each network's cascade table), the paper's are Inception v3 on "

@@ -187,12 +187,12 @@ def test_smoke_run_writes_the_figures_and_tables(tmp_path):
 
 
 def test_a_missing_checkpoint_names_the_command_that_makes_it(tmp_path):
-    from experiments.sanity_checks import trained_zfnet
-    from omegaconf import OmegaConf
+    from cnnvis.sanity import checkpoint_exists
 
-    cfg = OmegaConf.create({"smoke": False, "model": {"checkpoint": str(tmp_path / "absent.pt")}})
     with pytest.raises(FileNotFoundError, match="python run.py experiment=train"):
-        trained_zfnet(cfg)
+        checkpoint_exists(str(tmp_path / "absent.pt"), False, "python run.py experiment=train")
+    assert checkpoint_exists(str(tmp_path / "absent.pt"), True, "python run.py experiment=train") is False
+    assert checkpoint_exists(None, True, "python run.py experiment=train") is False
 
 
 def test_cascade_similarity_matches_quantus_mprt():

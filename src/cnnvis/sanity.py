@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -32,9 +33,9 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from tqdm import tqdm
 
-from cnnvis.cams import build_method
+from cnnvis.cams import ALL_METHODS, build_method
 from cnnvis.claims import Claim, decide
-from cnnvis.models import frozen
+from cnnvis.models import frozen, resolve_layers
 from cnnvis.stats import Estimate, bootstrap_mean
 
 MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
@@ -197,6 +198,43 @@ EDGE = "baseline: edge detector"
 # Adebayo et al. 2018, Sec. 4 / Fig. 2 and 4 (Inception v3, ImageNet): the methods it tested that cams.ALL_METHODS has.
 PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
                   "guided_gradcam": INSENSITIVE}
+
+
+def check_methods(names) -> None:
+    """A ValueError naming the methods of ``names`` that ``cams.ALL_METHODS`` lacks."""
+    unknown = sorted(set(names) - set(ALL_METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(ALL_METHODS)}")
+
+
+def method_options(model, batch_size: int, scorecam_batch_size: int) -> dict:
+    """What cams.build_method reads, with this model's own layers (its last conv, its LayerCAM layers)."""
+    return dict(layer=resolve_layers(model, None, "last_conv", "experiment.layer"),
+                layercam_layers=resolve_layers(model, None, "layercam", "experiment.layercam_layers"),
+                batch_size=batch_size, scorecam_batch_size=scorecam_batch_size)
+
+
+def seeded_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    """``n`` of the positions 0 .. ``n_total`` - 1, drawn under ``seed``, in increasing order."""
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
+
+
+def top1_classes(model, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The model's top-1 class per image (the class every map explains)."""
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).argmax(1)
+
+
+def checkpoint_exists(path: Optional[str], smoke: bool, train_command: str) -> bool:
+    """Whether the trained network's checkpoint at ``path`` exists; without one, False under ``smoke`` (the caller
+    trains a smoke model) and otherwise a FileNotFoundError naming ``train_command``, which writes it."""
+    if path and Path(path).is_file():
+        return True
+    if not smoke:
+        raise FileNotFoundError(f"model.checkpoint={path} does not exist: the trained ZFNet comes from "
+                                f"`{train_command}` (which writes data/checkpoints/zfnet_caltech101/last.pt); run it "
+                                "first or set model.checkpoint=PATH")
+    return False
 
 
 def with_scorecam(methods, scorecam_images: int) -> list[str]:
