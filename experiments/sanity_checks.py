@@ -4,9 +4,10 @@ preset, on its Caltech-101 validation images).
 
 Cascading model-parameter randomization (Fig. 2 / Fig. 4): layers re-initialized from the logits down,
 cumulatively, and each step's map compared with the trained model's map of the same image and class (the trained
-model's top-1) by Spearman rank correlation (absolute and signed), SSIM and HOG similarity (cnnvis.sanity).
-Data randomization (Sec. 5): the same ZFNet recipe trained on permuted labels, its maps compared with the
-true-label model's.
+model's top-1) by Spearman rank correlation (absolute and signed), SSIM and HOG similarity (cnnvis.sanity), against
+the trained map of an image of another class; the paper's findings decided at the top-layer steps
+(cnnvis.sanity_claims). Data randomization (Sec. 5): the same ZFNet recipe trained on permuted labels, its maps
+compared with the true-label model's.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from omegaconf import OmegaConf
 
 from cnnvis.ablations import build_model_at_width
 from cnnvis.cams import ALL_METHODS
-from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
 from cnnvis.models import CNN, frozen
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.runner import images_from_config, model_from_config
-from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, cascade_claims, cascade_table,
-                           check_methods, checkpoint_exists, data_randomization_table, method_options, rule_text,
-                           seeded_subset, top1_classes, trained_maps)
+from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, check_methods, checkpoint_exists,
+                           method_options,
+                           permuted_label_maps, seeded_subset, top1_classes, trained_maps)
+from cnnvis.sanity_claims import (cascade_claims, cascade_table, data_randomization_table, fragility_table,
+                                  fragility_text, memorization_gate, rule_text, step_rule_text, top_layer_steps)
 from cnnvis.stats import proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
 
 TRAIN_COMMAND = "python run.py experiment=train"
-
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
 
@@ -48,9 +49,6 @@ class Config(ExperimentConfig):
     # images only; 0 leaves it out. EfficientNet-Lite0's 1,280 channels: ~22 s per map on one core, 11 steps.
     pretrained_scorecam_images: int = 8
     trained_scorecam_images: int = 16  # ZFNet x0.25: 64 channels
-    # sensitive when |Spearman| to the randomized maps lies below o + threshold_fraction * (1 - o), insensitive
-    # above; o: the trained map's |Spearman| with another image's (what unrelated maps share)
-    threshold_fraction: float = 0.5
     data_randomization: bool = True  # train the preset ZFNet on permuted labels and compare its maps
     fit_top1: float = 0.9  # training top-1 on the permuted labels the data randomization test needs (memorized)
     batch_size: int = 8
@@ -72,48 +70,51 @@ def imagenet_config(cfg, e):
     return pcfg
 
 
-def run_network(out, model, x, title, key, e, seed, scorecam_images):
-    """The cascade on one network: figures, the per-method table; returns the claims rows, metrics, the top-1
-    classes the maps explain and the trained model's maps (with the methods that refused it)."""
-    model = frozen(model)
+def zfnet_on(cfg, e, n_classes, train_set, val_set, tag):
+    """The preset ZFNet trained on ``train_set`` (true or permuted labels) in its run folder, reused when complete
+    (model, history, checkpoint folder)."""
+    model, history, ckpt = train_variant(
+        lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width), tag, cfg,
+        train_set, val_set, smoke_recipe(e.train, cfg.smoke), cfg.seed, e.classes)
+    return frozen(model.cpu()), history, ckpt
+
+
+def run_network(out, model, x, labels, title, key, e, seed, scorecam_images, gate=None):
+    """The cascade on one network: figures and the per-method table; returns the cascade, its claims (gated by
+    ``gate``), metrics and what the data randomization reuses (top-1 classes, trained maps, methods refused)."""
     targets = top1_classes(model, x)
     options = method_options(model, e.batch_size, e.scorecam_batch_size)
     trained, skipped = trained_maps(e.methods, model, x, targets, options, scorecam_images)
-    steps, sims, shown, seconds, across, constant = cascade(model, x, targets, trained, options, seed, key)
-    out.figure(cascade_grid(x[0], shown, steps, f"{title}: maps of the trained model's top-1 class as layers are "
-                            "re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
+    run = cascade(model, x, targets, labels, trained, options, seed, key)
+    out.figure(cascade_grid(x[0], run.shown, run.steps, f"{title}: maps of the trained model's top-1 class as layers "
+                            "are re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
                f"{key}_cascade")
-    curves = {m: {measure: [s[measure] for s in per_step] for measure in MEASURES} for m, per_step in sims.items()}
-    out.figure(similarity_curves(curves, steps, MEASURE_NAMES, f"{title}: similarity to the trained model's maps "
-                                 "(mean, 95 % bootstrap band over images)"), f"{key}_similarity")
-    out.table(cascade_table(sims, across, seconds, constant, e.threshold_fraction), f"{key}_cascade",
-              title=f"Cascading randomization: {title}",
-              notes=cascade_notes(model, len(x), steps, skipped, e, scorecam_images))
-    metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in sims.items()}
-    return cascade_claims(sims, across, key, e.threshold_fraction), metrics, targets, (trained, skipped)
+    curves = {m: {measure: [s[measure] for s in per_step] for measure in MEASURES} for m, per_step in run.sims.items()}
+    out.figure(similarity_curves(curves, run.steps, MEASURE_NAMES, f"{title}: similarity to the trained model's "
+                                 "maps (mean, 95 % bootstrap band over images)"), f"{key}_similarity")
+    out.table(cascade_table(run), f"{key}_cascade", title=f"Cascading randomization: {title}",
+              notes=cascade_notes(model, len(x), run.steps, skipped, scorecam_images, gate))
+    metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in run.sims.items()}
+    return run, cascade_claims(run, key, gate), metrics, (targets, trained, skipped)
 
 
-def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets, maps):
-    """The preset ZFNet trained on permuted labels; its maps of the trained model's top-1 class compared with the
-    true-label model's (``maps``: (its maps, the methods that refused it)) on the same images."""
-    recipe = smoke_recipe(e.train, cfg.smoke)
-    n_classes = len(images.classes)
+def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, maps):
+    """The preset ZFNet trained on permuted labels; its maps of the true-label model's top-1 class compared with the
+    true-label model's (``maps``: top-1 classes, its maps, the methods that refused it) on the same images."""
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
-    random_model, history, ckpt = train_variant(
-        lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width),
-        f"{cfg.model.name}_shuffled_labels", cfg, shuffled, val_set, recipe, cfg.seed, e.classes)
+    random_model, history, ckpt = zfnet_on(cfg, e, len(images.classes), shuffled, val_set,
+                                           f"{cfg.model.name}_shuffled_labels")
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
-    random_model = frozen(random_model.cpu())
     fitted = float(history.train_top1.iloc[-1])
-    trained, skipped = maps
-    table = data_randomization_table(trained, random_model, x, targets,
-                                     method_options(model, e.batch_size, e.scorecam_batch_size),
-                                     e.threshold_fraction, fitted, e.fit_top1)
+    targets, trained, skipped = maps
+    sims, other, constant = permuted_label_maps(trained, random_model, x, targets, labels.numpy(),
+                                                method_options(model, e.batch_size, e.scorecam_batch_size), cfg.seed)
+    gate = memorization_gate(fitted, e.fit_top1)
     true_acc = proportion((top1_classes(model, x) == labels).numpy())
     random_acc = proportion((top1_classes(random_model, x) == labels).numpy())
-    notes = data_randomization_notes(e, n_classes, recipe.epochs, len(train_set), train_seconds, ckpt, fitted,
-                                     len(x), true_acc, random_acc, skipped)
-    out.table(table, "data_randomization",
+    notes = data_randomization_notes(e, len(images.classes), len(history), len(train_set), train_seconds, ckpt,
+                                     fitted, len(x), true_acc, random_acc, skipped, gate)
+    out.table(data_randomization_table(sims, other, constant, gate), "data_randomization",
               title="Data randomization: ZFNet trained on true vs permuted Caltech-101 labels", notes=notes)
     return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
 
@@ -121,44 +122,39 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
 def main(cfg, out):
     e = cfg.experiment
     check_methods(e.methods)
-    if cfg.smoke:  # seconds: two images per network at small sizes; Score-CAM on the ZFNet only
-        e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 2, 2, 0, 1
+    if cfg.smoke:  # seconds: four images per network (two classes at least) at small sizes; Score-CAM on the ZFNet only
+        e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 4, 4, 0, 1
     pcfg = imagenet_config(cfg, e)
     imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
     images, train_set, val_set = train_val_sets(cfg, e.classes)
     from_checkpoint = checkpoint_exists(cfg.model.checkpoint, cfg.smoke, TRAIN_COMMAND)
-    if from_checkpoint:
-        zfnet = model_from_config(cfg)
-    else:  # smoke=true without the checkpoint: the smoke recipe trains one
-        def build():
-            return build_model_at_width(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
+    # smoke=true without the checkpoint: the smoke recipe trains one
+    zfnet = frozen(model_from_config(cfg)) if from_checkpoint else \
+        zfnet_on(cfg, e, len(images.classes), train_set, val_set, cfg.model.name)[0]
 
-        zfnet = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
-                              cfg.seed, e.classes)[0].cpu()
-    claims, metrics = [], {}
-
-    x = imagenet.tensors(seeded_subset(len(imagenet), e.pretrained_images, cfg.seed), pcfg.model.input_size)
-    rows, m, _, _ = run_network(out, model_from_config(pcfg), x, f"{e.pretrained_model} (ImageNet weights), "
-                                f"{len(x)} ImageNet validation images", "imagenet", e, cfg.seed,
-                                e.pretrained_scorecam_images)
-    claims += rows
-    metrics.update(m)
+    chosen = seeded_subset(len(imagenet), e.pretrained_images, cfg.seed)
+    x = imagenet.tensors(chosen, pcfg.model.input_size)
+    imagenet_run, claims, metrics, _ = run_network(
+        out, frozen(model_from_config(pcfg)), x, imagenet.labels[chosen], f"{e.pretrained_model} (ImageNet "
+        f"weights), {len(x)} ImageNet validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
 
     val = val_set.idx[seeded_subset(len(val_set.idx), e.trained_images, cfg.seed)]
-    xz = images.tensors(val, cfg.model.input_size)
+    xz, labels = images.tensors(val, cfg.model.input_size), torch.as_tensor(images.labels[val])
     weights = f"checkpoint {cfg.model.checkpoint}" if from_checkpoint else "smoke-trained"
-    rows, m, targets, maps = run_network(out, zfnet, xz, f"zfnet ({weights}), {len(xz)} Caltech-101 validation "
-                                         "images", "caltech101", e, cfg.seed, e.trained_scorecam_images)
+    caltech_run, rows, m, maps = run_network(
+        out, zfnet, xz, labels.numpy(), f"zfnet ({weights}), {len(xz)} Caltech-101 validation images", "caltech101",
+        e, cfg.seed, e.trained_scorecam_images)
     claims += rows
     metrics.update(m)
 
     if e.data_randomization:
-        labels = torch.as_tensor(images.labels[val])
-        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, targets, maps))
-    out.table(claims_frame(claims), "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings "
-              "beside ours", notes="Each row is decided on the run's numbers by the rule written in it; the "
-              "networks and images are ours (see each network's cascade table), the paper's are Inception v3 on "
-              "ImageNet.")
+        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, maps))
+    out.claims(claims, "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings beside ours",
+               notes="Each row is decided on the run's numbers by the rule written in it; the networks and images are "
+                     "ours (see each network's cascade table), the paper's are Inception v3 on ImageNet.")
+    out.table(fragility_table({"imagenet": imagenet_run, "caltech101": caltech_run}), "fragility",
+              title="How each finding's verdict moves with the rule's free parameters (one at a time)",
+              notes=fragility_text())
     return metrics
 
 
@@ -166,31 +162,33 @@ def not_run(skipped: dict[str, str]) -> str:
     return "Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else ""
 
 
-def cascade_notes(model, n, steps, skipped, e, scorecam_images) -> str:
+def cascade_notes(model, n, steps, skipped, scorecam_images, gate) -> str:
     blocks = cascade_blocks(model)
+    top = [steps[k] for k in top_layer_steps(len(steps) - 1)]
     scorecam = (f"Score-CAM: the first {min(scorecam_images, n)}" if scorecam_images else
                 "Score-CAM left out: its experiment.*scorecam_images is 0")
-    return (f"{n} images ({scorecam}); cascade steps, top first: "
-            f"{', '.join(steps[1:])}; each step re-initializes one more layer's modules with parameters (module "
-            f"count per layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own "
-            "reset_parameters (BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the "
-            "trained model's top-1 class at every step. " + rule_text(e.threshold_fraction)
-            + "; verdict 'undecided' otherwise. " + not_run(skipped) + NOTES)
+    trained = ("" if gate is None else f"Trained-enough gate (cnnvis.gate; held-out: the validation images): "
+               f"{'passed' if gate.passed else 'FAILED, so its claims are not comparable'}: {gate.reason}. ")
+    return (f"{n} images ({scorecam}); cascade steps, top first: {', '.join(steps[1:])} (top-layer steps: "
+            f"{', '.join(top)}); each step re-initializes one more layer's modules with parameters (module count per "
+            f"layer: {', '.join(f'{k} {len(v)}' for k, v in blocks.items())}) with each module's own reset_parameters "
+            "(BatchNorm: weight 1, bias 0, running mean 0, variance 1). Every map explains the trained model's top-1 "
+            "class at every step. Columns 'last top-layer step' and 'fully randomized' apply the step rule of the "
+            "claims ('undecided' when the interval includes the margin): " + rule_text() + ". " + trained
+            + not_run(skipped) + NOTES)
 
 
 def data_randomization_notes(e, n_classes, epochs, n_train, train_seconds, ckpt, fitted, n, true_acc, random_acc,
-                             skipped) -> str:
+                             skipped, gate) -> str:
     return (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {epochs} epochs) trained on the "
             f"{n_train} training images with their labels permuted (seeded; class frequencies kept), in "
             f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
-            f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %; below "
-            f"{100 * e.fit_top1:.0f} % every verdict is 'not comparable', as the test needs a model that fits its "
-            f"labels). Top-1 on these {n} validation images: true labels "
-            f"{true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
-            f"(chance {100 / n_classes:.0f} %). "
-            "Each row compares the two models' maps of the true-label model's top-1 class on the same images. "
-            + rule_text(e.threshold_fraction).replace("fully randomized model", "permuted-label model") + ". "
-            + not_run(skipped)
+            f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %). Top-1 on these {n} "
+            f"validation images: true labels {true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
+            f"(chance {100 / n_classes:.0f} %). Each row compares the two models' maps of the true-label model's "
+            "top-1 class on the same images: " + step_rule_text("permuted-label model") + ". Gate (the permuted-label "
+            f"model fits >= {100 * e.fit_top1:.0f} % of its labels; else every verdict is 'not comparable'): "
+            f"{'passed' if gate.passed else 'FAILED'}: {gate.reason}. " + not_run(skipped)
             + "Adebayo et al. ran this test on MNIST and Fashion-MNIST (Fig. 5); ours is the only network here "
               "that can be retrained within the budget.")
 
@@ -201,10 +199,10 @@ NOTES = (
     "max_c |gradient|, are non-negative already, so both agree), SSIM of the absolute maps scaled to [0, 1] by "
     "their maxima (scikit-image), and the Pearson correlation of their HOG descriptors (scikit-image defaults). "
     "A constant map (e.g. a Grad-CAM zeroed by its ReLU) correlates 0 with any non-constant map; column 'constant "
-    "maps' gives their share. The threshold is measured per image from the other images' level, not fixed: a "
-    "fixed 0.5 would call a method insensitive whose randomized maps resemble the trained ones only as much as "
-    "any two images' maps do. Baselines: the edge detector (Sobel magnitude of the image) never reads the "
-    "weights (similarity 1 at every step: the insensitive extreme); 'other images' maps' is each trained-model map "
-    "against the next image's, the similarity that image-independent structure (centre bias, border effects) "
-    "alone gives. The paper's network is Inception v3 on ImageNet; its figure reads orderings, not values."
+    "maps' gives their share. The bar is measured per image, not fixed: o, the trained map's similarity to the "
+    "trained map of an image of another class (seeded pairs), is what image-independent structure (centre bias, "
+    "border effects) alone gives, and a randomized map no closer than that (within the margin) has lost what the "
+    "trained weights put in it. Baselines: the edge detector (Sobel magnitude of the image) never reads the "
+    "weights (similarity 1 at every step: the insensitive extreme). The paper's network is Inception v3 on "
+    "ImageNet; its figure reads orderings, not values."
 )

@@ -1,5 +1,6 @@
-"""Sanity checks (cnnvis.sanity): measures against scipy / by construction, the cascade's order and extent on a
-hand-built net, the verdict rule on a method that ignores the weights and on one that reads them, and a smoke run."""
+"""Sanity checks (cnnvis.sanity, cnnvis.sanity_claims): measures against scipy / by construction, the cascade's order
+and extent on a hand-built net, the other-class pairing, the rule's three answers on constructed similarity curves
+(and its fragility table), the gates, a method that ignores the weights and one that reads them, and a smoke run."""
 
 import json
 
@@ -10,10 +11,14 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
-from cnnvis.sanity import (INSENSITIVE, SENSITIVE, UNDECIDED, cascade_blocks, cascading_randomization, constant_share,
-                           data_randomization_verdict, edge_map, other_images_similarity, sensitivity, sensitivity_margin,
-                           similarities, spearman)
-from cnnvis.stats import Estimate, bootstrap_mean
+from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED
+from cnnvis.gate import Gate
+from cnnvis.sanity import (EDGE, MEASURES, Cascade, cascade_blocks, cascading_randomization, constant_share, edge_map,
+                           other_class_partners, other_class_similarity, similarities, spearman)
+from cnnvis.sanity_claims import (INSENSITIVE, MARGIN, SENSITIVE, UNDECIDED, cascade_claims, data_randomization_table,
+                                  decide_finding, first_step_below, flips, fragility, fragility_table,
+                                  memorization_gate, paired, sensitivity, top_layer_steps)
+from cnnvis.stats import Estimate
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
 
@@ -108,41 +113,123 @@ def test_the_cascade_is_seeded():
     assert torch.equal(a[-1][1].features.conv1.weight, b[-1][1].features.conv1.weight)
 
 
-def test_the_rule_reads_the_interval_of_the_margin():
-    assert sensitivity(Estimate(-0.3, -0.4, -0.2, 30)) == SENSITIVE
-    assert sensitivity(Estimate(0.3, 0.2, 0.4, 30)) == INSENSITIVE
-    assert sensitivity(Estimate(0.0, -0.2, 0.2, 30)) == UNDECIDED
-    assert sensitivity(Estimate(-0.4, float("nan"), float("nan"), 1)) == UNDECIDED  # n = 1: no verdict
+def test_a_step_reads_the_interval_of_s_minus_o_against_the_margin():
+    assert sensitivity(Estimate(0.02, -0.01, 0.05, 30)) == SENSITIVE  # below the margin: no closer than another class
+    assert sensitivity(Estimate(0.5, 0.4, 0.6, 30)) == INSENSITIVE
+    assert sensitivity(Estimate(MARGIN, 0.05, 0.15, 30)) == UNDECIDED  # includes the margin
+    assert sensitivity(Estimate(0.5, float("nan"), float("nan"), 1)) == UNDECIDED  # n = 1: no interval
+    assert sensitivity(None) == UNDECIDED  # no image of another class to pair with
 
 
-def test_the_threshold_lies_halfway_between_the_other_images_level_and_identical_maps():
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0, 0.02, 40)
-    # Randomized maps that share only what any two images' maps share (0.6): sensitive, where a fixed 0.5 said
-    # "insensitive".
-    assert sensitivity(sensitivity_margin(0.6 + noise, np.full(40, 0.6))) == SENSITIVE
-    assert sensitivity(sensitivity_margin(0.6 + noise)) == INSENSITIVE  # no baseline: the threshold is 0.5
-    # Randomized maps nearly identical to the trained ones: insensitive whatever unrelated maps share.
-    assert sensitivity(sensitivity_margin(0.95 + noise, np.full(40, 0.6))) == INSENSITIVE
-    margin = sensitivity_margin(np.full(40, 0.7), np.full(40, 0.4))  # threshold 0.4 + 0.5 * 0.6 = 0.7
-    assert margin.value == pytest.approx(0.0) and sensitivity(margin) == UNDECIDED
+def test_other_class_pairs_never_share_a_class_and_are_seeded():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3, 3])
+    partners = other_class_partners(labels, seed=3)
+    assert (partners >= 0).all() and (labels[partners] != labels).all()
+    np.testing.assert_array_equal(partners, other_class_partners(labels, seed=3))
+    assert (other_class_partners(np.array([5, 5, 5]), seed=0) == -1).all()  # one class: no partner
+    maps = torch.from_numpy(smooth_noise(0, 3, 32))
+    other = other_class_similarity(maps, np.array([1, 0, -1]))
+    assert np.isfinite(other["spearman_abs"][:2]).all() and np.isnan(other["spearman_abs"][2])
+    assert other["spearman_abs"][0] == pytest.approx(spearman(maps[0].numpy(), maps[1].numpy()))
+
+
+STEPS = ["trained", "fc", "mid", "low", "bottom"]  # 4 randomized steps: the top-layer steps are fc and mid
+
+
+def curve(levels, n=40, seed=0, noise=0.02) -> list[np.ndarray]:
+    """Per step, n per-image similarities at ``levels[k]`` (step 0, the trained model: exactly 1)."""
+    rng = np.random.default_rng(seed)
+    return [np.ones(n)] + [level + rng.normal(0, noise, n) for level in levels]
+
+
+O_LEVEL = 0.3  # what a trained map shares with another class's map
+
+
+def test_the_top_layer_steps_are_the_logits_through_the_first_half():
+    assert top_layer_steps(4) == [1, 2] and top_layer_steps(10) == [1, 2, 3, 4, 5] and top_layer_steps(3) == [1, 2]
+    assert top_layer_steps(10, "the logits only") == [1] and top_layer_steps(3, "all steps") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("finding, levels, answer", [
+    # guided backprop's curve stays high through the top-layer steps, then falls: the paper's pattern
+    (INSENSITIVE, [0.95, 0.9, 0.4, 0.3], REPRODUCED),
+    (SENSITIVE, [0.6, O_LEVEL + 0.02, 0.3, 0.3], REPRODUCED),  # at the other-class level by the last top-layer step
+    (INSENSITIVE, [0.9, O_LEVEL, 0.3, 0.3], CONTRADICTED),  # falls to the other-class level within the top layers
+    (SENSITIVE, [0.9, 0.85, 0.5, 0.3], CONTRADICTED),  # still far above it after the top layers
+    (SENSITIVE, [0.6, O_LEVEL + MARGIN, 0.3, 0.3], INCONCLUSIVE),  # the interval straddles the margin
+    (INSENSITIVE, [0.9, O_LEVEL + MARGIN, 0.3, 0.3], INCONCLUSIVE),
+])
+def test_the_rule_gives_each_answer_on_constructed_curves(finding, levels, answer):
+    o = np.full(40, O_LEVEL)
+    assert decide_finding(curve(levels), o, finding, STEPS).verdict == answer
+    # the fully randomized steps (low, bottom) do not enter: the claim is about the top layers
+    assert decide_finding(curve(levels[:2] + [0.95, 0.95]), o, finding, STEPS).verdict == answer
+
+
+def test_without_an_image_of_another_class_the_rule_is_inconclusive():
+    decision = decide_finding(curve([0.9, 0.9, 0.9, 0.9]), np.full(40, np.nan), INSENSITIVE, STEPS)
+    assert decision.verdict == INCONCLUSIVE and "another class" in decision.reason
+
+
+def test_the_first_step_below_the_bar_on_a_hand_made_curve():
+    o = np.full(40, O_LEVEL)
+    assert first_step_below(curve([0.9, 0.7, O_LEVEL + 0.05, O_LEVEL]), o, STEPS) == "low"
+    assert first_step_below(curve([0.9, 0.7, O_LEVEL + MARGIN, 0.8]), o, STEPS) == "none"  # straddles, never below
+    assert first_step_below(curve([O_LEVEL, 0.9, 0.9, 0.9]), o, STEPS) == "fc"
+
+
+def cascade_of(levels: dict[str, list[float]]) -> Cascade:
+    """A cascade whose every measure follows ``levels`` per method, against another class's level ``O_LEVEL``."""
+    sims, others = {}, {}
+    for method, lv in levels.items():
+        sims[method] = [{m: values for m in MEASURES} for values in curve(lv)]
+        others[method] = {m: np.full(40, O_LEVEL) for m in MEASURES}
+    return Cascade(STEPS, sims, {}, {m: 0.0 for m in levels}, others, {m: 0.0 for m in levels})
+
+
+def test_fragility_flags_a_verdict_that_one_setting_flips():
+    # saliency stays 0.15 above another class's level from the end of the top layers on: insensitive at the margin
+    # 0.1 (contradicted), sensitive at the margin 0.2 (reproduced)
+    run = cascade_of({"saliency": [0.8] + [O_LEVEL + 0.15] * 3, "guided_backprop": [0.95, 0.9, 0.4, 0.3],
+                      EDGE: [1.0, 1.0, 1.0, 1.0]})
+    verdicts = fragility(run.sims["saliency"], run.other["saliency"], SENSITIVE, STEPS)
+    assert verdicts["default"] == CONTRADICTED and flips(verdicts) == {"margin 0.2": REPRODUCED}
+    table = fragility_table({"tiny": run}).set_index("method")
+    assert table.loc["saliency", "fragile"] == "yes" and table.loc["saliency", "margin 0.2"] == REPRODUCED
+    assert table.loc["guided_backprop", "fragile"] == "yes"  # "all steps" reads the fully randomized steps too
+    assert table.loc["guided_backprop", "steps: all steps"] == CONTRADICTED
+    claims = {c.claim.split(" is ")[0]: c for c in cascade_claims(run, "tiny")}
+    assert claims["saliency"].verdict == CONTRADICTED and "fragile: margin 0.2 -> reproduced" in claims["saliency"].ours
+
+
+def test_claims_follow_the_rule_and_a_failed_gate_makes_them_not_comparable():
+    run = cascade_of({"saliency": [0.5, O_LEVEL, 0.3, 0.3], "gradcam": [0.9, 0.9, 0.9, 0.9],
+                      "guided_backprop": [0.95, 0.9, 0.4, 0.3], "guided_gradcam": [0.9, O_LEVEL + MARGIN, 0.3, 0.3],
+                      EDGE: [1.0, 1.0, 1.0, 1.0]})
+    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(run, "tiny")}
+    assert verdicts == {"saliency": REPRODUCED, "gradcam": CONTRADICTED, "guided_backprop": REPRODUCED,
+                        "guided_gradcam": INCONCLUSIVE}
+    gated = cascade_claims(run, "tiny", Gate(False, "training top-1 0.500 (needs >= 0.9)"))
+    assert all(c.verdict == NOT_COMPARABLE and c.reason == "undertrained: training top-1 0.500 (needs >= 0.9)"
+               for c in gated)
+    assert all(c.evidence for c in gated)  # the values stay beside the verdict
 
 
 def test_data_randomization_needs_a_model_that_fits_its_permuted_labels():
-    changed = Estimate(-0.3, -0.4, -0.2, 30)  # maps that moved: "sensitive" only if the model memorized its labels
-    assert data_randomization_verdict(changed, fitted_top1=0.98, fit_top1=0.9) == SENSITIVE
-    verdict = data_randomization_verdict(changed, fitted_top1=0.11, fit_top1=0.9)
-    assert verdict.startswith("not comparable") and "11 %" in verdict and "90 %" in verdict
-    assert data_randomization_verdict(Estimate(0.3, 0.2, 0.4, 30), 0.95, 0.9) == INSENSITIVE
+    s = {"saliency": {m: np.full(40, 0.3) + np.random.default_rng(0).normal(0, 0.02, 40) for m in MEASURES}}
+    other = {"saliency": {m: np.full(40, O_LEVEL) for m in MEASURES}}
+    fitted = data_randomization_table(s, other, {"saliency": 0.0}, memorization_gate(0.98, 0.9))
+    assert fitted.loc[0, "verdict"] == SENSITIVE
+    verdict = data_randomization_table(s, other, {"saliency": 0.0}, memorization_gate(0.11, 0.9)).loc[0, "verdict"]
+    assert verdict.startswith("not comparable (undertrained:") and "0.110" in verdict and ">= 0.9" in verdict
 
 
-def final_margin(method, net, x) -> tuple[Estimate, Estimate]:
-    """Mean |Spearman| between ``method``'s maps on the trained net and on the fully randomized one, and its
-    ``sensitivity_margin`` against the trained maps of other images."""
+def cascade_margin(method, net, x, labels):
+    """mean(s - o) of ``method``'s maps, trained vs fully randomized net, o from images of another class."""
     original = method(net, x)
     randomized = method(cascading_randomization(net, seed=1)[-1][1], x)
     s = similarities(original, randomized)["spearman_abs"]
-    return bootstrap_mean(s), sensitivity_margin(s, other_images_similarity(original)["spearman_abs"])
+    return paired(s, other_class_similarity(original, other_class_partners(labels))["spearman_abs"])
 
 
 def saliency(net, x):
@@ -153,11 +240,10 @@ def saliency(net, x):
 def test_an_edge_detector_is_insensitive_and_gradient_saliency_is_sensitive():
     torch.manual_seed(0)
     net = TinyNet().eval()
-    x = torch.rand(24, 3, 32, 32)
-    edges, margin = final_margin(lambda model, images: edge_map(images), net, x)
-    assert sensitivity(margin) == INSENSITIVE and edges.value == pytest.approx(1.0)
-    gradient, margin = final_margin(saliency, net, x)
-    assert sensitivity(margin) == SENSITIVE, (gradient, margin)
+    x, labels = torch.rand(24, 3, 32, 32), np.arange(24) % 3
+    assert sensitivity(cascade_margin(lambda model, images: edge_map(images), net, x, labels)) == INSENSITIVE
+    margin = cascade_margin(saliency, net, x, labels)
+    assert sensitivity(margin) == SENSITIVE, margin
 
 
 def test_shuffled_labels_permute_the_labels_and_keep_the_images():
@@ -179,8 +265,9 @@ def test_smoke_run_writes_the_figures_and_tables(tmp_path):
     out = tmp_path / "sanity_checks"
     for name in ("imagenet_cascade", "imagenet_similarity", "caltech101_cascade", "caltech101_similarity"):
         assert (out / f"{name}.png").is_file(), name
-    for name in ("imagenet_cascade", "caltech101_cascade", "data_randomization", "claims"):
+    for name in ("imagenet_cascade", "caltech101_cascade", "data_randomization", "claims", "fragility"):
         assert (out / f"{name}.csv").is_file(), name
+    assert (out / "claims_evidence.npz").is_file()
     claims = (out / "claims.csv").read_text()
     assert "saliency is sensitive" in claims and "guided_backprop is insensitive" in claims
     assert json.loads((out / "run.json").read_text())["smoke"] is True
@@ -226,48 +313,27 @@ def test_cascade_similarity_matches_quantus_mprt():
         np.testing.assert_allclose(ours, theirs[name], atol=1e-9, err_msg=name)
 
 
-def test_claims_say_no_when_a_method_the_paper_calls_insensitive_changes():
-    from cnnvis.sanity import EDGE, cascade_claims
-
-    rng = np.random.default_rng(0)
-
-    def run(level):  # per method: the trained step (1) and the fully randomized step (``level`` +- noise)
-        final = np.clip(level + rng.normal(0, 0.05, 40), -1, 1)
-        return [{m: np.ones(40) for m in ("spearman_abs",)}, {"spearman_abs": final}]
-
-    sims = {"guided_backprop": run(0.1), "saliency": run(0.1), EDGE: run(1.0)}
-    across = {name: None for name in sims}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
-    assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}
-    sims = {"guided_backprop": run(0.9), "saliency": run(0.9), EDGE: run(1.0)}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
-    assert verdicts == {"saliency": "not reproduced", "guided_backprop": "reproduced"}
-    # Randomized maps that resemble the trained ones only as much as any two images' maps do (0.6): sensitive, so
-    # the paper's "guided backprop is insensitive" is not reproduced (a fixed 0.5 threshold would have said it is).
-    sims = {"guided_backprop": run(0.6), "saliency": run(0.6), EDGE: run(1.0)}
-    across = {name: {"spearman_abs": np.full(40, 0.6)} for name in sims}
-    verdicts = {c.claim.split(" is ")[0]: c.verdict for c in cascade_claims(sims, across, "tiny", 0.5)}
-    assert verdicts == {"saliency": "reproduced", "guided_backprop": "not reproduced"}
-
-
 def test_the_cascade_procedure_maps_each_method_at_every_step_and_names_what_refuses_the_network():
-    from cnnvis.sanity import EDGE, cascade, cascade_table, data_randomization_table, trained_maps
+    from cnnvis.sanity import cascade, permuted_label_maps, trained_maps
+    from cnnvis.sanity_claims import cascade_table
 
     torch.manual_seed(0)
     net = TinyNet().eval()
-    x = torch.rand(6, 3, 32, 32)
+    x, labels = torch.rand(6, 3, 32, 32), np.arange(6) % 3
     targets = net(x).argmax(1)
     options = dict(layer="conv2", layercam_layers=["conv1", "conv2"], batch_size=4, scorecam_batch_size=2)
     trained, skipped = trained_maps(["saliency", "gradcam", "cam", "scorecam"], net, x, targets, options,
                                     scorecam_images=0)
     assert set(trained) == {"saliency", "gradcam", EDGE} and set(skipped) == {"cam"}  # TinyNet has no GAP head
-    steps, sims, shown, seconds, across, constant = cascade(net, x, targets, trained, options, seed=0)
-    assert steps == ["trained", "fc", "conv2", "conv1"]  # pool has no parameters: no step of its own
-    assert all(len(sims[m]) == len(steps) == len(shown[m]) for m in trained)
-    np.testing.assert_allclose(sims[EDGE][-1]["spearman_abs"], 1.0)  # the edge map never reads the weights
-    table = cascade_table(sims, across, seconds, constant, 0.5).set_index("method")
-    assert table.loc[EDGE, "verdict"] == INSENSITIVE and table.loc["saliency", "paper (Adebayo 2018)"] == SENSITIVE
+    run = cascade(net, x, targets, labels, trained, options, seed=0)
+    assert run.steps == ["trained", "fc", "conv2", "conv1"]  # pool has no parameters: no step of its own
+    assert all(len(run.sims[m]) == len(run.steps) == len(run.shown[m]) for m in trained)
+    np.testing.assert_allclose(run.sims[EDGE][-1]["spearman_abs"], 1.0)  # the edge map never reads the weights
+    table = cascade_table(run).set_index("method")
+    assert table.loc[EDGE, "last top-layer step"] == INSENSITIVE
+    assert table.loc["saliency", "paper (Adebayo 2018)"] == SENSITIVE
     other = cascading_randomization(net, seed=1)[-1][1]
-    permuted = data_randomization_table(trained, other, x, targets, options, 0.5, fitted_top1=0.2, fit_top1=0.9)
+    sims, others, constant = permuted_label_maps(trained, other, x, targets, labels, options, seed=0)
+    permuted = data_randomization_table(sims, others, constant, memorization_gate(0.2, 0.9))
     assert list(permuted["method"]) == list(trained)
-    assert permuted["verdict"].str.startswith("not comparable").all()  # 20 % of its labels fitted: no verdict
+    assert permuted["verdict"].str.startswith("not comparable (undertrained").all()  # 20 % of its labels fitted

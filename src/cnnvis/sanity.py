@@ -14,18 +14,19 @@ signal (N, 3, H, W) becomes a 2-D map as the paper did: the sum over colour chan
 (the "absolute" map) or of its signed values (the "signed" map); a class activation map is both.
 
 The cascade itself runs every method of ``cams.ALL_METHODS`` (and an edge detector, the baseline that never reads
-the weights) and returns its per-method table and the paper's findings decided on it.
+the weights) and returns each step's per-image similarities, beside the level that maps of images of other classes
+share; ``cnnvis.sanity_claims`` decides the paper's findings on them.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.stats import rankdata
 from skimage.feature import hog
@@ -34,14 +35,11 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnvis.cams import ALL_METHODS, build_method
-from cnnvis.claims import Claim, decide
 from cnnvis.models import frozen, resolve_layers
-from cnnvis.stats import Estimate, bootstrap_mean
 
 MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
 MEASURE_NAMES = {"spearman_abs": "Spearman (absolute values)", "spearman_signed": "Spearman (signed)",
                  "ssim": "SSIM", "hog": "HOG similarity"}
-SENSITIVE, INSENSITIVE, UNDECIDED = "sensitive", "insensitive", "undecided"
 
 
 def cascade_blocks(model: nn.Module) -> dict[str, list[str]]:
@@ -141,41 +139,6 @@ def similarities(original: torch.Tensor, other: torch.Tensor) -> dict[str, np.nd
     }
 
 
-def other_images_similarity(maps: torch.Tensor) -> dict[str, np.ndarray] | None:
-    """``similarities`` of each map with the next image's map of the same model: what unrelated maps share
-    (centre bias, borders), the baseline level of ``sensitivity_margin``; None for a single map."""
-    return similarities(maps, maps.roll(1, 0)) if len(maps) > 1 else None
-
-
-def sensitivity_margin(similarity, other=None, fraction: float = 0.5) -> Estimate:
-    """Per image, the similarity ``s`` to the randomized model's map minus the threshold ``o + fraction * (1 - o)``,
-    where ``o`` is the trained map's similarity to another image's trained map (the level that image-independent
-    structure such as centre bias gives; 0 without it): the mean with its bootstrap interval over images. With
-    ``fraction`` 0.5 the threshold lies halfway between unrelated maps and identical ones."""
-    s = np.asarray(similarity, dtype=np.float64)
-    o = np.zeros_like(s) if other is None else np.asarray(other, dtype=np.float64)
-    return bootstrap_mean(s - (o + fraction * (1 - o)))
-
-
-def sensitivity(margin: Estimate) -> str:
-    """'sensitive' when the 95 % interval of ``sensitivity_margin`` lies below 0, 'insensitive' when it lies
-    above, else 'undecided' (also without an interval: n = 1)."""
-    if margin.below(0):
-        return SENSITIVE
-    if margin.above(0):
-        return INSENSITIVE
-    return UNDECIDED
-
-
-def data_randomization_verdict(margin: Estimate, fitted_top1: float, fit_top1: float) -> str:
-    """``sensitivity`` of the maps to permuted training labels, or 'not comparable' when the permuted-label model
-    did not fit its labels (training top-1 below ``fit_top1``): the test needs a model that memorized them
-    (Adebayo et al.'s reached ~100 %), else a map that changes only shows a network that learned nothing."""
-    if fitted_top1 < fit_top1:
-        return (f"not comparable: the permuted-label model fits {100 * fitted_top1:.0f} % of its training labels "
-                f"(the test needs >= {100 * fit_top1:.0f} %)")
-    return sensitivity(margin)
-
 
 def edge_map(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W) Sobel gradient magnitude of the grey image: a 'saliency map' that never reads the weights,
@@ -195,9 +158,6 @@ def constant_share(attribution: torch.Tensor) -> float:
 
 
 EDGE = "baseline: edge detector"
-# Adebayo et al. 2018, Sec. 4 / Fig. 2 and 4 (Inception v3, ImageNet): the methods it tested that cams.ALL_METHODS has.
-PAPER_FINDINGS = {"saliency": SENSITIVE, "gradcam": SENSITIVE, "guided_backprop": INSENSITIVE,
-                  "guided_gradcam": INSENSITIVE}
 
 
 def check_methods(names) -> None:
@@ -264,12 +224,50 @@ def trained_maps(names, model, x, targets, method_options: dict, scorecam_images
     return maps, skipped
 
 
-def cascade(model, x, targets, trained, method_options: dict, seed, desc=""):
-    """Per method of ``trained`` ({method: its maps on the trained model}): the per-image similarities to them at
-    each cascade step, the figure image's absolute map at every step, and seconds per map; also the between-image
-    baseline (each trained-model map against the next image's)."""
+def other_class_partners(labels, seed: int = 0) -> np.ndarray:
+    """Per image, the position of one image of another class, drawn under ``seed`` (-1 where every image shares
+    its class): the pair whose trained maps give the unrelated-maps level ``o``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    partners = np.full(len(labels), -1)
+    for i, label in enumerate(labels):
+        others = np.flatnonzero(labels != label)
+        if len(others):
+            partners[i] = rng.choice(others)
+    return partners
+
+
+def other_class_similarity(maps: torch.Tensor, partners: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image, each of ``MEASURES`` between its map and its partner's map (``other_class_partners``; NaN where
+    it has none): what maps of unrelated images and classes share (centre bias, borders)."""
+    paired = partners >= 0
+    out = {m: np.full(len(maps), np.nan) for m in MEASURES}
+    if paired.any():
+        for m, values in similarities(maps[torch.from_numpy(paired)], maps[partners[paired]]).items():
+            out[m][paired] = values
+    return out
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """One network's cascade: step names (``trained`` first, then the layers re-initialized from the top), and per
+    method its per-image similarities to the trained maps at each step ({measure: values}), the figure image's
+    absolute map at each step, seconds per map, the other-class level (``other_class_similarity``) and the share
+    of constant maps at full randomization."""
+
+    steps: list[str]
+    sims: dict[str, list[dict[str, np.ndarray]]]
+    shown: dict[str, list[np.ndarray]]
+    seconds: dict[str, float]
+    other: dict[str, dict[str, np.ndarray]]
+    constant: dict[str, float]
+
+
+def cascade(model, x, targets, labels, trained, method_options: dict, seed: int, desc="") -> Cascade:
+    """Per method of ``trained`` ({method: its maps on the trained model}): its maps at every cascade step compared
+    with the trained ones; ``labels`` (the images' classes) pair each image with one of another class."""
     steps = [("trained", model)] + [(name, frozen(m)) for name, m in cascading_randomization(model, seed=seed)]
-    sims, shown, seconds, across, constant = {}, {}, {}, {}, {}
+    sims, shown, seconds, other, constant = {}, {}, {}, {}, {}
     for name, first in trained.items():
         n = len(first)
         start = time.perf_counter()
@@ -278,81 +276,20 @@ def cascade(model, x, targets, trained, method_options: dict, seed, desc=""):
         seconds[name] = (time.perf_counter() - start) / (n * (len(steps) - 1))
         sims[name] = [similarities(maps[0], m) for m in maps]
         shown[name] = [two_d_maps(m[:1])[0][0] for m in maps]
-        across[name] = other_images_similarity(maps[0])
+        other[name] = other_class_similarity(maps[0], other_class_partners(labels[:n], seed))
         constant[name] = constant_share(maps[-1])
-    return [s for s, _ in steps], sims, shown, seconds, across, constant
+    return Cascade([s for s, _ in steps], sims, shown, seconds, other, constant)
 
 
-def mean_text(values, digits=3) -> str:
-    return bootstrap_mean(values).format(digits)
-
-
-def final_margin(final, across, fraction: float) -> Estimate:
-    """``sensitivity_margin`` of the absolute-map Spearman correlations, against the other images' level."""
-    other = None if across is None else across["spearman_abs"]
-    return sensitivity_margin(final["spearman_abs"], other, fraction)
-
-
-def cascade_table(sims, across, seconds, constant, fraction: float) -> pd.DataFrame:
-    """One row per method: each measure at full randomization, the rule's verdict, the between-image baseline."""
-    rows = []
-    for name, per_step in sims.items():
-        final = per_step[-1]
-        row = {"method": name}
-        row.update({f"{m} (fully randomized)": mean_text(final[m]) for m in MEASURES})
-        margin = final_margin(final, across[name], fraction)
-        row["minus the threshold (spearman_abs)"] = margin.format(3)
-        row["verdict"] = sensitivity(margin)
-        row["paper (Adebayo 2018)"] = PAPER_FINDINGS.get(name, "not tested" if name != EDGE else "-")
-        row["other images' maps (spearman_abs)"] = "-" if across[name] is None else mean_text(across[name]["spearman_abs"])
-        row["constant maps (fully randomized)"] = f"{100 * constant[name]:.0f} %"
-        row["seconds_per_map"] = round(seconds[name], 4)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def rule_text(fraction: float) -> str:
-    return (f"sensitive when the 95 % bootstrap interval (over images) of the mean of s - (o + {fraction:g} (1 - o)) "
-            f"lies below 0, insensitive when it lies above 0; s: the Spearman correlation of absolute maps between "
-            f"the trained and the fully randomized model, o: the trained map's with the next image's trained map "
-            f"(what unrelated maps share; 0 for one image), so the threshold lies {fraction:g} of the way from "
-            f"unrelated maps to identical ones")
-
-
-def cascade_claims(sims, across, network: str, fraction: float) -> list[Claim]:
-    """Adebayo et al.'s qualitative findings, each decided by the sensitivity rule on this network."""
-    claims = []
-    for method, finding in PAPER_FINDINGS.items():
-        if method not in sims:
-            continue
-        final = bootstrap_mean(sims[method][-1]["spearman_abs"])
-        margin = final_margin(sims[method][-1], across[method], fraction)
-        ours = sensitivity(margin)
-        edge = bootstrap_mean(sims[EDGE][-1]["spearman_abs"]).format(3)
-        other = "-" if across[method] is None else mean_text(across[method]["spearman_abs"])
-        claims.append(Claim(
-            paper="Adebayo et al. 2018", source="Fig. 2 / Fig. 4 (Inception v3, ImageNet)",
-            claim=f"{method} is {finding} to cascading model-parameter randomization [{network}]",
-            paper_number=f"qualitative: {finding}",
-            ours=f"spearman_abs trained vs fully randomized: {final.format(3)}; minus the threshold: "
-                 f"{margin.format(3)} -> {ours}", n=final.n,
-            baseline=f"edge detector (ignores the weights): {edge}; the method's maps of other images: {other}",
-            rule=rule_text(fraction), verdict=decide(ours == finding)))
-    return claims
-
-
-def data_randomization_table(trained, permuted_model, x, targets, method_options: dict, fraction: float,
-                             fitted_top1: float, fit_top1: float) -> pd.DataFrame:
-    """Per method of ``trained`` ({method: its maps on the true-label model}): its maps on ``permuted_model``
-    (trained on permuted labels; it fits ``fitted_top1`` of them) compared with the true-label model's."""
-    rows = []
+def permuted_label_maps(trained, permuted_model, x, targets, labels, method_options: dict, seed: int):
+    """Per method of ``trained`` ({method: its maps on the true-label model}): the per-image similarities of its
+    maps on ``permuted_model`` (trained on permuted labels) to them, the other-class level, and the share of
+    constant maps; as ({method: {measure: values}}, {method: other-class level}, {method: share})."""
+    sims, other, constant = {}, {}, {}
     for name, maps in trained.items():
         n = len(maps)
         permuted = attribute(name, permuted_model, x[:n], targets[:n], method_options)
-        s = similarities(maps, permuted)
-        margin = final_margin(s, other_images_similarity(maps), fraction)
-        rows.append({"method": name, **{m: mean_text(s[m]) for m in MEASURES},
-                     "minus the threshold (spearman_abs)": margin.format(3),
-                     "verdict": data_randomization_verdict(margin, fitted_top1, fit_top1),
-                     "constant maps (permuted-label model)": f"{100 * constant_share(permuted):.0f} %"})
-    return pd.DataFrame(rows)
+        sims[name] = similarities(maps, permuted)
+        other[name] = other_class_similarity(maps, other_class_partners(labels[:n], seed))
+        constant[name] = constant_share(permuted)
+    return sims, other, constant
