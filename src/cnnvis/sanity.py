@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -183,18 +182,6 @@ def top1_classes(model, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """The model's top-1 class per image (the class every map explains)."""
     with torch.no_grad():
         return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).argmax(1)
-
-
-def checkpoint_exists(path: Optional[str], smoke: bool, train_command: str) -> bool:
-    """Whether the trained network's checkpoint at ``path`` exists; without one, False under ``smoke`` (the caller
-    trains a smoke model) and otherwise a FileNotFoundError naming ``train_command``, which writes it."""
-    if path and Path(path).is_file():
-        return True
-    if not smoke:
-        raise FileNotFoundError(f"model.checkpoint={path} does not exist: the trained ZFNet comes from "
-                                f"`{train_command}` (which writes data/checkpoints/zfnet_caltech101/last.pt); run it "
-                                "first or set model.checkpoint=PATH")
-    return False
 
 
 def with_scorecam(methods, scorecam_images: int) -> list[str]:
