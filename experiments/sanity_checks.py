@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from cnnvis.ablations import build_model_at_width
 from cnnvis.cams import ALL_METHODS
+from cnnvis.claims import with_control
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
 from cnnvis.gate import combine
 from cnnvis.models import CNN, frozen
@@ -147,6 +148,7 @@ def main(cfg, out):
 
     if e.data_randomization:
         metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, maps, gate))
+    claims = with_control(claims, None, "not applicable: the cascade is itself the random-weights comparison")
     out.claims(claims, "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings beside ours",
                notes="Each row is decided on the run's numbers by the rule written in it; the networks and images are "
                      "ours (see each network's cascade table), the paper's are Inception v3 on ImageNet. The ZFNet's "
