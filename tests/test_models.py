@@ -251,3 +251,13 @@ def test_a_constant_output_is_caught_and_a_zero_head_is_drawn():
         warnings.simplefilter("error")
         check_random_output(varying, "alexnet", 64)
     assert all(torch.equal(v, before[k]) for k, v in varying.state_dict().items())  # left as it was
+
+
+def test_random_efficientnet_is_alive_at_every_stage():
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", 1000, pretrained=False, input_size=96).eval()
+    names = [n for n in model.layers if n != "fc"]
+    with torch.no_grad():
+        acts = activations(model, torch.rand(4, 3, 96, 96), names + ["fc"])
+    assert min(float(acts[n].std()) for n in names) > 0.1  # PyTorch's default init: 1e-8 at the head
+    assert float(acts["fc"].std(1).mean()) > 0.5  # logits that differ between classes

@@ -95,9 +95,24 @@ def efficientnet_lite0(num_classes=1000, pretrained=True, input_size=224):
     classifier = nn.Sequential(OrderedDict(dropout=nn.Dropout(0.2), fc=source._fc))
     layers = {name: f"features.{name}" for name in features._modules}
     layers["fc"] = "classifier.fc"
-    return ImageClassifier(Normalize(TF_MEAN, TF_STD), features,
-                           nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, input_size,
-                           EFFICIENTNET_LITE0_ROLES)
+    model = ImageClassifier(Normalize(TF_MEAN, TF_STD), features,
+                            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), classifier, layers, input_size,
+                            EFFICIENTNET_LITE0_ROLES)
+    if not pretrained:
+        he_init_(model)
+    return model
+
+
+def he_init_(model: nn.Module) -> None:
+    """He et al. 2015 (normal, fan-in, ReLU gain) for every conv, N(0, 1/fan-in) for the classifier. The package's
+    ``from_name`` keeps PyTorch's default init, under which each stage shrinks activations about tenfold (1e-8 at
+    the head, logits all but equal): a random-weights control would be a dead network, not a random one."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, m.in_features ** -0.5)
+            nn.init.zeros_(m.bias)
 
 
 def _copy_conv_bn(target: nn.Sequential, conv: nn.Conv2d, bn: nn.BatchNorm2d):
