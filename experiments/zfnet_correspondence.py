@@ -97,9 +97,9 @@ def main(cfg, out):
     out.table(summary_table(scores, e.layers, "delta", paper=True), "table1_correspondence",
               title="Table 1: correspondence of dog parts (Δ, lower = more consistent)",
               notes=method + " Command: `python run.py experiment=zfnet_correspondence`.")
-    claims = with_control([layer5_claim(scores, e.layers[1]), layer7_claim(scores, e.layers[2], e.margin)],
-                          [layer5_claim(control_scores, e.layers[1]), layer7_claim(control_scores, e.layers[2], e.margin)])
-    out.claims(claims, "claims", title="Table 1: the paper's claims beside ours", notes=claims_notes(method, e, len(idx)))
+    table1 = lambda s: [layer5_claim(s, e.layers[1]), layer7_claim(s, e.layers[2], e.margin)]
+    out.claims(with_control(table1(scores), table1(control_scores)), "claims",
+               title="Table 1: the paper's claims beside ours", notes=claims_notes(method, e, len(idx)))
     shares = "; ".join(f"{layer}: " + ", ".join(
         f"{loc.replace('_', ' ')} {scores[(scores.location == loc) & (scores.layer == layer)].changed_share.mean():.3f}"
         for loc in (*PARTS, "random")) for layer in e.layers)
@@ -135,9 +135,10 @@ def claims_notes(method: str, e, n_images: int) -> str:
     return (method + f" Layer 5: reproduced when every part's Δ lies below random's; layer 7: when every part's Δ lies "
             f"within ±{e.margin:g} of random's, as Δ(part) / Δ(random) − 1 per image (Δ's scale differs between "
             f"networks); the margin holds the paper's own layer-7 gaps (parts 5-7 % below random) and excludes its "
-            f"layer-5 ones (26-37 % below). `{e.layers[0]}` is not in the paper and is left out of this table (it stays in "
-            f"table1_correspondence). Random-weights control: {e.layers[1]}/{e.layers[2]} of the same architecture, "
-            f"randomly initialised (seed as the run's), on the same {n_images} images, masks and random regions. "
+            f"layer-5 ones (26-37 % below). `{e.layers[0]}` is not in the paper and is left out of this table (it "
+            f"stays in table1_correspondence). Random-weights control: {e.layers[1]}/{e.layers[2]} of the same "
+            f"architecture, randomly initialised (seed as the run's), on the same {n_images} images, masks and random "
+            "regions. "
             "Old rules (before issue 23): the random box sat at one place shared by every image; each layer had one "
             "claim, 'yes' when every part's interval lay below random's, including layer 7 (now an equivalence, as "
             "the paper finds parts and random alike there) and the middle layer (not in the paper).")

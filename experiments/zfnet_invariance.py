@@ -145,7 +145,8 @@ def claims_notes(cfg, model, dataset, sample, symmetric, grids, symmetric_names)
             "rotated over the same sweep. Random-weights control: the same measurements on the same architecture "
             f"randomly initialised (torch seed {cfg.seed}), on the first {len(sample[: e.control_images])} sampled "
             f"images and the first {len(symmetric[: e.control_images])} symmetric ones (about a fifth more forward "
-            "passes than the trained network's part). Per-image values: per_image.csv, control_per_image.csv. Old rules (before issue 23): a claim read 'yes'/'not reproduced'; output stability was "
-            "the absolute drop of p(true) over every sampled image, stable below 0.1 (p(true) near 1/1000 on a "
-            "random network made it pass); the rotation exception used the entertainment center only and read "
-            "'not comparable' with fewer than 2 images.")
+            "passes than the trained network's part). Per-image values: per_image.csv, control_per_image.csv. "
+            "Old rules (before issue 23): a claim read 'yes'/'not reproduced'; output stability was the absolute "
+            "drop of p(true) over every sampled image, stable below 0.1 (p(true) near 1/1000 on a random network "
+            "made it pass); the rotation exception used the entertainment center only and read 'not comparable' "
+            "with fewer than 2 images.")

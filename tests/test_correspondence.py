@@ -86,7 +86,8 @@ def mean_colour_net():
                            {"colour": "pool"}, input_size=SIDE).eval()
 
 
-BACKGROUND_DRAWS = [[[b, b, b + OBJECT, b + OBJECT]] * 10 for b in (30, 34, 38)]  # bottom right: background in every image
+# three draws of random regions, each bottom right: background in every image
+BACKGROUND_DRAWS = [[[b, b, b + OBJECT, b + OBJECT]] * 10 for b in (30, 34, 38)]
 
 
 def test_parts_beat_random_yes_when_the_part_is_the_same_object_in_every_image():

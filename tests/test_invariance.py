@@ -155,7 +155,8 @@ def test_quasi_linear_leaves_out_the_identity_point():
     noise = 0.02 * torch.rand(20, 7, generator=g)
     line = torch.tensor([3.0, 2, 1, 0, 1, 2, 3]) + noise
     step = torch.tensor([1.0, 1, 1, 0, 1, 1, 1]) + noise  # a jump, then flat: not linear
-    assert quasi_linear(hand_curve("translate_y", amounts, line, early=step), "late", "early", 0.8).verdict == REPRODUCED
+    linear = quasi_linear(hand_curve("translate_y", amounts, line, early=step), "late", "early", 0.8)
+    assert linear.verdict == REPRODUCED
     claim = quasi_linear(hand_curve("translate_y", amounts, step, early=step), "late", "early", 0.8)
     assert claim.verdict == CONTRADICTED and claim.evidence[0].estimate().value < 0.5
     # with the identity point (0 by construction) a step still correlates with |change|; without it, r is near 0
@@ -230,8 +231,8 @@ def test_the_symmetric_exception_over_every_image_and_inconclusive_with_one():
 
 def test_a_random_network_that_also_passes_makes_the_claim_uninformative():
     x = disc_images()
-    by = {kind: curves(toy_net("gap"), x, kind, amounts)
-          for kind, amounts in [("translate_y", SHIFTS), ("scale", [1.0, 1.1, 1.2, 1.4]), ("rotate", [0, 90, 180, 270])]}
+    sweeps = {"translate_y": SHIFTS, "scale": [1.0, 1.1, 1.2, 1.4], "rotate": [0, 90, 180, 270]}
+    by = {kind: curves(toy_net("gap"), x, kind, amounts) for kind, amounts in sweeps.items()}
     unrelated = unrelated_ratio(toy_net("gap"), x, "early", "late")
     trained = claims(by, unrelated, None, "early", "late", 0.5, 0.8, 0.2)
     assert len(trained) == 9 and {REPRODUCED, CONTRADICTED, NOT_COMPARABLE} <= {c.verdict for c in trained}

@@ -109,35 +109,40 @@ def paper_row(table: dict) -> str:
     return ", ".join(f"{p.replace('_', ' ')} {table[p]:.3f}" for p in PARTS) + f" vs random {table['random']:.3f}"
 
 
-LAYER5 = "Masking the same part in different images changes layer-5 features more consistently than masking random regions"
+LAYER5 = ("Masking the same part in different images changes layer-5 features more consistently than masking random "
+          "regions")
 LAYER7 = ("At layer 7 masking a part changes the features about as consistently as masking a random region (the "
           "scores are more similar)")
+
+
+def per_part(evidence: list[Evidence]) -> str:
+    return "; ".join(f"{p.replace('_', ' ')} {e.estimate().format()}" for p, e in zip(PARTS, evidence))
 
 
 def layer5_claim(scores: pd.DataFrame, layer: str) -> Claim:
     """Table 1, layer 5: every part's per-image Delta below the random regions', paired over images."""
     parts, random = part_and_random_scores(scores, layer)
     seed = claim_seed("Table 1, Sec. 4.3", LAYER5)
-    evidence = [Evidence("paired_difference", (v, random), Threshold(0.0, above=False), seed + k)
-                for k, v in enumerate(parts.values())]
-    return parts_named(decided(PAPER, "Table 1, Sec. 4.3", LAYER5, f"layer 5: {paper_row(PAPER_LAYER5)}",
-                   f"`{layer}`: Δ(part) − Δ(random): " + "; ".join(
-                       f"{p.replace('_', ' ')} {e.estimate().format()}" for p, e in zip(parts, evidence)),
-                   len(random), f"random regions: Δ = {bootstrap_mean(random).format()}",
-                   "for every part: " + Threshold(0.0, above=False).text(
-                       "the per-image paired difference Δ(part) − Δ(random)"), evidence))
+    rule = Threshold(0.0, above=False)
+    evidence = [Evidence("paired_difference", (v, random), rule, seed + k) for k, v in enumerate(parts.values())]
+    ours = f"`{layer}`: Δ(part) − Δ(random): {per_part(evidence)}"
+    rule_text = "for every part: " + rule.text("the per-image paired difference Δ(part) − Δ(random)")
+    return parts_named(decided(PAPER, "Table 1, Sec. 4.3", LAYER5, f"layer 5: {paper_row(PAPER_LAYER5)}", ours,
+                               len(random), f"random regions: Δ = {bootstrap_mean(random).format()}", rule_text,
+                               evidence))
 
 
 def layer7_claim(scores: pd.DataFrame, layer: str, margin: float) -> Claim:
     """Table 1, layer 7: every part's per-image Delta within ``margin`` (a share) of the random regions', as the
-    mean over images of Δ(part) / Δ(random) − 1 (Delta's scale differs between networks; the relative gap does not)."""
+    mean over images of Δ(part) / Δ(random) − 1 (Delta's scale differs between networks; the relative gap does
+    not)."""
     parts, random = part_and_random_scores(scores, layer)
     seed = claim_seed("Table 1, Sec. 4.3", LAYER7)
     rule = Equivalence(margin)
     evidence = [Evidence("bootstrap_mean", (v / random - 1,), rule, seed + k) for k, v in enumerate(parts.values())]
-    paper = ", ".join(f"{p.replace('_', ' ')} {PAPER_LAYER7[p] / PAPER_LAYER7['random'] - 1:+.3f}" for p in PARTS)
-    return parts_named(decided(PAPER, "Table 1, Sec. 4.3", LAYER7, f"layer 7: {paper_row(PAPER_LAYER7)} (relative: {paper})",
-                   f"`{layer}`: Δ(part) / Δ(random) − 1: " + "; ".join(
-                       f"{p.replace('_', ' ')} {e.estimate().format()}" for p, e in zip(parts, evidence)),
-                   len(random), f"random regions: Δ = {bootstrap_mean(random).format()}",
-                   "for every part: " + rule.text("the per-image Δ(part) / Δ(random) − 1"), evidence))
+    relative = ", ".join(f"{p.replace('_', ' ')} {PAPER_LAYER7[p] / PAPER_LAYER7['random'] - 1:+.3f}" for p in PARTS)
+    paper = f"layer 7: {paper_row(PAPER_LAYER7)} (relative: {relative})"
+    ours = f"`{layer}`: Δ(part) / Δ(random) − 1: {per_part(evidence)}"
+    rule_text = "for every part: " + rule.text("the per-image Δ(part) / Δ(random) − 1")
+    return parts_named(decided(PAPER, "Table 1, Sec. 4.3", LAYER7, paper, ours, len(random),
+                               f"random regions: Δ = {bootstrap_mean(random).format()}", rule_text, evidence))
