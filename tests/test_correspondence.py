@@ -1,13 +1,16 @@
-"""Table 1's score (mean normalized Hamming distance of sign changes) by hand, and the masking."""
+"""Table 1's score (mean normalized Hamming distance of sign changes) by hand, the masking, the random regions,
+and each answer of the two Table 1 claims on constructed per-image scores."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, REPRODUCED, UNINFORMATIVE, with_control
 from cnnvis.models import IMAGENET_MEAN, ImageClassifier, Normalize
-from cnnvis.correspondence import (PARTS, delta, location_scores, mask, parts_beat_random, per_image_delta,
-                                   sign_changes)
+from cnnvis.correspondence import (PARTS, delta, layer5_claim, layer7_claim, location_scores, mask, parts_beat_random,
+                                   per_image_delta, random_regions, sign_changes)
 from conftest import needs_imagenet_val, run_py
 from test_occlusion import tiny_net
 
@@ -83,23 +86,79 @@ def mean_colour_net():
                            {"colour": "pool"}, input_size=SIDE).eval()
 
 
+# three draws of random regions, each bottom right: background in every image
+BACKGROUND_DRAWS = [[[b, b, b + OBJECT, b + OBJECT]] * 10 for b in (30, 34, 38)]
+
+
 def test_parts_beat_random_yes_when_the_part_is_the_same_object_in_every_image():
     x, objects, _ = objects_on_backgrounds()
-    random_boxes = [[b, b, b + OBJECT, b + OBJECT] for b in (30, 34, 38)]  # bottom right: background in every image
     fill = torch.tensor(IMAGENET_MEAN)
-    scores = location_scores(mean_colour_net(), x, {p: objects for p in PARTS}, random_boxes, ["colour"], fill)
+    scores = location_scores(mean_colour_net(), x, {p: objects for p in PARTS}, BACKGROUND_DRAWS, ["colour"], fill)
     diffs, holds = parts_beat_random(scores, "colour")
     assert holds and all(d.n == len(x) for d in diffs.values())
     at = scores[scores.layer == "colour"]
     assert (at[at.location == "nose"].delta == 0).all()  # red minus grey has the same sign in every image
+    claim = layer5_claim(scores, "colour")
+    assert claim.verdict == REPRODUCED and claim.n == len(x) and len(claim.evidence) == len(PARTS)
 
 
 def test_parts_beat_random_no_when_the_part_is_just_another_background_box():
     x, _, background = objects_on_backgrounds()
-    random_boxes = [[b, b, b + OBJECT, b + OBJECT] for b in (30, 34, 38)]
     fill = torch.tensor(IMAGENET_MEAN)
-    scores = location_scores(mean_colour_net(), x, {p: background for p in PARTS}, random_boxes, ["colour"], fill)
+    scores = location_scores(mean_colour_net(), x, {p: background for p in PARTS}, BACKGROUND_DRAWS, ["colour"], fill)
     assert not parts_beat_random(scores, "colour")[1]
+
+
+def test_random_regions_move_from_image_to_image_and_stay_inside():
+    draws = random_regions(12, 224, 26, 21, 3, np.random.default_rng(0))
+    assert len(draws) == 3 and all(len(d) == 12 for d in draws)
+    boxes = np.asarray(draws)
+    assert ((boxes[..., 2] - boxes[..., 0]) == 26).all() and ((boxes[..., 3] - boxes[..., 1]) == 21).all()
+    assert (boxes[..., :2] >= 0).all() and (boxes[..., 2] <= 224).all() and (boxes[..., 3] <= 224).all()
+    assert len({tuple(b) for b in boxes[0]}) > 1  # not one place shared by every image
+
+
+def hand_scores(parts, random, layer="L"):
+    """A per-image scores frame: ``parts`` (one array of per-image Δ for every part) and the random regions'."""
+    rows = [(p, layer, i, float(v)) for p in PARTS for i, v in enumerate(parts)]
+    rows += [("random", layer, i, float(v)) for i, v in enumerate(random)]
+    return pd.DataFrame(rows, columns=["location", "layer", "image", "delta"])
+
+
+NOISE = np.random.default_rng(0).normal(0, 1, 12)
+
+
+@pytest.mark.parametrize("parts, answer", [
+    (0.06 + 0.002 * NOISE, REPRODUCED),     # every part well below random
+    (0.14 + 0.002 * NOISE, CONTRADICTED),   # every part above random: the masks agree less than random ones
+    (0.10 + 0.02 * NOISE, INCONCLUSIVE),    # parts about random, noisy
+])
+def test_layer5_claim_gives_each_answer(parts, answer):
+    claim = layer5_claim(hand_scores(parts, 0.1 + 0.002 * NOISE[::-1]), "L")
+    assert claim.verdict == answer and claim.reason.startswith("right eye: ")
+    assert "layer 5: right eye 0.067" in claim.paper_number
+
+
+@pytest.mark.parametrize("ratio, answer", [
+    (0.01, REPRODUCED),    # parts within 1 % of random: alike, as the paper's layer 7
+    (-0.35, CONTRADICTED),  # parts a third below random: the layer-5 pattern
+    (0.10, INCONCLUSIVE),   # at the margin's edge
+])
+def test_layer7_claim_gives_each_answer(ratio, answer):
+    random = 0.5 + 0.01 * NOISE
+    claim = layer7_claim(hand_scores(random * (1 + ratio + 0.02 * NOISE[::-1]), random), "L", 0.1)
+    assert claim.verdict == answer
+    assert "0.073" in claim.paper_number and "± 0.1" in claim.rule
+
+
+def test_a_control_that_also_reproduces_makes_the_claim_uninformative():
+    trained = layer7_claim(hand_scores(0.5 * np.ones(12) + 0.001 * NOISE, 0.5 * np.ones(12)), "L", 0.1)
+    alike = layer7_claim(hand_scores(0.3 * np.ones(12) + 0.001 * NOISE, 0.3 * np.ones(12)), "L", 0.1)
+    apart = layer7_claim(hand_scores(0.2 * np.ones(12) + 0.001 * NOISE, 0.3 * np.ones(12)), "L", 0.1)
+    [exposed] = with_control([trained], [alike])
+    assert exposed.verdict == UNINFORMATIVE and exposed.control.endswith("(reproduced)")
+    [kept] = with_control([trained], [apart])
+    assert kept.verdict == REPRODUCED and kept.control.endswith("(contradicted)")
 
 
 @needs_imagenet_val
@@ -110,8 +169,11 @@ def test_zfnet_correspondence_end_to_end(tmp_path):
     table = pd.read_csv(out / "table1_correspondence.csv")
     assert list(table.occluded) == ["right eye", "left eye", "nose", "random"]
     assert {"stage4", "head", "pool", "paper layer 5"} <= set(table.columns)
+    assert {"paper layer 5", "paper layer 7"} <= set(table.columns)
     claims = pd.read_csv(out / "claims.csv")
-    assert (claims.n >= 5).all() and set(claims.verdict) <= {"reproduced", "not reproduced"}
+    assert len(claims) == 2 and (claims.n >= 5).all() and claims.reason.str.len().gt(0).all()
+    assert not claims["random-weights control"].str.startswith("not run").any()
+    assert (out / "claims_evidence.npz").is_file()
     changed = pd.read_csv(out / "table1_changed_features.csv")
     assert list(changed.occluded) == list(table.occluded) and {"stage4", "head", "pool"} <= set(changed.columns)
     assert (out / "masked_parts.png").is_file()

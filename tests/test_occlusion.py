@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnvis.claims import COLUMNS, NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED
+from cnnvis.claims import (COLUMNS, CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, UNINFORMATIVE,
+                           claims_frame, with_control)
 from cnnvis.hooks import activations
 from cnnvis.models import ImageClassifier, Normalize
 from cnnvis import occlusion_measures as om
@@ -159,7 +160,7 @@ def test_zfnet_occlusion_end_to_end_on_real_data(tmp_path):
     assert quant.measure.str.contains("inside the object box").any()
 
 
-# --- the Sec. 4.2 verdicts: each rule on per-image data where the answer must be "no", and where it must be "yes"
+# --- the Sec. 4.2 verdicts: each rule on per-image data where the answer must be each of its answers
 
 SIDE, SQUARE = 64, 16  # a 4 x 4 grid of non-overlapping occluders, as the experiment's 56-px grid on 224 px
 
@@ -203,7 +204,7 @@ def test_a_model_that_always_points_at_the_centre_does_not_beat_the_centre_basel
     loc = caltech_frame(boxes, [dip_at(1, 1) for _ in boxes])  # the square just above-left of the centre, always
     assert loc.sensitive_inside_box.all() and loc.centre_inside_box.all()
     c = om.localization_claim(loc)
-    assert c.verdict == NOT_REPRODUCED and c.n == 60
+    assert c.verdict == CONTRADICTED and c.n == 60 and len(c.evidence) == 3  # no better than the centre, ever
     assert "image centre" in c.baseline and "fitted" in c.baseline
 
 
@@ -221,7 +222,7 @@ def test_the_drop_on_the_object_must_exceed_the_drop_off_it():
     rng = np.random.default_rng(2)
     boxes = [(0, 0, 32, 32)] * 50  # top-left quarter: 4 squares on, 9 wholly off
     same = [dip_at(3, 3, low=0.5, noise=0.05, rng=rng) for _ in boxes]  # the dip is off the object
-    assert om.object_drop_claim(caltech_frame(boxes, same), 0.5, 0.1).verdict == NOT_REPRODUCED
+    assert om.object_drop_claim(caltech_frame(boxes, same), 0.5, 0.1).verdict == CONTRADICTED
     on = [dip_at(0, 1, low=0.2, noise=0.05, rng=rng) for _ in boxes]
     assert om.object_drop_claim(caltech_frame(boxes, on), 0.5, 0.1).verdict == REPRODUCED
 
@@ -244,7 +245,7 @@ def test_the_top_class_must_change_more_often_on_the_object_than_off_it():
     on_changes[0, :2] = 7
     c_no = om.top_class_claim(caltech_frame(boxes, flat, tops=[off_changes] * 40), 0.5, 0.1)
     c_yes = om.top_class_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40), 0.5, 0.1)
-    assert c_no.verdict == NOT_REPRODUCED and c_yes.verdict == REPRODUCED
+    assert c_no.verdict == CONTRADICTED and c_yes.verdict == REPRODUCED
     assert om.other_object_claim(caltech_frame(boxes, flat, tops=[on_changes] * 40)).verdict == NOT_COMPARABLE
 
 
@@ -261,22 +262,63 @@ def test_the_map_must_drop_more_when_the_occluder_covers_its_strongest_unit():
     assert om.map_drop_claim(covering).verdict == REPRODUCED
     elsewhere = imagenet_frame([tuple(rng.integers(0, 4, 2)) for _ in range(30)], (8.0, 56.0), rng)
     elsewhere = elsewhere[elsewhere.map_drop_covering < 0.25]  # the dip never on the unit's square
-    assert om.map_drop_claim(elsewhere).verdict == NOT_REPRODUCED
+    assert om.map_drop_claim(elsewhere).verdict == CONTRADICTED
 
 
-def test_map_and_class_moving_together_on_every_image_says_no():
+def test_map_and_class_moving_together_on_every_image_contradicts():
     together = pd.DataFrame({"corr_map_vs_class": np.linspace(0.6, 0.99, 200)})
-    assert om.map_not_alone_claim(together).verdict == NOT_REPRODUCED
+    assert om.map_not_alone_claim(together).verdict == CONTRADICTED
     apart = pd.DataFrame({"corr_map_vs_class": np.r_[np.full(60, -0.2), np.full(140, 0.9)]})
     assert om.map_not_alone_claim(apart).verdict == REPRODUCED
+    borderline = pd.DataFrame({"corr_map_vs_class": np.r_[np.full(10, -0.2), np.full(190, 0.9)]})  # 5 % of images
+    assert om.map_not_alone_claim(borderline).verdict == INCONCLUSIVE
+    assert om.map_not_alone_claim(pd.DataFrame({"corr_map_vs_class": [np.nan] * 3})).verdict == NOT_COMPARABLE
+
+
+# per-image paired values a - b: 8 images +1, 6 images -1, 16 equal; a mean of +0.07 whose interval straddles 0
+A_NEAR_B = np.r_[np.ones(8), np.zeros(6), np.zeros(16)], np.r_[np.zeros(8), np.ones(6), np.zeros(16)]
+
+
+def test_localization_is_inconclusive_when_the_model_barely_beats_the_centre():
+    model, centre = A_NEAR_B
+    loc = pd.DataFrame({"sensitive_inside_box": model.astype(bool), "centre_inside_box": centre.astype(bool),
+                        "uniform_inside_box": np.zeros(30), "prior_inside_box": np.zeros(30, bool)})
+    c = om.localization_claim(loc)
+    assert c.verdict == INCONCLUSIVE and "smallest detectable effect" in c.reason
+
+
+@pytest.mark.parametrize("make_claim, on, off", [
+    (lambda f: om.object_drop_claim(f, 0.5, 0.1), "drop_on_box", "drop_off_box"),
+    (lambda f: om.top_class_claim(f, 0.5, 0.1), "changed_on_box", "changed_off_box"),
+    (om.map_drop_claim, "map_drop_covering", "map_drop_elsewhere"),
+])
+def test_the_paired_on_off_claims_are_inconclusive_when_the_difference_is_within_noise(make_claim, on, off):
+    a, b = A_NEAR_B
+    c = make_claim(pd.DataFrame({on: 0.1 + a, off: 0.1 + b, "correct": np.ones(30, bool)}))
+    assert c.verdict == INCONCLUSIVE and c.n == 30
 
 
 def test_claims_table_has_the_shared_shape_and_marks_missing_boxes_not_comparable():
     rng = np.random.default_rng(4)
     drop = imagenet_frame([(2, 0)] * 5, (40.0, 8.0), rng)
-    table = om.claims_table(drop, None, 0.5, 0.1)
+    claims = om.claims_table(drop, None, 0.5, 0.1)
+    table = claims_frame(claims)
     assert list(table.columns) == COLUMNS
     assert (table.verdict.iloc[2:] == NOT_COMPARABLE).all() and len(table) == 6
+    assert table.reason.iloc[2:].str.startswith("no boxed Caltech-101 images").all()
+
+
+def test_a_random_control_that_passes_the_same_rule_makes_the_claim_uninformative():
+    rng = np.random.default_rng(5)
+    trained = om.claims_table(imagenet_frame([(2, 0)] * 30, (40.0, 8.0), rng), None, 0.5, 0.1)
+    assert trained[0].verdict == REPRODUCED  # the map drops where its unit is covered
+    exposed = with_control(trained, om.claims_table(imagenet_frame([(2, 0)] * 10, (40.0, 8.0), rng), None, 0.5, 0.1))
+    assert exposed[0].verdict == UNINFORMATIVE and "(n = 10)" in exposed[0].control
+    assert exposed[0].control.endswith("(reproduced)") and len(exposed[0].control_evidence) == 1
+    assert [c.verdict for c in exposed[2:]] == [NOT_COMPARABLE] * 4  # a control cannot expose what was not measured
+    elsewhere = imagenet_frame([tuple(rng.integers(0, 4, 2)) for _ in range(30)], (8.0, 56.0), rng)
+    honest = with_control(trained, om.claims_table(elsewhere[elsewhere.map_drop_covering < 0.25], None, 0.5, 0.1))
+    assert honest[0].verdict == REPRODUCED and honest[0].control.endswith("(contradicted)")
 
 
 # --- panel (c): guided backprop on switchless networks, against the filter it must return

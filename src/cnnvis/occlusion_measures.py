@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cnnvis.claims import NOT_COMPARABLE, Claim, claims_frame, decide
+from cnnvis.claims import NOT_COMPARABLE, Claim, Evidence, Threshold, claim_seed, decided
 from cnnvis.data import caltech101_boxes, decode_to_cache, index_caltech101, per_class_split
 from cnnvis.deconvnet import deconv_project, switch_chain
 from cnnvis.hooks import activations
@@ -305,12 +305,12 @@ def fmt(estimate_of, *columns) -> str:
     return estimate_of(*columns).format()
 
 
-def claim(source, text, ours, n, baseline, rule, verdict) -> Claim:
-    return Claim(PAPER, source, text, "qualitative (Fig. 7)", ours, n, baseline, rule, verdict)
+def claim(source, text, ours, n, baseline, rule, evidence) -> Claim:
+    return decided(PAPER, source, text, "qualitative (Fig. 7)", ours, n, baseline, rule, evidence)
 
 
 def absent(source, text, why) -> Claim:
-    return claim(source, text, f"not measured: {why}", 0, "-", "-", NOT_COMPARABLE)
+    return Claim(PAPER, source, text, "qualitative (Fig. 7)", f"not measured: {why}", 0, "-", "-", NOT_COMPARABLE, why)
 
 
 LOCALIZES = "The model localizes the object within the scene: its most sensitive occluder position lies on the object"
@@ -321,22 +321,30 @@ NOT_ALONE = ("The classifier does not rely on the strongest layer-5 map alone (c
              "wheel drives the class)")
 CHANGES = "Occluding the object changes the most probable class"
 OTHER_OBJECT = "... often to another object in the scene"
+ABOVE_ZERO = Threshold(0.0)
+
+
+def paired_above_zero(source, text, a, b, k: int = 0) -> Evidence:
+    """The per-image paired difference a - b, decided above 0 (bootstrap seed: the claim's, plus ``k``)."""
+    return Evidence("paired_difference", (np.asarray(a, dtype=float), np.asarray(b, dtype=float)), ABOVE_ZERO,
+                    claim_seed(source, text) + k)
 
 
 def localization_claim(loc) -> Claim:
     """Most sensitive position in the box vs the centre, the box-area prior and the fitted prior, paired per image."""
+    source = "Sec. 4.2, Fig. 7"
     baselines = {"image centre": loc.centre_inside_box, "box-area prior (uniform position)": loc.uniform_inside_box,
                  "prior position fitted on training boxes": loc.prior_inside_box}
     means = {name: rate(v) for name, v in baselines.items()}
-    diffs = {name: paired_difference(loc.sensitive_inside_box, v) for name, v in baselines.items()}
+    evidence = [paired_above_zero(source, LOCALIZES, loc.sensitive_inside_box, v, k)
+                for k, v in enumerate(baselines.values())]
     strongest = max(means, key=lambda name: means[name].value)
-    return claim("Sec. 4.2, Fig. 7", LOCALIZES,
-                 f"inside the box {rate(loc.sensitive_inside_box).format()}; minus {strongest}: "
-                 f"{diffs[strongest].format()}", len(loc),
-                 "; ".join(f"{name} {est.format()}" for name, est in means.items()),
-                 "reproduced when, against every baseline, the 95 % interval of the per-image paired difference "
-                 "inside(model) - inside(baseline) lies above 0",
-                 decide(all(d.above(0) for d in diffs.values())))
+    diff = evidence[list(baselines).index(strongest)].estimate()
+    return claim(source, LOCALIZES,
+                 f"inside the box {rate(loc.sensitive_inside_box).format()}; minus {strongest}: {diff.format()}",
+                 len(loc), "; ".join(f"{name} {est.format()}" for name, est in means.items()),
+                 "against every baseline: " + ABOVE_ZERO.text("the per-image paired difference inside(model) - "
+                                                              "inside(baseline)"), evidence)
 
 
 def paired_on_off(frame, on, off) -> tuple[pd.DataFrame, int]:
@@ -346,74 +354,79 @@ def paired_on_off(frame, on, off) -> tuple[pd.DataFrame, int]:
 
 
 def object_drop_claim(loc, on_box, off_box) -> Claim:
+    source = "Sec. 4.2"
     kept, excluded = paired_on_off(loc, "drop_on_box", "drop_off_box")
     if kept.empty:
-        return absent("Sec. 4.2", DROPS, f"no image has occluder positions both on and off its box ({excluded} tried)")
-    diff = paired_difference(kept.drop_on_box, kept.drop_off_box)
-    return claim("Sec. 4.2", DROPS,
-                 f"drop on the object {bootstrap_mean(kept.drop_on_box).format()}; on - off {diff.format()}; "
-                 f"{excluded} of {len(loc)} images excluded (no position on or off the box)", len(kept),
-                 f"occluder off the object: drop {bootstrap_mean(kept.drop_off_box).format()}",
-                 f"reproduced when the 95 % interval of the per-image paired difference drop(occluder on the box: "
-                 f">= {on_box:.0%} of its square inside) - drop(off it: <= {off_box:.0%}) lies above 0",
-                 decide(diff.above(0)))
+        return absent(source, DROPS, f"no image has occluder positions both on and off its box ({excluded} tried)")
+    evidence = paired_above_zero(source, DROPS, kept.drop_on_box, kept.drop_off_box)
+    return claim(source, DROPS,
+                 f"drop on the object {bootstrap_mean(kept.drop_on_box).format()}; on - off "
+                 f"{evidence.estimate().format()}; {excluded} of {len(loc)} images excluded (no position on or off "
+                 f"the box)", len(kept), f"occluder off the object: drop {bootstrap_mean(kept.drop_off_box).format()}",
+                 ABOVE_ZERO.text(f"the per-image paired difference drop(occluder on the box: >= {on_box:.0%} of its "
+                                 f"square inside) - drop(off it: <= {off_box:.0%})"), [evidence])
 
 
 def map_drop_claim(drop) -> Claim:
+    source = "Sec. 4.2, Fig. 7 (b)"
     kept, excluded = paired_on_off(drop, "map_drop_covering", "map_drop_elsewhere")
     if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
-                      f"no image with positions covering and missing the unit ({excluded} tried)")
-    diff = paired_difference(kept.map_drop_covering, kept.map_drop_elsewhere)
-    return claim("Sec. 4.2, Fig. 7 (b)", MAP_DROPS,
+        return absent(source, MAP_DROPS, f"no image with positions covering and missing the unit ({excluded} tried)")
+    evidence = paired_above_zero(source, MAP_DROPS, kept.map_drop_covering, kept.map_drop_elsewhere)
+    return claim(source, MAP_DROPS,
                  f"relative drop of the map covering its strongest unit "
-                 f"{bootstrap_mean(kept.map_drop_covering).format()}; "
-                 f"covering - elsewhere {diff.format()}" + (f"; {excluded} images excluded" if excluded else ""),
+                 f"{bootstrap_mean(kept.map_drop_covering).format()}; covering - elsewhere "
+                 f"{evidence.estimate().format()}" + (f"; {excluded} images excluded" if excluded else ""),
                  len(kept), f"occluder elsewhere: {bootstrap_mean(kept.map_drop_elsewhere).format()}",
-                 "reproduced when the 95 % interval of the per-image paired difference drop(occluder covers the "
-                 "centre of the map's strongest unit) - drop(occluder elsewhere), drops relative to the unoccluded "
-                 "map total, lies above 0", decide(diff.above(0)))
+                 ABOVE_ZERO.text("the per-image paired difference drop(occluder covers the centre of the map's "
+                                 "strongest unit) - drop(occluder elsewhere), drops relative to the unoccluded map "
+                                 "total"), [evidence])
 
 
 def map_not_alone_claim(drop) -> Claim:
+    source = "Sec. 4.2, Fig. 7 (b, d)"
     corr = drop.corr_map_vs_class.dropna()
     if corr.empty:
-        return absent("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE, "no image with a non-constant map")
-    share = proportion(corr < LOW_CORRELATION)
-    return claim("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE,
-                 f"share of images whose maps (b) and (d) correlate below {LOW_CORRELATION}: {share.format()}; median "
-                 f"correlation {corr.median():.2f}", len(corr),
+        return absent(source, NOT_ALONE, f"no image where both the map (b) and p(true) (d) vary over the occluder "
+                                         f"positions ({len(drop)} tried; a correlation needs both)")
+    rule = Threshold(DISAGREEMENT_SHARE)
+    evidence = Evidence("proportion", ((corr < LOW_CORRELATION).to_numpy(),), rule, claim_seed(source, NOT_ALONE))
+    return claim(source, NOT_ALONE,
+                 f"share of images whose maps (b) and (d) correlate below {LOW_CORRELATION}: "
+                 f"{evidence.estimate().format()}; median correlation {corr.median():.2f}", len(corr),
                  "a classifier reading only this map: maps (b) and (d) move together on every image",
-                 f"reproduced when the Wilson 95 % interval of the share of images with correlation below "
-                 f"{LOW_CORRELATION} lies above {DISAGREEMENT_SHARE:.0%}", decide(share.above(DISAGREEMENT_SHARE)))
+                 rule.text(f"the share of images with correlation below {LOW_CORRELATION} (Wilson)"), [evidence])
 
 
 def top_class_claim(loc, on_box, off_box) -> Claim:
+    source = "Sec. 4.2, Fig. 7 (e)"
     kept, excluded = paired_on_off(loc[loc.correct.astype(bool)], "changed_on_box", "changed_off_box")
     if kept.empty:
-        return absent("Sec. 4.2, Fig. 7 (e)", CHANGES,
-                      "no correctly classified image with positions on and off its box")
-    diff = paired_difference(kept.changed_on_box, kept.changed_off_box)
-    return claim("Sec. 4.2, Fig. 7 (e)", CHANGES,
+        return absent(source, CHANGES, "no correctly classified image with positions on and off its box")
+    evidence = paired_above_zero(source, CHANGES, kept.changed_on_box, kept.changed_off_box)
+    return claim(source, CHANGES,
                  f"share of on-object positions with another top class {bootstrap_mean(kept.changed_on_box).format()}; "
-                 f"on - off {diff.format()}; {excluded} correctly classified images excluded (no position on or off "
-                 f"the box)", len(kept),
+                 f"on - off {evidence.estimate().format()}; {excluded} correctly classified images excluded (no "
+                 f"position on or off the box)", len(kept),
                  f"occluder off the object: {bootstrap_mean(kept.changed_off_box).format()}",
-                 f"reproduced when, over correctly classified images, the 95 % interval of the per-image paired "
-                 f"difference share(top class changes, occluder on the box: >= {on_box:.0%}) - share(off it: <= "
-                 f"{off_box:.0%}) lies above 0", decide(diff.above(0)))
+                 ABOVE_ZERO.text(f"the per-image paired difference, over correctly classified images, share(top class "
+                                 f"changes, occluder on the box: >= {on_box:.0%}) - share(off it: <= {off_box:.0%})"),
+                 [evidence])
 
 
 def other_object_claim(loc) -> Claim:
     on = loc.changed_on_box[loc.correct.astype(bool)].dropna()
     ours = (f"images where some on-object occluder changes the top class: {proportion(on > 0).format()}"
             if len(on) else "no correctly classified image with a position on its box")
-    return claim("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, ours, len(on), "-",
-                 "not testable: each image carries one label, so whether the new top class is another object in "
-                 "the scene is unknown", NOT_COMPARABLE)
+    why = ("not testable: each image carries one label, so whether the new top class is another object in the scene "
+           "is unknown")
+    return Claim(PAPER, "Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, "qualitative (Fig. 7)", ours, len(on), "-", why,
+                 NOT_COMPARABLE, why)
 
 
-def claims_table(drop, loc, on_box, off_box) -> pd.DataFrame:
+def claims_table(drop, loc, on_box, off_box) -> list[Claim]:
+    """The Sec. 4.2 claims: the map's two from the ImageNet measures (``drop``), the rest from the boxed Caltech-101
+    images (``loc``; None or empty: not comparable, the part did not run)."""
     no_boxes = "no boxed Caltech-101 images (the Caltech-101 part did not run)"
     if drop.empty:
         rows = [absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS, "no labelled images"),
@@ -427,4 +440,4 @@ def claims_table(drop, loc, on_box, off_box) -> pd.DataFrame:
     else:
         rows += [localization_claim(loc), object_drop_claim(loc, on_box, off_box),
                  top_class_claim(loc, on_box, off_box), other_object_claim(loc)]
-    return claims_frame(rows)
+    return rows
