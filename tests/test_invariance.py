@@ -274,7 +274,7 @@ def test_fig5_panels_are_lettered_as_the_papers_rows_a_to_c_and_columns_1_to_4()
     from cnnvis.plotting.invariance import invariance_figure
 
     curves = [InvarianceCurves(kind, [0.0, 1.0], {"early": torch.rand(2, 2), "late": torch.rand(2, 2)},
-                               {"early": torch.ones(2), "late": torch.ones(2)}, torch.rand(2, 2))
+                               {"early": torch.ones(2), "late": torch.ones(2)}, torch.rand(2, 2), torch.ones(2, dtype=bool))
               for kind in ("translate_y", "scale", "rotate")]
     fig = invariance_figure(curves, [torch.rand(2, 3, 8, 8)] * 3, [1.0] * 3, ["x", "y"], ["early", "late"])
     titles = [ax.get_title()[:4] for ax in fig.axes]
