@@ -19,9 +19,9 @@ from cnnvis.activation_max import (PRESETS, cached_maxima, maximize_units_and_cl
                                    summary_metrics, with_overrides)
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.models import CNN, build_model, resolve_layers
 from cnnvis.plotting.activation_max import class_grid, unit_grid, write_sweep_row
-from cnnvis.runner import images_from_config, model_from_config
 
 # A varied set: fish, birds, dog, big cat, insect, objects, vehicle, fruit, food, scene.
 DEFAULT_CLASSES = [1, 130, 145, 207, 291, 323, 417, 504, 817, 948, 963, 980]

@@ -18,13 +18,12 @@ from typing import Optional
 
 from torch.nn import functional as F
 
-from cnnvis import runner
+from cnnvis import from_config
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import pick_images
-from cnnvis.runner import images_or_samples_from_config
+from cnnvis.from_config import images_or_samples_from_config, model_from_config
 from cnnvis.models import CNN, DETECTOR, SEGMENTER, TRANSFORMER, build_model, frozen
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
-from cnnvis.runner import model_from_config
 from cnnvis.task_gradcam import (TARGET_DEFINITIONS, ModelRun, map_caveats, models_table, random_weights,
                                  run_classifier, run_detector, run_segmenter, targets_table, weights_summary)
 
@@ -71,7 +70,7 @@ def check_experiment(e) -> None:
 
 def record_weights(name: str, model) -> None:
     """run.json's `weights` lists every model that ran, not only the configured one."""
-    runner.loaded_weights.append({"model": name, "weights": model.weights_source})
+    from_config.loaded_weights.append({"model": name, "weights": model.weights_source})
 
 
 

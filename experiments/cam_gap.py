@@ -28,6 +28,7 @@ from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import (caltech101_box_categories, caltech101_boxes, decode_to_cache, index_dataset, per_class_split,
                          smoke_subset)
+from cnnvis.from_config import model_from_config, train_val_test_sets, train_variant
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
 from cnnvis.gap_scratch import build_variant, localize, run_row, summary_table, table1_claims
 from cnnvis.gate import figure_note, gate_rows, training_gate
@@ -35,10 +36,9 @@ from cnnvis.models import CNN, UnsupportedModelError
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
-from cnnvis.runner import model_from_config
 from cnnvis.surgery import (baseline_hits, cut_maps, first_test_of_each_class, run_folds, summary, surgery_claims,
                             surgery_metrics)
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
 from cnnvis.deconvnet import has_switches
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.gap import feeds_gap_head
 from cnnvis.localization import (METRICS, PROPORTIONS, estimate, faithfulness_claims, image_range, localization_claims,
                                  metrics_table, score_dataset, with_paper_numbers)
 from cnnvis.models import CNN, TRANSFORMER, UnsupportedModelError, fold_batchnorm, frozen, resolve_layers
 from cnnvis.plotting.cams import curves_figure, method_grid
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
 
 # Published numbers (other networks, other images): method -> {metric: (value, source)}.

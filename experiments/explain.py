@@ -18,9 +18,9 @@ from cnnvis.cams import METHODS, as_map, make_method
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
 from cnnvis.examples import labels_are_model_classes
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.models import CNN, TRANSFORMER, frozen, resolve_layers
 from cnnvis.plotting.explain import explain_figure, figure_names
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
 
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.hooks import activations
 from cnnvis.models import CNN, get_layer
 from cnnvis.plotting.filters import feature_maps, filter_grid, trained_conv1
-from cnnvis.runner import images_from_config, model_from_config
 
 log = logging.getLogger(__name__)
 PRODUCER = "python run.py experiment=zfnet_conv1_ablation"

@@ -10,11 +10,12 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import chance_purity, label_purity, pick_maps
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import square_tile, unit_rows_figure
 from cnnvis.receptive_field import crop_patch, geometry
-from cnnvis.runner import images_from_config, model_from_config, resolve_device
+from cnnvis.runner import resolve_device
 
 log = logging.getLogger(__name__)
 

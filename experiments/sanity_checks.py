@@ -24,13 +24,13 @@ from cnnvis.ablations import build_model_at_width
 from cnnvis.cams import ALL_METHODS
 from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
+from cnnvis.from_config import images_from_config, model_from_config, train_val_sets, train_variant
 from cnnvis.models import CNN, frozen, resolve_layers
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, cascade_claims, cascade_table,
                            data_randomization_table, rule_text, trained_maps)
 from cnnvis.stats import proportion
-from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
+from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe
 
 TRAIN_COMMAND = "python run.py experiment=train"
 

@@ -13,12 +13,13 @@ from typing import Optional
 
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.gate import figure_note
 from cnnvis.models import CNN
 from cnnvis.plotting.filters import filter_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.run_gate import initial_model, run_gate
-from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe, train_val_sets, train_variant
+from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)

@@ -15,10 +15,11 @@ from cnnvis.ablations import (ARCH_VARIANTS, PAPER_TABLE3, arch_summary_table, a
                               table3_claims)
 from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.plotting.training import ablation_bars, training_curves
 from cnnvis.stats import t_mean
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 
 MODEL_KINDS = None  # trains its own ZFNet variants at model.input_size: model= is not read

@@ -18,10 +18,11 @@ import torch
 from cnnvis.ablations import (CONV1_ARMS, CONV1_LABELS, aliasing_energy_share, conv1_claims_table, conv1_responses,
                               conv1_variant, dead_filter_fraction, first_conv, grid_artifact_score)
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate
 from cnnvis.hooks import activations
 from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
 

@@ -25,9 +25,9 @@ from cnnvis.claims import Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.correspondence import PARTS, location_scores, parts_beat_random
 from cnnvis.data import decode_to_cache, index_dataset
+from cnnvis.from_config import model_from_config
 from cnnvis.models import CNN, IMAGENET_MEAN, resolve_layers
 from cnnvis.plotting.correspondence import parts_figure
-from cnnvis.runner import model_from_config
 from cnnvis.stats import bootstrap_mean
 
 # Table 1 of the paper, layer 5 (ZFNet's last conv layer), mean over their repeats

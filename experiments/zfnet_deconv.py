@@ -11,11 +11,12 @@ import torch
 from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
 from cnnvis.examples import chance_purity, label_purity, pick_maps
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
 from cnnvis.receptive_field import crop_patch, geometry
-from cnnvis.runner import images_from_config, model_from_config, resolve_device
+from cnnvis.runner import resolve_device
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)

@@ -13,13 +13,14 @@ from typing import Optional
 import torch
 
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.hooks import activations
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.gate import figure_note
 from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.models import CNN
 from cnnvis.plotting.training import evolution_grid
-from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
+from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)

@@ -16,12 +16,12 @@ import torch
 from cnnvis.claims import NOT_COMPARABLE, Claim, claims_frame, decide
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import pick_labelled_images, sample_labelled_images
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.invariance import (KINDS, change_ratio, invariance_curves, linearity, output_not_invariant, output_stable,
                                probability_drop, quasi_linear, relative_distance, smallest_steps, top_changes_less,
                                transform, unrelated_ratio)
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.invariance import invariance_figure
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import bootstrap_mean
 
 PAPER = "Zeiler & Fergus 2014"

@@ -15,14 +15,13 @@ import pandas as pd
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.examples import pick_examples
-from cnnvis.runner import images_or_samples_from_config
+from cnnvis.from_config import images_or_samples_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, layer_role, resolve_layers
 from cnnvis.occlusion import occlusion_map
 from cnnvis.occlusion_measures import (caltech_localization, caltech_table, claims_table, drop_table, examples_table,
                                        panel_c, projection_method, quantitative_drop)
 from cnnvis.plotting.occlusion import occlusion_figure
-from cnnvis.runner import model_from_config
 
 log = logging.getLogger(__name__)
 

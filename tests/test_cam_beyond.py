@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from cnnvis import runner
+from cnnvis import from_config
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
 from experiments import experiment_configs
@@ -24,7 +24,7 @@ def composed(*overrides):
 
 def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
     cfg = composed("smoke=true", "dataset=samples", f"results_dir={tmp_path}")
-    runner.loaded_weights.clear()
+    from_config.loaded_weights.clear()
     metrics = main(cfg, Results(tmp_path))
     assert (tmp_path / "cam_beyond.png").stat().st_size > 0
     models = pd.read_csv(tmp_path / "notes.csv")
@@ -44,7 +44,7 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
         assert "not what a trained model attends to" in notes
     assert "IoU" in notes and "argmax" in notes  # the targets' definitions
     # run.json's weights list every model that ran, not only the configured one
-    assert [w["model"] for w in runner.loaded_weights] == expected
+    assert [w["model"] for w in from_config.loaded_weights] == expected
 
 
 def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():

@@ -161,7 +161,7 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
 
     from cnnvis.config import REPO, register_configs
     from experiments import experiment_configs
-    from cnnvis.runner import images_or_samples_from_config
+    from cnnvis.from_config import images_or_samples_from_config
 
     register_configs(experiment_configs())
     monkeypatch.chdir(tmp_path)  # the default root, data/, holds nothing here

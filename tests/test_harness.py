@@ -20,8 +20,9 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.ablations import conv1_variant
 from cnnvis.config import REPO, check_config, process_owner, register_configs
+from cnnvis.from_config import weights_source
 from cnnvis.results import Results, git_commit, markdown_table, provenance_problems
-from cnnvis.runner import destination, place, sweep_destination, weights_source, what_changed
+from cnnvis.runner import destination, place, sweep_destination, what_changed
 from conftest import run_py
 from experiments import experiment_configs, experiment_names
 

