@@ -121,7 +121,7 @@ def lucid_main(cfg, out, models):
     return metrics
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     if e.preset not in PRESETS and e.preset not in fv.PRESETS:
         raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join([*PRESETS, *fv.PRESETS])}")
@@ -131,9 +131,9 @@ def main(cfg, out):
         raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
     size = 64 if cfg.smoke else e.size
     cfg.model.input_size = size  # the model sees only images of this side (AlexNet's and ZFNet's fc6 is sized by it)
-    images = images_from_config(cfg, size)  # data first: a missing dataset fails before anything is written
-    zf_images = images_from_config(cfg, e.zfnet_input_size) if e.zfnet_checkpoint else None
-    model = model_from_config(cfg)
+    images = images_from_config(cfg, record, size)  # data first: a missing dataset fails before anything is written
+    zf_images = images_from_config(cfg, record, e.zfnet_input_size) if e.zfnet_checkpoint else None
+    model = model_from_config(cfg, record)
     layers = resolve_layers(model, e.layers, "activation_max", "experiment.layers")  # fails before any optimization
     layers = layers[:2] if cfg.smoke else layers
     classes = list(e.classes[:3] if cfg.smoke else e.classes)

@@ -149,12 +149,12 @@ def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
     return curves
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     import time
 
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke)  # before writing
+    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke, record)  # before writing
     device = resolve_device(cfg.device)
     start, timings, metrics, per_fold = time.perf_counter(), {}, {}, []
     for name in names:
@@ -162,7 +162,8 @@ def main(cfg, out):
         per_fold += folds
         if e.scratch_models:
             scratch_images = (all_images[name] if all_images[name] is None or not e.scratch else
-                              load_datasets(cfg.dataset, [name], e.scratch_input_size, cfg.cache_dir, cfg.smoke)[name])
+                              load_datasets(cfg.dataset, [name], e.scratch_input_size, cfg.cache_dir, cfg.smoke,
+                                            record)[name])
             with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind
                 ckpt_root = tmp if cfg.smoke else Path(cfg.cache_dir).parent / "checkpoints" / "caltech_transfer"
                 rows_s, folds_s = scratch_rows(cfg, name, scratch_images, device, ckpt_root)

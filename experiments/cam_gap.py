@@ -73,15 +73,15 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "data/checkpoints"
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     if cfg.experiment.mode == "surgery":
-        return main_surgery(cfg, out)
+        return main_surgery(cfg, out, record)
     if cfg.experiment.mode != "scratch":
         raise ValueError(f"experiment.mode must be surgery or scratch, got {cfg.experiment.mode!r}")
-    return main_scratch(cfg, out)
+    return main_scratch(cfg, out, record)
 
 
-def main_scratch(cfg, out):
+def main_scratch(cfg, out, record):
     e = cfg.experiment
     for name in e.variants:
         if name not in GAP_VARIANTS and name not in LAST_CONV:
@@ -91,7 +91,7 @@ def main_scratch(cfg, out):
     recipe = smoke_recipe(e.train, cfg.smoke)
     boxed = caltech101_box_categories(cfg.dataset.root) if e.boxed_categories else None
     images, train_set, val_set, test_set = train_val_test_sets(  # data first
-        cfg, class_filter=boxed.__contains__ if boxed else None, val_per_class=e.val_per_class)
+        cfg, record, class_filter=boxed.__contains__ if boxed else None, val_per_class=e.val_per_class)
     boxes = caltech101_boxes(index_dataset(cfg.dataset), cfg.dataset.root)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories, figure_maps, figure_boxes = [], {}, {}, None
@@ -178,7 +178,7 @@ def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
 # ---------------------------------------------------------------- surgery on a pretrained network (the default)
 
 
-def main_surgery(cfg, out):
+def main_surgery(cfg, out, record):
     e, s, m = cfg.experiment, cfg.experiment.surgery, cfg.model
     if m.name not in SURGERY_CUTS:
         raise UnsupportedModelError(f"cam_gap's surgery has no cuts for model={m.name}: use model="
@@ -187,7 +187,7 @@ def main_surgery(cfg, out):
         raise ValueError(f"the surgery's localization needs Caltech-101's boxes; got dataset={cfg.dataset.name}")
     cuts = list(s.cuts or SURGERY_CUTS[m.name])
     uncut, uncut_spatial = UNCUT_LAYER[m.name]
-    model = model_from_config(cfg, None if cfg.device == "auto" else cfg.device)
+    model = model_from_config(cfg, record, None if cfg.device == "auto" else cfg.device)
     size = m.input_size
     index = index_dataset(cfg.dataset)
     boxes = caltech101_boxes(index, cfg.dataset.root)
@@ -198,7 +198,7 @@ def main_surgery(cfg, out):
     pool, _ = per_class_split(index.labels, pool_per_class, 0, 0, cfg.seed)
     images = decode_to_cache(index.select(pool), cfg.dataset.resize or round(size * 256 / 224),
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)
+                             cfg.dataset.num_workers, record)
     classes = np.unique(images.labels)
     labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
     names = [images.classes[c] for c in classes]

@@ -44,9 +44,9 @@ def spread_layers(model, n: int = 4) -> list[str]:
     return [feature_layers[i] for i in picks]
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     trained = trained_conv1(e.alexnet_conv1_checkpoint) if e.alexnet_conv1_checkpoint else None
     if e.alexnet_conv1_checkpoint and trained is None:
         message = (f"no checkpoint matches experiment.alexnet_conv1_checkpoint={e.alexnet_conv1_checkpoint}: "
@@ -55,7 +55,7 @@ def main(cfg, out):
         if not cfg.smoke:
             raise FileNotFoundError(message)
         log.warning("smoke run without the Fig. 3 panel: %s", message)
-    model = model_from_config(cfg)
+    model = model_from_config(cfg, record)
     result = {}
     if trained is not None:
         weight, info = trained

@@ -61,11 +61,12 @@ def paper_rows(names):
     return rows
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke)  # before writing
-    model = model_from_config(cfg)
+    all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke,
+                               record)  # before writing
+    model = model_from_config(cfg, record)
     layers = resolve_layers(model, e.layers, "stages", "experiment.layers")
     weights = model.weights_source
     folds = 2 if cfg.smoke else e.folds

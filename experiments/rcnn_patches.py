@@ -33,11 +33,11 @@ class Config(ExperimentConfig):
     tile: int = 64
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
-    model = model_from_config(cfg, device)
+    model = model_from_config(cfg, record, device)
     layer = resolve_layers(model, e.layer, "patches", "experiment.layer")
     size = cfg.model.input_size
     if geometry(model, layer, size).field[0] >= size:

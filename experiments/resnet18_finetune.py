@@ -77,10 +77,10 @@ def summary_row(name, start, history: pd.DataFrame, test_top1: float, n_train, n
             "minutes": round(history.seconds.sum() / 60, 1)}
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke)  # before writing
+    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke, record)  # before writing
     device = resolve_device(cfg.device)
     train_cfg = as_train_config(e.train)
     if cfg.smoke:

@@ -134,11 +134,11 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
 
 
-def trained_zfnet(cfg):
+def trained_zfnet(cfg, record):
     """The checkpoint of `train` (model.checkpoint); under smoke=true without one, the smoke recipe trains it."""
     path = cfg.model.checkpoint
     if path and Path(path).is_file():
-        return model_from_config(cfg)
+        return model_from_config(cfg, record)
     if not cfg.smoke:
         raise FileNotFoundError(f"model.checkpoint={path} does not exist: the trained ZFNet comes from "
                                 f"`{TRAIN_COMMAND}` (which writes data/checkpoints/zfnet_caltech101/last.pt); run it "
@@ -146,7 +146,7 @@ def trained_zfnet(cfg):
     return None
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     unknown = sorted(set(e.methods) - set(ALL_METHODS))
     if unknown:
@@ -154,9 +154,9 @@ def main(cfg, out):
     if cfg.smoke:  # seconds: two images per network at small sizes; Score-CAM on the ZFNet only
         e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 2, 2, 0, 1
     pcfg = imagenet_config(cfg, e)
-    imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
-    images, train_set, val_set = train_val_sets(cfg, e.classes)
-    zfnet = trained_zfnet(cfg)
+    imagenet = images_from_config(pcfg, record)  # data first: a missing dataset fails before any model runs
+    images, train_set, val_set = train_val_sets(cfg, record, e.classes)
+    zfnet = trained_zfnet(cfg, record)
     if zfnet is None:
         def build():
             return build_model_at_width(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
@@ -169,7 +169,7 @@ def main(cfg, out):
     size = pcfg.model.input_size
     chosen = pick(len(imagenet), e.pretrained_images, cfg.seed)
     x = imagenet.tensors(chosen, size)
-    pretrained = model_from_config(pcfg)
+    pretrained = model_from_config(pcfg, record)
     rows, m, _ = run_network(out, pretrained, x, f"{e.pretrained_model} (ImageNet weights), {len(x)} ImageNet "
                              "validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
     claims += rows

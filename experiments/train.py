@@ -45,9 +45,9 @@ def recipe_notes(cfg, n_train: int, n_val: int, n_classes: int) -> str:
             f"conv filter RMS cap {t.filter_rms}, {'10-crop' if t.ten_crop else 'centre-crop'} final validation.")
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     t = smoke_recipe(cfg.experiment.train, cfg.smoke)
-    images, train_set, val_set = train_val_sets(cfg, cfg.experiment.classes)  # data first
+    images, train_set, val_set = train_val_sets(cfg, record, cfg.experiment.classes)  # data first
     n_classes = len(images.classes)
     m = cfg.model
     width = f", width x{cfg.experiment.width}" if cfg.experiment.width != 1 else ""

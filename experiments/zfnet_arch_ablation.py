@@ -36,7 +36,7 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     unknown = [v for v in e.variants if v not in ARCH_VARIANTS]
     if unknown:
@@ -45,7 +45,7 @@ def main(cfg, out):
         raise ValueError("experiment.variants must include 'base' (the reference every change is measured from)")
     if not e.seeds:
         raise ValueError("experiment.seeds is empty: give at least one training seed, e.g. experiment.seeds=[0,1]")
-    images, train_set, val_set, test_set = train_val_test_sets(cfg, e.classes, val_per_class=e.val_per_class)
+    images, train_set, val_set, test_set = train_val_test_sets(cfg, record, e.classes, val_per_class=e.val_per_class)
     recipe = smoke_recipe(e.train, cfg.smoke)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories = [], {}

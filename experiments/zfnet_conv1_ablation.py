@@ -81,12 +81,12 @@ def measure(model, arm: str, seed: int, classes: int, input_size: int, width: fl
     }
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     for arm in e.arms:
         if arm not in CONV1_ARMS:
             raise KeyError(f"unknown conv1 arm {arm!r}; choose from {', '.join(CONV1_ARMS)}")
-    images, train_set, val_set, test_set = train_val_test_sets(cfg, e.classes, val_per_class=e.val_per_class)
+    images, train_set, val_set, test_set = train_val_test_sets(cfg, record, e.classes, val_per_class=e.val_per_class)
     recipe = smoke_recipe(e.train, cfg.smoke)
     seeds = list(e.seeds[:2] if cfg.smoke else e.seeds)  # a smoke run needs two seeds for an interval, not more
     n_classes, size = len(images.classes), cfg.model.input_size

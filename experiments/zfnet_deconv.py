@@ -33,13 +33,13 @@ class Config(ExperimentConfig):
     method: str = "auto"  # deconvnet: auto | switches | autograd
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     if e.method not in METHODS:
         raise ValueError(f"experiment.method={e.method!r}; choose one of {', '.join(METHODS)}")
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
-    model = model_from_config(cfg, device)
+    model = model_from_config(cfg, record, device)
     layers = resolve_layers(model, e.layers, "feature_maps", "experiment.layers")
     maps_per_layer = e.maps_per_layer
     if cfg.smoke:  # the whole path on the first and last layer, two maps each

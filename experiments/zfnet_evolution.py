@@ -64,9 +64,9 @@ def strongest_projections(model, x: torch.Tensor, picks: dict) -> dict:
     return out
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images, train_set, val_set = train_val_sets(cfg, e.classes)  # data first
+    images, train_set, val_set = train_val_sets(cfg, record, e.classes)  # data first
     recipe = smoke_recipe(e.train, cfg.smoke)
     m = cfg.model
     n_classes = len(images.classes)

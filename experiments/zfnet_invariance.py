@@ -53,9 +53,9 @@ class Config(ExperimentConfig):
     stable_drop: float = 0.1  # "stable": p(true) falls by less than this over the sweep; "not invariant": more
 
 
-def main(cfg, out):
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
-    model = model_from_config(cfg)
+def main(cfg, out, record):
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    model = model_from_config(cfg, record)
     e, size = cfg.experiment, cfg.model.input_size
     e.early, e.late = (resolve_layers(model, e[key], key, f"experiment.{key}") for key in ("early", "late"))
     fill = images.mean_color()

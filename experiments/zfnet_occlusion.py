@@ -57,9 +57,9 @@ def stand_in(cfg, model) -> str:
     return f"{cfg.model.name} ({model.weights_source}) stands in for ZFNet (no ImageNet-trained ZFNet offline)"
 
 
-def main(cfg, out):
-    images = images_or_samples_from_config(cfg)  # data first: a missing dataset fails before anything is written
-    model = model_from_config(cfg)
+def main(cfg, out, record):
+    images = images_or_samples_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    model = model_from_config(cfg, record)
     e, size = cfg.experiment, cfg.model.input_size
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     rng = np.random.default_rng(cfg.seed)
@@ -109,7 +109,7 @@ def main(cfg, out):
         try:
             loc, n_train, n_prior = caltech_localization(
                 model, cfg.dataset.root, size, cfg.cache_dir, cfg.dataset.num_workers, train, held_out, e.on_box,
-                e.off_box, cfg.seed, rng, n_classes=classes, **occluder)
+                e.off_box, cfg.seed, rng, n_classes=classes, record=record, **occluder)
         except DatasetNotFoundError as err:
             log.warning("Caltech-101 part skipped: %s", err)
     if loc is not None:

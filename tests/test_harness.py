@@ -315,7 +315,7 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_leaves_the_destination_untouched
     before = tree_digest(dest)
     interrupt_midway = (  # the experiment writes a figure, then the user presses Ctrl-C
         "import sys, runpy, matplotlib.pyplot as plt, experiments.filters as f\n"
-        "def main(cfg, out):\n"
+        "def main(cfg, out, record):\n"
         "    out.figure(plt.figure(), 'half_done')\n"
         "    raise KeyboardInterrupt\n"
         "f.main = main\n"

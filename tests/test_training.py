@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from cnnvis.data import ImageSet, ImageTensors
 from cnnvis.from_config import train_val_sets, train_val_test_sets
+from cnnvis.run_record import RunRecord
 from cnnvis.training import (KILL_ENV, EpochSampler, TrainConfig, evaluate, fit, load_checkpoint, paper_init_,
                              renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out)
 
@@ -289,10 +290,10 @@ def test_train_val_test_sets_are_disjoint_and_keep_the_training_images(tmp_path)
     cfg = OmegaConf.create({"smoke": False, "seed": 0, "cache_dir": str(tmp_path), "model": {"input_size": 32},
                             "dataset": OmegaConf.structured(dataset)})
     keep = {"accordion", "anchor"}.__contains__
-    images, train, held_out = train_val_sets(cfg, class_filter=keep)
-    images3, train3, val, test = train_val_test_sets(cfg, class_filter=keep, val_per_class=3)
+    images, train, held_out = train_val_sets(cfg, RunRecord(), class_filter=keep)
+    images3, train3, val, test = train_val_test_sets(cfg, RunRecord(), class_filter=keep, val_per_class=3)
     assert train3.idx.tolist() == train.idx.tolist()  # the training images do not change
     assert sorted([*val.idx, *test.idx]) == sorted(held_out.idx) and not set(val.idx) & set(test.idx)
     assert np.bincount(images3.labels[val.idx]).tolist() == [3, 3]
     with pytest.raises(ValueError, match="dataset.test_per_class"):
-        train_val_test_sets(cfg, class_filter=keep, val_per_class=8)
+        train_val_test_sets(cfg, RunRecord(), class_filter=keep, val_per_class=8)

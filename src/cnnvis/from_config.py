@@ -1,7 +1,8 @@
 """The glue between a run's Hydra config and the library: every function that reads a config (``cfg.model``,
 ``cfg.dataset``, ``cfg.experiment``, ``cfg.smoke``) lives here and calls library functions that take plain
 arguments. The model and images a config names, the train / validation / test sets of ``cfg.dataset``, the key
-of a run's data, and ``train_variant`` (build, then ``fit`` in the run's own folder)."""
+of a run's data, and ``train_variant`` (build, then ``fit`` in the run's own folder). Each takes the run's
+``RunRecord`` beside its config and adds what it loads to it."""
 
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ from torch import nn
 from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images, per_class_split,
                          smoke_subset)
 from cnnvis.models import build_model
+from cnnvis.run_record import RunRecord
 from cnnvis.training import (TrainConfig, fit, held_out_fingerprint, keep_classes, largest_classes, run_dir,
                              split_held_out)
 
 log = logging.getLogger(__name__)
-
-loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
 
 
 def sha256_of(path) -> str:
@@ -46,24 +46,24 @@ def weights_source(m) -> dict:
     return {"model": m.name, "weights": "random init"}
 
 
-def model_from_config(cfg: DictConfig, device=None) -> torch.nn.Module:
-    """The model of ``cfg.model``, in eval mode, on ``device``; its weights are recorded for run.json."""
+def model_from_config(cfg: DictConfig, record: RunRecord, device=None) -> torch.nn.Module:
+    """The model of ``cfg.model``, in eval mode, on ``device``; its weights are added to ``record``."""
     m = cfg.model
     model = build_model(m.name, m.num_classes, m.pretrained, m.checkpoint, m.input_size)
-    loaded_weights.append(weights_source(m))
+    record.weights.append(weights_source(m))
     return model.eval().to(device or "cpu")
 
 
-def images_from_config(cfg: DictConfig, input_size: int | None = None):
+def images_from_config(cfg: DictConfig, record: RunRecord, input_size: int | None = None):
     """The dataset of ``cfg.dataset``, decoded through the on-disk cache (a sliver when ``cfg.smoke``)."""
-    return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke)
+    return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke, record)
 
 
-def images_or_samples_from_config(cfg):
+def images_or_samples_from_config(cfg: DictConfig, record: RunRecord):
     """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
     given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
     try:
-        return images_from_config(cfg)
+        return images_from_config(cfg, record)
     except DatasetNotFoundError:
         root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
         if cfg.dataset.name != "imagenet_val" or root_given:
@@ -71,10 +71,10 @@ def images_or_samples_from_config(cfg):
         log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
         fallback = copy.deepcopy(cfg)
         OmegaConf.update(fallback, "dataset.name", "samples")
-        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
+        return replace(images_from_config(fallback, record), name="sample photos (fallback: DATA_ROOT unset)")
 
 
-def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
+def train_val_sets(cfg, record: RunRecord, classes: Optional[int] = None, input_size: Optional[int] = None,
                    class_filter: Optional[Callable] = None):
     """(images, train set, val set) of ``cfg.dataset``: the ``classes`` largest classes (of those whose name
     passes ``class_filter``), the papers' per-class split (``dataset.train_per_class`` / ``test_per_class`` /
@@ -93,7 +93,7 @@ def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int]
     keep = np.concatenate([train_idx, val_idx])
     images = decode_to_cache(index.select(np.sort(keep)), cfg.dataset.resize or round(size * 256 / 224),
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)
+                             cfg.dataset.num_workers, record)
     # positions in the decoded (sorted, kept) set; no image is unreadable in the datasets used here
     position = {p: i for i, p in enumerate(images.paths)}
     train = [position[index.paths[i]] for i in train_idx if index.paths[i] in position]
@@ -101,12 +101,12 @@ def train_val_sets(cfg, classes: Optional[int] = None, input_size: Optional[int]
     return images, ImageTensors(images, train, size, train=True), ImageTensors(images, val, size)
 
 
-def train_val_test_sets(cfg, classes: Optional[int] = None, input_size: Optional[int] = None,
+def train_val_test_sets(cfg, record: RunRecord, classes: Optional[int] = None, input_size: Optional[int] = None,
                         class_filter: Optional[Callable] = None, val_per_class: int = 5):
     """(images, train, val, test): ``train_val_sets``'s held-out images split per class into ``val_per_class``
     for selection (the learning-rate plateau, a best epoch) and the rest for the reported numbers, so no
     held-out image is used twice. With ``cfg.smoke``: 1 val and 1 test image per class."""
-    images, train, held_out = train_val_sets(cfg, classes, input_size, class_filter)
+    images, train, held_out = train_val_sets(cfg, record, classes, input_size, class_filter)
     val, test = split_held_out(images.labels, held_out.idx, 1 if cfg.smoke else val_per_class, cfg.seed)
     if len(test) == 0:
         raise ValueError(f"no test images left after {val_per_class} validation images per class: raise "

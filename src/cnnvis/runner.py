@@ -30,12 +30,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from cnnvis import data, from_config
 from cnnvis.config import (ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
                            unread_model_override)
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.models import UnsupportedModelError
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
+from cnnvis.run_record import RunRecord
 from cnnvis.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -117,17 +117,17 @@ def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
     return removed
 
 
-def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None],
+def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunRecord], dict | None],
                    model_kinds: ExperimentModelKinds) -> dict:
-    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None).
+    """Call the experiment's ``main(cfg, out, record)`` (``experiments/<name>.py``); it returns scalar metrics (or
+    None) and adds what it loads to ``record``, a fresh ``RunRecord`` that run.json is written from.
     ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
-    data.loaded_datasets.clear()
-    from_config.loaded_weights.clear()
+    record = RunRecord()
     start = time.time()
     try:
         check_config(cfg)
@@ -139,7 +139,7 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
-        metrics = main(cfg, Results(staged)) or {}
+        metrics = main(cfg, Results(staged), record) or {}
     except (DatasetNotFoundError, UnsupportedModelError) as err:  # user errors, not bugs: the message, no traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
@@ -154,11 +154,10 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
         shutil.rmtree(staged, ignore_errors=True)
         return metrics
     overrides = list(hydra_cfg.overrides.task)
-    changed = what_changed(overrides, cfg.smoke, data.loaded_datasets, cfg.dataset.name)
+    changed = what_changed(overrides, cfg.smoke, record.datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
-    record = {"canonical": not changed, "changed": changed,
-              "datasets_loaded": list(data.loaded_datasets), "weights": list(from_config.loaded_weights)}
-    write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=record)
+    extra = {"canonical": not changed, "changed": changed, "datasets_loaded": record.datasets, "weights": record.weights}
+    write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=extra)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
         place(staged, dest)
