@@ -141,6 +141,7 @@ def main(cfg, out, record):
     models = [(cfg.model.name, model, images, size, layers, classes, names, None)]
     if e.zfnet_checkpoint:
         zf = build_model("zfnet", checkpoint=e.zfnet_checkpoint, input_size=e.zfnet_input_size).eval()
+        record.add_checkpoint(e.zfnet_checkpoint)
         n_out = zf.head.out_features
         zf_classes = [k for k in classes if k < n_out] if n_out == 1000 else list(range(min(n_out, len(classes))))
         blob = torch.load(e.zfnet_checkpoint, map_location="cpu", weights_only=True)

@@ -98,7 +98,7 @@ def main_scratch(cfg, out, record):
     for seed in e.seeds:
         for name in e.variants:
             model, history, ckpt = train_variant(lambda: build_variant(name, n_classes, size), name.replace("*", "star"),
-                                                 cfg, train_set, val_set, recipe, seed, None)
+                                                 cfg, record, train_set, val_set, recipe, seed, None)
             model.eval()
             histories[f"{name} s{seed}"] = history
             test = evaluate(model, test_set, next(model.parameters()).device)

@@ -59,6 +59,7 @@ def main(cfg, out, record):
     result = {}
     if trained is not None:
         weight, info = trained
+        record.add_checkpoint(info["path"])
         k, n = weight.shape[-1], weight.shape[0]
         out.figure(filter_grid(weight, f"Krizhevsky 2012 Fig. 3 layout: the {n} conv1 filters ({k}x{k}/4) of an "
                                f"AlexNet-style net (ZFNet layers, AlexNet conv1) trained here on Caltech-101\n"

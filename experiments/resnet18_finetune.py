@@ -104,9 +104,12 @@ def main(cfg, out, record):
         with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind
             root = Path(tmp if cfg.smoke else Path(cfg.cache_dir).parent / "checkpoints" / "resnet18_finetune") / key
             history = fit(model, ImageTensors(images, train, e.input_size, train=True),
-                          ImageTensors(images, val, e.input_size), every_epoch, root, device, cfg.seed)
+                          ImageTensors(images, val, e.input_size), every_epoch, root, device, cfg.seed,
+                          record=record)
             # the test images score the weights of the epoch the validation images chose, and nothing else
-            model.load_state_dict(load_checkpoint(root / f"epoch_{best_epoch(history):03d}.pt")["model"])
+            chosen = root / f"epoch_{best_epoch(history):03d}.pt"
+            model.load_state_dict(load_checkpoint(chosen)["model"])
+            record.add_checkpoint(chosen)
             test_top1 = evaluate(model, ImageTensors(images, test, e.input_size), device)["top1"]
         rows.append(summary_row(name, start, history, test_top1, len(train), len(val), len(test), e.input_size))
         histories[f"{name} ({start.split(':')[0]})"] = history

@@ -108,7 +108,7 @@ def run_network(out, model, x, title, key, e, seed, scorecam_images):
     return cascade_claims(sims, across, key, e.threshold_fraction), metrics, targets
 
 
-def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, targets):
+def data_randomization(out, cfg, record, e, model, images, train_set, val_set, x, labels, targets):
     """The preset ZFNet trained on permuted labels; its maps of the trained model's top-1 class compared with the
     true-label model's on the same images."""
     recipe = smoke_recipe(e.train, cfg.smoke)
@@ -116,7 +116,7 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
     random_model, history, ckpt = train_variant(
         lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width),
-        f"{cfg.model.name}_shuffled_labels", cfg,
+        f"{cfg.model.name}_shuffled_labels", cfg, record,
         shuffled, val_set, recipe, cfg.seed, e.classes)
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     random_model = frozen(random_model.cpu())
@@ -161,8 +161,8 @@ def main(cfg, out, record):
         def build():
             return build_model_at_width(cfg.model.name, len(images.classes), cfg.model.input_size, e.width)
 
-        zfnet, _, _ = train_variant(build, cfg.model.name, cfg, train_set, val_set, smoke_recipe(e.train, True),
-                                    cfg.seed, e.classes)
+        zfnet, _, _ = train_variant(build, cfg.model.name, cfg, record, train_set, val_set,
+                                    smoke_recipe(e.train, True), cfg.seed, e.classes)
         zfnet = zfnet.cpu()
     claims, metrics = [], {}
 
@@ -187,7 +187,7 @@ def main(cfg, out, record):
 
     if e.data_randomization:
         labels = torch.as_tensor(images.labels[val])
-        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, targets))
+        metrics.update(data_randomization(out, cfg, record, e, zfnet, images, train_set, val_set, xz, labels, targets))
     out.table(claims_frame(claims), "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings "
               "beside ours", notes="Each row is decided on the run's numbers by the rule written in it; the "
               "networks and images are ours (see each network's cascade table), the paper's are Inception v3 on "

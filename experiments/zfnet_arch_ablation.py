@@ -53,7 +53,7 @@ def main(cfg, out, record):
         for seed in e.seeds:
             model, history, _ = train_variant(lambda: arch_variant(variant, n_classes, size, e.width),
                                               "zfnet" if variant == "base" else f"zfnet-{variant}", cfg,
-                                              train_set, val_set, recipe, seed, e.classes)
+                                              record, train_set, val_set, recipe, seed, e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             rows.append({"variant": variant, "seed": seed, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,

@@ -94,8 +94,8 @@ def main(cfg, out, record):
     rows, histories, filters, projections, structures = [], {}, {}, {}, []
     for arm in e.arms:
         for seed in seeds:
-            model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, train_set,
-                                                 val_set, recipe, seed, e.classes)
+            model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, record,
+                                                 train_set, val_set, recipe, seed, e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)  # val chose the lr plateau
             model.cpu().eval()
             m = measure(model, arm, seed, n_classes, size, e.width, val_x, e.conv2_units, e.dead_rel_std)

@@ -73,7 +73,9 @@ def main(cfg, out, record):
     def build():
         return build_model_at_width(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint)
 
-    model, history, ckpt = train_variant(build, m.name, cfg, train_set, val_set, recipe, cfg.seed, e.classes)
+    model, history, ckpt = train_variant(build, m.name, cfg, record, train_set, val_set, recipe, cfg.seed, e.classes)
+    if m.checkpoint:
+        record.add_checkpoint(m.checkpoint)  # the starting weights
     model.cpu().eval()
     gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
                                first_conv(model).weight.detach(), first_conv(initial_model(build, recipe, cfg.seed)).weight,
@@ -88,6 +90,7 @@ def main(cfg, out, record):
     columns = []
     for path in kept:
         model.load_state_dict(load_checkpoint(path)["model"])
+        record.add_checkpoint(path)
         columns.append(strongest_projections(model, x, picks))
     grid = {key: [col[key] for col in columns] for key in columns[0]}
     title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "

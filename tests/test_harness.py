@@ -203,6 +203,9 @@ def test_runs_route_by_what_they_compute_and_replace_their_folder_whole(tmp_path
             "conf/model/efficientnet_lite0.yaml"]  # the files Hydra composed, no other
     assert record["source"] == {"sha256": source_sha256(working_tree_blobs(REPO), "filters", conf), "conf": conf}
     assert record["config_sha256"] == config_sha256(record["config"])  # filters leaves its config as composed
+    [fig3] = record["checkpoints"]  # the ablation's, written by hand above: no sidecar says who trained it
+    assert fig3["path"] == str(Path("data/checkpoints/zfnet-alexnet-conv1_caltech101-test/last.pt"))
+    assert fig3["trained_by"].startswith("unknown: no last.pt.json") and not fig3["trained_in_this_run"]
     before = tree_digest(out)
 
     smoke = run_py("experiment=filters", "smoke=true", cwd=tmp_path)

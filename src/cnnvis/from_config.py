@@ -7,7 +7,6 @@ of a run's data, and ``train_variant`` (build, then ``fit`` in the run's own fol
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 from dataclasses import replace
@@ -21,19 +20,11 @@ from torch import nn
 from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images, per_class_split,
                          smoke_subset)
 from cnnvis.models import build_model
-from cnnvis.run_record import RunRecord
+from cnnvis.run_record import RunRecord, sha256_of
 from cnnvis.training import (TrainConfig, fit, held_out_fingerprint, keep_classes, largest_classes, run_dir,
                              split_held_out)
 
 log = logging.getLogger(__name__)
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_source(m) -> dict:
@@ -51,6 +42,8 @@ def model_from_config(cfg: DictConfig, record: RunRecord, device=None) -> torch.
     m = cfg.model
     model = build_model(m.name, m.num_classes, m.pretrained, m.checkpoint, m.input_size)
     record.weights.append(weights_source(m))
+    if m.checkpoint:
+        record.add_checkpoint(m.checkpoint)
     return model.eval().to(device or "cpu")
 
 
@@ -121,14 +114,14 @@ def data_key(cfg, classes: Optional[int]) -> dict:
             "split_seed": cfg.seed, "input_size": cfg.model.input_size}
 
 
-def train_variant(build: Callable[[], nn.Module], tag: str, cfg, train_set, val_set, recipe: TrainConfig, seed: int,
-                  classes: Optional[int], on_epoch_end=None):
+def train_variant(build: Callable[[], nn.Module], tag: str, cfg, record: RunRecord, train_set, val_set,
+                  recipe: TrainConfig, seed: int, classes: Optional[int], on_epoch_end=None):
     """Build a model under ``seed`` and train it (or resume / reuse its finished run) in its ``run_dir``;
-    returns (model, history, checkpoint folder)."""
+    returns (model, history, checkpoint folder). Its ``last.pt`` is added to ``record``."""
     torch.manual_seed(seed)
     model = build()
     key = {**data_key(cfg, classes), "val_images": held_out_fingerprint(val_set)}  # the plateau reads val
     ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, key, recipe, seed)
     device = None if cfg.device == "auto" else cfg.device
-    history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end)
+    history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end, record=record)
     return model, history, ckpt

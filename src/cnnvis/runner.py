@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -32,8 +33,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnnvis.config import (REPO, ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
-                           unread_model_override)
+from cnnvis.config import (REPO, ExperimentModelKinds, check_config, check_model_kind, process_owner,
+                           process_start_ticks, unread_model_override)
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.models import UnsupportedModelError
 from cnnvis.provenance import config_sha256, source_sha256, working_tree_blobs
@@ -146,7 +147,9 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
-    record = RunRecord()
+    run_id = f"{cfg.experiment.name}-{datetime.now():%Y%m%d-%H%M%S-%f}-{process_owner()}"
+    record = RunRecord({"run_id": run_id, "experiment": cfg.experiment.name, "git_commit": commit,
+                        "config_sha256": config_hash})
     start = time.time()
     try:
         check_config(cfg)
@@ -175,8 +178,9 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     overrides = list(hydra_cfg.overrides.task)
     changed = what_changed(overrides, cfg.smoke, record.datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
-    extra = {"canonical": not changed, "changed": changed, "config_sha256": config_hash, "source": source,
-             "datasets_loaded": record.datasets, "weights": record.weights}
+    extra = {"canonical": not changed, "changed": changed, "run_id": run_id, "config_sha256": config_hash,
+             "source": source, "datasets_loaded": record.datasets, "weights": record.weights,
+             "checkpoints": record.checkpoints}
     write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=extra)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
