@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images, per_class_split,
-                         smoke_subset)
+from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images,
+                         per_class_split, smoke_subset)
 from cnnvis.models import build_model
 from cnnvis.run_record import RunRecord, sha256_of
 from cnnvis.training import (TrainConfig, fit, held_out_fingerprint, keep_classes, largest_classes, run_dir,

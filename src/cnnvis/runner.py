@@ -142,14 +142,9 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
-    source = source_of_run(cfg.experiment.name, list(hydra_cfg.overrides.task))
-    config_hash = config_sha256(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))  # before main edits it
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
-    run_id = f"{cfg.experiment.name}-{datetime.now():%Y%m%d-%H%M%S-%f}-{process_owner()}"
-    record = RunRecord({"run_id": run_id, "experiment": cfg.experiment.name, "git_commit": commit,
-                        "config_sha256": config_hash})
     start = time.time()
     try:
         check_config(cfg)
@@ -157,6 +152,11 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
         unread = unread_model_override(cfg.experiment.name, model_kinds, list(hydra_cfg.overrides.task))
         if unread:
             log.warning("%s", unread)
+        source = source_of_run(cfg.experiment.name, list(hydra_cfg.overrides.task))
+        config_hash = config_sha256(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))  # before main edits it
+        run_id = f"{cfg.experiment.name}-{datetime.now():%Y%m%d-%H%M%S-%f}-{process_owner()}"
+        record = RunRecord({"run_id": run_id, "experiment": cfg.experiment.name, "git_commit": commit,
+                            "config_sha256": config_hash})
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
