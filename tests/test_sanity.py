@@ -190,9 +190,11 @@ def test_a_missing_checkpoint_names_the_command_that_makes_it(tmp_path):
     from experiments.sanity_checks import trained_zfnet
     from omegaconf import OmegaConf
 
+    from cnnvis.run_record import RunRecord
+
     cfg = OmegaConf.create({"smoke": False, "model": {"checkpoint": str(tmp_path / "absent.pt")}})
     with pytest.raises(FileNotFoundError, match="python run.py experiment=train"):
-        trained_zfnet(cfg)
+        trained_zfnet(cfg, RunRecord())
 
 
 def test_cascade_similarity_matches_quantus_mprt():
