@@ -72,8 +72,8 @@ def table_difference(base: pd.DataFrame, head: pd.DataFrame, tolerance: float) -
         a, b = base[column], head[column]
         if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
             same = np.isclose(a.to_numpy(float), b.to_numpy(float), rtol=0, atol=tolerance, equal_nan=True)
-        else:
-            same = a.astype(str).to_numpy() == b.astype(str).to_numpy()
+        else:  # text, missing in both counts as the same
+            same = np.array([x == y or (pd.isna(x) and pd.isna(y)) for x, y in zip(a, b)], dtype=bool)
         if not same.all():
             differing.append(f"{column} ({int((~same).sum())} rows)")
     return f"values in {', '.join(differing)}" if differing else None
