@@ -1,5 +1,7 @@
 """Experiment scripts: ``experiments/<name>.py`` declares ``Config`` (its typed options) and
-``main(cfg, out) -> metrics``; ``conf/experiment/<name>.yaml`` sets its defaults."""
+``main(cfg, out, record) -> metrics`` (``out``: the run's ``cnnvis.results.Results``; ``record``: its
+``cnnvis.run_record.RunRecord``, passed to whatever loads data or weights); ``conf/experiment/<name>.yaml`` sets its
+defaults."""
 
 import importlib
 from pathlib import Path

@@ -19,9 +19,9 @@ from cnnvis.activation_max import (PRESETS, cached_maxima, maximize_units_and_cl
                                    summary_metrics, with_overrides)
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.models import CNN, build_model, resolve_layers
 from cnnvis.plotting.activation_max import class_grid, unit_grid, write_sweep_row
-from cnnvis.runner import images_from_config, model_from_config
 
 # A varied set: fish, birds, dog, big cat, insect, objects, vehicle, fruit, food, scene.
 DEFAULT_CLASSES = [1, 130, 145, 207, 291, 323, 417, 504, 817, 948, 963, 980]
@@ -121,7 +121,7 @@ def lucid_main(cfg, out, models):
     return metrics
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     if e.preset not in PRESETS and e.preset not in fv.PRESETS:
         raise ValueError(f"unknown experiment.preset={e.preset!r}; choose one of {', '.join([*PRESETS, *fv.PRESETS])}")
@@ -131,9 +131,9 @@ def main(cfg, out):
         raise ValueError(f"experiment.target={e.target!r}: use 'channel' (mean of the map) or 'unit' (its centre)")
     size = 64 if cfg.smoke else e.size
     cfg.model.input_size = size  # the model sees only images of this side (AlexNet's and ZFNet's fc6 is sized by it)
-    images = images_from_config(cfg, size)  # data first: a missing dataset fails before anything is written
-    zf_images = images_from_config(cfg, e.zfnet_input_size) if e.zfnet_checkpoint else None
-    model = model_from_config(cfg)
+    images = images_from_config(cfg, record, size)  # data first: a missing dataset fails before anything is written
+    zf_images = images_from_config(cfg, record, e.zfnet_input_size) if e.zfnet_checkpoint else None
+    model = model_from_config(cfg, record)
     layers = resolve_layers(model, e.layers, "activation_max", "experiment.layers")  # fails before any optimization
     layers = layers[:2] if cfg.smoke else layers
     classes = list(e.classes[:3] if cfg.smoke else e.classes)
@@ -141,6 +141,7 @@ def main(cfg, out):
     models = [(cfg.model.name, model, images, size, layers, classes, names, None)]
     if e.zfnet_checkpoint:
         zf = build_model("zfnet", checkpoint=e.zfnet_checkpoint, input_size=e.zfnet_input_size).eval()
+        record.add_checkpoint(e.zfnet_checkpoint)
         n_out = zf.head.out_features
         zf_classes = [k for k in classes if k < n_out] if n_out == 1000 else list(range(min(n_out, len(classes))))
         blob = torch.load(e.zfnet_checkpoint, map_location="cpu", weights_only=True)

@@ -67,7 +67,7 @@ def settings_of(cfg, name):
     return [1, 2] if cfg.smoke else list(cfg.experiment.train_per_class.get(name, []))
 
 
-def pretrained_rows(cfg, name, images, timings):
+def pretrained_rows(cfg, record, name, images, timings):
     e = cfg.experiment
     folds = 2 if cfg.smoke else e.folds
     rows, per_fold = [], []
@@ -81,6 +81,8 @@ def pretrained_rows(cfg, name, images, timings):
         except NotRun as why:
             rows.append({**row, "weights": "-", "status": str(why), **{f"{n}/class": "-" for n in settings_of(cfg, name)}})
             continue
+        if e.checkpoints.get(backbone):
+            record.add_checkpoint(e.checkpoints[backbone])
         size = model.input_size if weights != "ImageNet" else e.input_size
         feats = extract_features(model, images, layer, size, cfg.cache_dir, tag=backbone,
                                  batch_size=e.batch_size, timings=timings)[layer]
@@ -94,7 +96,7 @@ def pretrained_rows(cfg, name, images, timings):
     return rows, per_fold
 
 
-def scratch_rows(cfg, name, images, device, ckpt_root):
+def scratch_rows(cfg, record, name, images, device, ckpt_root):
     e = cfg.experiment
     folds = 1 if cfg.smoke else e.scratch_folds
     rows, per_fold = [], []
@@ -117,7 +119,7 @@ def scratch_rows(cfg, name, images, device, ckpt_root):
                 key = run_key(arch, dataset_fingerprint(images), n, fold, e.scratch_input_size, train_cfg, cfg.seed)
                 # no validation set: the test images must not steer the learning rate
                 fit(model, ImageTensors(images, train, e.scratch_input_size, train=True), None, train_cfg,
-                    Path(ckpt_root) / key, device, cfg.seed)
+                    Path(ckpt_root) / key, device, cfg.seed, record=record)
                 y, pred = predict(model, ImageTensors(images, test, e.scratch_input_size), device)
                 scores.append(mean_class_accuracy(y, pred))
                 per_fold.append({"dataset": name, "method": "scratch", "backbone": arch, "train_per_class": n,
@@ -149,23 +151,24 @@ def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
     return curves
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     import time
 
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke)  # before writing
+    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke, record)  # before writing
     device = resolve_device(cfg.device)
     start, timings, metrics, per_fold = time.perf_counter(), {}, {}, []
     for name in names:
-        rows, folds = pretrained_rows(cfg, name, all_images[name], timings)
+        rows, folds = pretrained_rows(cfg, record, name, all_images[name], timings)
         per_fold += folds
         if e.scratch_models:
             scratch_images = (all_images[name] if all_images[name] is None or not e.scratch else
-                              load_datasets(cfg.dataset, [name], e.scratch_input_size, cfg.cache_dir, cfg.smoke)[name])
+                              load_datasets(cfg.dataset, [name], e.scratch_input_size, cfg.cache_dir, cfg.smoke,
+                                            record)[name])
             with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind
                 ckpt_root = tmp if cfg.smoke else Path(cfg.cache_dir).parent / "checkpoints" / "caltech_transfer"
-                rows_s, folds_s = scratch_rows(cfg, name, scratch_images, device, ckpt_root)
+                rows_s, folds_s = scratch_rows(cfg, record, name, scratch_images, device, ckpt_root)
             rows, per_fold = rows + rows_s, per_fold + folds_s
         table = with_paper(rows, name, settings_of(cfg, name))
         images = all_images[name]

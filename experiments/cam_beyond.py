@@ -18,13 +18,11 @@ from typing import Optional
 
 from torch.nn import functional as F
 
-from cnnvis import runner
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import pick_images
-from cnnvis.runner import images_or_samples_from_config
+from cnnvis.from_config import images_or_samples_from_config, model_from_config
 from cnnvis.models import CNN, DETECTOR, SEGMENTER, TRANSFORMER, build_model, frozen
 from cnnvis.plotting.cam_beyond import MapColumn, model_grid
-from cnnvis.runner import model_from_config
 from cnnvis.task_gradcam import (TARGET_DEFINITIONS, ModelRun, map_caveats, models_table, random_weights,
                                  run_classifier, run_detector, run_segmenter, targets_table, weights_summary)
 
@@ -69,23 +67,23 @@ def check_experiment(e) -> None:
 
 
 
-def record_weights(name: str, model) -> None:
+def record_weights(record, name: str, model) -> None:
     """run.json's `weights` lists every model that ran, not only the configured one."""
-    runner.loaded_weights.append({"model": name, "weights": model.weights_source})
+    record.weights.append({"model": name, "weights": model.weights_source})
 
 
 
-def built(name: str, size: int):
+def built(record, name: str, size: int):
     model = frozen(build_model(name, input_size=size))
-    record_weights(name, model)
+    record_weights(record, name, model)
     return model
 
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     check_experiment(e)
-    images = images_or_samples_from_config(cfg)  # data first: a missing DATA_ROOT folder fails before any model is built
+    images = images_or_samples_from_config(cfg, record)  # data first: a missing DATA_ROOT folder fails before any model is built
     picks = pick_images(images.labels, list(e.classes), min(e.images, 2) if cfg.smoke else e.images)
     size = SMOKE_SIZE if cfg.smoke else cfg.model.input_size
     cfg.model.input_size = size  # the model is built for the images it sees (AlexNet's and ZFNet's fc6 is sized by it)
@@ -93,13 +91,13 @@ def main(cfg, out):
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
-    runs = [run_classifier(cfg.model.name, frozen(model_from_config(cfg)), x)]
+    runs = [run_classifier(cfg.model.name, frozen(model_from_config(cfg, record)), x)]
     for name in e.classifiers:
-        runs.append(run_classifier(name, built(name, size), x))
+        runs.append(run_classifier(name, built(record, name, size), x))
     if e.detector:
-        runs.append(run_detector(e.detector, built(e.detector, size), x, e.detector_layer, e.detector_min_size))
+        runs.append(run_detector(e.detector, built(record, e.detector, size), x, e.detector_layer, e.detector_min_size))
     if e.segmenter:
-        runs.append(run_segmenter(e.segmenter, built(e.segmenter, size), x))
+        runs.append(run_segmenter(e.segmenter, built(record, e.segmenter, size), x))
 
     names = [c.split(",")[0] for c in images.classes]
     labels = [names[y] if y >= 0 else "-" for y in images.labels[picks]]

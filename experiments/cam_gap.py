@@ -28,6 +28,7 @@ from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import (caltech101_box_categories, caltech101_boxes, decode_to_cache, index_dataset, per_class_split,
                          smoke_subset)
+from cnnvis.from_config import model_from_config, train_val_test_sets, train_variant
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
 from cnnvis.gap_scratch import build_variant, localize, run_row, summary_table, table1_claims
 from cnnvis.gate import figure_note, gate_rows, training_gate
@@ -35,10 +36,9 @@ from cnnvis.models import CNN, UnsupportedModelError
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
-from cnnvis.runner import model_from_config
 from cnnvis.surgery import (baseline_hits, cut_maps, first_test_of_each_class, run_folds, summary, surgery_claims,
                             surgery_metrics)
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,15 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "data/checkpoints"
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     if cfg.experiment.mode == "surgery":
-        return main_surgery(cfg, out)
+        return main_surgery(cfg, out, record)
     if cfg.experiment.mode != "scratch":
         raise ValueError(f"experiment.mode must be surgery or scratch, got {cfg.experiment.mode!r}")
-    return main_scratch(cfg, out)
+    return main_scratch(cfg, out, record)
 
 
-def main_scratch(cfg, out):
+def main_scratch(cfg, out, record):
     e = cfg.experiment
     for name in e.variants:
         if name not in GAP_VARIANTS and name not in LAST_CONV:
@@ -91,14 +91,14 @@ def main_scratch(cfg, out):
     recipe = smoke_recipe(e.train, cfg.smoke)
     boxed = caltech101_box_categories(cfg.dataset.root) if e.boxed_categories else None
     images, train_set, val_set, test_set = train_val_test_sets(  # data first
-        cfg, class_filter=boxed.__contains__ if boxed else None, val_per_class=e.val_per_class)
+        cfg, record, class_filter=boxed.__contains__ if boxed else None, val_per_class=e.val_per_class)
     boxes = caltech101_boxes(index_dataset(cfg.dataset), cfg.dataset.root)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories, figure_maps, figure_boxes = [], {}, {}, None
     for seed in e.seeds:
         for name in e.variants:
             model, history, ckpt = train_variant(lambda: build_variant(name, n_classes, size), name.replace("*", "star"),
-                                                 cfg, train_set, val_set, recipe, seed, None)
+                                                 cfg, record, train_set, val_set, recipe, seed, None)
             model.eval()
             histories[f"{name} s{seed}"] = history
             test = evaluate(model, test_set, next(model.parameters()).device)
@@ -178,7 +178,7 @@ def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
 # ---------------------------------------------------------------- surgery on a pretrained network (the default)
 
 
-def main_surgery(cfg, out):
+def main_surgery(cfg, out, record):
     e, s, m = cfg.experiment, cfg.experiment.surgery, cfg.model
     if m.name not in SURGERY_CUTS:
         raise UnsupportedModelError(f"cam_gap's surgery has no cuts for model={m.name}: use model="
@@ -187,7 +187,7 @@ def main_surgery(cfg, out):
         raise ValueError(f"the surgery's localization needs Caltech-101's boxes; got dataset={cfg.dataset.name}")
     cuts = list(s.cuts or SURGERY_CUTS[m.name])
     uncut, uncut_spatial = UNCUT_LAYER[m.name]
-    model = model_from_config(cfg, None if cfg.device == "auto" else cfg.device)
+    model = model_from_config(cfg, record, None if cfg.device == "auto" else cfg.device)
     size = m.input_size
     index = index_dataset(cfg.dataset)
     boxes = caltech101_boxes(index, cfg.dataset.root)
@@ -198,7 +198,7 @@ def main_surgery(cfg, out):
     pool, _ = per_class_split(index.labels, pool_per_class, 0, 0, cfg.seed)
     images = decode_to_cache(index.select(pool), cfg.dataset.resize or round(size * 256 / 224),
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)
+                             cfg.dataset.num_workers, record)
     classes = np.unique(images.labels)
     labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
     names = [images.classes[c] for c in classes]

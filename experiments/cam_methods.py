@@ -21,12 +21,12 @@ from cnnvis.claims import claims_frame
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
 from cnnvis.deconvnet import has_switches
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.gap import feeds_gap_head
 from cnnvis.localization import (METRICS, PROPORTIONS, estimate, faithfulness_claims, image_range, localization_claims,
                                  metrics_table, score_dataset, with_paper_numbers)
 from cnnvis.models import CNN, TRANSFORMER, UnsupportedModelError, fold_batchnorm, frozen, resolve_layers
 from cnnvis.plotting.cams import curves_figure, method_grid
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
 
 # Published numbers (other networks, other images): method -> {metric: (value, source)}.
@@ -63,7 +63,7 @@ class Config(ExperimentConfig):
     pointing_tolerance: float = 15.0
 
 
-def caltech_with_boxes(cfg, n: int):
+def caltech_with_boxes(cfg, record, n: int):
     """``n`` Caltech-101 images that have object boxes, round-robin over their categories (seeded), stretched
     to the input size so the whole object stays in view; with their boxes in those pixels."""
     root = cfg.dataset.root
@@ -77,12 +77,12 @@ def caltech_with_boxes(cfg, n: int):
     order = [q[r] for r in range(max(map(len, by_class.values()), default=0)) for q in by_class.values() if r < len(q)]
     index = index.select(np.sort(np.asarray(order[:n], dtype=np.int64)))
     dcfg = DatasetConfig(name="caltech101", root=root, resize_mode=ResizeMode.stretch)
-    images = decode_to_cache(index, cfg.model.input_size, "stretch", cfg.cache_dir, dcfg.num_workers)
+    images = decode_to_cache(index, cfg.model.input_size, "stretch", cfg.cache_dir, dcfg.num_workers, record)
     gt = np.stack([images.box_in_image(i, boxes[p]) for i, p in enumerate(images.paths)])
     return images, gt
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     ecfg = cfg.experiment
     if cfg.smoke:  # seconds, not minutes: few curve points, one Score-CAM image, 64 px (each pass ~9x cheaper)
         ecfg.curve_images, ecfg.curve_steps, ecfg.scorecam_images = min(ecfg.curve_images, 2), 4, 1
@@ -90,9 +90,9 @@ def main(cfg, out):
     unknown = sorted(set(ecfg.methods) - set(ALL_METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(ALL_METHODS)}")
-    imagenet = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
-    caltech, caltech_boxes = caltech_with_boxes(cfg, ecfg.caltech_images)
-    model = model_from_config(cfg)
+    imagenet = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    caltech, caltech_boxes = caltech_with_boxes(cfg, record, ecfg.caltech_images)
+    model = model_from_config(cfg, record)
     ecfg.layer = resolve_layers(model, ecfg.layer, "last_conv", "experiment.layer")
     if "cam" in ecfg.methods and not feeds_gap_head(model, ecfg.layer):
         raise UnsupportedModelError(

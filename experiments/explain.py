@@ -18,9 +18,9 @@ from cnnvis.cams import METHODS, as_map, make_method
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
 from cnnvis.examples import labels_are_model_classes
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.models import CNN, TRANSFORMER, frozen, resolve_layers
 from cnnvis.plotting.explain import explain_figure, figure_names
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.stats import proportion
 
 
@@ -43,13 +43,13 @@ def class_names(model, n_classes: int) -> list[str]:
     return [f"class {k}" for k in range(n_classes)]
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     unknown = sorted(set(e.methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in experiment.methods; available: {', '.join(METHODS)}")
-    images = images_from_config(cfg)  # data first: a missing folder fails before anything is written
-    model = frozen(model_from_config(cfg))
+    images = images_from_config(cfg, record)  # data first: a missing folder fails before anything is written
+    model = frozen(model_from_config(cfg, record))
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     n = len(images) if e.images is None else min(e.images, len(images))
     x = images.tensors(range(n), cfg.model.input_size)

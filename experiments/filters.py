@@ -17,10 +17,10 @@ from torch import nn
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.gate import figure_note, read_gate
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.hooks import activations
 from cnnvis.models import CNN, get_layer
 from cnnvis.plotting.filters import feature_maps, filter_grid, trained_conv1
-from cnnvis.runner import images_from_config, model_from_config
 
 log = logging.getLogger(__name__)
 PRODUCER = "python run.py experiment=zfnet_conv1_ablation"
@@ -46,9 +46,9 @@ def spread_layers(model, n: int = 4) -> list[str]:
     return [feature_layers[i] for i in picks]
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     trained = trained_conv1(e.alexnet_conv1_checkpoint) if e.alexnet_conv1_checkpoint else None
     if e.alexnet_conv1_checkpoint and trained is None:
         message = (f"no checkpoint matches experiment.alexnet_conv1_checkpoint={e.alexnet_conv1_checkpoint}: "
@@ -57,10 +57,11 @@ def main(cfg, out):
         if not cfg.smoke:
             raise FileNotFoundError(message)
         log.warning("smoke run without the Fig. 3 panel: %s", message)
-    model = model_from_config(cfg)
+    model = model_from_config(cfg, record)
     result = {}
     if trained is not None:
         weight, info = trained
+        record.add_checkpoint(info["path"])
         k, n = weight.shape[-1], weight.shape[0]
         gate = read_gate(Path(info["path"]).parent)  # the conv1 ablation judged this run: only a learned one is Fig. 3
         out.figure(filter_grid(weight, f"Krizhevsky 2012 Fig. 3 layout: the {n} conv1 filters ({k}x{k}/4) of an "

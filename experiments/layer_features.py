@@ -18,10 +18,10 @@ import pandas as pd
 
 from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import model_from_config
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.models import CNN, resolve_layers
-from cnnvis.runner import model_from_config
 from cnnvis.stats import t_mean
 from cnnvis.transfer import (TABLE7, TABLE7_COLUMN, cv_fold_accuracies, depth_claim, extract_features, fold_estimate,
                              grid_edges, load_datasets)
@@ -61,11 +61,12 @@ def paper_rows(names):
     return rows
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke)  # before writing
-    model = model_from_config(cfg)
+    all_images = load_datasets(cfg.dataset, names, cfg.model.input_size, cfg.cache_dir, cfg.smoke,
+                               record)  # before writing
+    model = model_from_config(cfg, record)
     layers = resolve_layers(model, e.layers, "stages", "experiment.layers")
     weights = model.weights_source
     folds = 2 if cfg.smoke else e.folds

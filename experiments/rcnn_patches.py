@@ -10,11 +10,12 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import chance_purity, label_purity, pick_maps
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import square_tile, unit_rows_figure
 from cnnvis.receptive_field import crop_patch, geometry
-from cnnvis.runner import images_from_config, model_from_config, resolve_device
+from cnnvis.runner import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ class Config(ExperimentConfig):
     tile: int = 64
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
-    model = model_from_config(cfg, device)
+    model = model_from_config(cfg, record, device)
     layer = resolve_layers(model, e.layer, "patches", "experiment.layer")
     size = cfg.model.input_size
     if geometry(model, layer, size).field[0] >= size:

@@ -101,7 +101,7 @@ def notes_claim(name: str, start: str, val_hits: np.ndarray, epoch: int) -> Clai
         [Evidence("proportion", (val_hits,), Threshold(bar), claim_seed(name, text))])
 
 
-def fine_tune(model, images, parts, e, frozen, train_cfg, root, device, seed, cache_dir, tag):
+def fine_tune(model, images, parts, e, frozen, train_cfg, root, device, seed, cache_dir, tag, record):
     """Fit on ``parts`` = (train, val, test); the weights of the best validation epoch -> (history, model,
     the dataset that scores the chosen weights on an index list)."""
     train, val, test = parts
@@ -112,16 +112,18 @@ def fine_tune(model, images, parts, e, frozen, train_cfg, root, device, seed, ca
         model, views = Top(model, frozen), lambda idx, train=False: CachedViews(centre, mirror, images.labels, idx, train)
     else:
         views = lambda idx, train=False: ImageTensors(images, idx, e.input_size, train=train)  # noqa: E731
-    history = fit(model, views(train, True), views(val), every_epoch, root, device, seed)
+    history = fit(model, views(train, True), views(val), every_epoch, root, device, seed, record=record)
     # the test images score the weights of the epoch the validation images chose, and nothing else
-    model.load_state_dict(load_checkpoint(root / f"epoch_{best_epoch(history):03d}.pt")["model"])
+    chosen = root / f"epoch_{best_epoch(history):03d}.pt"
+    model.load_state_dict(load_checkpoint(chosen)["model"])
+    record.add_checkpoint(chosen)
     return history, model, views
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     names = list(e.datasets)
-    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke)  # before writing
+    all_images = load_datasets(cfg.dataset, names, e.input_size, cfg.cache_dir, cfg.smoke, record)  # before writing
     device = resolve_device(cfg.device)
     train_cfg = as_train_config(e.train)
     if cfg.smoke:
@@ -140,7 +142,7 @@ def main(cfg, out):
         with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind
             root = Path(tmp if cfg.smoke else Path(cfg.cache_dir).parent / "checkpoints" / "resnet18_finetune") / key
             history, model, views = fine_tune(model, images, parts, e, frozen, train_cfg, root, device, cfg.seed,
-                                              cfg.cache_dir, f"finetune-{network_name(start)}")
+                                              cfg.cache_dir, f"finetune-{network_name(start)}", record)
         epoch = best_epoch(history)
         val_hits, test_hits = (np.equal(*predict(model, views(part), device)) for part in parts[1:])
         rows.append(summary_row(name, start, history, proportion(test_hits), *map(len, parts), e.input_size, frozen))

@@ -24,17 +24,17 @@ from cnnvis.ablations import build_model_at_width
 from cnnvis.cams import ALL_METHODS
 from cnnvis.claims import with_control
 from cnnvis.config import DatasetConfig, ExperimentConfig, ModelConfig, ResizeMode
+from cnnvis.from_config import images_from_config, model_from_config, train_val_sets, train_variant
 from cnnvis.gate import combine
 from cnnvis.models import CNN, frozen
 from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.run_gate import run_gate
-from cnnvis.runner import images_from_config, model_from_config
 from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, check_methods, method_options,
                            permuted_label_maps, seeded_subset, top1_classes, trained_maps)
 from cnnvis.sanity_claims import (cascade_claims, cascade_table, data_randomization_table, fragility_table,
                                   fragility_text, memorization_gate, rule_text, step_rule_text, top_layer_steps)
 from cnnvis.stats import proportion
-from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe, train_val_sets, train_variant
+from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
@@ -71,11 +71,11 @@ def imagenet_config(cfg, e):
     return pcfg
 
 
-def zfnet_on(cfg, e, n_classes, train_set, val_set, tag):
+def zfnet_on(cfg, record, e, n_classes, train_set, val_set, tag):
     """The preset ZFNet trained on ``train_set`` (true or permuted labels) in its run folder, reused when complete
     (with the true labels it is `train`'s run); (model, history, checkpoint folder)."""
     model, history, ckpt = train_variant(
-        lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width), tag, cfg,
+        lambda: build_model_at_width(cfg.model.name, n_classes, cfg.model.input_size, e.width), tag, cfg, record,
         train_set, val_set, smoke_recipe(e.train, cfg.smoke), cfg.seed, e.classes)
     return frozen(model.cpu()), history, ckpt
 
@@ -99,11 +99,11 @@ def run_network(out, model, x, labels, title, key, e, seed, scorecam_images, gat
     return run, cascade_claims(run, key, gate), metrics, (targets, trained, skipped)
 
 
-def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels, maps, gate):
+def data_randomization(out, cfg, record, e, model, images, train_set, val_set, x, labels, maps, gate):
     """The preset ZFNet trained on permuted labels; its maps of the true-label model's top-1 class compared with the
     true-label model's (``maps``: top-1 classes, its maps, the methods that refused it) on the same images."""
     shuffled = ShuffledLabels(train_set, images.labels[train_set.idx], cfg.seed)
-    random_model, history, ckpt = zfnet_on(cfg, e, len(images.classes), shuffled, val_set,
+    random_model, history, ckpt = zfnet_on(cfg, record, e, len(images.classes), shuffled, val_set,
                                            f"{cfg.model.name}_shuffled_labels")
     train_seconds = float(history.seconds.sum())  # the epochs' own time: a finished run is reused, not retrained
     fitted = float(history.train_top1.iloc[-1])
@@ -120,21 +120,21 @@ def data_randomization(out, cfg, e, model, images, train_set, val_set, x, labels
     return {"data_randomization/train_seconds": train_seconds, "data_randomization/permuted_top1": random_acc.value}
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     check_methods(e.methods)
     if cfg.smoke:  # seconds: four images per network (two classes at least) at small sizes; Score-CAM on the ZFNet only
         e.pretrained_images, e.trained_images, e.pretrained_scorecam_images, e.trained_scorecam_images = 4, 4, 0, 1
     pcfg = imagenet_config(cfg, e)
-    imagenet = images_from_config(pcfg)  # data first: a missing dataset fails before any model runs
-    images, train_set, val_set = train_val_sets(cfg, e.classes)
-    zfnet, history, ckpt = zfnet_on(cfg, e, len(images.classes), train_set, val_set, cfg.model.name)
+    imagenet = images_from_config(pcfg, record)  # data first: a missing dataset fails before any model runs
+    images, train_set, val_set = train_val_sets(cfg, record, e.classes)
+    zfnet, history, ckpt = zfnet_on(cfg, record, e, len(images.classes), train_set, val_set, cfg.model.name)
     gate, _ = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), len(images.classes))
 
     chosen = seeded_subset(len(imagenet), e.pretrained_images, cfg.seed)
     x = imagenet.tensors(chosen, pcfg.model.input_size)
     imagenet_run, claims, metrics, _ = run_network(
-        out, frozen(model_from_config(pcfg)), x, imagenet.labels[chosen], f"{e.pretrained_model} (ImageNet "
+        out, frozen(model_from_config(pcfg, record)), x, imagenet.labels[chosen], f"{e.pretrained_model} (ImageNet "
         f"weights), {len(x)} ImageNet validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
 
     val = val_set.idx[seeded_subset(len(val_set.idx), e.trained_images, cfg.seed)]
@@ -147,7 +147,7 @@ def main(cfg, out):
     metrics.update(m, **{"caltech101/trained_enough": int(gate.passed)})
 
     if e.data_randomization:
-        metrics.update(data_randomization(out, cfg, e, zfnet, images, train_set, val_set, xz, labels, maps, gate))
+        metrics.update(data_randomization(out, cfg, record, e, zfnet, images, train_set, val_set, xz, labels, maps, gate))
     claims = with_control(claims, None, "not applicable: the cascade is itself the random-weights comparison")
     out.claims(claims, "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings beside ours",
                notes="Each row is decided on the run's numbers by the rule written in it; the networks and images are "

@@ -13,12 +13,14 @@ from typing import Optional
 
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.gate import figure_note
 from cnnvis.models import CNN
 from cnnvis.plotting.filters import filter_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.run_gate import initial_model, run_gate
-from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe, train_val_sets, train_variant
+from cnnvis.run_record import trained_by
+from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
@@ -44,9 +46,9 @@ def recipe_notes(cfg, n_train: int, n_val: int, n_classes: int) -> str:
             f"conv filter RMS cap {t.filter_rms}, {'10-crop' if t.ten_crop else 'centre-crop'} final validation.")
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     t = smoke_recipe(cfg.experiment.train, cfg.smoke)
-    images, train_set, val_set = train_val_sets(cfg, cfg.experiment.classes)  # data first
+    images, train_set, val_set = train_val_sets(cfg, record, cfg.experiment.classes)  # data first
     n_classes = len(images.classes)
     m = cfg.model
     width = f", width x{cfg.experiment.width}" if cfg.experiment.width != 1 else ""
@@ -58,16 +60,20 @@ def main(cfg, out):
     def build():
         return build_model_at_width(m.name, n_classes, m.input_size, cfg.experiment.width, m.pretrained, m.checkpoint)
 
-    model, history, ckpt = train_variant(build, m.name, cfg, train_set, val_set, t, cfg.seed, cfg.experiment.classes,
-                                         on_epoch_end=progress)
+    model, history, ckpt = train_variant(build, m.name, cfg, record, train_set, val_set, t, cfg.seed,
+                                         cfg.experiment.classes, on_epoch_end=progress)
     if not is_main_process():
         return {}
+    if m.checkpoint:
+        record.add_checkpoint(m.checkpoint)  # the starting weights
     conv = first_conv(model)
     gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
                                conv.weight.detach().cpu(), first_conv(initial_model(build, t, cfg.seed)).weight,
                                f"{m.name} conv1")
     export = cfg.experiment.export or f"{cfg.experiment.checkpoint_root}/{m.name}_{cfg.dataset.name}/last.pt"
-    save_atomic({"model": model.state_dict(), "classes": list(images.classes), "input_size": m.input_size}, export)
+    save_atomic({"model": model.state_dict(), "classes": list(images.classes), "input_size": m.input_size}, export,
+                trained_by(ckpt / "last.pt"))  # last.pt's weights: trained by its runs
+    record.add_checkpoint(export)
     out.table(history, "metrics", title=f"Training {title}",
               notes=recipe_notes(cfg, len(train_set), len(val_set), n_classes)
               + f"\n\nCheckpoints: `{ckpt}` (kept epochs {sorted(p.name for p in ckpt.glob('epoch_*.pt'))}); "

@@ -15,10 +15,11 @@ from cnnvis.ablations import (ARCH_VARIANTS, PAPER_TABLE3, arch_summary_table, a
                               table3_claims)
 from cnnvis.claims import claims_frame
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.plotting.training import ablation_bars, training_curves
 from cnnvis.stats import t_mean
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 
 MODEL_KINDS = None  # trains its own ZFNet variants at model.input_size: model= is not read
@@ -35,7 +36,7 @@ class Config(ExperimentConfig):
     checkpoint_root: str = "${oc.env:CNNVIS_CHECKPOINTS,data/checkpoints}"
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     unknown = [v for v in e.variants if v not in ARCH_VARIANTS]
     if unknown:
@@ -44,7 +45,7 @@ def main(cfg, out):
         raise ValueError("experiment.variants must include 'base' (the reference every change is measured from)")
     if not e.seeds:
         raise ValueError("experiment.seeds is empty: give at least one training seed, e.g. experiment.seeds=[0,1]")
-    images, train_set, val_set, test_set = train_val_test_sets(cfg, e.classes, val_per_class=e.val_per_class)
+    images, train_set, val_set, test_set = train_val_test_sets(cfg, record, e.classes, val_per_class=e.val_per_class)
     recipe = smoke_recipe(e.train, cfg.smoke)
     n_classes, size = len(images.classes), cfg.model.input_size
     rows, histories = [], {}
@@ -52,7 +53,7 @@ def main(cfg, out):
         for seed in e.seeds:
             model, history, _ = train_variant(lambda: arch_variant(variant, n_classes, size, e.width),
                                               "zfnet" if variant == "base" else f"zfnet-{variant}", cfg,
-                                              train_set, val_set, recipe, seed, e.classes)
+                                              record, train_set, val_set, recipe, seed, e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             rows.append({"variant": variant, "seed": seed, "params_M": sum(p.numel() for p in model.parameters()) / 1e6,

@@ -18,10 +18,11 @@ import torch
 from cnnvis.ablations import (CONV1_ARMS, CONV1_LABELS, aliasing_energy_share, conv1_claims_table, conv1_responses,
                               conv1_variant, dead_filter_fraction, first_conv, grid_artifact_score)
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate
 from cnnvis.hooks import activations
 from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
-from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
 
@@ -80,12 +81,12 @@ def measure(model, arm: str, seed: int, classes: int, input_size: int, width: fl
     }
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     for arm in e.arms:
         if arm not in CONV1_ARMS:
             raise KeyError(f"unknown conv1 arm {arm!r}; choose from {', '.join(CONV1_ARMS)}")
-    images, train_set, val_set, test_set = train_val_test_sets(cfg, e.classes, val_per_class=e.val_per_class)
+    images, train_set, val_set, test_set = train_val_test_sets(cfg, record, e.classes, val_per_class=e.val_per_class)
     recipe = smoke_recipe(e.train, cfg.smoke)
     seeds = list(e.seeds[:2] if cfg.smoke else e.seeds)  # a smoke run needs two seeds for an interval, not more
     n_classes, size = len(images.classes), cfg.model.input_size
@@ -93,8 +94,8 @@ def main(cfg, out):
     rows, histories, filters, projections, structures = [], {}, {}, {}, []
     for arm in e.arms:
         for seed in seeds:
-            model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, train_set,
-                                                 val_set, recipe, seed, e.classes)
+            model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, record,
+                                                 train_set, val_set, recipe, seed, e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)  # val chose the lr plateau
             model.cpu().eval()
             m = measure(model, arm, seed, n_classes, size, e.width, val_x, e.conv2_units, e.dead_rel_std)

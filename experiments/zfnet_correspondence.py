@@ -28,9 +28,9 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.correspondence import (PAPER_LAYER5, PAPER_LAYER7, PARTS, layer5_claim, layer7_claim, location_scores,
                                    parts_beat_random, random_regions)
 from cnnvis.data import decode_to_cache, index_dataset
+from cnnvis.from_config import model_from_config
 from cnnvis.models import CNN, IMAGENET_MEAN, build_model, resolve_layers
 from cnnvis.plotting.correspondence import parts_figure
-from cnnvis.runner import model_from_config
 from cnnvis.stats import bootstrap_mean
 
 
@@ -52,7 +52,7 @@ class Config(ExperimentConfig):
     margin: float = 0.1
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e, size = cfg.experiment, cfg.model.input_size
     index = index_dataset(cfg.dataset)  # data first: a missing dataset fails before anything is written
     names = [p.rsplit("/", 1)[-1] for p in index.paths]
@@ -63,8 +63,8 @@ def main(cfg, out):
         raise ValueError(f"give one box per image for each of {', '.join(PARTS)} ({len(e.images)} images)")
     images = decode_to_cache(index.select([names.index(f) for f in e.images]), cfg.dataset.resize or size,
                              getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers)  # only the config's dogs, in its order
-    model = model_from_config(cfg)
+                             cfg.dataset.num_workers, record)  # only the config's dogs, in its order
+    model = model_from_config(cfg, record)
     e.layers = resolve_layers(model, e.layers, "correspondence", "experiment.layers")
     idx = list(range(len(images)))
     x = images.tensors(idx, size)

@@ -11,11 +11,12 @@ import torch
 from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
 from cnnvis.examples import chance_purity, label_purity, pick_maps
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
 from cnnvis.receptive_field import crop_patch, geometry
-from cnnvis.runner import images_from_config, model_from_config, resolve_device
+from cnnvis.runner import resolve_device
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
@@ -32,13 +33,13 @@ class Config(ExperimentConfig):
     method: str = "auto"  # deconvnet: auto | switches | autograd
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
     if e.method not in METHODS:
         raise ValueError(f"experiment.method={e.method!r}; choose one of {', '.join(METHODS)}")
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
-    model = model_from_config(cfg, device)
+    model = model_from_config(cfg, record, device)
     layers = resolve_layers(model, e.layers, "feature_maps", "experiment.layers")
     maps_per_layer = e.maps_per_layer
     if cfg.smoke:  # the whole path on the first and last layer, two maps each

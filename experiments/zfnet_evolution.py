@@ -13,13 +13,14 @@ from typing import Optional
 import torch
 
 from cnnvis.config import ExperimentConfig
+from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.hooks import activations
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.gate import figure_note
 from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.models import CNN
 from cnnvis.plotting.training import evolution_grid
-from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe, train_val_sets, train_variant
+from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
@@ -63,16 +64,18 @@ def strongest_projections(model, x: torch.Tensor, picks: dict) -> dict:
     return out
 
 
-def main(cfg, out):
+def main(cfg, out, record):
     e = cfg.experiment
-    images, train_set, val_set = train_val_sets(cfg, e.classes)  # data first
+    images, train_set, val_set = train_val_sets(cfg, record, e.classes)  # data first
     recipe = smoke_recipe(e.train, cfg.smoke)
     m = cfg.model
     n_classes = len(images.classes)
     def build():
         return build_model_at_width(m.name, n_classes, m.input_size, e.width, m.pretrained, m.checkpoint)
 
-    model, history, ckpt = train_variant(build, m.name, cfg, train_set, val_set, recipe, cfg.seed, e.classes)
+    model, history, ckpt = train_variant(build, m.name, cfg, record, train_set, val_set, recipe, cfg.seed, e.classes)
+    if m.checkpoint:
+        record.add_checkpoint(m.checkpoint)  # the starting weights
     model.cpu().eval()
     gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
                                first_conv(model).weight.detach(), first_conv(initial_model(build, recipe, cfg.seed)).weight,
@@ -87,6 +90,7 @@ def main(cfg, out):
     columns = []
     for path in kept:
         model.load_state_dict(load_checkpoint(path)["model"])
+        record.add_checkpoint(path)
         columns.append(strongest_projections(model, x, picks))
     grid = {key: [col[key] for col in columns] for key in columns[0]}
     title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "

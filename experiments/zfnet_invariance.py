@@ -17,11 +17,11 @@ import torch
 from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import pick_labelled_images, sample_labelled_images
+from cnnvis.from_config import images_from_config, model_from_config
 from cnnvis.invariance import (KINDS, NAMES, change_ratio, claims, invariance_curves, linearity, probability_drop,
                                relative_distance, relative_probability_drop, transform, unrelated_ratio)
 from cnnvis.models import CNN, build_model, resolve_layers
 from cnnvis.plotting.invariance import invariance_figure
-from cnnvis.runner import images_from_config, model_from_config
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
@@ -55,9 +55,9 @@ class Config(ExperimentConfig):
     control_images: int = 20  # the random-weights control's images: the first of the sample (and of the symmetric)
 
 
-def main(cfg, out):
-    images = images_from_config(cfg)  # data first: a missing dataset fails before anything is written
-    model = model_from_config(cfg)
+def main(cfg, out, record):
+    images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    model = model_from_config(cfg, record)
     e, size = cfg.experiment, cfg.model.input_size
     e.early, e.late = (resolve_layers(model, e[key], key, f"experiment.{key}") for key in ("early", "late"))
     fill = images.mean_color()

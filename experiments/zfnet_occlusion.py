@@ -18,14 +18,13 @@ from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.examples import pick_examples
-from cnnvis.runner import images_or_samples_from_config
+from cnnvis.from_config import images_or_samples_from_config, model_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, build_model, layer_role, resolve_layers
 from cnnvis.occlusion import occlusion_map
 from cnnvis.occlusion_measures import (caltech_localization, caltech_table, claims_table, drop_table, examples_table,
                                        panel_c, projection_method, quantitative_drop)
 from cnnvis.plotting.occlusion import occlusion_figure
-from cnnvis.runner import model_from_config
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,9 @@ def stand_in(cfg, model) -> str:
     return f"{cfg.model.name} ({model.weights_source}) stands in for ZFNet (no ImageNet-trained ZFNet offline)"
 
 
-def main(cfg, out):
-    images = images_or_samples_from_config(cfg)  # data first: a missing dataset fails before anything is written
-    model = model_from_config(cfg)
+def main(cfg, out, record):
+    images = images_or_samples_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    model = model_from_config(cfg, record)
     e, size = cfg.experiment, cfg.model.input_size
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
     rng = np.random.default_rng(cfg.seed)
@@ -110,7 +109,7 @@ def main(cfg, out):
                        drop_random=float((drop.p_clean - drop.p_random).mean()))
 
     # ... and on Caltech-101's object boxes: is the most sensitive position on the object?
-    loc, n_train, n_prior = caltech_part(cfg, model, rng, occluder, e.caltech_eval_per_class)
+    loc, n_train, n_prior = caltech_part(cfg, record, model, rng, occluder, e.caltech_eval_per_class)
     if loc is not None:
         quant += caltech_table(loc)
         metrics.update(inside_box=float(loc.sensitive_inside_box.mean()),
@@ -125,7 +124,7 @@ def main(cfg, out):
     control_rng = np.random.default_rng(cfg.seed)
     control_drop = quantitative_drop(random_model, images, e.layer, size, e.control_images, fill, control_rng,
                                      **occluder)
-    control_loc, _, _ = caltech_part(cfg, random_model, control_rng, occluder, e.control_caltech_per_class)
+    control_loc, _, _ = caltech_part(cfg, record, random_model, control_rng, occluder, e.control_caltech_per_class)
     claims = with_control(claims_table(drop, loc, e.on_box, e.off_box),
                           claims_table(control_drop, control_loc, e.on_box, e.off_box))
     out.claims(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
@@ -135,7 +134,7 @@ def main(cfg, out):
     return metrics
 
 
-def caltech_part(cfg, model, rng, occluder, per_class):
+def caltech_part(cfg, record, model, rng, occluder, per_class):
     """``caltech_localization`` for ``model`` with ``per_class`` held-out boxed images per class (smoke: 3 training
     and 2 held-out images in each of 3 boxed classes); (None, None, None) where Caltech-101 is off or missing."""
     e = cfg.experiment
@@ -145,7 +144,7 @@ def caltech_part(cfg, model, rng, occluder, per_class):
     try:
         return caltech_localization(model, cfg.dataset.root, cfg.model.input_size, cfg.cache_dir,
                                     cfg.dataset.num_workers, train, held_out, e.on_box, e.off_box, cfg.seed, rng,
-                                    n_classes=classes, **occluder)
+                                    n_classes=classes, record=record, **occluder)
     except DatasetNotFoundError as err:
         log.warning("Caltech-101 part skipped: %s", err)
         return None, None, None

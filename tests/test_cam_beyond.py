@@ -7,9 +7,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from cnnvis import runner
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
+from cnnvis.run_record import RunRecord
 from experiments import experiment_configs
 from cnnvis.task_gradcam import ModelRun, category_names, dominant_class, map_caveats
 from experiments.cam_beyond import main
@@ -24,8 +24,8 @@ def composed(*overrides):
 
 def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
     cfg = composed("smoke=true", "dataset=samples", f"results_dir={tmp_path}")
-    runner.loaded_weights.clear()
-    metrics = main(cfg, Results(tmp_path))
+    record = RunRecord()
+    metrics = main(cfg, Results(tmp_path), record)
     assert (tmp_path / "cam_beyond.png").stat().st_size > 0
     models = pd.read_csv(tmp_path / "notes.csv")
     expected = ["efficientnet_lite0", "vit_b_16", "swin_t", "fasterrcnn_mobilenet_v3_large_fpn",
@@ -44,7 +44,7 @@ def test_smoke_run_writes_figure_and_tables_and_says_random(tmp_path):
         assert "not what a trained model attends to" in notes
     assert "IoU" in notes and "argmax" in notes  # the targets' definitions
     # run.json's weights list every model that ran, not only the configured one
-    assert [w["model"] for w in runner.loaded_weights] == expected
+    assert [w["model"] for w in record.weights] == expected
 
 
 def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
@@ -58,13 +58,13 @@ def test_dominant_class_ignores_background_unless_nothing_else_is_predicted():
 
 
 def test_unknown_model_or_no_images_names_the_key_to_set(tmp_path):
-    # main checks the experiment's keys before it loads an image or a weight: out is never reached
+    # main checks the experiment's keys before it loads an image or a weight: out and record are never reached
     with pytest.raises(ValueError, match="experiment.classifiers"):
-        main(composed("experiment.classifiers=[vit_h_14]"), None)
+        main(composed("experiment.classifiers=[vit_h_14]"), None, None)
     with pytest.raises(ValueError, match="experiment.segmenter"):
-        main(composed("experiment.segmenter=unet"), None)
+        main(composed("experiment.segmenter=unet"), None, None)
     with pytest.raises(ValueError, match="experiment.images"):
-        main(composed("experiment.images=0"), None)
+        main(composed("experiment.images=0"), None, None)
 
 
 def test_category_names_come_from_the_weights_metadata():

@@ -149,11 +149,12 @@ def test_box_maps_through_resize_and_center_crop():
 
 
 def test_decoding_records_what_was_loaded_for_run_json(folder, tmp_path):
-    from cnnvis import data
+    from cnnvis.run_record import RunRecord
 
-    data.loaded_datasets.clear()
-    decode_to_cache(index_imagefolder(folder), 16, "crop", str(tmp_path / "cache"), num_workers=0)
-    assert data.loaded_datasets == [{"name": "imagefolder", "root": str(folder), "images": 3, "skipped": 1}]
+    record = RunRecord()
+    for cache in ("cache", "cache"):  # decoded, then read from the cache: recorded alike
+        decode_to_cache(index_imagefolder(folder), 16, "crop", str(tmp_path / cache), num_workers=0, record=record)
+    assert record.datasets == 2 * [{"name": "imagefolder", "root": str(folder), "images": 3, "skipped": 1}]
 
 
 def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, monkeypatch):
@@ -161,7 +162,8 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
 
     from cnnvis.config import REPO, register_configs
     from experiments import experiment_configs
-    from cnnvis.runner import images_or_samples_from_config
+    from cnnvis.from_config import images_or_samples_from_config
+    from cnnvis.run_record import RunRecord
 
     register_configs(experiment_configs())
     monkeypatch.chdir(tmp_path)  # the default root, data/, holds nothing here
@@ -171,9 +173,11 @@ def test_imagenet_falls_back_to_samples_only_without_a_data_location(tmp_path, m
                                                        f"cache_dir={tmp_path / 'cache'}"])
         given = compose(config_name="config", overrides=["experiment=zfnet_occlusion",
                                                          f"dataset.root={tmp_path / 'nowhere'}"])
-    assert images_or_samples_from_config(cfg).name == "sample photos (fallback: DATA_ROOT unset)"
+    record = RunRecord()
+    assert images_or_samples_from_config(cfg, record).name == "sample photos (fallback: DATA_ROOT unset)"
+    assert [d["name"] for d in record.datasets] == ["samples"]  # what_changed reads the fallback from here
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
-        images_or_samples_from_config(given)
+        images_or_samples_from_config(given, record)
     monkeypatch.setenv("DATA_ROOT", str(tmp_path / "elsewhere"))
     with pytest.raises(DatasetNotFoundError, match="elsewhere"):
-        images_or_samples_from_config(cfg)
+        images_or_samples_from_config(cfg, record)

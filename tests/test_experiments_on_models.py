@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 
 from cnnvis.config import REPO, register_configs
 from cnnvis.results import Results
+from cnnvis.run_record import RunRecord
 from conftest import needs_caltech101, needs_imagenet_val
 from experiments import experiment_configs
 
@@ -42,7 +43,7 @@ def test_experiment_smoke_runs_on_the_models_roles(name, arch, overrides, tmp_pa
         cfg = compose(config_name="config", overrides=[f"experiment={name}", f"model={arch}", "smoke=true",
                                                         f"results_dir={tmp_path}",
                                                         *overrides])
-    importlib.import_module(f"experiments.{name}").main(cfg, Results(tmp_path))
+    importlib.import_module(f"experiments.{name}").main(cfg, Results(tmp_path), RunRecord())
     assert list(tmp_path.glob("*.png"))
     # random weights ran: no table may say otherwise
     assert not [p.name for p in tmp_path.glob("*.md") if "ImageNet weights" in p.read_text()]

@@ -9,6 +9,7 @@ from PIL import Image
 from cnnvis.config import REPO, register_configs
 from cnnvis.data import DatasetNotFoundError, ImageIndex, imagenet_classes, index_imagefolder
 from cnnvis.results import Results
+from cnnvis.run_record import RunRecord
 from conftest import run_py
 from experiments import experiment_configs
 from cnnvis.examples import labels_are_model_classes
@@ -24,7 +25,7 @@ def run_explain(root, out_dir, *overrides):
             "experiment=explain", "dataset=imagefolder", f"dataset.root={root}", "model=resnet18",
             "model.input_size=64", "experiment.methods=[gradcam,saliency]", f"results_dir={out_dir}",
             f"cache_dir={out_dir / 'cache'}", *overrides])
-    return main(cfg, Results(out_dir))
+    return main(cfg, Results(out_dir), RunRecord())
 
 
 def write_images(folder, names):

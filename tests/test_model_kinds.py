@@ -9,6 +9,7 @@ from cnnvis.config import REPO, check_model_kind, register_configs, unread_model
 from cnnvis.gap import build_gap_model, feeds_gap_head
 from cnnvis.models import CNN, MODEL_KINDS, TRANSFORMER, UnsupportedModelError, build_model, layer_role
 from cnnvis.results import Results
+from cnnvis.run_record import RunRecord
 from conftest import needs_caltech101, run_py
 from experiments import experiment_configs, experiment_model_kinds, experiment_names
 
@@ -68,7 +69,7 @@ def test_activation_max_runs_a_conv_stack_built_for_another_image_side(tmp_path)
     # AlexNet's fc6 is sized for model.input_size (224); the smoke run optimizes 64 px images
     cfg = composed("experiment=activation_max", "model=alexnet", "dataset=samples", "smoke=true",
                    "experiment.steps=2", f"results_dir={tmp_path}")
-    main(cfg, Results(tmp_path))
+    main(cfg, Results(tmp_path), RunRecord())
     assert list(tmp_path.glob("*.png"))
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnvis.data import ImageSet, ImageTensors
+from cnnvis.from_config import train_val_sets, train_val_test_sets
+from cnnvis.run_record import RunRecord, sha256_of, trained_by
 from cnnvis.training import (KILL_ENV, EpochSampler, TrainConfig, evaluate, fit, load_checkpoint, paper_init_,
-                             renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out,
-                             train_val_sets, train_val_test_sets)
+                             renormalize_filters_, scaled_keep_epochs, select_trainable, split_held_out)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -167,6 +169,35 @@ def test_fit_learns_keeps_epochs_and_writes_loadable_checkpoints(tmp_path):
     pd.testing.assert_frame_equal(again, history)
 
 
+def test_each_checkpoint_names_the_runs_that_trained_it_and_the_record_says_whether_this_run_did(tmp_path):
+    data = ImageTensors(tiny_images(n=12), range(12), 16, train=True)
+    cfg = TrainConfig(epochs=1, batch_size=6, num_workers=0, keep_epochs=[1])
+    first = RunRecord({"run_id": "first", "experiment": "train"})
+    fit(Tiny(), data, None, cfg, tmp_path, "cpu", record=first)
+    assert first.checkpoints == [{"path": str(tmp_path / "last.pt"), "sha256": sha256_of(tmp_path / "last.pt"),
+                                  "trained_by": [{"run_id": "first", "experiment": "train", "from_epoch": 0,
+                                                  "to_epoch": 1}],
+                                  "trained_in_this_run": True}]
+    assert trained_by(tmp_path / "epoch_001.pt") == first.checkpoints[0]["trained_by"]
+    resumed = RunRecord({"run_id": "second"})
+    fit(Tiny(), data, None, replace(cfg, epochs=2), tmp_path, "cpu", record=resumed)  # one more epoch
+    runs = resumed.checkpoints[0]["trained_by"]
+    assert [(r["run_id"], r["from_epoch"], r["to_epoch"]) for r in runs] == [("first", 0, 1), ("second", 1, 2)]
+    reused = RunRecord({"run_id": "third"})
+    fit(Tiny(), data, None, replace(cfg, epochs=2), tmp_path, "cpu", record=reused)  # finished: nothing trained
+    assert reused.checkpoints[0]["trained_by"] == runs and not reused.checkpoints[0]["trained_in_this_run"]
+
+    torch.save({"model": Tiny().state_dict()}, tmp_path / "last.pt")  # replaced by hand: its sidecar is stale
+    replaced = RunRecord()
+    replaced.add_checkpoint(tmp_path / "last.pt")
+    assert replaced.checkpoints[0]["trained_by"].startswith("unknown: last.pt.json describes another version")
+    (tmp_path / "last.pt.json").unlink()
+    untraced = RunRecord()
+    untraced.add_checkpoint(tmp_path / "last.pt")
+    untraced.add_checkpoint(tmp_path / "last.pt")  # read twice, listed once
+    assert [c["trained_by"][:25] for c in untraced.checkpoints] == ["unknown: no last.pt.json "]
+
+
 def test_plateau_lowers_the_learning_rate(tmp_path):
     images = tiny_images(n=12)
     data = ImageTensors(images, range(12), 16)
@@ -228,12 +259,21 @@ def test_train_then_evolution_share_one_run(tmp_path, monkeypatch):
     for name in ["curves.png", "conv1_filters.png", "metrics.md", "run.json"]:
         assert (tmp_path / "train" / name).exists(), name
     assert load_checkpoint(tmp_path / "ck" / "zfnet_caltech101" / "last.pt")["classes"]  # the stable export
+    trained = json.loads((tmp_path / "train" / "run.json").read_text())
+    last, export = trained["checkpoints"]
+    assert last["trained_in_this_run"] and [r["run_id"] for r in last["trained_by"]] == [trained["run_id"]]
+    assert export["path"] == str(tmp_path / "ck" / "zfnet_caltech101" / "last.pt")
+    assert export["trained_by"] == last["trained_by"] and export["trained_in_this_run"]
     evolution = run_py("experiment=zfnet_evolution", "smoke=true", f"results_dir={tmp_path}")
     assert evolution.returncode == 0, evolution.stderr[-3000:]
     assert (tmp_path / "zfnet_evolution" / "evolution.png").stat().st_size > 5000
     runs = [p for p in (tmp_path / "ck").iterdir() if p.name.startswith("zfnet_caltech101-")]
     assert len(runs) == 1 and "epochs=2" not in evolution.stderr  # reused, not retrained
     assert "epoch 1/2" not in evolution.stderr
+    reused = json.loads((tmp_path / "zfnet_evolution" / "run.json").read_text())["checkpoints"]
+    assert reused[0]["path"] == last["path"] and len(reused) > 1  # then the kept epochs it drew
+    assert {r["run_id"] for c in reused for r in c["trained_by"]} == {trained["run_id"]}
+    assert not any(c["trained_in_this_run"] for c in reused)
 
 
 @needs_caltech101
@@ -289,10 +329,10 @@ def test_train_val_test_sets_are_disjoint_and_keep_the_training_images(tmp_path)
     cfg = OmegaConf.create({"smoke": False, "seed": 0, "cache_dir": str(tmp_path), "model": {"input_size": 32},
                             "dataset": OmegaConf.structured(dataset)})
     keep = {"accordion", "anchor"}.__contains__
-    images, train, held_out = train_val_sets(cfg, class_filter=keep)
-    images3, train3, val, test = train_val_test_sets(cfg, class_filter=keep, val_per_class=3)
+    images, train, held_out = train_val_sets(cfg, RunRecord(), class_filter=keep)
+    images3, train3, val, test = train_val_test_sets(cfg, RunRecord(), class_filter=keep, val_per_class=3)
     assert train3.idx.tolist() == train.idx.tolist()  # the training images do not change
     assert sorted([*val.idx, *test.idx]) == sorted(held_out.idx) and not set(val.idx) & set(test.idx)
     assert np.bincount(images3.labels[val.idx]).tolist() == [3, 3]
     with pytest.raises(ValueError, match="dataset.test_per_class"):
-        train_val_test_sets(cfg, class_filter=keep, val_per_class=8)
+        train_val_test_sets(cfg, RunRecord(), class_filter=keep, val_per_class=8)

@@ -20,13 +20,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cnnvis.run_record import RunRecord
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-loaded_datasets: list[dict] = []  # every image set decode_to_cache served during this run, for run.json
-
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data are not where the config points, or none of them is readable; the message says where they were
@@ -321,8 +320,9 @@ def cache_key(index: ImageIndex, size: int, mode: str) -> str:
 
 
 def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir: str | None = "data/cache",
-                    num_workers: int = 2) -> ImageSet:
-    """Decode and resize every image once; later calls read the cached array (memory-mapped)."""
+                    num_workers: int = 2, record: RunRecord | None = None) -> ImageSet:
+    """Decode and resize every image once; later calls read the cached array (memory-mapped). The set is added to
+    ``record`` (run.json's datasets_loaded) when one is given."""
     missing = [p for p in index.paths if not os.path.exists(p)]
     if missing:
         raise DatasetNotFoundError(f"{len(missing)} image(s) listed for {index.name} do not exist, e.g. {missing[0]}")
@@ -331,7 +331,7 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
     if cache_dir and stem.with_suffix(".json").exists():
         meta = json.loads(stem.with_suffix(".json").read_text())
         images = np.load(stem.with_suffix(".npy"), mmap_mode="r")
-        return _image_set(index, images, meta, mode)
+        return _image_set(index, images, meta, mode, record)
 
     images = np.zeros((len(index.paths), size, size, 3), dtype=np.uint8)
     sizes = np.zeros((len(index.paths), 2), dtype=np.int64)
@@ -346,7 +346,7 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
         images[i], sizes[i], ok[i] = array, wh, True
     meta = {"keep": np.flatnonzero(ok).tolist(), "sizes": sizes[ok].tolist(), "skipped": skipped}
     images = images[ok]
-    image_set = _image_set(index, images, meta, mode)  # before the cache: a set with no readable image is an error
+    image_set = _image_set(index, images, meta, mode, record)  # before the cache: a set with no readable image is an error
     if cache_dir:
         stem.parent.mkdir(parents=True, exist_ok=True)
         tmp = stem.with_name(stem.name + ".tmp.npy")
@@ -356,7 +356,7 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
     return image_set
 
 
-def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str) -> ImageSet:
+def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str, record: RunRecord | None) -> ImageSet:
     keep = np.asarray(meta["keep"], dtype=np.int64)
     if index.paths and not len(keep):
         folder = os.path.commonpath([os.path.dirname(p) for p in index.paths])
@@ -366,8 +366,8 @@ def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str) -> 
                                    f"{', '.join(names[:5])}{more}")
     if meta["skipped"]:
         log.warning("%s: %d unreadable image(s) skipped: %s", index.name, len(meta["skipped"]), ", ".join(meta["skipped"]))
-    loaded_datasets.append({"name": index.name, "root": os.path.commonpath(index.paths) if index.paths else None,
-                            "images": len(keep), "skipped": len(meta["skipped"])})
+    if record is not None:
+        record.add_dataset(index.name, index.paths, len(keep), len(meta["skipped"]))
     return ImageSet(index.name, images, index.labels[keep], index.classes, [index.paths[i] for i in keep],
                     np.asarray(meta["sizes"], dtype=np.int64).reshape(-1, 2), mode, list(meta["skipped"]))
 
@@ -382,7 +382,8 @@ def smoke_subset(index: ImageIndex, classes: int = 4, per_class: int = 3) -> Ima
     return index.select(keep)
 
 
-def load_images(cfg, input_size: int = 224, cache_dir: str | None = "data/cache", smoke: bool = False) -> ImageSet:
+def load_images(cfg, input_size: int = 224, cache_dir: str | None = "data/cache", smoke: bool = False,
+                record: RunRecord | None = None) -> ImageSet:
     """Index, (smoke-)subset and decode a dataset config; images are cached at ``cfg.resize`` pixels
     (default: ``input_size * 256 / 224``, the paper's 256 for 224 crops)."""
     index = index_dataset(cfg)
@@ -392,7 +393,7 @@ def load_images(cfg, input_size: int = 224, cache_dir: str | None = "data/cache"
         index = index.select(np.arange(min(cfg.max_images, len(index.paths))))
     size = cfg.resize or round(input_size * 256 / 224)
     mode = getattr(cfg.resize_mode, "value", cfg.resize_mode)
-    return decode_to_cache(index, size, mode, cache_dir, cfg.num_workers)
+    return decode_to_cache(index, size, mode, cache_dir, cfg.num_workers, record)
 
 
 # ---------------------------------------------------------------- splits and tensors

@@ -20,6 +20,7 @@ from cnnvis.hooks import activations
 from cnnvis.models import get_layer, layer_role, replace_head
 from cnnvis.occlusion import occluder_positions, occlusion_map
 from cnnvis.receptive_field import crop_patch, receptive_field
+from cnnvis.run_record import RunRecord
 from cnnvis.rectifiers import rectifier_rule
 from cnnvis.stats import bootstrap_mean, paired_difference, proportion
 
@@ -175,12 +176,13 @@ def caltech_measures(maps, box, size, prior_rc, on_box, off_box) -> dict:
 
 
 def caltech_localization(model, root, input_size, cache_dir, num_workers, n_train, n_eval, on_box, off_box, seed, rng,
-                         n_classes=None, **occluder):
+                         n_classes=None, record: RunRecord | None = None, **occluder):
     """Train a linear Caltech-101 head on frozen features of ``n_train`` images per class (never occluded later),
     fit the prior position on the training images' boxes, then ``caltech_measures`` for up to ``n_eval`` held-out
     images with boxes per boxed class. ``n_classes``: only the first that many boxed classes, training images
     included (None: every class); ``occluder``: occlusion_map's size, stride, batch_size, channels_last,
-    incremental. Returns the measures, the number of training images and of training boxes."""
+    incremental. Returns the measures, the number of training images and of training boxes. The images decoded are
+    added to ``record`` when one is given."""
     from sklearn.linear_model import LogisticRegression
 
     index = index_caltech101(root)
@@ -195,7 +197,7 @@ def caltech_localization(model, root, input_size, cache_dir, num_workers, n_trai
     held_out = boxed & ~np.isin(np.arange(len(index.paths)), train)  # every class keeps training images
     evaluate = np.concatenate([rng.permutation(np.flatnonzero(held_out & (index.labels == c)))[:n_eval]
                                for c in boxed_classes])
-    decode = lambda sel: decode_to_cache(index.select(sel), input_size, "stretch", cache_dir, num_workers)
+    decode = lambda sel: decode_to_cache(index.select(sel), input_size, "stretch", cache_dir, num_workers, record)
     train_set, eval_set = decode(train), decode(evaluate)
 
     head = LogisticRegression(max_iter=2000, C=1.0)

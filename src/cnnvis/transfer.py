@@ -26,6 +26,7 @@ from tqdm import tqdm
 from cnnvis.claims import Claim, decide
 from cnnvis.data import ImageIndex, ImageSet, cache_key, per_class_split
 from cnnvis.hooks import activations
+from cnnvis.run_record import RunRecord
 from cnnvis.stats import t_mean
 
 log = logging.getLogger(__name__)
@@ -346,9 +347,11 @@ def checkpoint_input_size(name: str, state: dict) -> int:
     raise ValueError(f"no input size between 64 and 320 gives {name} an fc6 of {fc6.shape[1]} inputs")
 
 
-def load_datasets(dataset_cfg, names, input_size: int, cache_dir: str | None, smoke: bool = False) -> dict:
+def load_datasets(dataset_cfg, names, input_size: int, cache_dir: str | None, smoke: bool = False,
+                  record: RunRecord | None = None) -> dict:
     """{name: ImageSet, or None when absent} for ``names`` read like ``dataset_cfg`` (its root, background
-    option, resize); fails with the first dataset's error only when none is present."""
+    option, resize); fails with the first dataset's error only when none is present. Each set decoded is added to
+    ``record`` when one is given."""
     from omegaconf import OmegaConf
 
     from cnnvis.data import DatasetNotFoundError, load_images
@@ -356,7 +359,8 @@ def load_datasets(dataset_cfg, names, input_size: int, cache_dir: str | None, sm
     found, errors = {}, []
     for name in names:
         try:
-            found[name] = load_images(OmegaConf.merge(dataset_cfg, {"name": name}), input_size, cache_dir, smoke)
+            found[name] = load_images(OmegaConf.merge(dataset_cfg, {"name": name}), input_size, cache_dir, smoke,
+                                      record)
         except DatasetNotFoundError as err:
             log.warning("%s: %s", DATA_ABSENT, err)
             found[name], _ = None, errors.append(err)

@@ -11,28 +11,26 @@ the partial epoch's sums and the RNG states (dropout). So a run killed anywhere 
 command ends with the same metrics as an uninterrupted one. Checkpoints hold only tensors and plain Python
 values, are written atomically (temporary file, then rename) and loaded with ``weights_only=True``.
 
-The modules, imports running downward (pyproject.toml's contract): ``from_config`` (the glue that reads an
-experiment's config: its datasets, the smoke recipe, ``train_variant``); ``loop`` (``fit``, ``evaluate``, the
+The modules, imports running downward (pyproject.toml's contract): ``loop`` (``fit``, ``evaluate``, the
 distributed helpers and samplers); ``checkpoints`` (atomic saves, RNG states, run folders) and ``splits`` (class
-subsets, held-out splits, shuffled labels); ``recipe`` (``TrainConfig`` and the initializations). Every public
-name is importable from ``cnnvis.training``.
+subsets, held-out splits, shuffled labels); ``recipe`` (``TrainConfig``, the initializations, the smoke recipe).
+Every public name is importable from ``cnnvis.training``; what reads an experiment's config (its datasets,
+``train_variant``) is ``cnnvis.from_config``.
 """
 
 from cnnvis.training.checkpoints import held_out_fingerprint, load_checkpoint, run_dir, save_atomic
-from cnnvis.training.from_config import data_key, smoke_recipe, train_val_sets, train_val_test_sets, train_variant
 from cnnvis.training.loop import (HISTORY_COLUMNS, KILL_ENV, EpochSampler, SeededSamples, distributed_context, evaluate,
                                   fit, is_main_process, select_trainable)
 from cnnvis.training.recipe import (PAPER_EPOCHS, PAPER_KEEP_EPOCHS, TrainConfig, as_train_config, kaiming_init_,
-                                    paper_init_, renormalize_filters_, scaled_keep_epochs)
+                                    paper_init_, renormalize_filters_, scaled_keep_epochs, smoke_recipe)
 from cnnvis.training.splits import (ShuffledLabels, best_epoch, keep_classes, largest_classes, random_split,
                                     split_held_out)
 
 __all__ = [
     "held_out_fingerprint", "load_checkpoint", "run_dir", "save_atomic",
-    "data_key", "smoke_recipe", "train_val_sets", "train_val_test_sets", "train_variant",
     "HISTORY_COLUMNS", "KILL_ENV", "EpochSampler", "SeededSamples", "distributed_context", "evaluate", "fit",
     "is_main_process", "select_trainable",
     "PAPER_EPOCHS", "PAPER_KEEP_EPOCHS", "TrainConfig", "as_train_config", "kaiming_init_", "paper_init_",
-    "renormalize_filters_", "scaled_keep_epochs",
+    "renormalize_filters_", "scaled_keep_epochs", "smoke_recipe",
     "ShuffledLabels", "best_epoch", "keep_classes", "largest_classes", "random_split", "split_held_out",
 ]

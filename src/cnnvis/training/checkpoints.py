@@ -1,6 +1,7 @@
 """Checkpoints and run folders. Checkpoints hold only tensors and plain Python values, are written atomically
 (temporary file, then rename) and loaded with ``weights_only=True``; they hold the RNG states, so a resumed run
-draws what an uninterrupted one would. ``run_dir`` names one folder per (architecture, data, recipe, seed)."""
+draws what an uninterrupted one would. ``run_dir`` names one folder per (architecture, data, recipe, seed). A
+checkpoint saved with ``trained_by`` gets a sidecar naming the runs that trained it (``cnnvis.run_record``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnvis.run_record import write_sidecar
 from cnnvis.training.recipe import TrainConfig, as_train_config
 
 
@@ -34,13 +36,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+def save_atomic(obj, path: Path, trained_by: Optional[list[dict]] = None) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint. ``trained_by``:
+    the runs that trained it, for its sidecar (``<path>.json``; none without)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+    if trained_by is not None:
+        write_sidecar(path, trained_by)
 
 
 def load_checkpoint(path) -> dict:

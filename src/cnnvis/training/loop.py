@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from cnnvis.run_record import RunRecord, trained_by
 from cnnvis.training.checkpoints import _rng_state, _set_rng_state, load_checkpoint, save_atomic
 from cnnvis.training.recipe import (TrainConfig, as_train_config, kaiming_init_, paper_init_, renormalize_filters_,
                                     scaled_keep_epochs)
@@ -219,13 +220,17 @@ def _freeze_frozen_norms(model: nn.Module) -> None:
 
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: TrainConfig, ckpt_dir, device=None,
-        seed: int = 0, on_epoch_end: Optional[Callable[[pd.DataFrame], None]] = None) -> pd.DataFrame:
+        seed: int = 0, on_epoch_end: Optional[Callable[[pd.DataFrame], None]] = None,
+        record: Optional[RunRecord] = None) -> pd.DataFrame:
     """Train ``model`` in place; one row per epoch: epoch, lr, train_loss, train_top1, val_loss, val_top1,
     val_top5, seconds (the last epoch's val metrics by 10 crops when ``cfg.ten_crop``).
 
     Resumes from ``ckpt_dir/last.pt`` when present; keeps ``ckpt_dir/epoch_{n:03d}.pt`` (model weights) for
     the kept epochs. Under ``torchrun`` each process trains on its share of every global batch of
     ``cfg.batch_size`` images; only rank 0 writes. ``on_epoch_end`` gets the history so far (rank 0 only).
+    With ``record`` (the run's ``RunRecord``), each checkpoint written names the runs that trained it in its sidecar
+    (``record.run`` after those that trained what it resumed), and ``last.pt`` ends in ``record.checkpoints``, trained
+    here, resumed or reused.
     """
     cfg = as_train_config(cfg)
     rank, world, device = distributed_context(device)
@@ -252,6 +257,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
     scaler = torch.amp.GradScaler("cuda", enabled=amp and _amp_dtype(device) == torch.float16)
 
     history, epoch, step_in_epoch, sums = [], 0, 0, [0.0, 0.0, 0.0]
+    earlier_runs = []  # the runs that trained what this one resumes, for the sidecars it writes
     if last.exists():
         state = load_checkpoint(last)
         try:
@@ -264,9 +270,18 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
         scaler.load_state_dict(state["scaler"])
         history, epoch, step_in_epoch, sums = state["history"], state["epoch"], state["step"], state["sums"]
         _set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
+        earlier_runs = trained_by(last) or [{"run_id": "unknown", "from_epoch": 0, "to_epoch": epoch}]
         if is_main_process():
             log.info("%s: finished run, nothing to train", last) if epoch >= cfg.epochs else \
                 log.info("resuming %s at epoch %d step %d", last, epoch + 1, step_in_epoch)
+
+    first_epoch = epoch
+
+    def runs_until(epoch_done: int) -> Optional[list[dict]]:
+        """The sidecar's trained_by for a checkpoint written after ``epoch_done`` epochs (None without a record)."""
+        if record is None:
+            return None
+        return earlier_runs + [{**record.run, "from_epoch": first_epoch, "to_epoch": epoch_done}]
 
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if gpu else None) if world > 1 else model
     data = SeededSamples(train_set, seed)
@@ -284,7 +299,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
             save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "history": history, "epoch": epoch_done, "step": step, "sums": list(sums_now),
-                         "rng": rngs, "config": asdict(cfg), "seed": seed}, last)
+                         "rng": rngs, "config": asdict(cfg), "seed": seed}, last, runs_until(epoch_done))
         if world > 1:
             dist.barrier()
 
@@ -338,11 +353,14 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
         history.append(row)
         step_in_epoch, sums = 0, [0.0, 0.0, 0.0]
         if is_main_process() and epoch in keep:
-            save_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"epoch_{epoch:03d}.pt")
+            save_atomic({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / f"epoch_{epoch:03d}.pt",
+                        runs_until(epoch))
         checkpoint(epoch, 0, sums)
         if is_main_process():
             log.info("epoch %d/%d: %s", epoch, cfg.epochs,
                      ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
             if on_epoch_end is not None:
                 on_epoch_end(pd.DataFrame(history, columns=HISTORY_COLUMNS))
+    if record is not None and is_main_process():
+        record.add_checkpoint(last)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)

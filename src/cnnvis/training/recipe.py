@@ -3,7 +3,7 @@ and filter renormalization that ``fit`` applies."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -90,3 +90,11 @@ def as_train_config(cfg) -> TrainConfig:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     return TrainConfig(**cfg)
+
+
+def smoke_recipe(cfg: TrainConfig, smoke: bool) -> TrainConfig:
+    """``smoke=true``: 2 epochs, no loader workers (the run ends in seconds)."""
+    cfg = as_train_config(cfg)
+    if not smoke:
+        return cfg
+    return replace(cfg, epochs=min(cfg.epochs, 2), num_workers=0, keep_epochs=None)

@@ -1,0 +1,79 @@
+"""What one run loaded, for its run.json. ``cnnvis.runner.run_experiment`` makes a ``RunRecord`` for each run and
+hands it to the experiment's ``main(cfg, out, record)``, which passes it to whatever decodes images, builds a
+configured model or reads or trains a checkpoint (``cnnvis.from_config``, ``cnnvis.data.decode_to_cache``,
+``cnnvis.training.fit``); nothing is recorded in module state.
+
+Who trained a checkpoint is kept beside it: ``<checkpoint>.json`` holds the checkpoint's sha256 and the runs that
+trained it, oldest first, each with its ``run_id``, experiment, git commit, config hash and the epochs it completed
+(``from_epoch``: done when it started; ``to_epoch``: done at the write). The sha256 tells a sidecar that describes
+another version of the file (one replaced by hand, or a kill between the two writes) from the file's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunRecord:
+    run: dict = field(default_factory=dict)  # who this run is: run_id, experiment, git_commit, config_sha256
+    datasets: list[dict] = field(default_factory=list)  # every image set decoded: name, root, images, skipped
+    weights: list[dict] = field(default_factory=list)  # every model built from a name: model, weights
+    checkpoints: list[dict] = field(default_factory=list)  # every checkpoint read or trained: path, sha256, trainers
+
+    def add_dataset(self, name: str, paths: list[str], images: int, skipped: int) -> None:
+        """An image set decoded from ``paths`` (readable or not): ``images`` of them kept, ``skipped`` unreadable."""
+        self.datasets.append({"name": name, "root": os.path.commonpath(paths) if paths else None, "images": images,
+                              "skipped": skipped})
+
+    def add_checkpoint(self, path) -> None:
+        """A checkpoint this run read or wrote: its path, sha256, the runs its sidecar says trained it, and whether
+        this run is one of them (a file read twice is listed once)."""
+        sha256 = sha256_of(path)
+        runs = trained_by(path, sha256)
+        entry = {"path": str(path), "sha256": sha256,
+                 "trained_by": runs if runs is not None else f"unknown: {why_untraced(path)}",
+                 "trained_in_this_run": any(r.get("run_id") == self.run.get("run_id") for r in runs or [])}
+        if entry not in self.checkpoints:
+            self.checkpoints.append(entry)
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar(checkpoint) -> Path:
+    return Path(f"{checkpoint}.json")
+
+
+def write_sidecar(checkpoint, runs: list[dict]) -> None:
+    """``<checkpoint>.json``: the checkpoint's sha256 and ``runs``, the runs that trained it (written atomically)."""
+    path = sidecar(checkpoint)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"sha256": sha256_of(checkpoint), "trained_by": runs}, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def trained_by(checkpoint, sha256: str | None = None) -> list[dict] | None:
+    """The runs that trained ``checkpoint`` (its sha256 ``sha256`` when known), oldest first; None when its sidecar is
+    missing or describes another version of the file."""
+    path = sidecar(checkpoint)
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    return meta["trained_by"] if meta["sha256"] == (sha256 or sha256_of(checkpoint)) else None
+
+
+def why_untraced(checkpoint) -> str:
+    if sidecar(checkpoint).is_file():
+        return f"{sidecar(checkpoint).name} describes another version of the file (its sha256 differs)"
+    return (f"no {sidecar(checkpoint).name} beside it (written outside cnnvis.training, or before runs recorded who "
+            "trained a checkpoint)")
