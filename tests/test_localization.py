@@ -118,3 +118,37 @@ def test_score_dataset_scores_every_method_and_baseline_on_the_images_it_mapped(
     table = loc.metrics_table(scores, seconds, deconv_has_switches=True, boxed=True).set_index("method")
     assert table.loc["scorecam", "average_drop"].endswith("(n = 2)")
     assert table.loc[loc.FULL_IMAGE, "loc_err_15"].endswith("(n = 5)")
+
+
+def test_score_dataset_without_curves_scores_only_the_rest():
+    # the random-weights control's claims need no deletion / insertion curves: n_curve = 0 skips them
+    from tests.test_sanity import TinyNet
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x = torch.rand(3, 3, 32, 32)
+    options = dict(layer="conv2", layercam_layers=["conv1", "conv2"], batch_size=2, scorecam_batch_size=2)
+    scores, *_ = loc.score_dataset(net, net, x, net(x).argmax(1), ["gradcam"], options, scorecam_images=3,
+                                   figure_images=0, n_curve=0, steps=3, tolerance=5.0, boxes=None, desc="test")
+    assert "deletion_auc" not in scores["gradcam"] and scores["gradcam"]["curves"] == {}
+    assert np.isfinite(scores["gradcam"]["average_drop"]).all()
+    assert np.isfinite(scores[loc.CENTRE_POINT]["average_drop"]).all()
+
+
+def test_random_control_depends_on_the_image_is_seeded_and_leaves_the_runs_stream():
+    from cnnvis.models import build_model
+
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 64, 64)
+    state = torch.random.get_rng_state()
+    net = loc.random_control("efficientnet_lite0", 1000, 64, 0, images)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    with torch.no_grad():
+        out = net(images)
+        torch.testing.assert_close(loc.random_control("efficientnet_lite0", 1000, 64, 0, images)(images), out)
+        spread = lambda logits: float((logits - logits.mean(0)).abs().max() / logits.abs().max())
+        assert spread(out) > 1e-2
+        # as built, BatchNorm's running statistics let the random features shrink away: one output for every image
+        torch.manual_seed(0)
+        assert spread(build_model("efficientnet_lite0", pretrained=False, input_size=64).eval()(images)) < 1e-5

@@ -1,7 +1,8 @@
 """Scoring saliency maps: boxes from maps (CAM / Grad-CAM rule), IoU, the pointing game, Average Drop and
 Increase in Confidence (Grad-CAM++), and deletion / insertion curves (RISE); the
 scoring of several methods' maps on a set of images as the CAM papers score them, with trivial baselines beside
-them, their tables and the papers' comparisons decided on paired differences.
+them, their tables and the papers' comparisons decided on paired differences (each method in a comparison must
+also beat the trivial baselines).
 
 Maps are (H, W) or (N, H, W) at the image's size; boxes are (x0, y0, x1, y1) in pixels, x1 / y1 exclusive.
 """
@@ -9,6 +10,7 @@ Maps are (H, W) or (N, H, W) at the image's size; boxes are (x0, y0, x1, y1) in 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -18,8 +20,9 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
 from cnnvis.cams import as_map, build_method
-from cnnvis.claims import Claim, decide
-from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion
+from cnnvis.claims import NOT_COMPARABLE, Claim, Decision, Evidence, Threshold, all_of, claim_seed, decided
+from cnnvis.models import build_model, frozen
+from cnnvis.stats import Estimate, bootstrap_mean, proportion
 
 
 def box_from_map(saliency, threshold: float = 0.2) -> np.ndarray:
@@ -170,7 +173,7 @@ def map_scores(model, x, maps, targets, boxes, n_curve, steps, tolerance, desc="
     scores["increase_in_confidence"] = (o > y).astype(float)
     m = min(n, n_curve)
     curves = {}
-    for mode in ("deletion", "insertion"):
+    for mode in ("deletion", "insertion") if m else ():  # n_curve = 0: no curves (the control's claims need none)
         c = torch.stack([causal_curve(model, x[i], maps[i], int(targets[i]), mode, steps)
                          for i in tqdm(range(m), desc=f"{desc} {mode}", leave=False)])
         scores[f"{mode}_auc"] = np.full(len(x), np.nan)
@@ -196,6 +199,29 @@ def baseline_scores(model, x, targets, boxes, n_curve, steps, tolerance, desc=""
             misses = np.array([iou(b, g) < 0.5 for b, g in zip(fixed, boxes)], dtype=float)
             out[name] = {"loc_err_15": misses, "loc_err_20": misses}
     return out
+
+
+@torch.no_grad()
+def random_control(name: str, num_classes: int, input_size: int, seed: int, images: torch.Tensor,
+                   batch_size: int = 32) -> torch.nn.Module:
+    """The random-weights control's network: ``name`` with random weights (drawn under ``seed``), its BatchNorm
+    running statistics measured on ``images``, in eval mode. As built, BatchNorm's running statistics (mean 0,
+    variance 1) pass on whatever scale the random convolutions give: EfficientNet-Lite0's features shrink to ~1e-8
+    and its output is the same for every image to float rounding, so every map would score 0 on every metric.
+    Measured statistics keep each layer at unit scale, as training does; every weight stays random."""
+    with torch.random.fork_rng():  # the control's draw leaves the run's random stream as it was
+        torch.manual_seed(seed)
+        model = build_model(name, num_classes, pretrained=False, input_size=input_size).eval()  # no dropout
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches, not an exponential one
+        norm.train()
+    for i in range(0, len(images), batch_size):
+        model(images[i:i + batch_size])
+    for norm in norms:
+        norm.momentum = 0.1
+    return frozen(model)
 
 
 def score_dataset(model, scorer, x, targets, methods, method_options: dict, scorecam_images: int, figure_images: int,
@@ -263,87 +289,153 @@ def metrics_table(scores, seconds, deconv_has_switches: bool, boxed: bool) -> pd
 
 def with_paper_numbers(df: pd.DataFrame, papers: dict) -> pd.DataFrame:
     """Our columns, then for each metric that a paper reports for the method (``papers``: method -> {metric:
-    (value, source)}): its number and source."""
+    [(value, source), ...]}, see ``published_by_method``): each paper's number as printed, naming the paper (two
+    papers may print different numbers for the same method), and the sources in full."""
     df = df.copy()
-    reported = [(m, v) for m in METRICS for v in [df["method"].map(lambda name: papers.get(name, {}).get(m))]
-                if m in df.columns and v.notna().any()]
-    for metric, values in reported:
-        df[f"paper_{metric}"] = values.map(lambda t: t[0] if isinstance(t, tuple) else np.nan)
+    for metric in METRICS:
+        cells = df["method"].map(lambda name: "; ".join(
+            f"{value:g} ({source.split(',')[0].replace(' et al.', '')})"
+            for value, source in papers.get(name, {}).get(metric, [])))
+        if metric in df.columns and (cells != "").any():
+            df[f"paper_{metric}"] = cells
     df["paper_source"] = df["method"].map(
-        lambda name: "; ".join(sorted({s for _, s in papers.get(name, {}).values()})) or "")
+        lambda name: " | ".join(sorted({s for numbers in papers.get(name, {}).values() for _, s in numbers})))
     return df
 
 
-def paired(scores, metric: str, a: str, b: str) -> Estimate:
-    """Mean of a - b in ``metric`` over the images both were scored on (bootstrap over those images)."""
-    return paired_difference(scores[a][metric], scores[b][metric])
+# The papers' comparisons, decided on paired per-image differences. Every comparison also asks each method in it to
+# beat the trivial baselines its table shows (the centre-point map, the full-image and centre boxes): where a map
+# that ignores the image does as well, the method has shown nothing on that metric.
+LOWER_IS_BETTER = ("loc_err_15", "loc_err_20", "average_drop", "deletion_auc")
+METRIC_NAMES = {"average_drop": "Average Drop", "increase_in_confidence": "Increase in Confidence",
+                "deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC", "loc_err_15": "localization error",
+                "loc_err_20": "localization error", "pointing_game": "pointing game"}
 
 
-def lower_than_all(scores, metric: str, method: str, others: list[str]) -> tuple[bool, list[Estimate]]:
-    """The rule 'lower than each other': every paired difference method - other has its 95 % interval below 0."""
-    diffs = [paired(scores, metric, method, other) for other in others]
-    return all(d.below(0) for d in diffs), diffs
+@dataclass(frozen=True)
+class Published:
+    """Numbers a paper printed for one metric, as printed: ``values`` maps our method names to them."""
+
+    paper: str  # "Wang et al. 2020"
+    where: str  # the table and row: "Tab. 1, row 'Average Drop (%)'"
+    setting: str  # the network and images they were measured on
+    metric: str
+    values: dict
+
+    def quote(self, methods) -> str:
+        shown = ", ".join(f"{m} {self.values[m]:g}" for m in methods if m in self.values)
+        return f"{shown} ({self.paper}, {self.where}; {self.setting})"
 
 
-def higher_than_all(scores, metric: str, method: str, others: list[str]) -> tuple[bool, list[Estimate]]:
-    """The rule 'higher than each other': every paired difference method - other has its 95 % interval above 0."""
-    diffs = [paired(scores, metric, method, other) for other in others]
-    return all(d.above(0) for d in diffs), diffs
+@dataclass(frozen=True)
+class Comparison:
+    """A paper's claim that ``method`` scores better than each of ``others`` on each of ``metrics`` (for a
+    localization claim, ``others`` is empty: the method against the trivial boxes)."""
+
+    paper: str
+    source: str
+    method: str
+    others: tuple = ()
+    metrics: tuple = ("average_drop", "increase_in_confidence")
 
 
-def paper_number(papers: dict, method: str, metric: str) -> str:
-    value = papers.get(method, {}).get(metric)
-    return f"{value[0]:g} ({value[1]})" if value else "not reported"
+def paper_number(published: list[Published], paper: str, metric: str, methods) -> str:
+    """The paper's own numbers for ``metric`` and ``methods``, with table and row, or 'not reported'."""
+    quotes = [p.quote(methods) for p in published if p.paper == paper and p.metric == metric
+              and any(m in p.values for m in methods)]
+    return "; ".join(quotes) or "not reported"
 
 
-def faithfulness_claims(scores, dataset: str, papers: dict) -> list[Claim]:
-    """Chattopadhay 2018 (Grad-CAM++ over Grad-CAM) and Wang 2020 (Score-CAM over both), decided by paired
-    differences over the same images, beside the centre-point map (the trivial baseline)."""
+def published_by_method(published: list[Published]) -> dict:
+    """method -> metric -> [(value, 'paper, table and row; setting')], for ``with_paper_numbers``."""
+    out = {}
+    for p in published:
+        for method, value in p.values.items():
+            out.setdefault(method, {}).setdefault(p.metric, []).append((value, f"{p.paper}, {p.where}; {p.setting}"))
+    return out
+
+
+def per_image(scores, name: str, metric: str) -> np.ndarray:
+    """``name``'s per-image ``metric`` in the tables' units (shares as 0 / 100 per image), NaN where not scored."""
+    return np.asarray(scores[name][metric], dtype=float) * (100 if metric in PROPORTIONS else 1)
+
+
+def beats(scores, metric: str, a: str, b: str, seed: int) -> Evidence:
+    """Evidence that ``a`` scores better than ``b`` image by image: the 95 % interval of the paired difference a - b
+    (over the images both were scored on) lies below 0 where lower is better, above 0 otherwise."""
+    return Evidence("paired_difference", (per_image(scores, a, metric), per_image(scores, b, metric)),
+                    Threshold(0.0, above=metric not in LOWER_IS_BETTER), seed)
+
+
+def short(name: str) -> str:
+    return {CENTRE_POINT: "centre-point map"}.get(name, name.removeprefix("baseline: "))
+
+
+def scored(scores, name: str, metric: str) -> bool:
+    return name in scores and metric in scores[name] and bool(np.isfinite(scores[name][metric]).any())
+
+
+def ordering_claim(scores, comparison: Comparison, metric: str, text: str, paper_number_text: str,
+                   pairs: list[tuple[str, str]], baselines: list[str]) -> Claim:
+    """A claim made of paired comparisons on ``metric``: for each (a, b) in ``pairs``, a scores better than b on the
+    same images. Reproduced when every interval lies on the paper's side of 0, contradicted when any lies on the
+    other side, inconclusive otherwise; not comparable when a method in it was not scored in this run."""
+    digits = 3 if metric.endswith("auc") else 1
+    labels = [f"{a} - {short(b)}" for a, b in pairs]
+    rule = Threshold(0.0, above=metric not in LOWER_IS_BETTER)
+    rule_text = (rule.text(f"every paired difference in {METRIC_NAMES[metric]} ({', '.join(labels)}; per image, "
+                           f"over the images both were scored on)")
+                 + " (every difference must hold: contradicted if any is, else inconclusive if any includes 0)")
+    scale = 100 if metric in PROPORTIONS else 1
+    baseline = "; ".join(f"{short(b)}: {estimate(metric, scores[b][metric]).format(digits, scale)}"
+                         for b in baselines if scored(scores, b, metric))
+    missing = [n for n in sorted({n for pair in pairs for n in pair}) if not scored(scores, n, metric)]
+    if missing:
+        return Claim(comparison.paper, comparison.source, text, paper_number_text, "-", 0, baseline or "-", rule_text,
+                     NOT_COMPARABLE, f"not scored in this run: {', '.join(missing)}")
+    seed = claim_seed(comparison.source, text)
+    evidence = [beats(scores, metric, a, b, seed) for a, b in pairs]
+    estimates = [e.estimate() for e in evidence]
+    ours = "; ".join(f"{label}: {est.format(digits)}" for label, est in zip(labels, estimates))
+    claim = decided(comparison.paper, comparison.source, text, paper_number_text, ours, min(e.n for e in estimates),
+                    baseline or "-", rule_text, evidence)
+    # the same verdict, with each condition's reason named by its difference
+    named = all_of([Decision(d.verdict, f"{label}: {d.reason}")
+                    for label, d in zip(labels, (e.rule.decide(est) for e, est in zip(evidence, estimates)))])
+    return replace(claim, reason=named.reason)
+
+
+def faithfulness_claims(scores, dataset: str, comparisons: list[Comparison], published: list[Published]) -> list[Claim]:
+    """Chattopadhay 2018 (Grad-CAM++ over Grad-CAM), Wang 2020 (Score-CAM over both): ``method`` beats each of
+    ``others`` on the same images, and every method in the comparison beats the centre-point map."""
     claims = []
-    comparisons = [("Chattopadhay et al. 2018", "gradcam++", ["gradcam"]),
-                   ("Wang et al. 2020", "scorecam", ["gradcam", "gradcam++"])]
-    for paper, method, others in comparisons:
-        if not {method, *others} <= set(scores):
+    for c in comparisons:
+        if not c.others:
             continue
-        for metric, word, rule in (("average_drop", "lower Average Drop", lower_than_all),
-                                   ("increase_in_confidence", "higher Increase in Confidence", higher_than_all)):
-            holds, diffs = rule(scores, metric, method, others)
-            scale, digits = (100, 1) if metric in PROPORTIONS else (1, 1)
-            baseline = estimate(metric, scores[CENTRE_POINT][metric][np.isfinite(scores[method][metric])])
-            claims.append(Claim(
-                paper=paper, source="Tab. 1", claim=f"{method} has a {word} than {' and '.join(others)} [{dataset}]",
-                paper_number="; ".join(f"{m}: {paper_number(papers, m, metric)}" for m in [method, *others]),
-                ours="; ".join(f"{method} - {o}: {d.format(digits, scale)}" for o, d in zip(others, diffs)),
-                n=min(d.n for d in diffs),
-                baseline=f"centre-point map: {baseline.format(digits, scale)}",
-                rule=f"reproduced when the 95 % interval of every paired difference ({method} - other, same images) "
-                     f"lies {'below' if rule is lower_than_all else 'above'} 0",
-                verdict=decide(holds)))
+        for metric in c.metrics:
+            word = "lower" if metric in LOWER_IS_BETTER else "higher"
+            text = f"{c.method} has a {word} {METRIC_NAMES[metric]} than {' and '.join(c.others)} [{dataset}]"
+            pairs = [(c.method, o) for o in c.others] + [(m, CENTRE_POINT) for m in (c.method, *c.others)]
+            number = paper_number(published, c.paper, metric, (c.method, *c.others))
+            claims.append(ordering_claim(scores, c, metric, text, number, pairs, [CENTRE_POINT]))
     return claims
 
 
-def localization_claims(scores, papers: dict) -> list[Claim]:
-    """Zhou 2016 (CAM, 20 % rule) and Selvaraju 2017 (Grad-CAM, 15 % rule): their boxes localize the object,
-    i.e. the paired difference of miss indicators method - baseline lies below 0 for every box that ignores
-    the image."""
+def localization_claims(scores, comparisons: list[Comparison], published: list[Published],
+                        dataset: str = "caltech101") -> list[Claim]:
+    """Zhou 2016 (CAM, 20 % rule) and Selvaraju 2017 (Grad-CAM, 15 % rule): their boxes localize the object, i.e.
+    miss less often than the full-image box and the centred box on the same images."""
     claims = []
     baselines = [FULL_IMAGE, CENTRE_BOX]
-    for paper, source, method, metric in (("Zhou et al. 2016", "Tab. 2", "cam", "loc_err_20"),
-                                          ("Selvaraju et al. 2017", "Tab. 1", "gradcam", "loc_err_15")):
-        if method not in scores:
+    for c in comparisons:
+        if c.others:
             continue
-        holds, diffs = lower_than_all(scores, metric, method, baselines)
-        ours = estimate(metric, scores[method][metric])
-        claims.append(Claim(
-            paper=paper, source=source, claim=f"{method}'s box localizes the object (error % at IoU < 0.5) [caltech101]",
-            paper_number=f"{paper_number(papers, method, metric)} (top-1: also counts wrong classes)",
-            ours=f"{method}: {ours.format(1, 100)}; "
-                 + "; ".join(f"{method} - {b.removeprefix('baseline: ')}: {d.format(1, 100)}" for b, d in zip(baselines, diffs)),
-            n=ours.n,
-            baseline="; ".join(f"{b}: {estimate(metric, scores[b][metric]).format(1, 100)}" for b in baselines),
-            rule="reproduced when the 95 % interval of the paired error difference (method - baseline, same images) "
-                 "lies below 0 for every baseline",
-            verdict=decide(holds)))
+        for metric in c.metrics:
+            text = f"{c.method}'s box localizes the object (error % at IoU < 0.5) [{dataset}]"
+            number = paper_number(published, c.paper, metric, [c.method])
+            number += " (top-1: also counts wrong classes)" if number != "not reported" else ""
+            pairs = [(c.method, b) for b in baselines]
+            claims.append(ordering_claim(scores, c, metric, text, number, pairs, baselines))
     return claims
 
 
