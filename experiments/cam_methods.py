@@ -197,8 +197,7 @@ def control_claims(cfg, sets, method_options) -> tuple[list, dict]:
     the first ``control_images`` images of each set (Score-CAM on the first ``control_scorecam_images``); with the
     seconds each set took."""
     ecfg, m = cfg.experiment, cfg.model
-    images = torch.cat([x[:ecfg.control_images] for x, *_ in sets.values()])
-    model = random_control(m.name, m.num_classes, m.input_size, cfg.seed, images)
+    model = random_control(m.name, m.num_classes, m.input_size, cfg.seed)
     scorer = fold_batchnorm(model).to(memory_format=torch.channels_last)
     claimed = {name for c in COMPARISONS + LOCALIZATION for name in (c.method, *c.others)}
     methods = [name for name in ecfg.methods
@@ -220,10 +219,8 @@ def control_claims(cfg, sets, method_options) -> tuple[list, dict]:
 def claim_notes(cfg, n_images: dict, control_seconds: dict) -> str:
     e = cfg.experiment
     control = (
-        f"Random-weights control: {cfg.model.name} with random init (torch seed {cfg.seed}) and its BatchNorm "
-        "statistics measured on the control's images (as built, a random EfficientNet-Lite0's features shrink to "
-        "~1e-8 and its output is the same for every image, so every map would score 0), the same claims on the "
-        f"first {', '.join(f'{min(e.control_images, n)} {name}' for name, n in n_images.items())} images, Score-CAM "
+        f"Random-weights control: {cfg.model.name} with random init (build_model(pretrained=False), torch seed "
+        f"{cfg.seed}), the same claims on the first {', '.join(f'{min(e.control_images, n)} {name}' for name, n in n_images.items())} images, Score-CAM "
         f"on the first {e.control_scorecam_images} of each (its one forward pass per channel dominates the control's "
         "cost), every map of its own top-1 class "
         f"({', '.join(f'{s:.0f} s on {name}' for name, s in control_seconds.items())}). A claim the control "

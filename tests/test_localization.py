@@ -136,19 +136,14 @@ def test_score_dataset_without_curves_scores_only_the_rest():
 
 
 def test_random_control_depends_on_the_image_is_seeded_and_leaves_the_runs_stream():
-    from cnnvis.models import build_model
-
     torch.manual_seed(0)
     images = torch.rand(8, 3, 64, 64)
     state = torch.random.get_rng_state()
-    net = loc.random_control("efficientnet_lite0", 1000, 64, 0, images)
+    net = loc.random_control("efficientnet_lite0", 1000, 64, 0)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert not net.training and not any(p.requires_grad for p in net.parameters())
     with torch.no_grad():
         out = net(images)
-        torch.testing.assert_close(loc.random_control("efficientnet_lite0", 1000, 64, 0, images)(images), out)
-        spread = lambda logits: float((logits - logits.mean(0)).abs().max() / logits.abs().max())
-        assert spread(out) > 1e-2
-        # as built, BatchNorm's running statistics let the random features shrink away: one output for every image
-        torch.manual_seed(0)
-        assert spread(build_model("efficientnet_lite0", pretrained=False, input_size=64).eval()(images)) < 1e-5
+        torch.testing.assert_close(loc.random_control("efficientnet_lite0", 1000, 64, 0)(images), out)
+        spread = float((out - out.mean(0)).abs().max() / out.abs().max())
+        assert spread > 1e-2  # a live random network: its output depends on the image

@@ -202,26 +202,13 @@ def baseline_scores(model, x, targets, boxes, n_curve, steps, tolerance, desc=""
 
 
 @torch.no_grad()
-def random_control(name: str, num_classes: int, input_size: int, seed: int, images: torch.Tensor,
-                   batch_size: int = 32) -> torch.nn.Module:
-    """The random-weights control's network: ``name`` with random weights (drawn under ``seed``), its BatchNorm
-    running statistics measured on ``images``, in eval mode. As built, BatchNorm's running statistics (mean 0,
-    variance 1) pass on whatever scale the random convolutions give: EfficientNet-Lite0's features shrink to ~1e-8
-    and its output is the same for every image to float rounding, so every map would score 0 on every metric.
-    Measured statistics keep each layer at unit scale, as training does; every weight stays random."""
+def random_control(name: str, num_classes: int, input_size: int, seed: int) -> torch.nn.Module:
+    """The random-weights control's network: ``name`` built with random weights drawn under ``seed`` (the same
+    init every experiment's control uses: ``build_model(pretrained=False)``), frozen, in eval mode."""
     with torch.random.fork_rng():  # the control's draw leaves the run's random stream as it was
         torch.manual_seed(seed)
-        model = build_model(name, num_classes, pretrained=False, input_size=input_size).eval()  # no dropout
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches, not an exponential one
-        norm.train()
-    for i in range(0, len(images), batch_size):
-        model(images[i:i + batch_size])
-    for norm in norms:
-        norm.momentum = 0.1
-    return frozen(model)
+        model = build_model(name, num_classes, pretrained=False, input_size=input_size)
+    return frozen(model.eval())
 
 
 def score_dataset(model, scorer, x, targets, methods, method_options: dict, scorecam_images: int, figure_images: int,
