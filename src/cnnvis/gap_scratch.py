@@ -15,6 +15,7 @@ from cnnvis.claims import Claim, decide
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, build_gap_model, count_parameters
 from cnnvis.gate import gated
 from cnnvis.models import build_model
+from cnnvis.notes import smoke_note
 from cnnvis.stats import t_mean
 
 # CAM paper Tab. 1: top-1 classification error on ILSVRC val (ImageNet-pretrained networks fine-tuned to GAP).
@@ -110,3 +111,49 @@ def table1_claims(runs: pd.DataFrame, gate=None) -> list[Claim]:
                             diff.format(1), diff.n, "0 points (the extra conv recovers nothing)",
                             rule.format(what="alexnet-gap minus alexnet*-gap"), decide(diff.above(0))), gate))
     return claims
+
+
+# ---------------------------------------------------------------- the miniature's notes
+
+
+def init_text(recipe) -> str:
+    if recipe.paper_init:
+        return "weights N(0, 0.01)"
+    if not recipe.kaiming_init:
+        return "PyTorch's default init"
+    linear = "" if recipe.linear_init_std is None else f" (fc layers N(0, {recipe.linear_init_std:g}))"
+    return f"He init{linear}"
+
+
+def scratch_notes(recipe, n_train: int, n_val: int, n_test: int, n_classes: int, boxed_categories: bool,
+                  train_per_class, test_per_class, val_per_class: int, input_size: int, seeds, split_seed: int,
+                  threshold: float, smoke: bool) -> str:
+    """The notes of the miniature's tables: data, split, budget, what carries over from the paper."""
+    return (
+        f"All networks trained from scratch on Caltech-101 ({n_classes} classes"
+        f"{': the categories with boxes' if boxed_categories else ''}, {n_train} training / {n_val} validation / "
+        f"{n_test} test images: {train_per_class} training per class, and of up to "
+        f"{test_per_class} held-out per class {val_per_class} for validation (the learning-rate "
+        f"plateau only) and the rest for test (every reported number)) at {input_size} px, seeds "
+        f"{list(seeds)} (the seed sets the initialization and sample order; one split, from seed {split_seed}); "
+        "errors are means over seeds with a 95 % t interval (n = seeds). The same budget: "
+        f"{recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr "
+        f"{recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay}, {init_text(recipe)}. The paper fine-tunes "
+        "ImageNet networks and reports ImageNet errors (paper column): the comparison to carry over is the ordering "
+        "(GAP costs a few points, AlexNet-GAP most, AlexNet*-GAP recovers part), not the values. Localization on the "
+        "test images that have boxes (boxes mapped through the resize and centre crop): "
+        "loc_err_top1 counts a wrong class or IoU < 0.5 (the paper's top-1 localization error); loc_err_gt_known "
+        f"uses the true class's map. Box rule: largest connected component above {threshold:g} of the "
+        "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
+        + smoke_note(smoke, "2 training, 1 validation and 1 test image per class")
+    )
+
+
+def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
+    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
+    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
+    at_chance = [name for name, err in mean_err.items() if err > chance_err]
+    return (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
+            f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
+            "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
+            "paper's comparison.") if at_chance else ""

@@ -22,7 +22,9 @@ from cnnvis.claims import Claim, decide
 from cnnvis.gap import GapHead, head_cams, predict_head, train_head
 from cnnvis.gate import combine, gated, training_gate
 from cnnvis.hooks import activations
+from cnnvis.notes import smoke_note
 from cnnvis.stats import bootstrap_mean, paired_difference, t_mean
+from cnnvis.data import decode_to_cache, per_class_split
 from cnnvis.transfer import extract_features, mean_class_accuracy, scored_folds
 
 # pool_features keeps a map's every cell when its grid may reach the map's side: a target this large asks for that
@@ -211,3 +213,41 @@ def surgery_metrics(runs: pd.DataFrame) -> dict:
         if pd.notna(r.loc_gt_known):
             metrics[f"{r.Index}/loc_gt_known"] = float(r.loc_gt_known)
     return metrics
+
+
+def boxed_pool(index, boxes: dict, pool_per_class: int, seed: int, side: int, resize_mode: str, input_size: int,
+               cache_dir: str | None, num_workers: int = 2):
+    """Up to ``pool_per_class`` boxed images per class (seeded), decoded at ``side`` through the cache: (images,
+    labels 0..n-1 over the boxed categories, their names, each image's box in input pixels (N, 4))."""
+    pool, _ = per_class_split(index.labels, pool_per_class, 0, 0, seed)
+    images = decode_to_cache(index.select(pool), side, resize_mode, cache_dir, num_workers)
+    classes = np.unique(images.labels)
+    labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
+    names = [images.classes[c] for c in classes]
+    gt_boxes = np.stack([images.box_in_image(j, boxes[p], input_size) for j, p in enumerate(images.paths)])
+    return images, labels, names, gt_boxes
+
+
+def surgery_notes(network: str, cuts: list[str], uncut: str, uncut_spatial: bool, n_images: int, n_classes: int,
+                  train_per_class: int, folds: int, epochs: int, width: int, lr: float, weight_decay: float,
+                  batch_size: int, pool_per_class: int, input_size: int, threshold: float, seed: int,
+                  cache_dir: str | None, smoke: bool) -> str:
+    """The notes of the surgery's tables: the cut, the added layers, the data, the measures and the gate."""
+    return (
+        f"Network: {network}, cut after {', '.join(cuts)}; at each cut a 3x3 conv of {width} units (stride 1, pad 1;"
+        f" the paper: 1024) + ReLU + global average pooling + linear is added. The pretrained trunk is frozen: its "
+        f"maps at every cut are computed once (cached under {cache_dir}/features) and only the added layers are "
+        f"trained (Adam lr {lr}, weight decay {weight_decay}, batch {batch_size}, {epochs} epochs, no "
+        f"augmentation). Uncut reference: {uncut} + a new linear classifier"
+        f"{' (a GAP network: its own CAM at ' + uncut + ')' if uncut_spatial else ' (no GAP: classification only)'}. "
+        f"Data: the Caltech-101 images with object boxes ({n_classes} categories), up to {pool_per_class} per class "
+        f"({n_images} images, seed {seed}); {folds} folds of {train_per_class} training images per class, the "
+        f"rest of the pool test. Classification: mean per-class accuracy, mean over folds with a 95 % t interval. "
+        f"Localization: CAM of the true class (loc_gt_known) or the predicted one (loc_top1: also the right class), "
+        f"upsampled bilinearly to {input_size} px, box of the largest component above "
+        f"{threshold:g} of its maximum, hit at IoU >= 0.5; per image the hit rate over the folds that "
+        "tested it, 95 % bootstrap interval over images. Baselines: the centred box of the other images' mean box "
+        "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
+        "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
+        "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
+        + smoke_note(smoke, "3 classes of 6 images, 2 folds, 2 epochs"))
