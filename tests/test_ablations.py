@@ -136,22 +136,51 @@ def test_he_init_with_small_linear_std_keeps_a_wide_fc_head_calm():
     assert stds[0.01] < 0.05 * stds[None]
 
 
-def test_table3_claims_decide_on_the_interval_over_seeds():
-    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+def table3(**changes):
+    """{short name: claim} of the Table 3 claims whose variants are in ``changes`` (per-seed changes, points)."""
+    from cnnvis.ablations import TABLE3_CLAIMS, table3_claims
     from cnnvis.stats import t_mean
-    from cnnvis.ablations import table3_claims
 
-    base = t_mean([40.0, 42.0])
-    # one seed costs 1 point and the other 9: the mean (+5) is not "little" and the interval spans +5
-    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 9.0]),
-                                 "no_conv3_conv4_fc6_fc7": t_mean([8.0, 30.0])}, base)
-    assert (little.verdict, lot.verdict) == (NOT_REPRODUCED, NOT_REPRODUCED) and little.n == 2
-    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]),
-                                 "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}, base)
-    assert (little.verdict, lot.verdict) == (REPRODUCED, REPRODUCED)
-    assert little.paper_number == "+4.3 points (ImageNet)" and lot.paper_number == "+30.8 points (ImageNet)"
-    one = table3_claims({"base": t_mean([40.0]), "no_fc6_fc7": t_mean([1.0])}, t_mean([40.0]))
-    assert one[0].verdict == NOT_REPRODUCED and one[0].ours == "1.0 (n = 1)"  # one seed never decides
+    short = dict(zip([text for text, _, _ in TABLE3_CLAIMS], ["little", "lot", "widen", "resize"]))
+    return {short[c.claim]: c for c in table3_claims({"base": [0.0] * 2, **changes}, t_mean([40.0, 42.0]))}
+
+
+def test_table3_claims_give_each_answer_on_the_interval_over_seeds():
+    from cnnvis.claims import CONTRADICTED, REPRODUCED
+
+    five = dict(no_fc6_fc7=[1.0, 1.5, 0.5, 1.2, 0.8], no_conv3_conv4_fc6_fc7=[20.0, 21.0, 19.0, 22.0, 20.5],
+                conv345_512_1024_512=[-2.0, -1.5, -2.5, -1.0, -2.2], fc6_fc7_2048=[0.5, -0.5, 1.0, 0.0, 0.2],
+                fc6_fc7_8192=[-1.0, 0.5, 0.0, -0.5, 0.3])
+    claims = table3(**five)
+    assert [c.verdict for c in claims.values()] == [REPRODUCED] * 4 and len(claims) == 4
+    assert claims["little"].paper_number == "+4.3 points (ImageNet)" and claims["widen"].paper_number == "-0.9 points (ImageNet)"
+    assert claims["resize"].paper_number == "fc6_fc7_2048: +1.8 points (ImageNet); fc6_fc7_8192: +0.4 points (ImageNet)"
+    # the opposite of each effect, every seed agreeing
+    against = table3(no_fc6_fc7=[12.0, 13.0, 11.0], conv345_512_1024_512=[2.0, 3.0, 2.5],
+                     fc6_fc7_2048=[9.0, 10.0, 11.0], fc6_fc7_8192=[0.0, 0.5, -0.5])
+    assert {k: c.verdict for k, c in against.items()} == {"little": CONTRADICTED, "widen": CONTRADICTED,
+                                                           "resize": CONTRADICTED}
+
+
+def test_table3_two_seeds_that_straddle_the_bar_are_inconclusive_not_not_reproduced():
+    from cnnvis.claims import INCONCLUSIVE
+
+    # the committed row -2.7 [-28.1, 22.7] (n = 2): it includes the +5-point bar, so it decides nothing
+    little = table3(no_fc6_fc7=[-4.7, -0.7])["little"]
+    assert little.ours == "-2.7 [-28.1, 22.7] (n = 2)" and little.verdict == INCONCLUSIVE
+    assert little.reason.startswith("n < 5") and "smallest detectable effect" in little.reason
+    one = table3(no_fc6_fc7=[1.0])["little"]
+    assert one.verdict == INCONCLUSIVE and one.ours == "1.0 (n = 1)"  # one seed never decides
+    assert len(table3(no_fc6_fc7=[1.0, 2.0])) == 1  # a claim whose variants did not run is left out
+    straddle = table3(conv345_512_1024_512=[-2.0, 1.0], fc6_fc7_2048=[0.0, 1.0], fc6_fc7_8192=[3.0, 6.0])
+    assert {k: c.verdict for k, c in straddle.items()} == {"widen": INCONCLUSIVE, "resize": INCONCLUSIVE}
+
+
+def test_table3_claims_carry_the_values_that_decide_them():
+    from cnnvis.claims import recomputed_verdict
+
+    for c in table3(no_fc6_fc7=[1.0, 1.5, 0.5], fc6_fc7_2048=[0.5, -0.5, 1.0], fc6_fc7_8192=[9.0, 10.0, 11.0]).values():
+        assert recomputed_verdict(c.evidence, ()) == c.verdict and c.evidence[0].seed != 0
 
 
 def test_table3_claims_of_undertrained_runs_are_not_comparable():
@@ -161,8 +190,9 @@ def test_table3_claims_of_undertrained_runs_are_not_comparable():
     from cnnvis.ablations import table3_claims
 
     base = t_mean([40.0, 42.0])
-    changes = {"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]), "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}
+    changes = {"base": [0.0, 0.0], "no_fc6_fc7": [1.0, 1.5], "no_conv3_conv4_fc6_fc7": [20.0, 21.0]}
     failed = table3_claims(changes, base, Gate(False, "base seed 0: training top-1 0.400 (needs >= 0.9)"))
     assert [c.verdict for c in failed] == [NOT_COMPARABLE] * 2
     assert failed[0].reason == "undertrained: base seed 0: training top-1 0.400 (needs >= 0.9)"
     assert [c.verdict for c in table3_claims(changes, base, Gate(True, "converged"))] == [REPRODUCED] * 2
+
