@@ -196,3 +196,66 @@ def test_table3_claims_of_undertrained_runs_are_not_comparable():
     assert failed[0].reason == "undertrained: base seed 0: training top-1 0.400 (needs >= 0.9)"
     assert [c.verdict for c in table3_claims(changes, base, Gate(True, "converged"))] == [REPRODUCED] * 2
 
+
+# ---------------------------------------------------------------- Fig. 4: feature change after an early epoch
+
+
+def test_feature_change_is_zero_for_the_same_weights_and_grows_with_a_change():
+    from cnnvis.ablations import feature_change
+    from cnnvis.models import build_model
+
+    torch.manual_seed(0)
+    final = build_model("zfnet", 3, False, None, 64).eval()
+    x = torch.rand(5, 3, 64, 64)
+    same = feature_change(final, final, x, ["conv1", "conv5"])
+    assert all(np.allclose(v[np.isfinite(v)], 0, atol=1e-9) for v in same.values())
+    moved = build_model("zfnet", 3, False, None, 64).eval()
+    moved.load_state_dict(final.state_dict())
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if name.startswith("features.") and not name.startswith("features.conv1"):
+                p.add_(0.5 * p.std() * torch.randn_like(p))  # every layer after conv1 moves
+    change = feature_change(moved, final, x, ["conv1", "conv5"])
+    assert np.allclose(change["conv1"], 0, atol=1e-9) and (change["conv5"][np.isfinite(change["conv5"])] > 0.01).all()
+
+
+def test_slopes_are_a_trend_over_every_step():
+    from cnnvis.stats import slopes
+
+    assert np.allclose(slopes([[0, 1, 2, 3], [3, 2, 1, 0], [0, 5, 5, 0]]), [1, -1, 0])
+    with pytest.raises(ValueError, match="two steps"):
+        slopes([[1.0]])
+
+
+def evolution(per_layer: list, gate=None):
+    """The Fig. 4 claim on per-image shares of change left (one list of values over images per layer, conv1 first;
+    the whole run's change is 0.5 for every layer and image)."""
+    from cnnvis.ablations import evolution_claim
+
+    layers = [f"conv{k}" for k in range(1, len(per_layer) + 1)]
+    change = {layer: 0.5 * np.asarray(v) for layer, v in zip(layers, per_layer)}
+    return evolution_claim(change, {layer: np.full(len(v), 0.5) for layer, v in change.items()}, layers, 2, 30, gate)
+
+
+def test_remaining_share_divides_by_each_layer_s_own_change():
+    from cnnvis.ablations import remaining_share
+
+    share = remaining_share({"conv1": np.array([0.1, 0.0]), "conv5": np.array([0.4, 0.2])},
+                            {"conv1": np.array([0.2, 0.0]), "conv5": np.array([0.8, 0.4])})
+    assert np.allclose(share["conv5"], 0.5) and share["conv1"][0] == pytest.approx(0.5) and np.isnan(share["conv1"][1])
+
+
+def test_evolution_claim_gives_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, recomputed_verdict
+    from cnnvis.gate import Gate
+
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0, 0.01, 40)  # noqa: E731
+    rising = evolution([0.01 + noise(), 0.05 + noise(), 0.1 + noise(), 0.2 + noise(), 0.3 + noise()])
+    assert rising.verdict == REPRODUCED and rising.n == 40 and recomputed_verdict(rising.evidence, ()) == REPRODUCED
+    assert "after epoch 2 of 30: conv1 0.0" in rising.baseline
+    assert evolution([0.3 + noise(), 0.2 + noise(), 0.1 + noise()]).verdict == CONTRADICTED  # upper layers settle first
+    flat = [0.1 + rng.normal(0, 0.3, 6) for _ in range(3)]
+    assert evolution(flat).verdict == INCONCLUSIVE
+    gated = evolution([0.01 + noise(), 0.3 + noise()], Gate(False, "training loss fell 40 %"))
+    assert gated.verdict == NOT_COMPARABLE and gated.reason == "undertrained: training loss fell 40 %"

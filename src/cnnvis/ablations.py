@@ -8,7 +8,8 @@
   its stride (what sampling every ``stride`` pixels folds back as aliasing).
 * ``grid_artifact_score``: how much an image-space pattern (a deconvnet projection of a conv2 unit) is
   concentrated on the lattice frequencies of a stride-``period`` grid, relative to a flat spectrum.
-* The ablations' claims (Fig. 6, Table 2, Table 3), decided over training seeds.
+* The ablations' claims (Fig. 6, Table 2, Table 3), decided over training seeds, and Fig. 4's: ``feature_change``,
+  how far each layer's output still moves between an early epoch and the last.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from torch import nn
 
 from cnnvis.claims import Claim, Equivalence, Evidence, Threshold, claim_seed, decided
 from cnnvis.gate import combine, gated
+from cnnvis.hooks import activations
 from cnnvis.models import (ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, UnsupportedModelError, conv_stack_classifier,
                            scaled)
-from cnnvis.stats import Estimate, t_mean
+from cnnvis.stats import Estimate, slopes, t_mean
 
 CONV1_ARMS = {
     # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
@@ -272,3 +274,62 @@ def table3_claims(changes: dict, base_err: Estimate, gate=None) -> list[Claim]:
             + (" for each variant" if len(variants) > 1 else ""), evidence), gate))
     return claims
 
+
+# ---------------------------------------------------------------- Fig. 4: how far each layer still moves after an early epoch
+
+PAPER_EARLY_EPOCH, PAPER_EPOCHS = 5, 64  # "the lower layers converge within a few epochs" of the paper's 64
+
+
+def early_epoch(kept_epochs: list[int], epochs: int) -> int:
+    """The kept epoch nearest the paper's epoch 5 of 64 scaled to a run of ``epochs`` (its "few epochs")."""
+    target = PAPER_EARLY_EPOCH * epochs / PAPER_EPOCHS
+    return min(kept_epochs, key=lambda e: (abs(e - target), e))
+
+
+@torch.no_grad()
+def feature_change(model: nn.Module, final: nn.Module, x: torch.Tensor, layers: list[str],
+                   batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Per layer, per image of ``x``: 1 - the cosine similarity of the layer's output (flattened) under ``model``
+    (an earlier epoch's weights) and under ``final`` (the last epoch's): 0 when the layer no longer changes what it
+    computes, up to 1 (or 2: reversed) as it does; NaN where either output is all zero."""
+    out = {layer: [] for layer in layers}
+    for chunk in x.split(batch_size):
+        now, last = activations(model, chunk, layers), activations(final, chunk, layers)
+        for layer in layers:
+            a, b = now[layer].flatten(1).double(), last[layer].flatten(1).double()
+            norms = a.norm(dim=1) * b.norm(dim=1)
+            cos = (a * b).sum(1) / norms.clamp_min(1e-300)
+            out[layer].append(torch.where(norms > 0, 1 - cos, torch.full_like(cos, float("nan"))).numpy())
+    return {layer: np.concatenate(parts) for layer, parts in out.items()}
+
+
+EVOLUTION_CLAIM = "the lower layers converge within a few epochs; the upper layers only after many more"
+
+
+def remaining_share(change: dict[str, np.ndarray], from_init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per layer, per image: the change still to come after an epoch (``feature_change`` of that epoch against the
+    last) as a share of the whole run's (``feature_change`` of the initial weights against the last): near 0 once a
+    layer has settled, near 1 while it has barely started. Dividing by each layer's own total keeps upper layers
+    from looking unsettled only because they inherit every change below them."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {layer: np.where(from_init[layer] > 0, change[layer] / from_init[layer], np.nan) for layer in change}
+
+
+def evolution_claim(change: dict[str, np.ndarray], from_init: dict[str, np.ndarray], layers: list[str], early: int,
+                    last: int, gate=None) -> Claim:
+    """Fig. 4's observation, decided on the per-image slope over the layers (input to output) of ``remaining_share``
+    after epoch ``early``: reproduced when its 95 % bootstrap interval over images lies above 0 (the upper layers
+    have more of their change still to come); "not comparable (undertrained: ...)" when the run failed ``gate``."""
+    share = remaining_share(change, from_init)
+    per_image = slopes(np.stack([share[layer] for layer in layers], 1))
+    rule = Threshold(0.0)
+    evidence = Evidence("bootstrap_mean", (per_image,), rule, claim_seed("Fig. 4", EVOLUTION_CLAIM))
+    est = evidence.estimate()
+    mean_share = ", ".join(f"{layer} {np.nanmean(share[layer]):.2f}" for layer in layers)
+    return gated(decided(
+        ZF_PAPER, "Fig. 4", EVOLUTION_CLAIM, "qualitative (lower layers settle within a few of 64 epochs, upper layers "
+        "after 40-50)", f"slope over {layers[0]}..{layers[-1]} of the share of change left after epoch {early}: "
+        f"{est.format(3)} per layer", est.n, f"mean share left after epoch {early} of {last}: {mean_share}",
+        rule.text(f"the per-image least-squares slope, over layer index, of the share of each layer's change (1 - "
+                  f"cosine of its output against epoch {last}'s) still to come after epoch {early} (bootstrap over "
+                  "held-out images)"), [evidence]), gate)
