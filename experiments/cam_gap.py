@@ -23,25 +23,26 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from cnnvis.claims import claims_frame
+from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset, smoke_subset
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
-from cnnvis.gap_scratch import (build_variant, chance_warning, localize, run_row, scratch_notes, summary_table,
-                                table1_claims)
+from cnnvis.gap_scratch import (SCRATCH_NO_CONTROL, SCRATCH_RULES, build_variant, chance_warning, localize, run_row,
+                                scratch_notes, summary_table, table1_claims)
 from cnnvis.gate import figure_note, gate_rows, training_gate
-from cnnvis.models import CNN, UnsupportedModelError
+from cnnvis.models import CNN, UnsupportedModelError, build_model
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.runner import model_from_config
-from cnnvis.surgery import (baseline_hits, boxed_pool, cut_maps, first_test_of_each_class, run_folds, summary,
-                            surgery_claims, surgery_metrics, surgery_notes)
+from cnnvis.surgery import (SURGERY_RULES, baseline_hits, boxed_pool, summary, surgery_arm, surgery_claims,
+                            surgery_figure, surgery_metrics, surgery_notes)
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
 
 log = logging.getLogger(__name__)
 
 
 MODEL_KINDS = [CNN]  # the surgery cuts model= (mode=scratch trains experiment.variants at model.input_size)
+
 
 
 @dataclass
@@ -55,6 +56,7 @@ class SurgeryConfig:
     batch_size: int = 32
     weight_decay: float = 5e-4
     little_cost_points: float = 5.0  # "GAP costs little": the uncut network's accuracy lead stays below this
+    control_folds: int = 3  # the random-weights control: the same surgery on a random-init trunk (0: not run)
 
 
 @dataclass
@@ -121,8 +123,8 @@ def main_scratch(cfg, out):
               notes=text + chance_warning(runs, n_classes))
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
     gate = gate_rows(runs, "{network} seed {seed}")
-    out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
-              notes=text)
+    out.claims(with_control(table1_claims(runs, gate), None, SCRATCH_NO_CONTROL), "claims", notes=text + SCRATCH_RULES,
+               title="CAM paper Table 1: the orderings, decided over seeds")
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
                                f"green: object box; trained from scratch on Caltech-101{figure_note(gate)}",
@@ -157,13 +159,14 @@ def main_surgery(cfg, out):
     images, labels, names, gt_boxes = boxed_pool(
         index, boxes, pool_per_class, cfg.seed, cfg.dataset.resize or round(size * 256 / 224),
         getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), size, cfg.cache_dir, cfg.dataset.num_workers)
-    maps = cut_maps(model, images, [*cuts, uncut], size, cfg.cache_dir, m.name,
-                    next(model.parameters()).device)
-    spatial = {**{c: True for c in cuts}, uncut: uncut_spatial}
     epochs = 2 if cfg.smoke else s.epochs
-    runs, hits, (shown, fold0_test), histories = run_folds(
-        maps, spatial, labels, gt_boxes, len(names), train_per_class, folds, cfg.seed, s.width, epochs, s.lr,
-        s.batch_size, s.weight_decay, size, e.threshold, uncut)
+
+    def arm(net, tag, k):  # one trunk's surgery, the trained one and the random-weights control alike
+        return surgery_arm(net, images, labels, gt_boxes, cuts, uncut, uncut_spatial, size, cfg.cache_dir, tag,
+                           len(names), train_per_class, k, cfg.seed, s.width, epochs, s.lr, s.batch_size,
+                           s.weight_decay, e.threshold)
+
+    runs, hits, (shown, fold0_test), histories = arm(model, m.name, folds)
     baselines = baseline_hits(gt_boxes, size)
     table = summary(runs, hits, baselines)
     network = f"{m.name} ({model.weights_source})"
@@ -171,25 +174,27 @@ def main_surgery(cfg, out):
     text = surgery_notes(network, cuts, uncut, uncut_spatial, len(images), len(names), train_per_class, folds, epochs,
                          s.width, s.lr, s.weight_decay, s.batch_size, s.pool_per_class, size, e.threshold, cfg.seed,
                          cfg.cache_dir, cfg.smoke)
+    control, why_none = None, "not run: experiment.surgery.control_folds=0"
+    if s.control_folds:
+        torch.manual_seed(cfg.seed)
+        trunk = build_model(m.name, pretrained=False, input_size=size).eval().to(next(model.parameters()).device)
+        c_runs, c_hits, _, _ = arm(trunk, f"{m.name}-random", min(s.control_folds, folds))
+        control = surgery_claims(c_runs, c_hits, baselines, cuts, uncut, s.little_cost_points, m.name)
+        out.table(summary(c_runs, c_hits, baselines), "control_gap_vs_original", title="Random-weights control: the "
+                  f"same surgery on a randomly initialized {m.name} trunk (seed {cfg.seed})", notes=text)
+        out.table(c_runs, "control_runs", title="Random-weights control: every added head", notes=text)
     out.table(table, "gap_vs_original", title=f"GAP surgery on {network}: accuracy and CAM localization on "
               f"Caltech-101 ({len(names)} boxed categories, {size} px)", notes=text)
     out.table(runs, "runs", title="GAP surgery: every added head (network x fold) with its trained-enough gate",
               notes=text)
-    out.table(claims_frame(claims), "claims", title="CAM paper: GAP surgery's claims, decided by stated rules",
-              notes=text)
+    out.claims(with_control(claims, control, why_none), "claims", notes=text + SURGERY_RULES,
+               title="CAM paper: GAP surgery's claims, decided by stated rules")
     out.table(histories, "head_histories", title="GAP surgery: each added head's training, epoch by epoch (what "
               "the trained-enough gate reads)", notes=text)
-    # figure: fold 0's first test image of each of the first figure_images classes
-    pick = first_test_of_each_class(labels, fold0_test, e.figure_images)
-    if pick and shown:
-        idx = [int(fold0_test[p]) for p in pick]
-        gate = gate_rows(runs, "{network} fold {fold}")
-        title = (f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
-                 f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
-        side = {k: int(runs[runs.network == k].grid.iloc[0]) for k in shown}
-        maps_shown = {(f"{k} ({side[k]}x{side[k]} CAM)" if k != uncut else f"uncut {k} ({side[k]}x{side[k]})"):
-                      v[torch.as_tensor(pick)] for k, v in shown.items()}
-        fig = method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx], gt_boxes[idx])
-        fig.subplots_adjust(top=1 - (0.2 * (title.count("\n") + 1) + 0.3) / fig.get_figheight())  # room for the title
+    gate = gate_rows(runs, "{network} fold {fold}")
+    fig = surgery_figure(images, labels, names, gt_boxes, shown, fold0_test, runs, uncut, size, e.figure_images,
+                         f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
+                         f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
+    if fig is not None:
         out.figure(fig, "cam_maps")
     return surgery_metrics(runs)
