@@ -267,7 +267,10 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
     assert len(ours) == 2 * 9 and (ours.caltech101 == "not run: data absent").all()
     assert ours.caltech256.str.endswith("(n = 2)").all() and not ours.caltech256.str.contains("±").any()
     assert (table[table.source == "paper (ZFNet)"].caltech256.iloc[0]) == "24.6 ± 0.4"
-    assert len(list((tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy"))) == 9
+    files = [p.name for p in (tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy")]
+    assert len(files) == 2 * 9 and sum(name.startswith("caltech256-efficientnet_lite0-random-") for name in files) == 9
+    control = table[table.source.str.startswith("random-weights control")]
+    assert list(control.classifier) == ["svm"] * 9 and control.caltech256.str.endswith("(n = 2)").all()
 
     out = run_smoke("resnet18_finetune", caltech256_only, tmp_path)
     table = pd.read_csv(out / "finetune.csv").set_index("dataset")
@@ -311,17 +314,46 @@ def test_svm_with_another_C_equals_a_fresh_fit():
     assert scores == pytest.approx(naive) and C == max(sorted(naive), key=naive.get)
 
 
-def test_depth_claim_needs_every_fold_to_agree():
-    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+LAYERS = ["stem", "stage1", "stage2", "head"]
+
+
+def test_depth_claim_is_a_trend_over_every_layer_and_gives_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, REPRODUCED, recomputed_verdict
     from cnnvis.transfer import depth_claim
 
-    first = [0.40, 0.42, 0.41]
-    mixed = depth_claim("caltech101", "svm", first, [0.45, 0.38, 0.43], "stem", "head")  # +5, -4, +2 points
-    assert mixed.verdict == NOT_REPRODUCED and mixed.n == 3 and mixed.paper_number.startswith("SVM layer 1 -> 7: 44.8")
-    clear = depth_claim("caltech101", "softmax", first, [0.90, 0.91, 0.89], "stem", "head")
-    assert clear.verdict == REPRODUCED and clear.baseline.startswith("the first layer (stem): 41.0 [")
-    one = depth_claim("caltech101", "svm", [0.4], [0.9], "stem", "head")
-    assert one.verdict == NOT_REPRODUCED and one.ours == "50.0 (n = 1)"  # one fold never decides
+    rising = depth_claim("caltech101", "svm", [[.30, .31, .29], [.50, .52, .49], [.70, .69, .71], [.90, .91, .89]], LAYERS)
+    assert rising.verdict == REPRODUCED and rising.n == 3 and rising.ours.startswith("19.97 [19.34, 20.59] (n = 3) points")
+    assert recomputed_verdict(rising.evidence, ()) == REPRODUCED
+    assert rising.paper_number == ("SVM layers 1, 2, 3, 4, 5, 7: 44.8, 66.2, 72.3, 76.6, 86.2, 85.5 % "
+                                   "(+6.32 points per layer)")
+    assert rising.baseline.startswith("the first layer (stem): 30.0 [") and "the last (head): 90.0 [" in rising.baseline
+    # the head beats the stem on every fold, but the middle layers fall: the old head-vs-stem rule said "yes"
+    dip = depth_claim("caltech101", "svm", [[.40, .41, .42], [.10, .12, .11], [.10, .09, .11], [.45, .46, .44]], LAYERS)
+    assert dip.verdict == INCONCLUSIVE and dip.reason.startswith("n < 5")
+    falling = depth_claim("caltech101", "svm", [[.9, .9, .9], [.7, .72, .7], [.5, .5, .52], [.3, .3, .31]], LAYERS)
+    assert falling.verdict == CONTRADICTED
+    one = depth_claim("caltech101", "svm", [[.4], [.9]], ["stem", "head"])
+    assert one.verdict == INCONCLUSIVE and one.ours.endswith("(n = 1) points per layer over 2 layers")
+
+
+def test_the_softmax_claim_quotes_the_paper_s_softmax_column():
+    from cnnvis.transfer import TABLE7, depth_claim, table7_trend
+
+    claim = depth_claim("caltech101", "softmax", [[.3, .3], [.9, .9]], ["stem", "head"])
+    assert claim.paper_number == "Softmax layers 5, 7: 82.9, 85.4 % (+1.25 points per layer)"
+    assert table7_trend("caltech256", "softmax") == "Softmax layers 5, 7: 65.7, 72.6 % (+3.45 points per layer)"
+    assert [layer for kind, layer in TABLE7 if kind == "softmax"] == [5, 7]  # the paper ran its softmax on 5 and 7 only
+
+
+def test_layer_accuracies_scores_every_layer_with_every_classifier_on_the_same_folds():
+    from cnnvis.transfer import layer_accuracies
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    feats = {"stem": rng.normal(size=(36, 5)), "head": rng.normal(size=(36, 5)) + 3 * np.eye(3, 5)[y]}
+    out = layer_accuracies(feats, y, ["svm"], 6, None, 2, {"svm": [0.01, 1.0]}, cv=2)
+    assert set(out) == {("stem", "svm"), ("head", "svm")} and all(len(v) == 2 for v in out.values())
+    assert np.mean([a for a, _ in out["head", "svm"]]) > np.mean([a for a, _ in out["stem", "svm"]])
 
 
 def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
