@@ -22,20 +22,12 @@ from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_train_size
 from cnnvis.runner import resolve_device
 from cnnvis.training import TrainConfig, as_train_config, fit
-from cnnvis.transfer import (DATA_ABSENT, NotRun, caltech_folds, dataset_fingerprint, extract_features,
-                             feature_backbone, fold_accuracies, load_datasets, mean_class_accuracy, fold_estimate,
-                             predict, run_key)
+from cnnvis.transfer import (DATA_ABSENT, TABLES_4_5, TABLES_4_5_ROW, NotRun, caltech_folds, curves_of,
+                             dataset_fingerprint, extract_features, feature_backbone, fold_accuracies, fold_estimate,
+                             load_datasets, mean_class_accuracy, predict, run_key, with_paper)
 
 log = logging.getLogger(__name__)
 
-# Zeiler & Fergus 2013, Table 4 (Caltech-101) and Table 5 (Caltech-256): the paper prints mean ± std over 5 folds, in %.
-PAPER = {
-    "caltech101": {"pretrained": {15: (83.8, 0.5), 30: (86.5, 0.5)},
-                   "scratch": {15: (22.8, 1.5), 30: (46.5, 1.7)}},
-    "caltech256": {"pretrained": {15: (65.7, 0.2), 30: (70.6, 0.2), 45: (72.7, 0.4), 60: (74.2, 0.3)},
-                   "scratch": {15: (9.0, 1.4), 30: (22.5, 0.7), 45: (31.2, 0.5), 60: (38.8, 1.4)}},
-}
-PAPER_ROW = {"pretrained": "ImageNet-pretrained convnet", "scratch": "non-pretrained convnet"}
 TABLE = {"caltech101": "table4_caltech101", "caltech256": "table5_caltech256"}
 
 
@@ -127,28 +119,6 @@ def scratch_rows(cfg, name, images, device, ckpt_root):
     return rows, per_fold
 
 
-def with_paper(rows, name, settings):
-    """Our rows with the paper's number for the same kind of row beside each setting."""
-    out = []
-    for row in rows:
-        kind = "scratch" if row["method"].startswith("trained from scratch") else "pretrained"
-        row = {**row, "paper row": PAPER_ROW[kind]}
-        for n in settings:
-            ref = PAPER.get(name, {}).get(kind, {}).get(n)
-            row[f"paper {n}/class"] = f"{ref[0]} ± {ref[1]}" if ref else "-"
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
-    curves = {}
-    if len(per_fold):
-        for (method, backbone), g in per_fold[per_fold.dataset == name].groupby(["method", "backbone"]):
-            stats = g.groupby("train_per_class").accuracy.agg(["mean", lambda a: a.std(ddof=1) if len(a) > 1 else 0.0])
-            curves[f"ours: {backbone} {method}"] = [(n, 100 * m, 100 * s) for n, (m, s) in stats.iterrows()]
-    return curves
-
-
 def main(cfg, out):
     import time
 
@@ -196,8 +166,8 @@ def main(cfg, out):
                         float(value.split(" ")[0])
     per_fold = pd.DataFrame(per_fold)
     out.table(per_fold, "folds", title="Accuracy of every fold")
-    paper = {name: {f"paper (ZFNet): {PAPER_ROW[k]}": [(n, *v) for n, v in PAPER[name][k].items()]
-                    for k in PAPER.get(name, {})} for name in names}
+    paper = {name: {f"paper (ZFNet): {TABLES_4_5_ROW[k]}": [(n, *v) for n, v in TABLES_4_5[name][k].items()]
+                    for k in TABLES_4_5.get(name, {})} for name in names}
     out.figure(accuracy_vs_train_size({name: curves_of(per_fold, name) for name in names}, paper,
                                       "Transfer to Caltech: accuracy vs training images per class"), "accuracy_vs_train_size")
     metrics["feature_extraction_s"] = round(timings.get("extract_s", 0.0), 1)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -306,6 +307,41 @@ def depth_claim(dataset: str, kind: str, scores: list, layers: list[str]) -> Cla
                    f"{fold_estimate(scores[-1])}",
                    rule.text(f"the per-fold least-squares slope of accuracy (points) on layer index over all "
                              f"{len(layers)} layers, {layers[0]} to {layers[-1]} (t over folds)"), [evidence])
+
+
+# ---------------------------------------------------------------- Tables 4 and 5
+
+# Zeiler & Fergus 2013, Table 4 (Caltech-101) and Table 5 (Caltech-256): the paper prints mean ± std over 5 folds, in %.
+TABLES_4_5 = {
+    "caltech101": {"pretrained": {15: (83.8, 0.5), 30: (86.5, 0.5)},
+                   "scratch": {15: (22.8, 1.5), 30: (46.5, 1.7)}},
+    "caltech256": {"pretrained": {15: (65.7, 0.2), 30: (70.6, 0.2), 45: (72.7, 0.4), 60: (74.2, 0.3)},
+                   "scratch": {15: (9.0, 1.4), 30: (22.5, 0.7), 45: (31.2, 0.5), 60: (38.8, 1.4)}},
+}
+TABLES_4_5_ROW = {"pretrained": "ImageNet-pretrained convnet", "scratch": "non-pretrained convnet"}
+
+
+def with_paper(rows: list[dict], name: str, settings) -> pd.DataFrame:
+    """Tables 4 / 5: our rows with the paper's number for the same kind of row beside each setting."""
+    out = []
+    for row in rows:
+        kind = "scratch" if row["method"].startswith("trained from scratch") else "pretrained"
+        row = {**row, "paper row": TABLES_4_5_ROW[kind]}
+        for n in settings:
+            ref = TABLES_4_5.get(name, {}).get(kind, {}).get(n)
+            row[f"paper {n}/class"] = f"{ref[0]} ± {ref[1]}" if ref else "-"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
+    """{'ours: <backbone> <method>': [(images per class, mean %, std %)]} of ``name``'s folds, for the figure."""
+    curves = {}
+    if len(per_fold):
+        for (method, backbone), g in per_fold[per_fold.dataset == name].groupby(["method", "backbone"]):
+            stats = g.groupby("train_per_class").accuracy.agg(["mean", lambda a: a.std(ddof=1) if len(a) > 1 else 0.0])
+            curves[f"ours: {backbone} {method}"] = [(n, 100 * m, 100 * s) for n, (m, s) in stats.iterrows()]
+    return curves
 
 
 def grid_edges(chosen: dict, C_grid: dict) -> str:
