@@ -256,6 +256,10 @@ def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only,
     t101 = pd.read_csv(out / "table4_caltech101.csv")
     assert (t101.status == "not run: data absent").all()
     assert (out / "accuracy_vs_train_size.png").stat().st_size > 1000 and (out / "run.json").exists()
+    claims = pd.read_csv(out / "claims.csv")
+    assert (claims.verdict == "not comparable").all() and (out / "claims_evidence.npz").exists()
+    assert claims.reason.str.startswith("caltech101 absent under the data root").sum() == 2 + 2  # pretrained, scratch
+    assert claims.reason.str.startswith("not run at 15/class").any()  # Caltech-256 ran at 1 and 2 per class only
 
 
 def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path):
@@ -364,3 +368,66 @@ def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
     text = grid_edges(chosen, {"svm": [0.0001, 0.001, 0.01], "softmax": [0.001, 0.01, 0.1]})
     assert text == (" (svm: at the largest C in 0 and at the smallest in 0 of 3 choices; "
                     "softmax: at the largest C in 4 and at the smallest in 1 of 6 choices)")
+
+
+def transfer_folds(pretrained: dict, scratch: dict | None = None, control: dict | None = None, passed=True):
+    """per-fold rows of caltech_transfer on Caltech-101: {images per class: accuracies (fractions) per fold}."""
+    import pandas as pd
+
+    rows = []
+    for method, scores in (("pretrained", pretrained), ("scratch", scratch or {}), ("control", control or {})):
+        rows += [{"dataset": "caltech101", "method": method, "backbone": "efficientnet_lite0", "train_per_class": n,
+                  "fold": f, "accuracy": a, "trained_enough": passed if method == "scratch" else np.nan,
+                  "gate": "loss still falling" if method == "scratch" else np.nan}
+                 for n, accs in scores.items() for f, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+def test_pretrained_claims_stand_against_zf_s_number_at_each_size():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, recomputed_verdict
+    from cnnvis.transfer import pretrained_claims
+
+    folds = transfer_folds({15: [.90, .91, .905], 30: [.80, .81, .79]})  # above 83.8; below 86.5
+    above, below = pretrained_claims("caltech101", folds, [15, 30])
+    assert (above.verdict, below.verdict) == (REPRODUCED, CONTRADICTED)
+    assert above.paper_number.startswith("83.8 ± 0.5 %") and below.paper_number.startswith("86.5 ± 0.5 %")
+    assert above.baseline == "ZF's non-pretrained convnet: 22.8 ± 1.5 %" and "(efficientnet_lite0)" in above.claim
+    assert recomputed_verdict(above.evidence, ()) == REPRODUCED and above.ours.endswith("(n = 3) %")
+    straddle = pretrained_claims("caltech101", transfer_folds({15: [.80, .88], 30: [.87, .88, .89]}), [15, 30])
+    assert straddle[0].verdict == INCONCLUSIVE and straddle[0].reason.startswith("n < 5")
+    smoke = pretrained_claims("caltech101", transfer_folds({1: [.5, .6]}), [1, 2])
+    assert [c.verdict for c in smoke] == [NOT_COMPARABLE] * 2 and smoke[0].reason.startswith("not run at 15/class")
+    absent = pretrained_claims("caltech256", transfer_folds({15: [.9]}), [15, 30, 45, 60], "caltech256 absent")
+    assert len(absent) == 4 and {c.reason for c in absent} == {"caltech256 absent"}
+    assert [c.paper_number.split(" ")[0] for c in absent] == ["65.7", "70.6", "72.7", "74.2"]
+
+
+def test_the_control_s_folds_are_judged_by_the_same_claims():
+    from cnnvis.claims import REPRODUCED, UNINFORMATIVE, with_control
+    from cnnvis.transfer import pretrained_claims
+
+    folds = transfer_folds({15: [.90, .91, .905]}, control={15: [.20, .25, .22]})
+    trained = pretrained_claims("caltech101", folds, [15])
+    control = pretrained_claims("caltech101", folds.assign(method=folds.method.map({"control": "pretrained"})), [15])
+    paired = with_control(trained, control)
+    assert paired[0].verdict == REPRODUCED and paired[0].control.endswith("(contradicted)")
+    assert with_control(trained, trained)[0].verdict == UNINFORMATIVE
+
+
+def test_scratch_claims_are_gated_and_give_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED
+    from cnnvis.transfer import scratch_claims
+
+    pre = {15: [.90, .91, .905], 30: [.92, .93, .925]}
+    far, close = scratch_claims("caltech101", transfer_folds(pre, {15: [.2, .25, .22], 30: [.91, .94, .92]}),
+                                ["efficientnet_lite0"], [15, 30])
+    assert (far.verdict, close.verdict) == (REPRODUCED, INCONCLUSIVE)
+    assert far.paper_number == "+61.0 points (ZF: pretrained 83.8 vs non-pretrained 22.8 %)"
+    better = scratch_claims("caltech101", transfer_folds(pre, {15: [.95, .96, .97]}), ["efficientnet_lite0"], [15])
+    assert better[0].verdict == CONTRADICTED and better[1].verdict == NOT_COMPARABLE  # 30/class not run from scratch
+    undertrained = scratch_claims("caltech101", transfer_folds(pre, {15: [.2, .25, .22]}, passed=False),
+                                  ["efficientnet_lite0"], [15])
+    assert undertrained[0].verdict == NOT_COMPARABLE
+    assert undertrained[0].reason.startswith("undertrained: efficientnet_lite0 from scratch, 15/class, fold 0: loss")
+    off = scratch_claims("caltech101", transfer_folds(pre), ["efficientnet_lite0"], [15], "not run: experiment.scratch=false")
+    assert {c.reason for c in off} == {"not run: experiment.scratch=false"}
