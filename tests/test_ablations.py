@@ -174,6 +174,7 @@ def test_table3_two_seeds_that_straddle_the_bar_are_inconclusive_not_not_reprodu
     assert len(table3(no_fc6_fc7=[1.0, 2.0])) == 1  # a claim whose variants did not run is left out
     straddle = table3(conv345_512_1024_512=[-2.0, 1.0], fc6_fc7_2048=[0.0, 1.0], fc6_fc7_8192=[3.0, 6.0])
     assert {k: c.verdict for k, c in straddle.items()} == {"widen": INCONCLUSIVE, "resize": INCONCLUSIVE}
+    assert all(c.reason.startswith("n < 5") for c in straddle.values())  # Equivalence says so too
 
 
 def test_table3_claims_carry_the_values_that_decide_them():
