@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
@@ -29,7 +28,7 @@ from cnnvis.runner import resolve_device
 from cnnvis.training import TrainConfig, as_train_config, fit
 from cnnvis.transfer import (DATA_ABSENT, TABLES_4_5, TABLES_4_5_ROW, NotRun, caltech_folds, curves_of,
                              dataset_fingerprint, feature_backbone, fold_estimate, load_datasets, mean_class_accuracy,
-                             predict, pretrained_claims, run_key, scratch_claims, softmax_fold_scores,
+                             predict, pretrained_claims, random_twin, run_key, scratch_claims, softmax_fold_scores,
                              tables_4_5_notes, with_paper)
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ CLAIM_NOTES = ("New claims (there was no rule before). Pretrained rows: reproduc
                "when it lies at or below it, inconclusive when it includes it (fewer than the paper's 5 folds: the "
                "reason says n < 5); not comparable at a size not run or where the data or weights are absent. "
                "Random-weights control: a softmax on the same backbone's features with random weights "
-               "(cnnvis.models.build_model(pretrained=False), seeded), experiment.control_folds folds. From-scratch "
+               "(cnnvis.transfer.random_twin, seeded), experiment.control_folds folds. From-scratch "
                "rows: the same architecture trained on the dataset against its pretrained features, per fold, each "
                "fold's training judged by the trained-enough gate (held-out: that fold's test images).")
 
@@ -92,9 +91,8 @@ def pretrained_rows(cfg, name, images, timings):
             rows.append({**row, "weights": "-", "status": str(why), **{f"{n}/class": "-" for n in settings_of(cfg, name)}})
             continue
         size = model.input_size if weights != "ImageNet" else e.input_size
-        torch.manual_seed(cfg.seed)
         arms = {"pretrained": (model, backbone, folds),  # the random-weights control: the same network, random init
-                "control": (build_model(backbone, pretrained=False, input_size=size), f"{backbone}-random",
+                "control": (random_twin(model, backbone, size, cfg.seed), f"{backbone}-random",
                             min(e.control_folds, folds))}
         for method, (net, tag, k) in arms.items():
             if not k:

@@ -30,13 +30,14 @@ from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
 from cnnvis.gap_scratch import (SCRATCH_NO_CONTROL, SCRATCH_RULES, build_variant, chance_warning, localize, run_row,
                                 scratch_notes, summary_table, table1_claims)
 from cnnvis.gate import figure_note, gate_rows, training_gate
-from cnnvis.models import CNN, UnsupportedModelError, build_model
+from cnnvis.models import CNN, UnsupportedModelError
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
 from cnnvis.runner import model_from_config
 from cnnvis.surgery import (SURGERY_RULES, baseline_hits, boxed_pool, summary, surgery_arm, surgery_claims,
                             surgery_figure, surgery_metrics, surgery_notes)
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe, train_val_test_sets, train_variant
+from cnnvis.transfer import random_twin
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,8 @@ def main_surgery(cfg, out):
                          cfg.cache_dir, cfg.smoke)
     control, why_none = None, "not run: experiment.surgery.control_folds=0"
     if s.control_folds:
-        torch.manual_seed(cfg.seed)
-        trunk = build_model(m.name, pretrained=False, input_size=size).eval().to(next(model.parameters()).device)
-        c_runs, c_hits, _, _ = arm(trunk, f"{m.name}-random", min(s.control_folds, folds))
+        c_runs, c_hits, _, _ = arm(random_twin(model, m.name, size, cfg.seed), f"{m.name}-random",
+                                   min(s.control_folds, folds))
         control = surgery_claims(c_runs, c_hits, baselines, cuts, uncut, s.little_cost_points, m.name)
         out.table(summary(c_runs, c_hits, baselines), "control_gap_vs_original", title="Random-weights control: the "
                   f"same surgery on a randomly initialized {m.name} trunk (seed {cfg.seed})", notes=text)

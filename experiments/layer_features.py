@@ -17,17 +17,16 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
 from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_depth
-from cnnvis.models import CNN, build_model, resolve_layers
+from cnnvis.models import CNN, resolve_layers
 from cnnvis.runner import model_from_config
 from cnnvis.stats import t_mean
 from cnnvis.transfer import (TABLE7, TABLE7_COLUMN, depth_claim, extract_features, fold_estimate, grid_edges,
-                             layer_accuracies, load_datasets)
+                             layer_accuracies, load_datasets, random_twin)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,7 @@ def main(cfg, out):
     weights = model.weights_source
     folds = 2 if cfg.smoke else e.folds
     C_grid = {"svm": list(e.C_grid_svm), "softmax": list(e.C_grid_softmax)}
-    torch.manual_seed(cfg.seed)
-    random_trunk = build_model(cfg.model.name, pretrained=False, input_size=cfg.model.input_size).eval()
+    random_trunk = random_twin(model, cfg.model.name, cfg.model.input_size, cfg.seed)
     arms = {"trained": (model, cfg.model.name, list(e.classifiers), folds),
             "control": (random_trunk, f"{cfg.model.name}-random", list(e.control_classifiers), min(e.control_folds, folds))}
     start, timings, per_fold, dims = time.perf_counter(), {}, [], {}
@@ -129,7 +127,7 @@ def main(cfg, out):
     grids = ", ".join(f"{kind} {C_grid[kind]}" for kind in e.classifiers)
     edges = grid_edges(chosen["trained"], C_grid)
     control_text = (f" Random-weights control: the same layers of {cfg.model.name} randomly initialized "
-                    f"(cnnvis.models.build_model(pretrained=False), seed {cfg.seed}), {', '.join(e.control_classifiers)} "
+                    f"(cnnvis.transfer.random_twin, seed {cfg.seed}), {', '.join(e.control_classifiers)} "
                     f"only, {arms['control'][3]} folds (cost)." if results["control"] else "")
     out.table(table, "table7_layer_features", title="Zeiler & Fergus Table 7: classifiers on the features of each layer",
               notes=(f"Mean of per-class accuracies (%) over {folds} folds with its 95 % t interval (n = folds), "

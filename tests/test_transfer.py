@@ -431,3 +431,21 @@ def test_scratch_claims_are_gated_and_give_each_answer():
     assert undertrained[0].reason.startswith("undertrained: efficientnet_lite0 from scratch, 15/class, fold 0: loss")
     off = scratch_claims("caltech101", transfer_folds(pre), ["efficientnet_lite0"], [15], "not run: experiment.scratch=false")
     assert {c.reason for c in off} == {"not run: experiment.scratch=false"}
+
+
+def test_random_twin_has_the_architecture_and_not_the_weights():
+    from cnnvis.models import build_model, zfnet
+    from cnnvis.transfer import random_twin
+
+    def same_shapes(a, b):
+        return {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+    torch.manual_seed(1)
+    trained = build_model("zfnet", 1000, False, None, 64)
+    twin = random_twin(trained, "zfnet", 64, seed=0)  # the builder's own initialization
+    assert same_shapes(twin, trained) and not torch.equal(twin.features.conv1.weight, trained.features.conv1.weight)
+    assert torch.equal(twin.features.conv1.weight, random_twin(trained, "zfnet", 64, seed=0).features.conv1.weight)
+    narrow = zfnet(10, 64, width=0.25)  # a CPU-preset checkpoint's width: the builder's default would not match
+    twin = random_twin(narrow, "zfnet", 64, seed=0)
+    assert same_shapes(twin, narrow) and not torch.equal(twin.features.conv1.weight, narrow.features.conv1.weight)
+    assert not twin.training and twin.weights_source.startswith("random init")

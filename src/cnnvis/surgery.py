@@ -164,8 +164,8 @@ SURGERY_RULES = ("\n\nRules: each claim is reproduced when its 95 % interval lie
                  "claims from fewer than 5 folds: the reason says n < 5); the resolution claim is not comparable when "
                  "the deeper cut's grid is no finer. The old rules read 'not reproduced' whenever the interval was "
                  "not wholly on the paper's side. Random-weights control: the same surgery, folds and baselines on a "
-                 "randomly initialized trunk of the same architecture (cnnvis.models.build_model(pretrained=False), "
-                 "seeded); a claim it also reproduces reads uninformative.")
+                 "randomly initialized trunk of the same architecture (cnnvis.transfer.random_twin, seeded); a claim "
+                 "it also reproduces reads uninformative.")
 
 
 def _claim(source: str, claim: str, paper_number: str, ours, baseline: str, rule_text: str, statistic: str,

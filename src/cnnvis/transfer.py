@@ -494,6 +494,26 @@ def feature_backbone(name: str, checkpoint: str | None = None):
     return model, FEATURE_LAYER[name], "ImageNet"
 
 
+def random_twin(model: nn.Module, name: str, input_size: int, seed: int = 0) -> nn.Module:
+    """The random-weights control's network: ``model``'s architecture randomly initialized (seeded), in eval mode.
+    ``build_model(name, pretrained=False)`` where that builds the same architecture (its own initialization); else
+    (a torchvision variant, a width-scaled checkpoint, another head) a copy of ``model`` whose every layer is
+    re-initialized by its ``reset_parameters`` (PyTorch's default initialization)."""
+    from cnnvis.models import build_model
+
+    torch.manual_seed(seed)
+    twin = build_model(name, pretrained=False, input_size=input_size)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if {k: v.shape for k, v in twin.state_dict().items()} != shapes:
+        twin = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        for module in twin.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        twin.weights_source = "random init (its layers' default initialization)"
+    return twin.eval().to(next(model.parameters()).device)
+
+
 def imagenet_weights_file(name: str) -> str:
     import torchvision
 
