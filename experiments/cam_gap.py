@@ -20,30 +20,30 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import pandas as pd
 import torch
 
-from cnnvis.claims import claims_frame
+from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
-from cnnvis.data import (caltech101_box_categories, caltech101_boxes, decode_to_cache, index_dataset, per_class_split,
-                         smoke_subset)
+from cnnvis.data import caltech101_box_categories, caltech101_boxes, index_dataset, smoke_subset
 from cnnvis.from_config import model_from_config, train_val_test_sets, train_variant
 from cnnvis.gap import GAP_VARIANTS, LAST_CONV, SURGERY_CUTS, UNCUT_LAYER
-from cnnvis.gap_scratch import build_variant, localize, run_row, summary_table, table1_claims
+from cnnvis.gap_scratch import (SCRATCH_NO_CONTROL, SCRATCH_RULES, build_variant, chance_warning, localize, run_row,
+                                scratch_notes, summary_table, table1_claims)
 from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.models import CNN, UnsupportedModelError
-from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.plotting.training import training_curves
-from cnnvis.surgery import (baseline_hits, cut_maps, first_test_of_each_class, run_folds, summary, surgery_claims,
-                            surgery_metrics)
+from cnnvis.surgery import (SURGERY_RULES, baseline_hits, boxed_pool, summary, surgery_arm, surgery_claims,
+                            surgery_figure, surgery_metrics, surgery_notes)
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
+from cnnvis.transfer import random_twin
 
 log = logging.getLogger(__name__)
 
 
 MODEL_KINDS = [CNN]  # the surgery cuts model= (mode=scratch trains experiment.variants at model.input_size)
+
 
 
 @dataclass
@@ -57,6 +57,7 @@ class SurgeryConfig:
     batch_size: int = 32
     weight_decay: float = 5e-4
     little_cost_points: float = 5.0  # "GAP costs little": the uncut network's accuracy lead stays below this
+    control_folds: int = 3  # the random-weights control: the same surgery on a random-init trunk (0: not run)
 
 
 @dataclass
@@ -116,13 +117,15 @@ def main_scratch(cfg, out, record):
             figure_labels = [images.classes[images.labels[j]] for j, _, _ in shown[:k]]
     runs = pd.DataFrame(rows)
     table = summary_table(runs)
-    text = notes(cfg, recipe, len(train_set), len(val_set), len(test_set), n_classes)
+    text = scratch_notes(recipe, len(train_set), len(val_set), len(test_set), n_classes, e.boxed_categories,
+                         cfg.dataset.train_per_class, cfg.dataset.test_per_class, e.val_per_class, size, e.seeds,
+                         cfg.seed, e.threshold, cfg.smoke)
     out.table(table, "gap_vs_original", title=f"GAP networks vs the originals on Caltech-101 ({size} px)",
               notes=text + chance_warning(runs, n_classes))
     out.table(runs, "runs", title="CAM GAP: every run (network x seed)", notes=text)
     gate = gate_rows(runs, "{network} seed {seed}")
-    out.table(claims_frame(table1_claims(runs, gate)), "claims", title="CAM paper Table 1: the orderings, decided over seeds",
-              notes=text)
+    out.claims(with_control(table1_claims(runs, gate), None, SCRATCH_NO_CONTROL), "claims", notes=text + SCRATCH_RULES,
+               title="CAM paper Table 1: the orderings, decided over seeds")
     if figure_boxes:
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
                                f"green: object box; trained from scratch on Caltech-101{figure_note(gate)}",
@@ -133,47 +136,6 @@ def main_scratch(cfg, out, record):
     return {"trained_enough": int(gate.passed),
             **{f"{name}/{k}": float(v) for name, r in means.iterrows() for k, v in r.items() if pd.notna(v)}}
 
-
-def init_text(recipe) -> str:
-    if recipe.paper_init:
-        return "weights N(0, 0.01)"
-    if not recipe.kaiming_init:
-        return "PyTorch's default init"
-    linear = "" if recipe.linear_init_std is None else f" (fc layers N(0, {recipe.linear_init_std:g}))"
-    return f"He init{linear}"
-
-
-def notes(cfg, recipe, n_train, n_val, n_test, n_classes) -> str:
-    e = cfg.experiment
-    return (
-        f"All networks trained from scratch on Caltech-101 ({n_classes} classes"
-        f"{': the categories with boxes' if e.boxed_categories else ''}, {n_train} training / {n_val} validation / "
-        f"{n_test} test images: {cfg.dataset.train_per_class} training per class, and of up to "
-        f"{cfg.dataset.test_per_class} held-out per class {e.val_per_class} for validation (the learning-rate "
-        f"plateau only) and the rest for test (every reported number)) at {cfg.model.input_size} px, seeds "
-        f"{list(e.seeds)} (the seed sets the initialization and sample order; one split, from seed {cfg.seed}); "
-        "errors are means over seeds with a 95 % t interval (n = seeds). The same budget: "
-        f"{recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr "
-        f"{recipe.lr} momentum {recipe.momentum} wd {recipe.weight_decay}, {init_text(recipe)}. The paper fine-tunes "
-        "ImageNet networks and reports ImageNet errors (paper column): the comparison to carry over is the ordering "
-        "(GAP costs a few points, AlexNet-GAP most, AlexNet*-GAP recovers part), not the values. Localization on the "
-        "test images that have boxes (boxes mapped through the resize and centre crop): "
-        "loc_err_top1 counts a wrong class or IoU < 0.5 (the paper's top-1 localization error); loc_err_gt_known "
-        f"uses the true class's map. Box rule: largest connected component above {cfg.experiment.threshold:g} of the "
-        "map's maximum. A short CPU run from scratch: accuracies are far below those of ImageNet-trained networks."
-        + smoke_note(cfg.smoke, "2 training, 1 validation and 1 test image per class")
-    )
-
-
-
-def chance_warning(runs: pd.DataFrame, n_classes: int) -> str:
-    chance_err = 100 * (1 - 5 / n_classes)  # a top-1 error above this is within 5x of guessing
-    mean_err = runs.groupby("network", sort=False)["test_top1_err"].mean()
-    at_chance = [name for name, err in mean_err.items() if err > chance_err]
-    return (f"\n\nAt this budget {', '.join(at_chance)} stayed near chance (mean top-1 error > {chance_err:.1f}%, "
-            f"chance {100 * (1 - 1 / n_classes):.1f}%): their accuracy and top-1 localization say nothing about "
-            "the architecture yet; run longer (experiment.train.epochs, dataset.train_per_class) for the "
-            "paper's comparison.") if at_chance else ""
 
 # ---------------------------------------------------------------- surgery on a pretrained network (the default)
 
@@ -195,68 +157,45 @@ def main_surgery(cfg, out, record):
     train_per_class, folds, pool_per_class = cfg.dataset.train_per_class or 30, s.folds, s.pool_per_class
     if cfg.smoke:
         index, train_per_class, folds, pool_per_class = smoke_subset(index, classes=3, per_class=6), 3, 2, 6
-    pool, _ = per_class_split(index.labels, pool_per_class, 0, 0, cfg.seed)
-    images = decode_to_cache(index.select(pool), cfg.dataset.resize or round(size * 256 / 224),
-                             getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), cfg.cache_dir,
-                             cfg.dataset.num_workers, record)
-    classes = np.unique(images.labels)
-    labels = np.searchsorted(classes, images.labels)  # 0..n-1 over the boxed categories
-    names = [images.classes[c] for c in classes]
-    gt_boxes = np.stack([images.box_in_image(j, boxes[p], size) for j, p in enumerate(images.paths)])
-    maps = cut_maps(model, images, [*cuts, uncut], size, cfg.cache_dir, m.name,
-                    next(model.parameters()).device)
-    spatial = {**{c: True for c in cuts}, uncut: uncut_spatial}
+    images, labels, names, gt_boxes = boxed_pool(
+        index, boxes, pool_per_class, cfg.seed, cfg.dataset.resize or round(size * 256 / 224),
+        getattr(cfg.dataset.resize_mode, "value", cfg.dataset.resize_mode), size, cfg.cache_dir, cfg.dataset.num_workers,
+        record)
     epochs = 2 if cfg.smoke else s.epochs
-    runs, hits, (shown, fold0_test), histories = run_folds(
-        maps, spatial, labels, gt_boxes, len(classes), train_per_class, folds, cfg.seed, s.width, epochs, s.lr,
-        s.batch_size, s.weight_decay, size, e.threshold, uncut)
+
+    def arm(net, tag, k):  # one trunk's surgery, the trained one and the random-weights control alike
+        return surgery_arm(net, images, labels, gt_boxes, cuts, uncut, uncut_spatial, size, cfg.cache_dir, tag,
+                           len(names), train_per_class, k, cfg.seed, s.width, epochs, s.lr, s.batch_size,
+                           s.weight_decay, e.threshold)
+
+    runs, hits, (shown, fold0_test), histories = arm(model, m.name, folds)
     baselines = baseline_hits(gt_boxes, size)
     table = summary(runs, hits, baselines)
     network = f"{m.name} ({model.weights_source})"
     claims = surgery_claims(runs, hits, baselines, cuts, uncut, s.little_cost_points, m.name)
-    text = surgery_notes(cfg, cuts, uncut, uncut_spatial, len(images), len(classes), train_per_class, folds,
-                         epochs, network)
+    text = surgery_notes(network, cuts, uncut, uncut_spatial, len(images), len(names), train_per_class, folds, epochs,
+                         s.width, s.lr, s.weight_decay, s.batch_size, s.pool_per_class, size, e.threshold, cfg.seed,
+                         cfg.cache_dir, cfg.smoke)
+    control, why_none = None, "not run: experiment.surgery.control_folds=0"
+    if s.control_folds:
+        c_runs, c_hits, _, _ = arm(random_twin(model, m.name, size, cfg.seed), f"{m.name}-random",
+                                   min(s.control_folds, folds))
+        control = surgery_claims(c_runs, c_hits, baselines, cuts, uncut, s.little_cost_points, m.name)
+        out.table(summary(c_runs, c_hits, baselines), "control_gap_vs_original", title="Random-weights control: the "
+                  f"same surgery on a randomly initialized {m.name} trunk (seed {cfg.seed})", notes=text)
+        out.table(c_runs, "control_runs", title="Random-weights control: every added head", notes=text)
     out.table(table, "gap_vs_original", title=f"GAP surgery on {network}: accuracy and CAM localization on "
-              f"Caltech-101 ({len(classes)} boxed categories, {size} px)", notes=text)
+              f"Caltech-101 ({len(names)} boxed categories, {size} px)", notes=text)
     out.table(runs, "runs", title="GAP surgery: every added head (network x fold) with its trained-enough gate",
               notes=text)
-    out.table(claims_frame(claims), "claims", title="CAM paper: GAP surgery's claims, decided by stated rules",
-              notes=text)
+    out.claims(with_control(claims, control, why_none), "claims", notes=text + SURGERY_RULES,
+               title="CAM paper: GAP surgery's claims, decided by stated rules")
     out.table(histories, "head_histories", title="GAP surgery: each added head's training, epoch by epoch (what "
               "the trained-enough gate reads)", notes=text)
-    # figure: fold 0's first test image of each of the first figure_images classes
-    pick = first_test_of_each_class(labels, fold0_test, e.figure_images)
-    if pick and shown:
-        idx = [int(fold0_test[p]) for p in pick]
-        gate = gate_rows(runs, "{network} fold {fold}")
-        title = (f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
-                 f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
-        side = {k: int(runs[runs.network == k].grid.iloc[0]) for k in shown}
-        maps_shown = {(f"{k} ({side[k]}x{side[k]} CAM)" if k != uncut else f"uncut {k} ({side[k]}x{side[k]})"):
-                      v[torch.as_tensor(pick)] for k, v in shown.items()}
-        fig = method_grid(images.tensors(idx, size), maps_shown, title, [names[labels[j]] for j in idx], gt_boxes[idx])
-        fig.subplots_adjust(top=1 - (0.2 * (title.count("\n") + 1) + 0.3) / fig.get_figheight())  # room for the title
+    gate = gate_rows(runs, "{network} fold {fold}")
+    fig = surgery_figure(images, labels, names, gt_boxes, shown, fold0_test, runs, uncut, size, e.figure_images,
+                         f"GAP surgery on {network}:\nCAM of the true class at each cut (added 3x3 conv of {s.width} + GAP + "
+                         f"linear, trunk frozen)\nCaltech-101, fold 0 test images; green: object box{figure_note(gate)}")
+    if fig is not None:
         out.figure(fig, "cam_maps")
     return surgery_metrics(runs)
-
-
-def surgery_notes(cfg, cuts, uncut, uncut_spatial, n_images, n_classes, train_per_class, folds, epochs, network):
-    s = cfg.experiment.surgery
-    return (
-        f"Network: {network}, cut after {', '.join(cuts)}; at each cut a 3x3 conv of {s.width} units (stride 1, pad 1;"
-        f" the paper: 1024) + ReLU + global average pooling + linear is added. The pretrained trunk is frozen: its "
-        f"maps at every cut are computed once (cached under {cfg.cache_dir}/features) and only the added layers are "
-        f"trained (Adam lr {s.lr}, weight decay {s.weight_decay}, batch {s.batch_size}, {epochs} epochs, no "
-        f"augmentation). Uncut reference: {uncut} + a new linear classifier"
-        f"{' (a GAP network: its own CAM at ' + uncut + ')' if uncut_spatial else ' (no GAP: classification only)'}. "
-        f"Data: the Caltech-101 images with object boxes ({n_classes} categories), up to {s.pool_per_class} per class "
-        f"({n_images} images, seed {cfg.seed}); {folds} folds of {train_per_class} training images per class, the "
-        f"rest of the pool test. Classification: mean per-class accuracy, mean over folds with a 95 % t interval. "
-        f"Localization: CAM of the true class (loc_gt_known) or the predicted one (loc_top1: also the right class), "
-        f"upsampled bilinearly to {cfg.model.input_size} px, box of the largest component above "
-        f"{cfg.experiment.threshold:g} of its maximum, hit at IoU >= 0.5; per image the hit rate over the folds that "
-        "tested it, 95 % bootstrap interval over images. Baselines: the centred box of the other images' mean box "
-        "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
-        "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
-        "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
-        + smoke_note(cfg.smoke, "3 classes of 6 images, 2 folds, 2 epochs"))

@@ -3,19 +3,26 @@
 For a few feature maps of each layer, the deconvnet projection of the map's strongest activation over the
 held-out images, at every kept epoch of a training run (one column per epoch). The run is the `train`
 experiment's: with the same model, data and recipe options it reuses that run's checkpoints (and trains,
-or resumes, when they are missing). Judged by the trained-enough gate (``cnnvis.run_gate``): a run that failed it
-says so in the figure title and metrics (and stays out of the gallery).
+or resumes, when they are missing). The paper's observation (lower layers converge within a few epochs, upper
+layers after many) is decided on how far each layer's output still moves between an early kept epoch and the last
+(``cnnvis.ablations.feature_change`` / ``evolution_claim``). Judged by the trained-enough gate (``cnnvis.run_gate``):
+a run that failed it says so in the figure title, metrics and claim (and stays out of the gallery).
 """
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+import pandas as pd
 import torch
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.hooks import activations
-from cnnvis.ablations import build_model_at_width, first_conv
+from cnnvis.ablations import (build_model_at_width, early_epoch, evolution_claim, feature_change, first_conv,
+                              remaining_share)
+from cnnvis.claims import with_control
 from cnnvis.gate import figure_note
 from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.models import CNN
@@ -24,6 +31,8 @@ from cnnvis.training import TrainConfig, load_checkpoint, smoke_recipe
 
 
 MODEL_KINDS = [CNN]  # the networks it runs (cnnvis.config.check_model_kind)
+NO_CONTROL = ("not applicable: the claim is about training itself (a random initialization does not move); the "
+              "trained-enough gate judges the run")
 
 
 @dataclass
@@ -77,9 +86,9 @@ def main(cfg, out, record):
     if m.checkpoint:
         record.add_checkpoint(m.checkpoint)  # the starting weights
     model.cpu().eval()
+    start = initial_model(build, recipe, cfg.seed)
     gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
-                               first_conv(model).weight.detach(), first_conv(initial_model(build, recipe, cfg.seed)).weight,
-                               f"{m.name} conv1")
+                               first_conv(model).weight.detach(), first_conv(start).weight, f"{m.name} conv1")
     kept = sorted(ckpt.glob("epoch_*.pt"))
     epochs = [int(p.stem.split("_")[1]) for p in kept]
     x = images.tensors(val_set.idx, m.input_size)
@@ -87,11 +96,16 @@ def main(cfg, out, record):
         final = activations(model, x[:64], list(e.layers))
     picks = {layer: final[layer].flatten(2).amax(2).mean(0).argsort(descending=True)[: e.maps_per_layer].tolist()
              for layer in e.layers}
-    columns = []
-    for path in kept:
+    trained = copy.deepcopy(model)  # the last epoch's weights, which each kept epoch is compared with
+    columns, change = [], {0: feature_change(start, trained, x, list(e.layers))}
+    for epoch, path in zip(epochs, kept):
         model.load_state_dict(load_checkpoint(path)["model"])
         record.add_checkpoint(path)
         columns.append(strongest_projections(model, x, picks))
+        change[epoch] = feature_change(model, trained, x, list(e.layers))
+    early = early_epoch(epochs, len(history))
+    claims = with_control([evolution_claim(change[early], change[0], list(e.layers), early, len(history), gate)], None,
+                          NO_CONTROL)
     grid = {key: [col[key] for col in columns] for key in columns[0]}
     title = (f"Feature evolution (ZF Fig. 4): {m.name} on {n_classes} Caltech-101 classes, {m.input_size} px; "
              f"strongest activation over {len(x)} held-out images, projected by the deconvnet, at epochs {epochs} "
@@ -102,6 +116,17 @@ def main(cfg, out, record):
                     f"activation at the last epoch (the paper shows a random subset). Trained-enough gate "
                     f"(cnnvis.gate; held-out: the validation images): {'passed' if gate.passed else 'FAILED'}: "
                     f"{gate.reason}.")
+    out.table(pd.DataFrame([{"epoch": k, "layer": layer, "change_to_last": float(np.nanmean(v)),
+                             "share_left": float(np.nanmean(remaining_share(per, change[0])[layer])),
+                             "images": int(np.isfinite(v).sum())} for k, per in change.items() for layer, v in per.items()]),
+              "feature_change", title="How far each layer's output still moves after each kept epoch (0: the initial "
+              "weights)", notes=f"change_to_last: 1 - cosine(layer output at the epoch, at the last epoch "
+              f"{len(history)}), mean over {len(x)} held-out images; share_left: that change as a share of the "
+              "layer's change from the initial weights (per image, then the mean).")
+    out.claims(claims, "claims", title="ZF Fig. 4: the paper's observation, decided over held-out images",
+               notes=f"Early epoch {early}: the kept epoch nearest the paper's epoch 5 of 64 scaled to {len(history)} "
+                     f"epochs; {len(x)} held-out images. New claim (there was no rule before). Trained-enough gate: "
+                     f"{'passed' if gate.passed else 'FAILED'}: {gate.reason}.")
     out.table(structure, "conv1_filter_structure", title=f"{m.name} conv1: spectral concentration of W - W0 against "
               "white noise of the same shape (per filter)")
     return {"trained_enough": int(gate.passed), "epochs_shown": len(epochs), "maps": len(grid), "final_val_top1": float(history.val_top1.iloc[-1])}

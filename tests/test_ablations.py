@@ -136,22 +136,52 @@ def test_he_init_with_small_linear_std_keeps_a_wide_fc_head_calm():
     assert stds[0.01] < 0.05 * stds[None]
 
 
-def test_table3_claims_decide_on_the_interval_over_seeds():
-    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+def table3(**changes):
+    """{short name: claim} of the Table 3 claims whose variants are in ``changes`` (per-seed changes, points)."""
+    from cnnvis.ablations import TABLE3_CLAIMS, table3_claims
     from cnnvis.stats import t_mean
-    from cnnvis.ablations import table3_claims
 
-    base = t_mean([40.0, 42.0])
-    # one seed costs 1 point and the other 9: the mean (+5) is not "little" and the interval spans +5
-    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 9.0]),
-                                 "no_conv3_conv4_fc6_fc7": t_mean([8.0, 30.0])}, base)
-    assert (little.verdict, lot.verdict) == (NOT_REPRODUCED, NOT_REPRODUCED) and little.n == 2
-    little, lot = table3_claims({"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]),
-                                 "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}, base)
-    assert (little.verdict, lot.verdict) == (REPRODUCED, REPRODUCED)
-    assert little.paper_number == "+4.3 points (ImageNet)" and lot.paper_number == "+30.8 points (ImageNet)"
-    one = table3_claims({"base": t_mean([40.0]), "no_fc6_fc7": t_mean([1.0])}, t_mean([40.0]))
-    assert one[0].verdict == NOT_REPRODUCED and one[0].ours == "1.0 (n = 1)"  # one seed never decides
+    short = dict(zip([text for text, _, _ in TABLE3_CLAIMS], ["little", "lot", "widen", "resize"]))
+    return {short[c.claim]: c for c in table3_claims({"base": [0.0] * 2, **changes}, t_mean([40.0, 42.0]))}
+
+
+def test_table3_claims_give_each_answer_on_the_interval_over_seeds():
+    from cnnvis.claims import CONTRADICTED, REPRODUCED
+
+    five = dict(no_fc6_fc7=[1.0, 1.5, 0.5, 1.2, 0.8], no_conv3_conv4_fc6_fc7=[20.0, 21.0, 19.0, 22.0, 20.5],
+                conv345_512_1024_512=[-2.0, -1.5, -2.5, -1.0, -2.2], fc6_fc7_2048=[0.5, -0.5, 1.0, 0.0, 0.2],
+                fc6_fc7_8192=[-1.0, 0.5, 0.0, -0.5, 0.3])
+    claims = table3(**five)
+    assert [c.verdict for c in claims.values()] == [REPRODUCED] * 4 and len(claims) == 4
+    assert claims["little"].paper_number == "+4.3 points (ImageNet)" and claims["widen"].paper_number == "-0.9 points (ImageNet)"
+    assert claims["resize"].paper_number == "fc6_fc7_2048: +1.8 points (ImageNet); fc6_fc7_8192: +0.4 points (ImageNet)"
+    # the opposite of each effect, every seed agreeing
+    against = table3(no_fc6_fc7=[12.0, 13.0, 11.0], conv345_512_1024_512=[2.0, 3.0, 2.5],
+                     fc6_fc7_2048=[9.0, 10.0, 11.0], fc6_fc7_8192=[0.0, 0.5, -0.5])
+    assert {k: c.verdict for k, c in against.items()} == {"little": CONTRADICTED, "widen": CONTRADICTED,
+                                                           "resize": CONTRADICTED}
+
+
+def test_table3_two_seeds_that_straddle_the_bar_are_inconclusive_not_not_reproduced():
+    from cnnvis.claims import INCONCLUSIVE
+
+    # the committed row -2.7 [-28.1, 22.7] (n = 2): it includes the +5-point bar, so it decides nothing
+    little = table3(no_fc6_fc7=[-4.7, -0.7])["little"]
+    assert little.ours == "-2.7 [-28.1, 22.7] (n = 2)" and little.verdict == INCONCLUSIVE
+    assert little.reason.startswith("n < 5") and "smallest detectable effect" in little.reason
+    one = table3(no_fc6_fc7=[1.0])["little"]
+    assert one.verdict == INCONCLUSIVE and one.ours == "1.0 (n = 1)"  # one seed never decides
+    assert len(table3(no_fc6_fc7=[1.0, 2.0])) == 1  # a claim whose variants did not run is left out
+    straddle = table3(conv345_512_1024_512=[-2.0, 1.0], fc6_fc7_2048=[0.0, 1.0], fc6_fc7_8192=[3.0, 6.0])
+    assert {k: c.verdict for k, c in straddle.items()} == {"widen": INCONCLUSIVE, "resize": INCONCLUSIVE}
+    assert all(c.reason.startswith("n < 5") for c in straddle.values())  # Equivalence says so too
+
+
+def test_table3_claims_carry_the_values_that_decide_them():
+    from cnnvis.claims import recomputed_verdict
+
+    for c in table3(no_fc6_fc7=[1.0, 1.5, 0.5], fc6_fc7_2048=[0.5, -0.5, 1.0], fc6_fc7_8192=[9.0, 10.0, 11.0]).values():
+        assert recomputed_verdict(c.evidence, ()) == c.verdict and c.evidence[0].seed != 0
 
 
 def test_table3_claims_of_undertrained_runs_are_not_comparable():
@@ -161,8 +191,72 @@ def test_table3_claims_of_undertrained_runs_are_not_comparable():
     from cnnvis.ablations import table3_claims
 
     base = t_mean([40.0, 42.0])
-    changes = {"base": base, "no_fc6_fc7": t_mean([1.0, 1.5]), "no_conv3_conv4_fc6_fc7": t_mean([20.0, 21.0])}
+    changes = {"base": [0.0, 0.0], "no_fc6_fc7": [1.0, 1.5], "no_conv3_conv4_fc6_fc7": [20.0, 21.0]}
     failed = table3_claims(changes, base, Gate(False, "base seed 0: training top-1 0.400 (needs >= 0.9)"))
     assert [c.verdict for c in failed] == [NOT_COMPARABLE] * 2
     assert failed[0].reason == "undertrained: base seed 0: training top-1 0.400 (needs >= 0.9)"
     assert [c.verdict for c in table3_claims(changes, base, Gate(True, "converged"))] == [REPRODUCED] * 2
+
+
+# ---------------------------------------------------------------- Fig. 4: feature change after an early epoch
+
+
+def test_feature_change_is_zero_for_the_same_weights_and_grows_with_a_change():
+    from cnnvis.ablations import feature_change
+    from cnnvis.models import build_model
+
+    torch.manual_seed(0)
+    final = build_model("zfnet", 3, False, None, 64).eval()
+    x = torch.rand(5, 3, 64, 64)
+    same = feature_change(final, final, x, ["conv1", "conv5"])
+    assert all(np.allclose(v[np.isfinite(v)], 0, atol=1e-9) for v in same.values())
+    moved = build_model("zfnet", 3, False, None, 64).eval()
+    moved.load_state_dict(final.state_dict())
+    with torch.no_grad():
+        for name, p in moved.named_parameters():
+            if name.startswith("features.") and not name.startswith("features.conv1"):
+                p.add_(0.5 * p.std() * torch.randn_like(p))  # every layer after conv1 moves
+    change = feature_change(moved, final, x, ["conv1", "conv5"])
+    assert np.allclose(change["conv1"], 0, atol=1e-9) and (change["conv5"][np.isfinite(change["conv5"])] > 0.01).all()
+
+
+def test_slopes_are_a_trend_over_every_step():
+    from cnnvis.stats import slopes
+
+    assert np.allclose(slopes([[0, 1, 2, 3], [3, 2, 1, 0], [0, 5, 5, 0]]), [1, -1, 0])
+    with pytest.raises(ValueError, match="two steps"):
+        slopes([[1.0]])
+
+
+def evolution(per_layer: list, gate=None):
+    """The Fig. 4 claim on per-image shares of change left (one list of values over images per layer, conv1 first;
+    the whole run's change is 0.5 for every layer and image)."""
+    from cnnvis.ablations import evolution_claim
+
+    layers = [f"conv{k}" for k in range(1, len(per_layer) + 1)]
+    change = {layer: 0.5 * np.asarray(v) for layer, v in zip(layers, per_layer)}
+    return evolution_claim(change, {layer: np.full(len(v), 0.5) for layer, v in change.items()}, layers, 2, 30, gate)
+
+
+def test_remaining_share_divides_by_each_layer_s_own_change():
+    from cnnvis.ablations import remaining_share
+
+    share = remaining_share({"conv1": np.array([0.1, 0.0]), "conv5": np.array([0.4, 0.2])},
+                            {"conv1": np.array([0.2, 0.0]), "conv5": np.array([0.8, 0.4])})
+    assert np.allclose(share["conv5"], 0.5) and share["conv1"][0] == pytest.approx(0.5) and np.isnan(share["conv1"][1])
+
+
+def test_evolution_claim_gives_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, recomputed_verdict
+    from cnnvis.gate import Gate
+
+    rng = np.random.default_rng(0)
+    noise = lambda: rng.normal(0, 0.01, 40)  # noqa: E731
+    rising = evolution([0.01 + noise(), 0.05 + noise(), 0.1 + noise(), 0.2 + noise(), 0.3 + noise()])
+    assert rising.verdict == REPRODUCED and rising.n == 40 and recomputed_verdict(rising.evidence, ()) == REPRODUCED
+    assert "after epoch 2 of 30: conv1 0.0" in rising.baseline
+    assert evolution([0.3 + noise(), 0.2 + noise(), 0.1 + noise()]).verdict == CONTRADICTED  # upper layers settle first
+    flat = [0.1 + rng.normal(0, 0.3, 6) for _ in range(3)]
+    assert evolution(flat).verdict == INCONCLUSIVE
+    gated = evolution([0.01 + noise(), 0.3 + noise()], Gate(False, "training loss fell 40 %"))
+    assert gated.verdict == NOT_COMPARABLE and gated.reason == "undertrained: training loss fell 40 %"

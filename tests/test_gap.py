@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnvis.cams import CAM, GradCAM
-from cnnvis.claims import COLUMNS, NOT_REPRODUCED, REPRODUCED, claims_frame
+from cnnvis.claims import COLUMNS, CONTRADICTED, INCONCLUSIVE, REPRODUCED, claims_frame, recomputed_verdict
 from cnnvis.gap import build_gap_model, count_parameters, gap_network
 from cnnvis.models import alexnet, vgg16, zfnet
 from conftest import needs_caltech101, run_py
@@ -89,10 +89,10 @@ def test_gap_cost_is_decided_on_the_interval_over_seeds_not_on_one_positive_mean
     # per-seed costs +2, -1, +1.5 points: positive on average, but the t interval over 3 seeds spans 0
     runs = gap_runs([50, 50, 50], [52, 49, 51.5], [60, 60, 60])
     gap, star = table1_claims(runs)
-    assert gap.verdict == NOT_REPRODUCED and gap.n == 3
+    assert gap.verdict == INCONCLUSIVE and gap.n == 3 and gap.reason.startswith("n < 5")
     assert gap.ours.startswith("0.8 [") and "(n = 3)" in gap.ours and "paper" not in gap.rule
     assert gap.paper_number == "+8.5 points (ImageNet)"
-    assert star.verdict == NOT_REPRODUCED  # alexnet*-gap is worse on every seed
+    assert star.verdict == CONTRADICTED  # alexnet*-gap is worse on every seed: the opposite of the paper's recovery
     np.testing.assert_allclose(seed_differences(runs, "alexnet-gap", "alexnet"), [2, -1, 1.5])
 
 
@@ -100,8 +100,9 @@ def test_gap_cost_reproduced_when_every_seed_agrees_and_one_seed_never_decides()
     runs = gap_runs([50, 51, 49], [53, 53.5, 52], [51, 52, 50])
     gap, star = table1_claims(runs)
     assert gap.verdict == REPRODUCED and star.verdict == REPRODUCED
+    assert recomputed_verdict(gap.evidence, ()) == REPRODUCED and gap.evidence[0].seed != star.evidence[0].seed
     one = table1_claims(runs[runs.seed == 0])[0]
-    assert one.verdict == NOT_REPRODUCED and one.ours == "3.0 (n = 1)"  # one seed: no interval, no verdict
+    assert one.verdict == INCONCLUSIVE and one.ours == "3.0 (n = 1)"  # one seed: no interval, no verdict
     assert list(claims_frame([gap, star]).columns) == COLUMNS
     assert table1_claims(runs[runs.network == "alexnet-gap"]) == []  # a GAP network alone: nothing to compare
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnvis.claims import COLUMNS, NOT_COMPARABLE, NOT_REPRODUCED, REPRODUCED, claims_frame
+from cnnvis.claims import COLUMNS, CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, claims_frame
 from cnnvis.data import ImageSet
 from cnnvis.gap import SURGERY_CUTS, UNCUT_LAYER, GapHead, head_cams, train_head
 from cnnvis.models import build_model
@@ -92,9 +92,10 @@ def fake_hits(rates, n=200):
     # deep cut localizes better with a finer grid, costs accuracy, GAP costs < 5 points against the uncut network
     (dict(acc={"s4": [88, 87, 89], "s7": [92, 91.5, 92.2], "head": [90, 89.5, 90.5]}, rates={"s4": .7, "s7": .5, "head": .45},
           grid={"s4": 14, "s7": 7, "head": 7}), [REPRODUCED] * 6),
-    # nothing above baselines, no resolution gain, GAP costs 10 points
+    # below the baselines, no finer grid (nothing to compare), a cost of mixed sign, GAP costs 10 points
     (dict(acc={"s4": [80, 81, 79], "s7": [80, 79, 81], "head": [90, 91, 89]}, rates={"s4": .3, "s7": .3, "head": .3},
-          grid={"s4": 7, "s7": 7, "head": 7}), [NOT_REPRODUCED] * 6),
+          grid={"s4": 7, "s7": 7, "head": 7}),
+     [CONTRADICTED, CONTRADICTED, NOT_COMPARABLE, INCONCLUSIVE, CONTRADICTED, CONTRADICTED]),
 ])
 def test_surgery_claims_each_rule_for_each_answer(case, expected):
     runs = fake_runs(case["acc"], case["grid"])
@@ -103,6 +104,18 @@ def test_surgery_claims_each_rule_for_each_answer(case, expected):
     assert list(claims.columns) == COLUMNS and len(claims) == 6
     assert list(claims.verdict) == expected, claims[["claim", "ours", "verdict"]].to_string()
     assert "centre box: 40.0 %" in claims.baseline.iloc[0]
+
+
+def test_surgery_claims_that_straddle_their_bars_are_inconclusive():
+    runs = fake_runs({"s4": [88, 90, 89], "s7": [89, 89, 90], "head": [92, 98, 92]}, {"s4": 14, "s7": 7, "head": 7})
+    ones = lambda start: np.isin(np.arange(200), np.arange(start, start + 80)).astype(float)  # noqa: E731
+    hits = {k: {"gt": ones(start), "top1": np.zeros(200), "tested": np.ones(200)}
+            for k, start in (("s4", 0), ("s7", 40), ("head", 0))}
+    baselines = {"centre box": ones(20).astype(bool), "full image": np.zeros(200, bool)}
+    claims = surgery_claims(runs, hits, baselines, ["s4", "s7"], "head", 5.0, "net")
+    assert [c.verdict for c in claims] == [INCONCLUSIVE] * 6, claims_frame(claims)[["claim", "ours", "verdict"]]
+    assert claims[3].reason.startswith("n < 5") and claims[0].reason.startswith("interval includes 0")
+    assert len({c.evidence[0].seed for c in claims}) == 6  # every claim its own bootstrap seed
 
 
 def test_surgery_claims_of_undertrained_heads_are_not_comparable():

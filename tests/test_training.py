@@ -248,6 +248,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
 
 from conftest import needs_caltech101, run_py  # noqa: E402
 
+from cnnvis.claims import ANSWERS  # noqa: E402
+
 
 @needs_caltech101
 def test_train_then_evolution_share_one_run(tmp_path, monkeypatch):
@@ -274,6 +276,11 @@ def test_train_then_evolution_share_one_run(tmp_path, monkeypatch):
     assert reused[0]["path"] == last["path"] and len(reused) > 1  # then the kept epochs it drew
     assert {r["run_id"] for c in reused for r in c["trained_by"]} == {trained["run_id"]}
     assert not any(c["trained_in_this_run"] for c in reused)
+    claims = pd.read_csv(tmp_path / "zfnet_evolution" / "claims.csv")  # two smoke epochs: the gate fails
+    assert claims.verdict.tolist() == ["not comparable"] and claims.reason[0].startswith("undertrained: ")
+    assert (tmp_path / "zfnet_evolution" / "claims_evidence.npz").exists()
+    change = pd.read_csv(tmp_path / "zfnet_evolution" / "feature_change.csv")
+    assert change.epoch.unique().tolist() == [0, 1, 2] and (change[change.epoch == 0].share_left == 1).all()
 
 
 @needs_caltech101
@@ -285,6 +292,9 @@ def test_ablations_end_to_end(tmp_path, monkeypatch):
     assert len(runs) == 4 and runs.dead_conv1_fraction.between(0, 1).all()
     assert (tmp_path / "zfnet_conv1_ablation" / "conv1_filters.png").exists()
     assert "paper" in (tmp_path / "zfnet_conv1_ablation" / "claims.md").read_text()
+    conv1_claims = pd.read_csv(tmp_path / "zfnet_conv1_ablation" / "claims.csv")
+    assert set(conv1_claims.verdict) <= set(ANSWERS) and conv1_claims["random-weights control"].str.startswith(
+        "not applicable").all()
     arch = run_py("experiment=zfnet_arch_ablation", "smoke=true", "experiment.variants=[base,no_fc6_fc7,no_conv3_conv4]",
                   f"results_dir={tmp_path}")
     assert arch.returncode == 0, arch.stderr[-3000:]
@@ -294,6 +304,7 @@ def test_ablations_end_to_end(tmp_path, monkeypatch):
     assert table.test_top1_err.str.endswith("(n = 2)").all()  # two seeds by default, test split reported
     claims = pd.read_csv(tmp_path / "zfnet_arch_ablation" / "claims.csv")
     assert claims.claim.tolist() == ["removing layers 6,7 costs little"] and claims.n.tolist() == [2]
+    assert (tmp_path / "zfnet_arch_ablation" / "claims_evidence.npz").exists()
 
 
 @needs_caltech101

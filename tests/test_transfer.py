@@ -256,6 +256,10 @@ def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only,
     t101 = pd.read_csv(out / "table4_caltech101.csv")
     assert (t101.status == "not run: data absent").all()
     assert (out / "accuracy_vs_train_size.png").stat().st_size > 1000 and (out / "run.json").exists()
+    claims = pd.read_csv(out / "claims.csv")
+    assert (claims.verdict == "not comparable").all() and (out / "claims_evidence.npz").exists()
+    assert claims.reason.str.startswith("caltech101 absent under the data root").sum() == 2 + 2  # pretrained, scratch
+    assert claims.reason.str.startswith("not run at 15/class").any()  # Caltech-256 ran at 1 and 2 per class only
 
 
 def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path):
@@ -267,7 +271,10 @@ def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path
     assert len(ours) == 2 * 9 and (ours.caltech101 == "not run: data absent").all()
     assert ours.caltech256.str.endswith("(n = 2)").all() and not ours.caltech256.str.contains("±").any()
     assert (table[table.source == "paper (ZFNet)"].caltech256.iloc[0]) == "24.6 ± 0.4"
-    assert len(list((tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy"))) == 9
+    files = [p.name for p in (tmp_path / "cache" / "features").glob("caltech256-efficientnet_lite0-*.npy")]
+    assert len(files) == 2 * 9 and sum(name.startswith("caltech256-efficientnet_lite0-random-") for name in files) == 9
+    control = table[table.source.str.startswith("random-weights control")]
+    assert list(control.classifier) == ["svm"] * 9 and control.caltech256.str.endswith("(n = 2)").all()
 
     out = run_smoke("resnet18_finetune", caltech256_only, tmp_path)
     table = pd.read_csv(out / "finetune.csv").set_index("dataset")
@@ -307,17 +314,46 @@ def test_svm_with_another_C_equals_a_fresh_fit():
     assert scores == pytest.approx(naive) and C == max(sorted(naive), key=naive.get)
 
 
-def test_depth_claim_needs_every_fold_to_agree():
-    from cnnvis.claims import NOT_REPRODUCED, REPRODUCED
+LAYERS = ["stem", "stage1", "stage2", "head"]
+
+
+def test_depth_claim_is_a_trend_over_every_layer_and_gives_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, REPRODUCED, recomputed_verdict
     from cnnvis.transfer import depth_claim
 
-    first = [0.40, 0.42, 0.41]
-    mixed = depth_claim("caltech101", "svm", first, [0.45, 0.38, 0.43], "stem", "head")  # +5, -4, +2 points
-    assert mixed.verdict == NOT_REPRODUCED and mixed.n == 3 and mixed.paper_number.startswith("SVM layer 1 -> 7: 44.8")
-    clear = depth_claim("caltech101", "softmax", first, [0.90, 0.91, 0.89], "stem", "head")
-    assert clear.verdict == REPRODUCED and clear.baseline.startswith("the first layer (stem): 41.0 [")
-    one = depth_claim("caltech101", "svm", [0.4], [0.9], "stem", "head")
-    assert one.verdict == NOT_REPRODUCED and one.ours == "50.0 (n = 1)"  # one fold never decides
+    rising = depth_claim("caltech101", "svm", [[.30, .31, .29], [.50, .52, .49], [.70, .69, .71], [.90, .91, .89]], LAYERS)
+    assert rising.verdict == REPRODUCED and rising.n == 3 and rising.ours.startswith("19.97 [19.34, 20.59] (n = 3) points")
+    assert recomputed_verdict(rising.evidence, ()) == REPRODUCED
+    assert rising.paper_number == ("SVM layers 1, 2, 3, 4, 5, 7: 44.8, 66.2, 72.3, 76.6, 86.2, 85.5 % "
+                                   "(+6.32 points per layer)")
+    assert rising.baseline.startswith("the first layer (stem): 30.0 [") and "the last (head): 90.0 [" in rising.baseline
+    # the head beats the stem on every fold, but the middle layers fall: the old head-vs-stem rule said "yes"
+    dip = depth_claim("caltech101", "svm", [[.40, .41, .42], [.10, .12, .11], [.10, .09, .11], [.45, .46, .44]], LAYERS)
+    assert dip.verdict == INCONCLUSIVE and dip.reason.startswith("n < 5")
+    falling = depth_claim("caltech101", "svm", [[.9, .9, .9], [.7, .72, .7], [.5, .5, .52], [.3, .3, .31]], LAYERS)
+    assert falling.verdict == CONTRADICTED
+    one = depth_claim("caltech101", "svm", [[.4], [.9]], ["stem", "head"])
+    assert one.verdict == INCONCLUSIVE and one.ours.endswith("(n = 1) points per layer over 2 layers")
+
+
+def test_the_softmax_claim_quotes_the_paper_s_softmax_column():
+    from cnnvis.transfer import TABLE7, depth_claim, table7_trend
+
+    claim = depth_claim("caltech101", "softmax", [[.3, .3], [.9, .9]], ["stem", "head"])
+    assert claim.paper_number == "Softmax layers 5, 7: 82.9, 85.4 % (+1.25 points per layer)"
+    assert table7_trend("caltech256", "softmax") == "Softmax layers 5, 7: 65.7, 72.6 % (+3.45 points per layer)"
+    assert [layer for kind, layer in TABLE7 if kind == "softmax"] == [5, 7]  # the paper ran its softmax on 5 and 7 only
+
+
+def test_layer_accuracies_scores_every_layer_with_every_classifier_on_the_same_folds():
+    from cnnvis.transfer import layer_accuracies
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    feats = {"stem": rng.normal(size=(36, 5)), "head": rng.normal(size=(36, 5)) + 3 * np.eye(3, 5)[y]}
+    out = layer_accuracies(feats, y, ["svm"], 6, None, 2, {"svm": [0.01, 1.0]}, cv=2)
+    assert set(out) == {("stem", "svm"), ("head", "svm")} and all(len(v) == 2 for v in out.values())
+    assert np.mean([a for a, _ in out["head", "svm"]]) > np.mean([a for a, _ in out["stem", "svm"]])
 
 
 def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
@@ -328,3 +364,84 @@ def test_the_notes_count_the_choices_at_an_end_of_the_C_grid():
     text = grid_edges(chosen, {"svm": [0.0001, 0.001, 0.01], "softmax": [0.001, 0.01, 0.1]})
     assert text == (" (svm: at the largest C in 0 and at the smallest in 0 of 3 choices; "
                     "softmax: at the largest C in 4 and at the smallest in 1 of 6 choices)")
+
+
+def transfer_folds(pretrained: dict, scratch: dict | None = None, control: dict | None = None, passed=True):
+    """per-fold rows of caltech_transfer on Caltech-101: {images per class: accuracies (fractions) per fold}."""
+    import pandas as pd
+
+    rows = []
+    for method, scores in (("pretrained", pretrained), ("scratch", scratch or {}), ("control", control or {})):
+        rows += [{"dataset": "caltech101", "method": method, "backbone": "efficientnet_lite0", "train_per_class": n,
+                  "fold": f, "accuracy": a, "trained_enough": passed if method == "scratch" else np.nan,
+                  "gate": "loss still falling" if method == "scratch" else np.nan}
+                 for n, accs in scores.items() for f, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+def test_pretrained_claims_stand_against_zf_s_number_at_each_size():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, recomputed_verdict
+    from cnnvis.transfer import pretrained_claims
+
+    folds = transfer_folds({15: [.90, .91, .905], 30: [.80, .81, .79]})  # above 83.8; below 86.5
+    above, below = pretrained_claims("caltech101", folds, [15, 30])
+    assert (above.verdict, below.verdict) == (REPRODUCED, CONTRADICTED)
+    assert above.paper_number.startswith("83.8 ± 0.5 %") and below.paper_number.startswith("86.5 ± 0.5 %")
+    assert above.baseline == "ZF's non-pretrained convnet: 22.8 ± 1.5 %" and "(efficientnet_lite0)" in above.claim
+    assert recomputed_verdict(above.evidence, ()) == REPRODUCED and above.ours.endswith("(n = 3) %")
+    straddle = pretrained_claims("caltech101", transfer_folds({15: [.80, .88], 30: [.87, .88, .89]}), [15, 30])
+    assert straddle[0].verdict == INCONCLUSIVE and straddle[0].reason.startswith("n < 5")
+    smoke = pretrained_claims("caltech101", transfer_folds({1: [.5, .6]}), [1, 2])
+    assert [c.verdict for c in smoke] == [NOT_COMPARABLE] * 2 and smoke[0].reason.startswith("not run at 15/class")
+    absent = pretrained_claims("caltech256", transfer_folds({15: [.9]}), [15, 30, 45, 60], "caltech256 absent")
+    assert len(absent) == 4 and {c.reason for c in absent} == {"caltech256 absent"}
+    assert [c.paper_number.split(" ")[0] for c in absent] == ["65.7", "70.6", "72.7", "74.2"]
+
+
+def test_the_control_s_folds_are_judged_by_the_same_claims():
+    from cnnvis.claims import REPRODUCED, UNINFORMATIVE, with_control
+    from cnnvis.transfer import pretrained_claims
+
+    folds = transfer_folds({15: [.90, .91, .905]}, control={15: [.20, .25, .22]})
+    trained = pretrained_claims("caltech101", folds, [15])
+    control = pretrained_claims("caltech101", folds.assign(method=folds.method.map({"control": "pretrained"})), [15])
+    paired = with_control(trained, control)
+    assert paired[0].verdict == REPRODUCED and paired[0].control.endswith("(contradicted)")
+    assert with_control(trained, trained)[0].verdict == UNINFORMATIVE
+
+
+def test_scratch_claims_are_gated_and_give_each_answer():
+    from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED
+    from cnnvis.transfer import scratch_claims
+
+    pre = {15: [.90, .91, .905], 30: [.92, .93, .925]}
+    far, close = scratch_claims("caltech101", transfer_folds(pre, {15: [.2, .25, .22], 30: [.91, .94, .92]}),
+                                ["efficientnet_lite0"], [15, 30])
+    assert (far.verdict, close.verdict) == (REPRODUCED, INCONCLUSIVE)
+    assert far.paper_number == "+61.0 points (ZF: pretrained 83.8 vs non-pretrained 22.8 %)"
+    better = scratch_claims("caltech101", transfer_folds(pre, {15: [.95, .96, .97]}), ["efficientnet_lite0"], [15])
+    assert better[0].verdict == CONTRADICTED and better[1].verdict == NOT_COMPARABLE  # 30/class not run from scratch
+    undertrained = scratch_claims("caltech101", transfer_folds(pre, {15: [.2, .25, .22]}, passed=False),
+                                  ["efficientnet_lite0"], [15])
+    assert undertrained[0].verdict == NOT_COMPARABLE
+    assert undertrained[0].reason.startswith("undertrained: efficientnet_lite0 from scratch, 15/class, fold 0: loss")
+    off = scratch_claims("caltech101", transfer_folds(pre), ["efficientnet_lite0"], [15], "not run: experiment.scratch=false")
+    assert {c.reason for c in off} == {"not run: experiment.scratch=false"}
+
+
+def test_random_twin_has_the_architecture_and_not_the_weights():
+    from cnnvis.models import build_model, zfnet
+    from cnnvis.transfer import random_twin
+
+    def same_shapes(a, b):
+        return {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+    torch.manual_seed(1)
+    trained = build_model("zfnet", 1000, False, None, 64)
+    twin = random_twin(trained, "zfnet", 64, seed=0)  # the builder's own initialization
+    assert same_shapes(twin, trained) and not torch.equal(twin.features.conv1.weight, trained.features.conv1.weight)
+    assert torch.equal(twin.features.conv1.weight, random_twin(trained, "zfnet", 64, seed=0).features.conv1.weight)
+    narrow = zfnet(10, 64, width=0.25)  # a CPU-preset checkpoint's width: the builder's default would not match
+    twin = random_twin(narrow, "zfnet", 64, seed=0)
+    assert same_shapes(twin, narrow) and not torch.equal(twin.features.conv1.weight, narrow.features.conv1.weight)
+    assert not twin.training and twin.weights_source.startswith("random init")

@@ -8,19 +8,23 @@
   its stride (what sampling every ``stride`` pixels folds back as aliasing).
 * ``grid_artifact_score``: how much an image-space pattern (a deconvnet projection of a conv2 unit) is
   concentrated on the lattice frequencies of a stride-``period`` grid, relative to a flat spectrum.
+* The ablations' claims (Fig. 6, Table 2, Table 3), decided over training seeds, and Fig. 4's: ``feature_change``,
+  how far each layer's output still moves between an early epoch and the last.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from cnnvis.claims import Claim, claims_frame, decide
+from cnnvis.claims import Claim, Equivalence, Evidence, Threshold, claim_seed, decided
 from cnnvis.gate import combine, gated
+from cnnvis.hooks import activations
 from cnnvis.models import (ALEXNET_SPEC, ZFNET_SPEC, ImageClassifier, UnsupportedModelError, conv_stack_classifier,
                            scaled)
-from cnnvis.stats import Estimate, t_mean
+from cnnvis.stats import Estimate, slopes, t_mean
 
 CONV1_ARMS = {
     # ZFNet's 7x7/2 first layer, and AlexNet's 11x11/4 in its place (ZF's pool-then-normalize kept)
@@ -155,65 +159,77 @@ def grid_artifact_score(patterns: torch.Tensor, period: int) -> torch.Tensor:
 
 ZF_PAPER = "Zeiler & Fergus 2014"
 CONV1_LABELS = {"zfnet": "ZFNet conv1 7x7/2", "alexnet_conv1": "AlexNet conv1 11x11/4"}
+MIN_SEEDS = 5  # an ablation over fewer training seeds is inconclusive unless its interval already decides
+
+
+def seed_differences(per_run: pd.DataFrame, metric: str, first: str, second: str) -> np.ndarray:
+    """Per seed, ``metric`` of the arm labelled ``first`` minus that of ``second`` (both arms of a seed share the
+    data order and the initial weights outside conv1), in seed order."""
+    a = per_run[per_run.arm == first].set_index("seed")[metric]
+    b = per_run[per_run.arm == second].set_index("seed")[metric]
+    seeds = a.index.intersection(b.index).sort_values()
+    if len(seeds) == 0:
+        raise ValueError(f"no seed trained both {first!r} and {second!r}; set experiment.arms to both arms")
+    return (a[seeds] - b[seeds]).to_numpy(dtype=float)
 
 
 def seed_difference(per_run: pd.DataFrame, metric: str, first: str, second: str) -> Estimate:
-    """Mean over seeds of ``metric`` of the arm labelled ``first`` minus that of ``second``, paired by seed, with a
-    t interval (both arms of a seed share the data order and initial weights outside conv1)."""
-    a = per_run[per_run.arm == first].set_index("seed")[metric]
-    b = per_run[per_run.arm == second].set_index("seed")[metric]
-    seeds = a.index.intersection(b.index)
-    if len(seeds) == 0:
-        raise ValueError(f"no seed trained both {first!r} and {second!r}; set experiment.arms to both arms")
-    return t_mean((a[seeds] - b[seeds]).to_numpy())
+    """The mean over seeds of ``seed_differences`` with its t interval."""
+    return t_mean(seed_differences(per_run, metric, first, second))
 
 
-def conv1_claims_table(per_run: pd.DataFrame, n_classes: int, trained=None, filters_gate=None) -> pd.DataFrame:
-    """The paper's Fig. 6 claims, each decided by a t interval over seeds of the per-seed AlexNet-vs-ZF difference;
-    conv1's measures by what training changed (trained minus initial), since the strides differ before training.
-    With the gates (``cnnvis.gate``): the filter and feature claims need ``trained`` and ``filters_gate`` to pass,
-    the accuracy claim ``trained``; else they read "not comparable (undertrained: ...)"."""
+def seeds_claim(source: str, claim: str, paper_number: str, what: str, per_seed, baseline: str, rule, gate=None,
+                ours: str | None = None) -> Claim:
+    """A claim decided by ``rule`` on the t interval over seeds of ``per_seed`` (one value per training seed, paired
+    within the seed); "not comparable (undertrained: ...)" when ``gate`` failed."""
+    evidence = Evidence("t_mean", (np.asarray(per_seed, dtype=float),), rule, claim_seed(source, claim))
+    est = evidence.estimate()
+    return gated(decided(ZF_PAPER, source, claim, paper_number, ours or f"{what}: {est.format()}", est.n, baseline,
+                         rule.text(f"the per-seed {what} (t over seeds)"), [evidence]), gate)
+
+
+def conv1_claims(per_run: pd.DataFrame, n_classes: int, trained=None, filters_gate=None) -> list[Claim]:
+    """The paper's Fig. 6 claims, each decided on the t interval over seeds of the per-seed AlexNet-vs-ZF difference
+    (``Threshold(0, min_n=MIN_SEEDS)``); conv1's measures by what training changed (trained minus initial), since the
+    strides differ before training. With the gates (``cnnvis.gate``): the filter and feature claims need ``trained``
+    and ``filters_gate`` to pass, the accuracy claim ``trained``; else they read "not comparable (undertrained: ...)"."""
     features_gate = None if trained is None and filters_gate is None else \
         combine(*(g for g in (trained, filters_gate) if g is not None))
     per_run = per_run.assign(
         dead_conv1_change=per_run.dead_conv1_fraction - per_run.dead_conv1_fraction_init,
         conv1_above_nyquist_change=per_run.conv1_energy_above_nyquist - per_run.conv1_energy_above_nyquist_init)
     a, z = CONV1_LABELS["alexnet_conv1"], CONV1_LABELS["zfnet"]
-    diff = {m: seed_difference(per_run, m, a, z) for m in
+    diff = {m: seed_differences(per_run, m, a, z) for m in
             ("dead_conv1_change", "dead_conv1_fraction_init", "conv1_above_nyquist_change",
              "conv1_energy_above_nyquist_init", "conv2_grid_score", "conv2_grid_score_init")}
-    top1 = seed_difference(per_run, "test_top1", z, a)
-    above = "yes when the t interval over seeds of the per-seed difference lies above 0"
-    return claims_frame([
-        gated(Claim(ZF_PAPER, "Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer",
-              "qualitative", f"training's change of the dead fraction, AlexNet minus ZF: "
-                             f"{diff['dead_conv1_change'].format()}", diff["dead_conv1_change"].n,
-              f"dead fraction at initialization, AlexNet minus ZF: {diff['dead_conv1_fraction_init'].format()}",
-              above, decide(diff["dead_conv1_change"].above(0))), features_gate),
-        gated(Claim(ZF_PAPER, "Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 "
-              "cleaner", "qualitative", f"training's change of the conv1 energy share above Nyquist, AlexNet minus ZF: "
-                                        f"{diff['conv1_above_nyquist_change'].format()}",
-              diff["conv1_above_nyquist_change"].n,
-              f"the share at initialization (the stride alone), AlexNet minus ZF: "
-              f"{diff['conv1_energy_above_nyquist_init'].format()}", above,
-              decide(diff["conv1_above_nyquist_change"].above(0))), features_gate),
-        gated(Claim(ZF_PAPER, "Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
-              f"conv2 grid score after training, AlexNet minus ZF: {diff['conv2_grid_score'].format()}",
-              diff["conv2_grid_score"].n, f"the same before training: {diff['conv2_grid_score_init'].format()}",
-              above, decide(diff["conv2_grid_score"].above(0))), features_gate),
-        gated(Claim(ZF_PAPER, "Table 2", "the ZF first layer classifies better",
-              "ImageNet val top-1 error 40.5% (Krizhevsky replication) -> 38.4% (Fig. 3 model; conv2 stride also "
-              "changed): 2.1 points", f"test top-1 accuracy, ZF minus AlexNet: {top1.format()}", top1.n,
-              f"chance: {1 / n_classes:.3f} top-1 for either arm", above, decide(top1.above(0))), trained),
-    ])
+    rule = Threshold(0.0, min_n=MIN_SEEDS)
+    return [
+        seeds_claim("Fig. 6 (b) vs (c)", "AlexNet-style conv1 has dead filters; ZF's 7x7/2 fewer", "qualitative",
+                    "training's change of the dead fraction, AlexNet minus ZF", diff["dead_conv1_change"],
+                    f"dead fraction at initialization, AlexNet minus ZF: {t_mean(diff['dead_conv1_fraction_init']).format()}",
+                    rule, features_gate),
+        seeds_claim("Fig. 6 (b) vs (c)", "11x11/4 filters mix very high and low frequencies (aliasing); 7x7/2 cleaner",
+                    "qualitative", "training's change of the conv1 energy share above Nyquist, AlexNet minus ZF",
+                    diff["conv1_above_nyquist_change"], f"the share at initialization (the stride alone), AlexNet minus "
+                    f"ZF: {t_mean(diff['conv1_energy_above_nyquist_init']).format()}", rule, features_gate),
+        seeds_claim("Fig. 6 (d) vs (e)", "stride 4 gives aliasing artefacts in conv2 features", "qualitative",
+                    "conv2 grid score after training, AlexNet minus ZF", diff["conv2_grid_score"],
+                    f"the same before training: {t_mean(diff['conv2_grid_score_init']).format()}", rule, features_gate),
+        seeds_claim("Table 2", "the ZF first layer classifies better",
+                    "ImageNet val top-1 error 40.5% (Krizhevsky replication) -> 38.4% (Fig. 3 model; conv2 stride also "
+                    "changed): 2.1 points", "test top-1 accuracy, ZF minus AlexNet", seed_differences(per_run, "test_top1", z, a),
+                    f"chance: {1 / n_classes:.3f} top-1 for either arm", rule, trained),
+    ]
 
 
-# The paper's two headline claims of Table 3: (claim, variant, rule text, rule on the change's Estimate).
+# The paper's claims of Table 3: (claim, variants whose per-seed change from the base decides it, rule on each).
 TABLE3_CLAIMS = [
-    ("removing layers 6,7 costs little", "no_fc6_fc7",
-     "yes when the 95 % t interval of the per-seed change lies below +5 points", lambda est: est.below(5)),
-    ("removing layers 3,4,6,7 costs a lot", "no_conv3_conv4_fc6_fc7",
-     "yes when the 95 % t interval of the per-seed change lies above +10 points", lambda est: est.above(10)),
+    ("removing layers 6,7 costs little", ["no_fc6_fc7"], Threshold(5.0, above=False, min_n=MIN_SEEDS)),
+    ("removing layers 3,4,6,7 costs a lot", ["no_conv3_conv4_fc6_fc7"], Threshold(10.0, min_n=MIN_SEEDS)),
+    ("increasing the size of the middle conv layers (3,4,5: 512, 1024, 512 maps) gives a useful gain",
+     ["conv345_512_1024_512"], Threshold(0.0, above=False, min_n=MIN_SEEDS)),
+    ("changing the size of layers 6,7 (2048 or 8192 units) makes little difference", ["fc6_fc7_2048", "fc6_fc7_8192"],
+     Equivalence(5.0, min_n=MIN_SEEDS)),
 ]
 
 
@@ -224,28 +240,96 @@ def paper_delta(variant: str) -> float:
 
 
 def arch_summary_table(runs: pd.DataFrame, changes: dict) -> pd.DataFrame:
-    """One row per variant: errors as mean over seeds with a 95 % t interval, the paired change from the base."""
+    """One row per variant: errors as mean over seeds with a 95 % t interval, the paired change from the base
+    (``changes``: variant -> per-seed change in test top-1 error)."""
     rows = []
     for variant, g in runs.groupby("variant", sort=False):
         rows.append({"variant": variant, "params_M": round(float(g.params_M.iloc[0]), 3),
                      **{c: t_mean(g[c]).format(1) for c in ("train_top1_err", "test_top1_err", "test_top5_err")},
-                     "test_top1_err_change": "-" if variant == "base" else changes[variant].format(1),
+                     "test_top1_err_change": "-" if variant == "base" else t_mean(changes[variant]).format(1),
                      "paper_row": PAPER_TABLE3[variant][0], "paper_train_top1_err": PAPER_TABLE3[variant][1],
                      "paper_val_top1_err": PAPER_TABLE3[variant][2], "paper_val_top5_err": PAPER_TABLE3[variant][3],
                      "paper_val_top1_err_change": paper_delta(variant)})
     return pd.DataFrame(rows)
 
 
-def table3_claims(changes: dict, base_err, gate=None) -> list[Claim]:
-    """The paper's two headline claims of Table 3, decided on the t interval of the per-seed change from the base;
-    "not comparable (undertrained: ...)" when ``gate`` (every run's trained-enough gate) failed."""
+def table3_claims(changes: dict, base_err: Estimate, gate=None) -> list[Claim]:
+    """The paper's Table 3 claims, each decided by its rule on the t interval over seeds of each variant's per-seed
+    change in test top-1 error from the base (``changes``: variant -> per-seed values, points); a claim whose
+    variants did not all run is left out; "not comparable (undertrained: ...)" when ``gate`` (every run's
+    trained-enough gate) failed."""
     claims = []
-    for claim, variant, rule, holds in TABLE3_CLAIMS:
-        if variant not in changes:
+    for claim, variants, rule in TABLE3_CLAIMS:
+        if not all(v in changes for v in variants):
             continue
-        est = changes[variant]
-        claims.append(gated(Claim(ZF_PAPER, "Table 3", claim,
-                                  f"{paper_delta(variant):+.1f} points (ImageNet)", est.format(1), est.n,
-                                  f"the base network's top-1 error: {base_err.format(1)}", rule, decide(holds(est))),
-                            gate))
+        seed = claim_seed("Table 3", claim)
+        evidence = [Evidence("t_mean", (np.asarray(changes[v], dtype=float),), rule, seed) for v in variants]
+        estimates = [e.estimate() for e in evidence]
+        name = (lambda v: f"{v}: ") if len(variants) > 1 else (lambda v: "")
+        claims.append(gated(decided(
+            ZF_PAPER, "Table 3", claim, "; ".join(f"{name(v)}{paper_delta(v):+.1f} points (ImageNet)" for v in variants),
+            "; ".join(f"{name(v)}{est.format(1)}" for v, est in zip(variants, estimates)), min(e.n for e in estimates),
+            f"the base network's top-1 error: {base_err.format(1)}",
+            rule.text("the per-seed change in test top-1 error from the base (points, t over seeds)")
+            + (" for each variant" if len(variants) > 1 else ""), evidence), gate))
     return claims
+
+
+# ---------------------------------------------------------------- Fig. 4: how far each layer still moves after an early epoch
+
+PAPER_EARLY_EPOCH, PAPER_EPOCHS = 5, 64  # "the lower layers converge within a few epochs" of the paper's 64
+
+
+def early_epoch(kept_epochs: list[int], epochs: int) -> int:
+    """The kept epoch nearest the paper's epoch 5 of 64 scaled to a run of ``epochs`` (its "few epochs")."""
+    target = PAPER_EARLY_EPOCH * epochs / PAPER_EPOCHS
+    return min(kept_epochs, key=lambda e: (abs(e - target), e))
+
+
+@torch.no_grad()
+def feature_change(model: nn.Module, final: nn.Module, x: torch.Tensor, layers: list[str],
+                   batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Per layer, per image of ``x``: 1 - the cosine similarity of the layer's output (flattened) under ``model``
+    (an earlier epoch's weights) and under ``final`` (the last epoch's): 0 when the layer no longer changes what it
+    computes, up to 1 (or 2: reversed) as it does; NaN where either output is all zero."""
+    out = {layer: [] for layer in layers}
+    for chunk in x.split(batch_size):
+        now, last = activations(model, chunk, layers), activations(final, chunk, layers)
+        for layer in layers:
+            a, b = now[layer].flatten(1).double(), last[layer].flatten(1).double()
+            norms = a.norm(dim=1) * b.norm(dim=1)
+            cos = (a * b).sum(1) / norms.clamp_min(1e-300)
+            out[layer].append(torch.where(norms > 0, 1 - cos, torch.full_like(cos, float("nan"))).numpy())
+    return {layer: np.concatenate(parts) for layer, parts in out.items()}
+
+
+EVOLUTION_CLAIM = "the lower layers converge within a few epochs; the upper layers only after many more"
+
+
+def remaining_share(change: dict[str, np.ndarray], from_init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per layer, per image: the change still to come after an epoch (``feature_change`` of that epoch against the
+    last) as a share of the whole run's (``feature_change`` of the initial weights against the last): near 0 once a
+    layer has settled, near 1 while it has barely started. Dividing by each layer's own total keeps upper layers
+    from looking unsettled only because they inherit every change below them."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {layer: np.where(from_init[layer] > 0, change[layer] / from_init[layer], np.nan) for layer in change}
+
+
+def evolution_claim(change: dict[str, np.ndarray], from_init: dict[str, np.ndarray], layers: list[str], early: int,
+                    last: int, gate=None) -> Claim:
+    """Fig. 4's observation, decided on the per-image slope over the layers (input to output) of ``remaining_share``
+    after epoch ``early``: reproduced when its 95 % bootstrap interval over images lies above 0 (the upper layers
+    have more of their change still to come); "not comparable (undertrained: ...)" when the run failed ``gate``."""
+    share = remaining_share(change, from_init)
+    per_image = slopes(np.stack([share[layer] for layer in layers], 1))
+    rule = Threshold(0.0)
+    evidence = Evidence("bootstrap_mean", (per_image,), rule, claim_seed("Fig. 4", EVOLUTION_CLAIM))
+    est = evidence.estimate()
+    mean_share = ", ".join(f"{layer} {np.nanmean(share[layer]):.2f}" for layer in layers)
+    return gated(decided(
+        ZF_PAPER, "Fig. 4", EVOLUTION_CLAIM, "qualitative (lower layers settle within a few of 64 epochs, upper layers "
+        "after 40-50)", f"slope over {layers[0]}..{layers[-1]} of the share of change left after epoch {early}: "
+        f"{est.format(3)} per layer", est.n, f"mean share left after epoch {early} of {last}: {mean_share}",
+        rule.text(f"the per-image least-squares slope, over layer index, of the share of each layer's change (1 - "
+                  f"cosine of its output against epoch {last}'s) still to come after epoch {early} (bootstrap over "
+                  "held-out images)"), [evidence]), gate)

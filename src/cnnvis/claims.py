@@ -107,7 +107,8 @@ class Equivalence:
             return Decision(REPRODUCED, f"interval within {self.centre:g} ± {self.margin:g}")
         if est.lo >= hi or est.hi <= lo:
             return Decision(CONTRADICTED, f"interval outside {self.centre:g} ± {self.margin:g}")
-        return Decision(INCONCLUSIVE, f"interval crosses the margin {self.centre:g} ± {self.margin:g}")
+        small = f"n < {self.min_n}; " if est.n < self.min_n else ""
+        return Decision(INCONCLUSIVE, f"{small}interval crosses the margin {self.centre:g} ± {self.margin:g}")
 
     def text(self, what: str) -> str:
         return (f"reproduced when the 95 % interval of {what} lies within {self.centre:g} ± {self.margin:g} "

@@ -107,3 +107,13 @@ def t_mean(values) -> Estimate:
         return Estimate(mean, float("nan"), float("nan"), 1)
     half = _stats.t.ppf((1 + LEVEL) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
     return Estimate(mean, mean - half, mean + half, n)
+
+
+def slopes(values) -> np.ndarray:
+    """Per row of ``values`` (samples x steps), the least-squares slope over the step index 0, 1, 2, ... (a trend
+    over all steps, not the last minus the first); a row with a non-finite value gives NaN."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    if values.shape[1] < 2:
+        raise ValueError("a slope needs at least two steps")
+    steps = np.arange(values.shape[1]) - (values.shape[1] - 1) / 2
+    return (values - values.mean(1, keepdims=True)) @ steps / (steps @ steps)

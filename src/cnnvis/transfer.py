@@ -18,16 +18,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from cnnvis.claims import Claim, decide
+from cnnvis.claims import NOT_COMPARABLE, Claim, Evidence, Threshold, claim_seed, decided
 from cnnvis.data import ImageIndex, ImageSet, cache_key, per_class_split
+from cnnvis.gate import Gate, combine, gated
 from cnnvis.hooks import activations
+from cnnvis.notes import smoke_note
 from cnnvis.run_record import RunRecord
-from cnnvis.stats import t_mean
+from cnnvis.stats import slopes, t_mean
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,17 @@ def choose_C(features: np.ndarray, labels, classifier: str, grid, cv: int = 2, s
     return max(scores, key=scores.get), scores  # max keeps the first (smallest) C of a tie
 
 
+def softmax_fold_scores(model: nn.Module, layer: str, images: ImageSet, input_size: int, cache_dir: str | None,
+                        tag: str, settings, test_per_class: int | None, folds: int, C: float, seed: int = 0,
+                        batch_size: int = 16, timings: dict | None = None) -> tuple[int, dict]:
+    """(the feature dimension, {images per class: ``fold_accuracies`` of a new softmax}) on ``model``'s pooled
+    ``layer`` features (``extract_features``: extracted once, cached), for each of ``settings``."""
+    feats = extract_features(model, images, layer, input_size, cache_dir, tag=tag, batch_size=batch_size,
+                             timings=timings)[layer]
+    return feats.shape[1], {n: fold_accuracies(feats, images.labels, n, test_per_class, folds, "softmax", C, seed)
+                            for n in settings}
+
+
 def cv_fold_accuracies(features: np.ndarray, labels, train_per_class: int, test_per_class: int | None, folds: int,
                        classifier: str, C_grid, cv: int = 2, seed: int = 0) -> list[tuple[float, float]]:
     """Per fold (accuracy, C): C chosen by ``choose_C`` on that fold's training images, then the classifier
@@ -259,7 +273,17 @@ def fold_estimate(values) -> str:
     return t_mean(100 * np.asarray(values, dtype=np.float64)).format(1)
 
 
-# Zeiler & Fergus 2013, Table 7: (classifier, ZFNet layer) -> Caltech-101 (30/class), Caltech-256 (60/class), %.
+def layer_accuracies(features: dict[str, np.ndarray], labels, classifiers, train_per_class: int,
+                     test_per_class: int | None, folds: int, C_grid: dict, cv: int = 2, seed: int = 0) -> dict:
+    """{(layer, classifier): [(accuracy, C) per fold]}: ``cv_fold_accuracies`` of every layer's features with every
+    classifier (the same folds, so each fold's layers are scored on the same test images)."""
+    return {(layer, kind): cv_fold_accuracies(feats, labels, train_per_class, test_per_class, folds, kind, C_grid[kind],
+                                              cv, seed)
+            for layer, feats in features.items() for kind in classifiers}
+
+
+# Zeiler & Fergus 2013, Table 7: (classifier, ZFNet layer) -> Caltech-101 (30/class), Caltech-256 (60/class), %:
+# mean ± std over 5 folds. The paper ran the softmax on layers 5 and 7 only.
 TABLE7 = {
     ("svm", 1): ((44.8, 0.7), (24.6, 0.4)),
     ("svm", 2): ((66.2, 0.5), (39.6, 0.3)),
@@ -271,17 +295,164 @@ TABLE7 = {
     ("softmax", 7): ((85.4, 0.4), (72.6, 0.1)),
 }
 TABLE7_COLUMN = {"caltech101": 0, "caltech256": 1}
+MIN_FOLDS = 5  # the paper's folds; fewer decide only when the interval already does
+ZF_PAPER = "Zeiler & Fergus 2014"
 
 
-def depth_claim(dataset: str, kind: str, first_scores, last_scores, first: str, last: str) -> Claim:
-    """"Deeper layers classify better": the last layer's accuracy minus the first's, per fold, above 0."""
-    gain = t_mean(100 * (np.asarray(last_scores) - np.asarray(first_scores)))
-    lo, hi = TABLE7["svm", 1][TABLE7_COLUMN[dataset]][0], TABLE7["svm", 7][TABLE7_COLUMN[dataset]][0]
-    return Claim("Zeiler & Fergus 2014", "Table 7", f"deeper layers give better features ({dataset}, {kind})",
-                 f"SVM layer 1 -> 7: {lo} -> {hi}% ({hi - lo:+.1f} points)", gain.format(1), gain.n,
-                 f"the first layer ({first}): {fold_estimate(first_scores)}",
-                 f"yes when the 95 % t interval over folds of the per-fold gain of {last} over {first} "
-                 "(accuracy points) lies above 0", decide(gain.above(0)))
+def table7_trend(dataset: str, kind: str) -> str:
+    """The paper's column for ``kind`` on ``dataset``: its accuracy at each layer it ran and its least-squares slope
+    over the layer numbers."""
+    layers = [layer for k, layer in TABLE7 if k == kind]
+    values = [TABLE7[kind, layer][TABLE7_COLUMN[dataset]][0] for layer in layers]
+    slope = np.polyfit(layers, values, 1)[0]
+    name = "SVM" if kind == "svm" else "Softmax"
+    return (f"{name} layers {', '.join(map(str, layers))}: {', '.join(f'{v:g}' for v in values)} % "
+            f"({slope:+.2f} points per layer)")
+
+
+def depth_claim(dataset: str, kind: str, scores: list, layers: list[str]) -> Claim:
+    """"Deeper layers give better features", as a trend over every layer: per fold, the least-squares slope of the
+    accuracy (points) on the layer's index (``layers`` input to output, each fold's layers scored on the same test
+    images); reproduced when the t interval over folds of the slope lies above 0 (``Threshold(0, min_n=MIN_FOLDS)``).
+    ``scores``: per layer, the accuracy fraction of each fold."""
+    points = 100 * np.asarray(scores, dtype=float)  # layers x folds
+    claim = f"deeper layers give better features ({dataset}, {kind})"
+    rule = Threshold(0.0, min_n=MIN_FOLDS)
+    evidence = Evidence("t_mean", (slopes(points.T),), rule, claim_seed("Table 7", claim))
+    est = evidence.estimate()
+    return decided(ZF_PAPER, "Table 7", claim, table7_trend(dataset, kind),
+                   f"{est.format(2)} points per layer over {len(layers)} layers", est.n,
+                   f"the first layer ({layers[0]}): {fold_estimate(scores[0])}; the last ({layers[-1]}): "
+                   f"{fold_estimate(scores[-1])}",
+                   rule.text(f"the per-fold least-squares slope of accuracy (points) on layer index over all "
+                             f"{len(layers)} layers, {layers[0]} to {layers[-1]} (t over folds)"), [evidence])
+
+
+# ---------------------------------------------------------------- Tables 4 and 5
+
+# Zeiler & Fergus 2013, Table 4 (Caltech-101) and Table 5 (Caltech-256): the paper prints mean ± std over 5 folds, in %.
+TABLES_4_5 = {
+    "caltech101": {"pretrained": {15: (83.8, 0.5), 30: (86.5, 0.5)},
+                   "scratch": {15: (22.8, 1.5), 30: (46.5, 1.7)}},
+    "caltech256": {"pretrained": {15: (65.7, 0.2), 30: (70.6, 0.2), 45: (72.7, 0.4), 60: (74.2, 0.3)},
+                   "scratch": {15: (9.0, 1.4), 30: (22.5, 0.7), 45: (31.2, 0.5), 60: (38.8, 1.4)}},
+}
+TABLES_4_5_ROW = {"pretrained": "ImageNet-pretrained convnet", "scratch": "non-pretrained convnet"}
+
+
+def with_paper(rows: list[dict], name: str, settings) -> pd.DataFrame:
+    """Tables 4 / 5: our rows with the paper's number for the same kind of row beside each setting."""
+    out = []
+    for row in rows:
+        kind = "scratch" if row["method"].startswith("trained from scratch") else "pretrained"
+        row = {**row, "paper row": TABLES_4_5_ROW[kind]}
+        for n in settings:
+            ref = TABLES_4_5.get(name, {}).get(kind, {}).get(n)
+            row[f"paper {n}/class"] = f"{ref[0]} ± {ref[1]}" if ref else "-"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
+    """{'ours: <backbone> <method>': [(images per class, mean %, std %)]} of ``name``'s folds, for the figure."""
+    curves = {}
+    if len(per_fold):
+        for (method, backbone), g in per_fold[per_fold.dataset == name].groupby(["method", "backbone"]):
+            stats = g.groupby("train_per_class").accuracy.agg(["mean", lambda a: a.std(ddof=1) if len(a) > 1 else 0.0])
+            curves[f"ours: {backbone} {method}"] = [(n, 100 * m, 100 * s) for n, (m, s) in stats.iterrows()]
+    return curves
+
+
+def tables_4_5_notes(test_per_class: int, seed: int, n_classes: int | None, include_background: bool, C: float,
+                     scratch: bool, scratch_input_size: int, epochs: int, scratch_folds: int, smoke: bool) -> str:
+    """The notes of Tables 4 and 5: the protocol, the classifier, the from-scratch preset, the networks."""
+    bg = "with" if include_background else "without"
+    return (
+        f"Mean of per-class accuracies (%) on up to {test_per_class} test images per class, mean with its "
+        f"95 % t interval over folds, n = folds (seeded by (seed={seed}, fold)). Classes: "
+        f"{'-' if n_classes is None else n_classes} ({bg} the background class; "
+        f"`dataset.include_background` switches). Pretrained rows: frozen backbone, global-average-pooled "
+        f"penultimate features, scikit-learn multinomial logistic regression (C={C}) on standardized features. "
+        + (f"From-scratch rows: a CPU preset ({scratch_input_size} px, {epochs} epochs, "
+           f"{scratch_folds} fold) instead of the paper's 224 px, 5 folds and training to convergence, so "
+           f"they are far below what the architecture reaches. " if scratch else
+           "From-scratch rows: not trained in this run (experiment.scratch=false: training every layer on a "
+           "CPU takes hours); run them with experiment.scratch=true (CPU preset) or on a GPU with "
+           "experiment.scratch_input_size=224. ")
+        + "The paper's convnet is ZFNet pretrained on "
+        "ImageNet-2012 (softmax on layer 7); ours is EfficientNet-Lite0 (the offline ImageNet model); "
+        "resnet18/zfnet/alexnet rows run only when their weights are present."
+        + smoke_note(smoke, "a sliver of the data"))
+
+
+TABLES_4_5_SOURCE = {"caltech101": ("Table 4", "Caltech-101"), "caltech256": ("Table 5", "Caltech-256")}
+
+
+def pretrained_claims(name: str, per_fold: pd.DataFrame, settings, not_run: str | None = None) -> list[Claim]:
+    """Table 4 / 5 against ZF's ImageNet-pretrained convnet at each of the paper's training sizes: per pretrained
+    backbone that ran, reproduced when the t interval over folds of our mean per-class accuracy (%) lies above ZF's
+    mean (``Threshold(paper, min_n=MIN_FOLDS)``), contradicted when it lies at or below it; not comparable at a size
+    this run did not use, or when no backbone ran (``not_run`` says why: the data or the weights absent)."""
+    source, title = TABLES_4_5_SOURCE[name]
+    paper = TABLES_4_5[name]
+    ran = per_fold[(per_fold.dataset == name) & (per_fold.method == "pretrained")] if len(per_fold) else per_fold
+    claims = []
+    for n, (mean, std) in paper["pretrained"].items():
+        rule = Threshold(mean, min_n=MIN_FOLDS)
+        number = f"{mean} ± {std} % (ZF's ImageNet-pretrained convnet; mean ± std over 5 folds)"
+        baseline = "ZF's non-pretrained convnet: {} ± {} %".format(*paper["scratch"][n])
+        rule_text = rule.text(f"our mean per-class accuracy (%, t over folds) at {n}/class")
+        for backbone in list(ran.backbone.unique()) if len(ran) else [None]:
+            text = (f"ImageNet-pretrained features{f' ({backbone})' if backbone else ''} + a new softmax reach ZF's "
+                    f"accuracy on {title} at {n} images per class")
+            scores = ran[(ran.backbone == backbone) & (ran.train_per_class == n)].sort_values("fold").accuracy \
+                if backbone else []
+            if not len(scores):
+                why = not_run if backbone is None else f"not run at {n}/class (this run: {', '.join(map(str, settings))} per class)"
+                claims.append(Claim(ZF_PAPER, source, text, number, "-", 0, baseline, rule_text, NOT_COMPARABLE,
+                                    why or "no pretrained backbone ran"))
+                continue
+            evidence = Evidence("t_mean", (100 * scores.to_numpy(dtype=float),), rule, claim_seed(source, text))
+            est = evidence.estimate()
+            claims.append(decided(ZF_PAPER, source, text, number, f"{est.format(1)} %", est.n, baseline, rule_text,
+                                  [evidence]))
+    return claims
+
+
+def scratch_claims(name: str, per_fold: pd.DataFrame, archs, settings, not_run: str | None = None) -> list[Claim]:
+    """Table 4 / 5's non-pretrained row: per architecture of ``archs`` and paper size, the same network trained from
+    scratch on the dataset falls short of its ImageNet-pretrained features: the per-fold difference pretrained minus
+    scratch (points, the same fold's images), t over folds, ``Threshold(0, min_n=MIN_FOLDS)``; "not comparable
+    (undertrained: ...)" unless every from-scratch fold passed its trained-enough gate (``trained_enough``,
+    ``gate``); not comparable where either was not run (``not_run``, or the size)."""
+    source, title = TABLES_4_5_SOURCE[name]
+    paper = TABLES_4_5[name]
+    ours = per_fold[per_fold.dataset == name] if len(per_fold) else per_fold
+    rule = Threshold(0.0, min_n=MIN_FOLDS)
+    rule_text = rule.text("the per-fold accuracy of the pretrained features minus the from-scratch network's (points, "
+                          "the same fold's images; t over folds)")
+    claims = []
+    for arch in archs:
+        for n, (scratch_mean, _) in paper["scratch"].items():
+            text = f"{arch} trained from scratch on {title} falls short of its ImageNet-pretrained features ({n}/class)"
+            number = "{:+.1f} points (ZF: pretrained {} vs non-pretrained {} %)".format(
+                paper["pretrained"][n][0] - scratch_mean, paper["pretrained"][n][0], scratch_mean)
+            mine = {m: ours[(ours.method == m) & (ours.backbone == arch) & (ours.train_per_class == n)].set_index("fold")
+                    for m in ("pretrained", "scratch")} if len(ours) else {}
+            folds = sorted(set(mine["pretrained"].index) & set(mine["scratch"].index)) if mine else []
+            if not folds:
+                why = not_run or f"not run at {n}/class both ways (this run: {', '.join(map(str, settings))} per class)"
+                claims.append(Claim(ZF_PAPER, source, text, number, "-", 0, "0 points (pretraining does not help)",
+                                    rule_text, NOT_COMPARABLE, why))
+                continue
+            gap = 100 * (mine["pretrained"].accuracy[folds] - mine["scratch"].accuracy[folds]).to_numpy(dtype=float)
+            evidence = Evidence("t_mean", (gap,), rule, claim_seed(source, text))
+            est = evidence.estimate()
+            gate = combine(*(Gate(bool(mine["scratch"].trained_enough[k]), f"{arch} from scratch, {n}/class, fold {k}: "
+                                  f"{mine['scratch'].gate[k]}") for k in folds))
+            claims.append(gated(decided(ZF_PAPER, source, text, number, f"{est.format(1)} points", est.n,
+                                        "0 points (pretraining does not help)", rule_text, [evidence]), gate))
+    return claims
 
 
 def grid_edges(chosen: dict, C_grid: dict) -> str:
@@ -326,6 +497,26 @@ def feature_backbone(name: str, checkpoint: str | None = None):
     except FileNotFoundError:
         raise NotRun(f"not run: weights absent (put {imagenet_weights_file(name)} in $TORCH_HOME/hub/checkpoints)") from None
     return model, FEATURE_LAYER[name], "ImageNet"
+
+
+def random_twin(model: nn.Module, name: str, input_size: int, seed: int = 0) -> nn.Module:
+    """The random-weights control's network: ``model``'s architecture randomly initialized (seeded), in eval mode.
+    ``build_model(name, pretrained=False)`` where that builds the same architecture (its own initialization); else
+    (a torchvision variant, a width-scaled checkpoint, another head) a copy of ``model`` whose every layer is
+    re-initialized by its ``reset_parameters`` (PyTorch's default initialization)."""
+    from cnnvis.models import build_model
+
+    torch.manual_seed(seed)
+    twin = build_model(name, pretrained=False, input_size=input_size)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    if {k: v.shape for k, v in twin.state_dict().items()} != shapes:
+        twin = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        for module in twin.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        twin.weights_source = "random init (its layers' default initialization)"
+    return twin.eval().to(next(model.parameters()).device)
 
 
 def imagenet_weights_file(name: str) -> str:
