@@ -45,11 +45,12 @@ def test_paired_difference_says_no_when_there_is_no_effect():
     assert effect.above(0.0)
 
 
-def test_a_claim_takes_only_the_three_verdict_words():
-    from cnnvis.claims import Claim, claims_frame, decide
+def test_a_claim_takes_only_the_verdict_words():
+    from cnnvis.claims import INCONCLUSIVE, Claim, claims_frame
 
     row = dict(paper="P", source="Fig. 1", claim="c", paper_number="qualitative", ours="0.5 (n = 1)", n=1,
                baseline="-", rule="r")
-    assert list(claims_frame([Claim(**row, verdict=decide(False))]).verdict) == ["not reproduced"]
-    with pytest.raises(ValueError, match="verdict"):
-        Claim(**row, verdict="yes")
+    assert list(claims_frame([Claim(**row, verdict=INCONCLUSIVE)]).verdict) == ["inconclusive"]
+    for word in ("yes", "not reproduced"):  # the two-answer rule's "no" is gone: contradicted or inconclusive
+        with pytest.raises(ValueError, match="verdict"):
+            Claim(**row, verdict=word)

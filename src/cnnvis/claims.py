@@ -36,9 +36,8 @@ CONTRADICTED = "contradicted"
 INCONCLUSIVE = "inconclusive"
 NOT_COMPARABLE = "not comparable"
 UNINFORMATIVE = "holds for random weights too (uninformative)"
-NOT_REPRODUCED = "not reproduced"  # the two-answer word, until every rule is an interval rule (issue 23)
 ANSWERS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE)
-VERDICTS = (*ANSWERS, UNINFORMATIVE, NOT_REPRODUCED)
+VERDICTS = (*ANSWERS, UNINFORMATIVE)
 COLUMNS = ["paper", "source", "claim", "paper's number", "ours", "n", "baseline", "random-weights control", "rule",
            "verdict", "reason"]
 NO_CONTROL = "not run"
@@ -190,15 +189,6 @@ def decided(paper: str, source: str, claim: str, paper_number: str, ours: str, n
     decision = all_of([e.decide() for e in evidence])
     return Claim(paper, source, claim, paper_number, ours, n, baseline, rule, decision.verdict, decision.reason,
                  evidence=tuple(evidence))
-
-
-def decide(holds: bool) -> str:
-    """The two-answer verdict of a rule not yet moved to ``Threshold`` / ``Equivalence`` (issue 23)."""
-    return REPRODUCED if holds else NOT_REPRODUCED
-
-
-def not_comparable(claim: Claim, why: str) -> Claim:
-    return replace(claim, verdict=NOT_COMPARABLE, reason=why)
 
 
 def combine_with_control(trained: Claim, control: Claim | None, why_none: str = NO_CONTROL) -> Claim:
