@@ -9,12 +9,13 @@ Under ``torchrun --nproc_per_node=N run.py experiment=train ...`` it trains with
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from cnnvis.ablations import build_model_at_width, first_conv
 from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_sets, train_variant
-from cnnvis.gate import figure_note
+from cnnvis.gate import figure_note, write_gate
 from cnnvis.models import CNN
 from cnnvis.plotting.filters import filter_grid
 from cnnvis.plotting.training import training_curves
@@ -70,10 +71,12 @@ def main(cfg, out, record):
     gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
                                conv.weight.detach().cpu(), first_conv(initial_model(build, t, cfg.seed)).weight,
                                f"{m.name} conv1")
+    write_gate(ckpt, gate)  # beside the weights, for the figures that show them (filters, zfnet_deconv)
     export = cfg.experiment.export or f"{cfg.experiment.checkpoint_root}/{m.name}_{cfg.dataset.name}/last.pt"
     save_atomic({"model": model.state_dict(), "classes": list(images.classes), "input_size": m.input_size}, export,
                 trained_by(ckpt / "last.pt"))  # last.pt's weights: trained by its runs
     record.add_checkpoint(export)
+    write_gate(Path(export).parent, gate)
     out.table(history, "metrics", title=f"Training {title}",
               notes=recipe_notes(cfg, len(train_set), len(val_set), n_classes)
               + f"\n\nCheckpoints: `{ckpt}` (kept epochs {sorted(p.name for p in ckpt.glob('epoch_*.pt'))}); "

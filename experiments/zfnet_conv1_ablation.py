@@ -20,7 +20,7 @@ from cnnvis.ablations import (CONV1_ARMS, CONV1_LABELS, aliasing_energy_share, c
 from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_test_sets, train_variant
-from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate
+from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate, write_gate
 from cnnvis.hooks import activations
 from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
@@ -94,7 +94,7 @@ def main(cfg, out, record):
     seeds = list(e.seeds[:2] if cfg.smoke else e.seeds)  # a smoke run needs two seeds for an interval, not more
     n_classes, size = len(images.classes), cfg.model.input_size
     val_x = images.tensors(test_set.idx, size)
-    rows, histories, filters, projections, structures = [], {}, {}, {}, []
+    rows, histories, filters, projections, structures, folders = [], {}, {}, {}, [], {}
     for arm in e.arms:
         for seed in seeds:
             model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, record,
@@ -110,6 +110,7 @@ def main(cfg, out, record):
                          **{k: v for k, v in m.items() if k not in ("projections", "structure")},
                          "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
             histories[f"{CONV1_LABELS[arm]} s{seed}"] = history
+            folders[CONV1_LABELS[arm], seed] = (ckpt, gate)
             if seed == seeds[0]:
                 conv = first_conv(model)
                 filters[f"{CONV1_LABELS[arm]} (seed {seed}, {len(history)} epochs)"] = conv.weight.detach()
@@ -118,8 +119,11 @@ def main(cfg, out, record):
     per_run = pd.DataFrame(rows)
     per_filter = pd.concat(structures, ignore_index=True)
     trained = gate_rows(per_run, "{arm} seed {seed}")
-    filters_gate = combine(*(filter_gate(g, arm) for arm, g in per_filter.groupby("arm", sort=False)))
+    arm_gates = {arm: filter_gate(g, arm) for arm, g in per_filter.groupby("arm", sort=False)}
+    filters_gate = combine(*arm_gates.values())
     both = combine(trained, filters_gate)
+    for (arm, seed), (ckpt, gate) in folders.items():  # beside each run's weights, for the figures that show them
+        write_gate(ckpt, combine(gate, arm_gates[arm]))
     metrics = [c for c in per_run.columns if c not in ("arm", "seed", "trained_enough", "gate")]
     summary = per_run.groupby("arm", sort=False)[metrics].agg(["mean", "std"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]

@@ -2,6 +2,7 @@
 projected back to pixel space by the deconvnet, beside the image patches under them."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -12,6 +13,7 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
 from cnnvis.examples import chance_purity, label_purity, pick_maps
 from cnnvis.from_config import images_from_config, model_from_config
+from cnnvis.gate import figure_note, read_gate
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import projection_tile, square_tile, top9_figure
@@ -40,6 +42,8 @@ def main(cfg, out, record):
     images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, record, device)
+    # a trained checkpoint is shown as the paper's figure only when its training run passed the gate
+    gate = read_gate(Path(cfg.model.checkpoint).parent) if cfg.model.checkpoint else None
     layers = resolve_layers(model, e.layers, "feature_maps", "experiment.layers")
     maps_per_layer = e.maps_per_layer
     if cfg.smoke:  # the whole path on the first and last layer, two maps each
@@ -74,7 +78,8 @@ def main(cfg, out, record):
                     "below this layer: a deconvnet projection would not depend on the image)")
         fig = top9_figure(shown, f"{cfg.model.name} ({weights}) {name}: top-{t.k} activations of {len(shown)} "
                           f"feature maps over {len(images)} {images.name} images\n{shown_as}; field {geo.field[0]} px, "
-                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own",
+                          f"stride {geo.stride[0]}; each projection contrast-normalized on its own"
+                          + (figure_note(gate) if gate is not None else ""),
                           projection_heading="deconvnet projections" if switches else "guided backprop projections")
         out.figure(fig, f"{name}")
         purity = [label_purity(labels[t.image_index[c].numpy()]) for c in range(len(t.values))] if has_labels else [np.nan]
@@ -89,7 +94,8 @@ def main(cfg, out, record):
         metrics[f"purity_{name}"] = float(np.mean(purity))
     out.table(pd.DataFrame(rows), "layers", title=f"Top-{top[layers[0]].k} mining: {cfg.model.name} on {images.name}",
               notes=NOTES.format(model=cfg.model.name, weights=weights, n=len(images), data=images.name))
-    return {"images": len(images), **metrics}
+    judged = {"trained_enough": int(gate.passed), "gate": gate.reason} if gate is not None else {}
+    return {"images": len(images), **metrics, **judged}
 
 
 NOTES = """

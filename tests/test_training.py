@@ -281,6 +281,14 @@ def test_train_then_evolution_share_one_run(tmp_path, monkeypatch):
     assert (tmp_path / "zfnet_evolution" / "claims_evidence.npz").exists()
     change = pd.read_csv(tmp_path / "zfnet_evolution" / "feature_change.csv")
     assert change.epoch.unique().tolist() == [0, 1, 2] and (change[change.epoch == 0].share_left == 1).all()
+    # the gate travels with the weights: a figure drawn from them says the run never learned
+    export_dir = tmp_path / "ck" / "zfnet_caltech101"
+    assert not json.loads((export_dir / "gate.json").read_text())["trained_enough"]
+    deconv = run_py("experiment=zfnet_deconv", "smoke=true", "model=zfnet", f"model.checkpoint={export_dir}/last.pt",
+                    "model.input_size=112", "model.num_classes=10", "dataset=caltech101", f"results_dir={tmp_path}")
+    assert deconv.returncode == 0, deconv.stderr[-3000:]
+    judged = json.loads((tmp_path / "zfnet_deconv" / "run.json").read_text())["metrics"]
+    assert judged["trained_enough"] == 0 and "epoch(s)" in judged["gate"]
 
 
 @needs_caltech101
