@@ -2,7 +2,7 @@
 Increase in Confidence (Grad-CAM++), and deletion / insertion curves (RISE); the
 scoring of several methods' maps on a set of images as the CAM papers score them, with trivial baselines beside
 them, their tables and the papers' comparisons decided on paired differences (each method in a comparison must
-also beat the trivial baselines).
+also beat the trivial baselines), the same comparisons on a random-weights control, and the tables' notes.
 
 Maps are (H, W) or (N, H, W) at the image's size; boxes are (x0, y0, x1, y1) in pixels, x1 / y1 exclusive.
 """
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cnnvis.cams import as_map, build_method
 from cnnvis.claims import NOT_COMPARABLE, Claim, Decision, Evidence, Threshold, all_of, claim_seed, decided
-from cnnvis.models import build_model, frozen
+from cnnvis.models import build_model, fold_batchnorm, frozen
 from cnnvis.stats import Estimate, bootstrap_mean, proportion
 
 
@@ -241,6 +241,20 @@ def estimate(metric: str, values: np.ndarray) -> Estimate:
     return proportion(values.astype(bool)) if metric in PROPORTIONS else bootstrap_mean(values)
 
 
+def summary_metrics(scores, dataset: str) -> dict[str, float]:
+    """Each method's and baseline's mean per scored metric in the tables' units (shares in %) and the images behind
+    it (``_n``), keyed 'dataset/method/metric'."""
+    metrics = {}
+    for method, per_image in scores.items():
+        for metric in METRICS:
+            values = per_image.get(metric)
+            if values is not None and np.isfinite(values).any():
+                e = estimate(metric, values)
+                metrics[f"{dataset}/{method}/{metric}"] = e.value * (100 if metric in PROPORTIONS else 1)
+                metrics[f"{dataset}/{method}/{metric}_n"] = e.n
+    return metrics
+
+
 def metrics_table(scores, seconds, deconv_has_switches: bool, boxed: bool) -> pd.DataFrame:
     """One row per method and baseline: each metric as 'mean [95 % interval] (n = images)', in % except the AUCs;
     with ``boxed`` a column says how each row's localization is to be read."""
@@ -430,3 +444,110 @@ def image_range(counts: dict[str, int]) -> str:
     """'64', or '1-64' where methods were scored on different numbers of images."""
     lo, hi = min(counts.values()), max(counts.values())
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def paper_claims(scores, dataset: str, boxed: bool, comparisons: list[Comparison],
+                 published: list[Published]) -> list[Claim]:
+    """The papers' comparisons on one set of images: the faithfulness orderings, and where the images have object
+    boxes (``boxed``) the localization claims."""
+    claims = faithfulness_claims(scores, dataset, comparisons, published)
+    return claims + (localization_claims(scores, comparisons, published, dataset) if boxed else [])
+
+
+def control_claims(network: str, num_classes: int, input_size: int, seed: int, sets: dict, methods: list[str],
+                   method_options: dict, comparisons: list[Comparison], published: list[Published], images: int,
+                   scorecam_images: int, steps: int, tolerance: float) -> tuple[list[Claim], dict]:
+    """The same claims on the same architecture with random weights (``random_control`` under ``seed``), from those
+    of ``methods`` the comparisons name, on the first ``images`` images of each set (``sets``: name -> (images,
+    boxes or None)), Score-CAM on the first ``scorecam_images`` (0: left out); with the seconds each set took."""
+    model = random_control(network, num_classes, input_size, seed)
+    scorer = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    claimed = {name for c in comparisons for name in (c.method, *c.others)}
+    methods = [name for name in methods if name in claimed and (name != "scorecam" or scorecam_images)]
+    claims, seconds = [], {}
+    for name, (x, boxes) in sets.items():
+        start = time.perf_counter()
+        k = min(images, len(x))
+        x, boxes = x[:k], None if boxes is None else boxes[:k]
+        with torch.no_grad():
+            targets = torch.cat([model(x[i:i + 32]) for i in range(0, k, 32)]).argmax(1)
+        scores, *_ = score_dataset(model, scorer, x, targets, methods, method_options, scorecam_images, 0, 0, steps,
+                                   tolerance, boxes, f"control {name}")
+        claims += paper_claims(scores, name, boxes is not None, comparisons, published)
+        seconds[name] = time.perf_counter() - start
+    return claims, seconds
+
+
+def claims_notes(network: str, seed: int, n_images: dict, control_images: int, control_scorecam_images: int,
+                 control_seconds: dict) -> str:
+    """The claims table's notes: how each comparison is decided, and the random-weights control that ran (its
+    seconds per set in ``control_seconds``; none ran where that is empty) on ``n_images`` (set -> images)."""
+    control = (
+        f"Random-weights control: {network} with random init (build_model(pretrained=False), torch seed "
+        f"{seed}), the same claims on the first "
+        f"{', '.join(f'{min(control_images, n)} {name}' for name, n in n_images.items())} images, Score-CAM "
+        f"on the first {control_scorecam_images} of each (its one forward pass per channel dominates the control's "
+        "cost), every map of its own top-1 class "
+        f"({', '.join(f'{s:.0f} s on {name}' for name, s in control_seconds.items())}). A claim the control "
+        "also reproduces holds for random weights too (uninformative); its number and answer fill the control "
+        "column. " if control_seconds else "No random-weights control (experiment.control_images = 0). ")
+    return (
+        "Each comparison is the mean over the same images of a per-image difference (Average Drop in %, Increase in "
+        "Confidence as a 0/100 indicator, localization error as a 0/100 miss indicator), with a 95 % bootstrap "
+        "interval over those images; n is the fewest images behind any difference in the row (Score-CAM's first "
+        "images where Score-CAM takes part). A comparison is reproduced only when the method beats each other method "
+        "AND every method in it beats the trivial baselines its table shows, each paired per image: the centre-point "
+        "map for Average Drop and Increase in Confidence, the full-image and centre boxes for localization; "
+        "contradicted when any difference lies on the wrong side of 0, inconclusive when any interval includes 0 "
+        "(the reason names each difference and the smallest effect it could have detected). The paper's number "
+        "quotes that paper's own table and row (Wang et al. 2020 print their own Grad-CAM and Grad-CAM++ numbers); "
+        "the papers measured VGG-16 on ILSVRC images, ours is "
+        f"{network} on the images of this run: the rules compare orderings, not values. " + control
+        + "Old rules (before issue 23): the faithfulness comparisons were 'reproduced' when every paired difference "
+        "between the methods lay on the paper's side of 0 and 'not reproduced' otherwise, with the centre-point map "
+        "shown but not part of the rule; the localization claims were 'reproduced' when the paired error difference "
+        "to the full-image and centre boxes lay below 0 for both and 'not reproduced' otherwise; the Score-CAM rows "
+        "quoted Chattopadhay et al. 2018's Grad-CAM / Grad-CAM++ numbers instead of Wang et al. 2020's.")
+
+
+def metrics_notes(dataset: str, network: str, n: int, input_size: int, top1, curve_n: dict, deconv_has_switches: bool,
+                  layer: str, layercam_layers: list[str], methods: list[str], scorecam_images: int, curve_steps: int,
+                  pointing_tolerance: float) -> str:
+    """The notes under one set's metrics table (``dataset`` imagenet: no boxes, with the model's ``top1`` Estimate;
+    else the boxed Caltech-101 images): what each column measures on how many images, and what it can be read for."""
+    scorecam_n = min(scorecam_images, n)
+    common = (
+        f"{n} images at {input_size} px; every map explains the model's top-1 class. Each cell: mean "
+        "[95 % interval] (n = images scored): Wilson intervals for shares (localization error, pointing game, "
+        "Increase in Confidence), bootstrap over images for means (Average Drop, deletion / insertion AUC). "
+        + (f"Score-CAM (one forward pass per channel of {layer} per image) is scored on its first {scorecam_n} "
+           "images. " if "scorecam" in methods else
+           "Score-CAM is not in this run (one forward pass per channel per image; its maps equal pytorch-grad-cam's, "
+           "see tests/test_cams.py). ")
+        + f"Deletion / insertion on the first {image_range(curve_n)} images "
+        f"({curve_steps} steps; deletion sets pixels to 0, insertion starts from an 11-px sigma-5 Gaussian blur, "
+        "as RISE). Average Drop / Increase in Confidence use softmax probabilities on the image times its "
+        "min-max-scaled map (Grad-CAM++ definitions). Input-space methods (saliency, deconvnet, guided backprop, "
+        "guided Grad-CAM) are reduced to a map by max_c |.| (Simonyan). "
+        + ("" if deconv_has_switches else
+           f"{network} has no max-pooling, so the deconvnet's backward pass ignores the image (its rule "
+           "rectifies the signal whatever the forward pass did, everything else is linear): its map is one fixed "
+           "map per class (Mahendran & Vedaldi 2016), a baseline rather than an explanation; guided backprop "
+           "(Springenberg et al. 2015) is the image-dependent variant. ")
+        + f"layercam is LayerCAM at the last layer alone; layercam_fused fuses {', '.join(layercam_layers)} as "
+        "its paper. Baseline row 'centre point': a map that is highest at the image centre and falls off with the "
+        "distance from it, scored by every rule (pointing game: the centre point). The papers' numbers are for "
+        "other networks (VGG-16, ResNet-50) on other ILSVRC images: compare orderings, not values."
+    )
+    if dataset == "imagenet":
+        return (f"ImageNet validation subset (no boxes: no localization columns). The model's top-1 accuracy on "
+                f"these images: {top1.format(1, 100)}. " + common)
+    return ("Caltech-101 images with object boxes (24 categories, round-robin). The model is ImageNet-trained, "
+            "so localization is class-agnostic (GT-known): error = % of images whose map's box (largest component "
+            "above 15% / 20% of the maximum) has IoU < 0.5 with the object's box; the papers' top-1 error also counts "
+            "wrong classes. Pointing game: the map's maximum within "
+            f"{pointing_tolerance:g} px of the box (Zhang et al. 2016). Localization on the input-space maps is "
+            "marked not comparable: the papers boxed those maps after a segmentation step (Simonyan et al. 2013: "
+            "GraphCut), not with the raw threshold on a speckled map. Trivial baselines: 'full image' boxes the "
+            "whole image; 'centre box' is a centred box whose width and height are the mean over the other images' "
+            "object boxes of this run (leave-one-out, so an image's own box never informs its baseline). " + common)
