@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from cnnvis import featurevis as fv
-from cnnvis.activation_max import (PRESETS, cached_maxima, maximize_units_and_classes, render_units_and_classes,
-                                   summary_metrics, with_overrides)
+from cnnvis.activation_max import (PRESETS, cached_maxima, lucid_table_notes, maximize_units_and_classes,
+                                   render_units_and_classes, summary_metrics, table_notes, with_overrides)
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
 from cnnvis.from_config import images_from_config, model_from_config
@@ -117,7 +117,8 @@ def lucid_main(cfg, out, models):
                             panels[f"classes\n{e.preset}"], tile=96)
     table = pd.DataFrame(all_rows)
     out.table(table, "activation_max", title="Activation reached and spectrum slope: pixel space vs Olah et al. 2017",
-              notes=lucid_notes(e, models, steps, side))
+              notes=lucid_table_notes(len(models[0][2]), models[0][2].name, e.preset, e.lucid_lr, steps,
+                                      [side for _, _, _, side, *_ in models]))
     return metrics
 
 
@@ -173,45 +174,6 @@ def main(cfg, out, record):
     table = pd.DataFrame(all_rows)
     hits = {tag: f"{metrics[f'{tag}_class_top1_rate']:.0%}" for tag, *_ in models}
     out.table(table, "activation_max", title="Activation reached by optimized images vs the strongest over real images",
-              notes=notes(e, images, hits, reg, size, cfg.smoke))
+              notes=table_notes(e.target, len(images), images.name, hits, e.preset, reg, e.lr, size,
+                                3 if cfg.smoke else e.steps))
     return metrics
-
-
-def lucid_notes(e, models, steps, side) -> str:
-    return f"""
-One row per unit and parametrization. `reached`: the channel's mean activation (class: the pre-softmax score)
-on its optimized image; `real_max`: the largest over the {len(models[0][2])} images of {models[0][2].name}
-at the same size; `ratio` = reached / real_max (empty where no real image drives the unit above 0).
-`spectrum_slope`: slope of log power against log frequency of the radially averaged power spectrum of the
-grey image (natural images are near -2, white noise 0). `top1_is_target`: the model's top-1 on the class image.
-
-Method (cnnvis.featurevis, after Olah et al. 2017 and Lucid): Adam (lr {e.lucid_lr}) for {steps} steps on
-{fv.PRESETS[e.preset]} (`{e.preset}`) and on the pixel-space baseline {fv.PRESETS['lucid_pixel']}
-(`lucid_pixel`); robust = Lucid's transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4)
-before each step. {side if len(models) == 1 else 'several'} px, one batch element per unit.
-Olah et al. publish figures, no numbers: there is no paper number to set beside ours.
-"""
-
-
-def notes(e, images, hits, reg, size, smoke) -> str:
-    value = "mean of the channel map" if e.target == "channel" else "centre unit of the map"
-    return f"""
-`reached`: the unit's value on its optimized image ({e.target}: {value};
-class: pre-softmax score). `real_max`: the largest value of the same unit over the {len(images)} images of
-{images.name} ({'mean of the map' if e.target == 'channel' else 'any position of the map'}, at the same input size).
-`ratio` = reached / real_max (left empty where no real image drives the unit above 0: EfficientNet's stage
-outputs are linear bottlenecks, so they are signed). `top1_is_target`: is the model's top-1 on the class image
-its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}. `p_target`: its softmax probability.
-`spectrum_slope`: slope of log power against log frequency of the image's radially averaged power spectrum
-(natural images are near -2, white noise 0), as for the lucid presets.
-
-Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
-each step lr * gradient / mean|gradient| of that image (lr {e.lr} decaying linearly to a tenth), then Yosinski's
-regularizers around the mean colour, then a clamp to [0, 1] (the models' valid input). Regularization: preset
-`{e.preset}` = {reg}. {size} px, {3 if smoke else e.steps} steps, one batch element per unit.
-
-Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 publish no numbers for this (their results are figures:
-Simonyan Fig. 1, Yosinski Figs. 3-4); there is no paper number to set beside ours. Differences: EfficientNet-Lite0
-instead of their AlexNet-style nets, {size} px instead of 227 px (so a blur width in pixels is {227 / size:.1f}x as strong
-relative to the image), {3 if smoke else e.steps} normalized steps instead of their 200-1000+ plain SGD steps, all on a CPU.
-"""

@@ -12,7 +12,8 @@ the image is clamped back to [0, 1] (a projection onto the valid input range).
 
 The experiments' procedure over one model sits below: each layer's channels and the classes optimized, each
 value set beside the strongest over real images (``dataset_maxima``, cached), in pixel space
-(``maximize_units_and_classes``) or with Olah et al.'s parametrizations (``render_units_and_classes``).
+(``maximize_units_and_classes``) or with Olah et al.'s parametrizations (``render_units_and_classes``), and
+the notes under their tables (``table_notes``, ``lucid_table_notes``).
 """
 
 from __future__ import annotations
@@ -315,3 +316,48 @@ def summary_metrics(prefix: str, rows: list[dict], target: str) -> dict:
             f"{prefix}_class_median_ratio": float(np.nanmedian([r["ratio"] for r in classes])),
             f"{prefix}_{target}_median_ratio": float(np.nanmedian([r["ratio"] for r in units])),
             f"{prefix}_median_spectrum_slope": float(np.median([r["spectrum_slope"] for r in rows]))}
+
+
+def lucid_table_notes(n_images: int, dataset: str, preset: str, lr: float, steps: int, sizes: list[int]) -> str:
+    """The notes under the lucid presets' table (``preset``: a ``featurevis.PRESETS`` name, beside its pixel-space
+    baseline), each model's images of side ``sizes``; the real images are ``n_images`` of ``dataset``."""
+    return f"""
+One row per unit and parametrization. `reached`: the channel's mean activation (class: the pre-softmax score)
+on its optimized image; `real_max`: the largest over the {n_images} images of {dataset}
+at the same size; `ratio` = reached / real_max (empty where no real image drives the unit above 0).
+`spectrum_slope`: slope of log power against log frequency of the radially averaged power spectrum of the
+grey image (natural images are near -2, white noise 0). `top1_is_target`: the model's top-1 on the class image.
+
+Method (cnnvis.featurevis, after Olah et al. 2017 and Lucid): Adam (lr {lr}) for {steps} steps on
+{fv.PRESETS[preset]} (`{preset}`) and on the pixel-space baseline {fv.PRESETS['lucid_pixel']}
+(`lucid_pixel`); robust = Lucid's transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4)
+before each step. {sizes[0] if len(sizes) == 1 else 'several'} px, one batch element per unit.
+Olah et al. publish figures, no numbers: there is no paper number to set beside ours.
+"""
+
+
+def table_notes(target: str, n_images: int, dataset: str, hits: dict, preset: str, reg: Regularization, lr: float,
+                size: int, steps: int) -> str:
+    """The notes under the pixel-space presets' table: ``target`` channel | unit, the real images ``n_images`` of
+    ``dataset``, ``hits`` the class images' top-1 rate per model (as text), ``preset`` and its ``reg``."""
+    value = "mean of the channel map" if target == "channel" else "centre unit of the map"
+    return f"""
+`reached`: the unit's value on its optimized image ({target}: {value};
+class: pre-softmax score). `real_max`: the largest value of the same unit over the {n_images} images of
+{dataset} ({'mean of the map' if target == 'channel' else 'any position of the map'}, at the same input size).
+`ratio` = reached / real_max (left empty where no real image drives the unit above 0: EfficientNet's stage
+outputs are linear bottlenecks, so they are signed). `top1_is_target`: is the model's top-1 on the class image
+its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items())}. `p_target`: its softmax probability.
+`spectrum_slope`: slope of log power against log frequency of the image's radially averaged power spectrum
+(natural images are near -2, white noise 0), as for the lucid presets.
+
+Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
+each step lr * gradient / mean|gradient| of that image (lr {lr} decaying linearly to a tenth), then Yosinski's
+regularizers around the mean colour, then a clamp to [0, 1] (the models' valid input). Regularization: preset
+`{preset}` = {reg}. {size} px, {steps} steps, one batch element per unit.
+
+Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 publish no numbers for this (their results are figures:
+Simonyan Fig. 1, Yosinski Figs. 3-4); there is no paper number to set beside ours. Differences: EfficientNet-Lite0
+instead of their AlexNet-style nets, {size} px instead of 227 px (so a blur width in pixels is {227 / size:.1f}x as strong
+relative to the image), {steps} normalized steps instead of their 200-1000+ plain SGD steps, all on a CPU.
+"""
