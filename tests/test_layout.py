@@ -71,3 +71,13 @@ def test_results_record_each_figures_problems(tmp_path):
     ax.set_xlabel("tiny", fontsize=4)
     out.figure(fig, "small")
     assert json.loads((tmp_path / LAYOUT_FILE).read_text()) == {"small.png": ["text smaller than 6 pt (4.0 pt): 'tiny'"]}
+
+
+def test_a_legend_beside_the_axes_covers_nothing_even_over_clipped_data():
+    from cnnvis.plotting import legend_outside
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 2], [0.5, 0.5], label="runs past the right edge")  # clipped at x = 1, under where the legend sits
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    legend_outside(ax)
+    assert layout_problems(fig) == []

@@ -34,3 +34,11 @@ def rescale(x, symmetric: bool = False) -> np.ndarray:
 def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
     cols = cols or int(np.ceil(np.sqrt(n)))
     return int(np.ceil(n / cols)), cols
+
+
+def legend_outside(ax, handles=None, labels=None, fontsize: int = 7, **kwargs):
+    """A legend to the right of ``ax`` (the rightmost panel of its row), where it can cover no data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     frameon=False, fontsize=fontsize, **kwargs)

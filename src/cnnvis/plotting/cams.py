@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
-from cnnvis.plotting import rescale, to_image
+from cnnvis.plotting import legend_outside, rescale, to_image
 
 
 def _signal_image(signal: torch.Tensor) -> np.ndarray:
@@ -61,7 +61,7 @@ def curves_figure(curves: dict[str, dict[str, np.ndarray]], title: str):
         ax.set_ylabel("class probability")
         ax.set_title(f"{mode} (mean over images)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
+    legend_outside(axes[1])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

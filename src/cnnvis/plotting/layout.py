@@ -101,10 +101,15 @@ def data_areas(ax) -> list:
 
 
 def covered(box: Bbox, ax) -> int:
-    """How many of ``ax``'s data points and filled areas lie under ``box``."""
+    """How many of ``ax``'s drawn data points and filled areas lie under ``box`` (data outside the axes is clipped
+    away, so a legend beside the axes covers none)."""
+    shown = Bbox.intersection(box, ax.bbox)
+    if shown is None:
+        return 0
     points = data_points(ax)
-    inside = (points[:, 0] > box.x0) & (points[:, 0] < box.x1) & (points[:, 1] > box.y0) & (points[:, 1] < box.y1)
-    return int(inside.sum()) + sum(area.intersects_bbox(box, filled=True) for area in data_areas(ax))
+    inside = ((points[:, 0] > shown.x0) & (points[:, 0] < shown.x1) & (points[:, 1] > shown.y0) &
+              (points[:, 1] < shown.y1))
+    return int(inside.sum()) + sum(area.intersects_bbox(shown, filled=True) for area in data_areas(ax))
 
 
 def layout_problems(fig) -> list[str]:

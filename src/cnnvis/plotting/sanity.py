@@ -4,7 +4,7 @@ the map after each cumulative re-initialization) and Fig. 4's similarity curves 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnnvis.plotting import rescale, to_image
+from cnnvis.plotting import legend_outside, rescale, to_image
 from cnnvis.stats import bootstrap_mean
 
 
@@ -47,7 +47,7 @@ def similarity_curves(curves: dict[str, dict[str, list[np.ndarray]]], steps: lis
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_ylim(-0.5, 1.05)
     axes[0, 0].set_ylabel("similarity to the trained model's map")
-    axes[0, -1].legend(fontsize=6, loc="lower left")
+    legend_outside(axes[0, -1], fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -5,7 +5,7 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnnvis.plotting import rescale
+from cnnvis.plotting import legend_outside, rescale
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -20,7 +20,7 @@ def training_curves(histories: dict, title: str):
         ax_acc.plot(h.epoch, h.val_top1, "-", color=color)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
-    ax_loss.legend(fontsize=7, ncol=1 + len(histories) // 5)
+    legend_outside(ax_acc, *ax_loss.get_legend_handles_labels(), ncol=1 + len(histories) // 12)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -70,7 +70,7 @@ def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str
     ax.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper (ImageNet)")
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set(ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
 

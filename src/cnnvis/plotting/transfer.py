@@ -3,6 +3,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
+from cnnvis.plotting import legend_outside
+
 
 def accuracy_vs_train_size(curves: dict, paper: dict, title: str):
     """``curves``/``paper``: {dataset: {label: [(images per class, mean %, std %), ...]}}; one panel per dataset,
@@ -19,10 +21,19 @@ def accuracy_vs_train_size(curves: dict, paper: dict, title: str):
             ax.text(0.5, 0.5, "not run: data absent (ours)", transform=ax.transAxes, ha="center", color="grey")
         ax.set(title=name, xlabel="training images per class", ylabel="mean per-class accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    legend_outside(axes[0, -1], *unique_entries(axes[0]))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def unique_entries(axes) -> tuple[list, list]:
+    """The legend entries of several panels, each label once."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
 
 
 def accuracy_vs_depth(curves: dict, title: str):
@@ -33,7 +44,7 @@ def accuracy_vs_depth(curves: dict, title: str):
     ax.set(xlabel="relative depth of the layer (layer / number of layers)", ylabel="mean per-class accuracy (%)",
            ylim=(0, 100), xlim=(0, 1.05), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
@@ -47,6 +58,6 @@ def training_curves(histories: dict, title: str):
         ax.plot(h["epoch"], 100 * h["val_top1"], "-o", color=color, label=f"{label}: validation")
     ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", ylim=(0, 100), title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
