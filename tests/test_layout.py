@@ -81,3 +81,14 @@ def test_a_legend_beside_the_axes_covers_nothing_even_over_clipped_data():
     ax.set(xlim=(0, 1), ylim=(0, 1))
     legend_outside(ax)
     assert layout_problems(fig) == []
+
+
+def test_training_curves_leave_room_for_a_two_line_title():
+    import pandas as pd
+
+    from cnnvis.plotting.training import training_curves
+
+    h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2, 1, .5], "val_loss": [2, 1.2, .9],
+                      "train_top1": [.2, .5, .8], "val_top1": [.2, .4, .6]})
+    title = "Training zfnet on caltech101 (10 classes)\nUNDERTRAINED (not comparable): 2 epoch(s), fewer than 4"
+    assert layout_problems(training_curves({"zfnet": h}, title)) == []

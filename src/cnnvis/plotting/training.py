@@ -11,7 +11,7 @@ from cnnvis.plotting.filters import filter_tiles
 
 def training_curves(histories: dict, title: str):
     """Loss and top-1 per epoch, train (dashed) and validation (solid), one colour per run."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")  # room for a 2-line title
     for i, (label, h) in enumerate(histories.items()):
         color = f"C{i % 10}"
         ax_loss.plot(h.epoch, h.train_loss, "--", color=color, label=f"{label} train")
