@@ -50,7 +50,8 @@ def top9_figure(maps: list[dict], title: str, maps_per_row: int | None = None,
     blocks = {key: [mosaic(m[key], per) for m in maps] for key in ("projections", "patches")}
     side = blocks["patches"][0].shape[0]
     gutter = max(4, side // 12)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.6 + 1.9 * cols), 0.9 + 1.9 * rows))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.6 + 1.9 * cols), 0.9 + 1.9 * rows),
+                             layout="constrained")  # room for a title of several lines
     for ax, key, heading in zip(axes, ("projections", "patches"), (projection_heading, "image patches")):
         ax.imshow(mosaic(blocks[key] + [np.ones_like(blocks[key][0])] * (rows * cols - len(maps)), cols, gutter))
         for i, m in enumerate(maps):
@@ -60,7 +61,6 @@ def top9_figure(maps: list[dict], title: str, maps_per_row: int | None = None,
         ax.set_title(heading, fontsize=10)
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     return fig
 
 

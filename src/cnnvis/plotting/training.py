@@ -29,7 +29,8 @@ def training_curves(histories: dict, title: str):
 
 def filter_grids(weights: dict, title: str, cols: int | None = None):
     """One RGB filter mosaic per run, side by side (Fig. 6 (b) and (c))."""
-    fig, axes = plt.subplots(1, len(weights), figsize=(4.5 * len(weights), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(weights), figsize=(4.5 * len(weights), 5), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     for ax, (label, w) in zip(axes[0], weights.items()):
         ax.imshow(filter_tiles(w, cols), interpolation="nearest")
         ax.set_title(label, fontsize=9)
@@ -78,7 +79,8 @@ def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str
 def projection_rows(rows: dict, title: str):
     """One row of image-space projections per label (e.g. conv2 features of each conv1 arm, Fig. 6 (d)/(e))."""
     n = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.5, 1.25 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 1.5, 1.25 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     for r, (label, projections) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r, c]
@@ -88,5 +90,5 @@ def projection_rows(rows: dict, title: str):
                 ax.imshow(rescale(projections[c].detach().cpu().permute(1, 2, 0).numpy()))
         axes[r, 0].set_ylabel(label, fontsize=8)
     fig.suptitle(textwrap.fill(title, 14 * n + 20), fontsize=9)
-    fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
