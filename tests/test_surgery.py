@@ -13,7 +13,8 @@ from cnnvis.claims import COLUMNS, CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, R
 from cnnvis.data import ImageSet
 from cnnvis.gap import SURGERY_CUTS, UNCUT_LAYER, GapHead, head_cams, train_head
 from cnnvis.models import build_model
-from cnnvis.surgery import baseline_hits, cut_maps, per_image_rate, run_folds, summary, surgery_claims
+from cnnvis.surgery import baseline_hits, per_image_rate, run_folds, summary, surgery_claims
+from cnnvis.transfer import cut_maps
 from conftest import needs_caltech101, run_py
 
 

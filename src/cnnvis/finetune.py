@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cnnvis.data import ImageSet
-from cnnvis.transfer import FULL_MAPS, extract_features
+from cnnvis.transfer import cut_maps
 
 
 def mirrored(images: ImageSet) -> ImageSet:
@@ -49,13 +49,7 @@ def trunk_maps(model: nn.Module, images: ImageSet, through: str, input_size: int
                device="cpu", batch_size: int = 32) -> torch.Tensor:
     """(N, C, h, w) outputs of the block ``through`` for every image's centre crop, through the feature cache."""
     layer = f"features.{through}"
-    with torch.inference_mode():
-        model = model.eval().to(device)
-        probe = model.features[:block_names(model).index(through) + 1](model.normalize(
-            images.tensors([0], input_size).to(device)))
-    flat = extract_features(model, images, [layer], input_size, cache_dir, tag, batch_size=batch_size,
-                            device=device, target_features=FULL_MAPS)[layer]
-    return torch.from_numpy(flat).reshape(len(images), *probe.shape[1:])
+    return cut_maps(model, images, [layer], input_size, cache_dir, tag, device, batch_size)[layer]
 
 
 class CachedViews(Dataset):

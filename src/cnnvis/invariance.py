@@ -167,6 +167,13 @@ SOURCE_ROTATION = "Sec. 4.4, Fig. 5 (c4)"
 ROTATION = "The output is not invariant to rotation"
 
 
+def level_and_margin(values, reference, level: Threshold, margin: Threshold, seed: int) -> list[Evidence]:
+    """A claim's two conditions on a per-image measure: its mean against ``level``, and its paired difference to
+    ``reference`` (a baseline on the same images) against ``margin``."""
+    return [Evidence("bootstrap_mean", (values,), level, seed),
+            Evidence("paired_difference", (values, reference), margin, seed + 1)]
+
+
 def top_changes_less(curve: InvarianceCurves, early: str, late: str, unrelated: torch.Tensor,
                      much_less: float) -> Claim:
     """A small step changes ``late`` much less than ``early``: the mean per-image late / early ratio below
@@ -175,8 +182,7 @@ def top_changes_less(curve: InvarianceCurves, early: str, late: str, unrelated: 
     seed = claim_seed(SOURCE_TOP, text)
     ratio = change_ratio(curve, early, late)
     below, vs_unrelated = Threshold(much_less, above=False), Threshold(0.0, above=False)
-    evidence = [Evidence("bootstrap_mean", (ratio,), below, seed),
-                Evidence("paired_difference", (ratio, unrelated), vs_unrelated, seed + 1)]
+    evidence = level_and_margin(ratio, unrelated, below, vs_unrelated, seed)
     steps = " and ".join(f"{curve.amounts[a]:g}" for a in smallest_steps(curve))
     return decided(PAPER, SOURCE_TOP, text, "qualitative",
                    f"late / early relative change at {steps}: {evidence[0].estimate().format()}; minus the "
@@ -193,8 +199,7 @@ def quasi_linear(curve: InvarianceCurves, late: str, early: str, min_r: float) -
     seed = claim_seed(SOURCE_LINEAR, text)
     r_late, r_early = linearity(curve, late), linearity(curve, early)
     above, vs_early = Threshold(min_r), Threshold(0.0)
-    evidence = [Evidence("bootstrap_mean", (r_late,), above, seed),
-                Evidence("paired_difference", (r_late, r_early), vs_early, seed + 1)]
+    evidence = level_and_margin(r_late, r_early, above, vs_early, seed)
     return decided(PAPER, SOURCE_LINEAR, text, "qualitative",
                    f"Pearson r of the late-layer distance with |change|: {evidence[0].estimate().format()}; minus "
                    f"the early layer's: {evidence[1].estimate().format()}", len(r_late),

@@ -24,23 +24,11 @@ from cnnvis.claims import NOT_COMPARABLE, Claim, Evidence, Threshold, claim_seed
 from cnnvis.data import decode_to_cache, per_class_split
 from cnnvis.gap import GapHead, head_cams, predict_head, train_head
 from cnnvis.gate import combine, gated, training_gate
-from cnnvis.hooks import activations
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.cams import method_grid
 from cnnvis.stats import bootstrap_mean, t_mean
-from cnnvis.transfer import FULL_MAPS, extract_features, mean_class_accuracy, scored_folds
+from cnnvis.transfer import cut_maps, mean_class_accuracy, scored_folds
 
-
-
-def cut_maps(model, images, layers, input_size: int, cache_dir: str | None, tag: str, device="cpu",
-             batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """{layer: (N, C, h, w) float32 maps} of every image, through transfer's feature cache (full resolution)."""
-    with torch.inference_mode():
-        shapes = {k: tuple(v.shape[1:]) for k, v in
-                  activations(model.eval().to(device), images.tensors([0], input_size).to(device), layers).items()}
-    flat = extract_features(model, images, layers, input_size, cache_dir, tag, batch_size=batch_size, device=device,
-                            target_features=FULL_MAPS)
-    return {k: torch.from_numpy(flat[k]).reshape(len(images), *shapes[k]) for k in layers}
 
 
 def localization_hits(head: GapHead, maps, labels, predicted, boxes, size: int, threshold: float):

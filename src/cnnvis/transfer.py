@@ -131,6 +131,17 @@ def extract_features(model: nn.Module, images: ImageSet, layers, input_size: int
     return {name: found[name] for name in layers}
 
 
+def cut_maps(model, images, layers, input_size: int, cache_dir: str | None, tag: str, device="cpu",
+             batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """{layer: (N, C, h, w) float32 maps} of every image, through the feature cache (``extract_features``, full resolution)."""
+    with torch.inference_mode():
+        shapes = {k: tuple(v.shape[1:]) for k, v in
+                  activations(model.eval().to(device), images.tensors([0], input_size).to(device), layers).items()}
+    flat = extract_features(model, images, layers, input_size, cache_dir, tag, batch_size=batch_size, device=device,
+                            target_features=FULL_MAPS)
+    return {k: torch.from_numpy(flat[k]).reshape(len(images), *shapes[k]) for k in layers}
+
+
 # ---------------------------------------------------------------- classifiers and scores
 
 
