@@ -7,7 +7,7 @@ import pytest
 from cnnvis.claims import (COLUMNS, CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, UNINFORMATIVE, Claim,
                            Equivalence, Evidence, Threshold, all_of, claim_seed, claims_frame, decided, detectable,
                            read_evidence, recomputed_verdict, with_control, write_evidence)
-from cnnvis.stats import Estimate
+from cnnvis.stats import MIN_RANGE_N, Estimate
 
 
 @pytest.mark.parametrize("est, answer", [
@@ -44,6 +44,28 @@ def test_inconclusive_says_what_it_could_have_detected_and_that_n_is_small():
 ])
 def test_equivalence_gives_each_answer(est, answer):
     assert Equivalence(0.05).decide(est).verdict == answer
+
+
+@pytest.mark.parametrize("rule", [Threshold(0.0), Equivalence(2.0)])
+def test_a_zero_width_interval_decides_only_from_enough_values(rule):
+    # all n values equal: below the floor no interval vouches for zero spread; from it the range [v, v] does
+    assert rule.decide(Estimate(1.0, 1.0, 1.0, MIN_RANGE_N - 1)).verdict == INCONCLUSIVE
+    assert "no spread" in rule.decide(Estimate(1.0, 1.0, 1.0, 2)).reason
+    assert rule.decide(Estimate(1.0, 1.0, 1.0, MIN_RANGE_N)).verdict == REPRODUCED
+    assert rule.decide(Estimate(1.0, 0.9, 1.1, 2)).verdict == REPRODUCED  # a spread decides at any n >= 2
+
+
+@pytest.mark.parametrize("statistic", ["t_mean", "bootstrap_mean"])
+def test_equal_values_decide_from_the_floor_on(statistic):
+    below, at = ([0.1] * n for n in (MIN_RANGE_N - 1, MIN_RANGE_N))
+    assert Evidence(statistic, (below,), Threshold(0.0)).decide().verdict == INCONCLUSIVE
+    assert Evidence(statistic, (at,), Threshold(0.0)).decide().verdict == REPRODUCED
+
+
+def test_two_values_get_the_t_interval_not_their_own_range():
+    # a percentile bootstrap of [0.2, 1.0] is about [0.2, 1.0] (covers the mean half the time); t with 1 df is wide
+    assert Evidence("bootstrap_mean", ([0.2, 1.0],), Threshold(0.0)).decide().verdict == INCONCLUSIVE
+    assert Evidence("paired_difference", ([1.2, 2.0], [1.0, 1.0]), Threshold(0.0)).decide().verdict == INCONCLUSIVE
 
 
 def test_all_of_takes_the_weakest_answer():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnvis.stats import bootstrap_mean, paired_difference, proportion, t_mean
+from cnnvis.stats import LEVEL, MIN_RANGE_N, bootstrap_mean, paired_difference, proportion, t_mean
 
 
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
@@ -13,6 +13,19 @@ def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
         est = bootstrap_mean(rng.exponential(1.0, 60), seed=k, n_boot=2000)
         covered += est.lo < 1.0 < est.hi
     assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_the_range_floor_is_the_fewest_values_whose_range_covers_the_median_at_the_level():
+    # P(min < median < max) over n draws of a continuous variable: 1 - 2 ** (1 - n)
+    assert 1 - 2.0 ** (2 - MIN_RANGE_N) < LEVEL <= 1 - 2.0 ** (1 - MIN_RANGE_N) and MIN_RANGE_N == 6
+
+
+def test_bootstrap_below_the_floor_is_the_t_interval_and_percentile_from_it():
+    few = [0.83, 0.84, 0.88, 0.9, 0.95]
+    assert len(few) == MIN_RANGE_N - 1 and bootstrap_mean(few, seed=3) == t_mean(few)
+    enough = [*few, 0.86]
+    est = bootstrap_mean(enough, seed=3)
+    assert est != t_mean(enough) and min(enough) <= est.lo < est.hi <= max(enough)
 
 
 def test_wilson_interval_matches_the_textbook_value():

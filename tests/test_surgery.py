@@ -94,7 +94,7 @@ def fake_hits(rates, n=200):
     (dict(acc={"s4": [88, 87, 89], "s7": [92, 91.5, 92.2], "head": [90, 89.5, 90.5]}, rates={"s4": .7, "s7": .5, "head": .45},
           grid={"s4": 14, "s7": 7, "head": 7}), [REPRODUCED] * 6),
     # below the baselines, no finer grid (nothing to compare), a cost of mixed sign, GAP costs 10 points
-    (dict(acc={"s4": [80, 81, 79], "s7": [80, 79, 81], "head": [90, 91, 89]}, rates={"s4": .3, "s7": .3, "head": .3},
+    (dict(acc={"s4": [80, 81.5, 79], "s7": [80, 79, 81], "head": [90, 91, 89]}, rates={"s4": .3, "s7": .3, "head": .3},
           grid={"s4": 7, "s7": 7, "head": 7}),
      [CONTRADICTED, CONTRADICTED, NOT_COMPARABLE, INCONCLUSIVE, CONTRADICTED, CONTRADICTED]),
 ])

@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cnnvis.stats import Estimate, bootstrap_mean, paired_difference, proportion, t_mean
+from cnnvis.stats import MIN_RANGE_N, Estimate, bootstrap_mean, paired_difference, proportion, t_mean
 
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
@@ -50,6 +51,17 @@ class Decision:
     reason: str
 
 
+def undecidable(est: Estimate) -> Decision | None:
+    """Inconclusive when the interval cannot decide: there is none (n < 2), or it has no width because all of fewer
+    than ``MIN_RANGE_N`` values are equal (so few values cannot show that the spread is zero); None otherwise."""
+    if not est.has_interval:
+        return Decision(INCONCLUSIVE, f"inconclusive (n = {est.n}): no interval")
+    if est.n < MIN_RANGE_N and math.isclose(est.lo, est.hi):
+        return Decision(INCONCLUSIVE, f"inconclusive (no spread: all n = {est.n} values equal, fewer than "
+                                      f"{MIN_RANGE_N})")
+    return None
+
+
 def detectable(est: Estimate) -> float:
     """The smallest effect (distance from the bar) this interval's design detects with 80 % power."""
     return Z_POWER * (est.hi - est.lo) / (2 * 1.96)
@@ -60,8 +72,8 @@ class Threshold:
     """The paper's effect as a one-sided bar: the statistic lies above ``bar`` (``above=False``: below it).
 
     Reproduced when the 95 % interval lies beyond the bar, contradicted when it lies wholly on the other side,
-    inconclusive when it includes the bar, or when there is no interval (n < 2). ``min_n`` marks a design too
-    small to trust (e.g. fewer than 5 seeds): an interval that does not decide says so in its reason."""
+    inconclusive when it includes the bar, or when the interval cannot decide (``undecidable``). ``min_n`` marks a
+    design too small to trust (e.g. fewer than 5 seeds): an interval that does not decide says so in its reason."""
 
     bar: float = 0.0
     above: bool = True
@@ -69,8 +81,8 @@ class Threshold:
 
     def decide(self, est: Estimate) -> Decision:
         side = "above" if self.above else "below"
-        if not est.has_interval:
-            return Decision(INCONCLUSIVE, f"inconclusive (n = {est.n}): no interval")
+        if undecided := undecidable(est):
+            return undecided
         beyond = est.lo > self.bar if self.above else est.hi < self.bar
         against = est.hi <= self.bar if self.above else est.lo >= self.bar
         if beyond:
@@ -92,7 +104,7 @@ class Equivalence:
     """The paper's effect is *no* difference: the statistic lies within ``centre ± margin``.
 
     Reproduced when the whole 95 % interval lies inside the margin, contradicted when it lies wholly outside,
-    inconclusive when it straddles a margin's edge."""
+    inconclusive when it straddles a margin's edge or cannot decide (``undecidable``)."""
 
     margin: float
     centre: float = 0.0
@@ -100,8 +112,8 @@ class Equivalence:
 
     def decide(self, est: Estimate) -> Decision:
         lo, hi = self.centre - self.margin, self.centre + self.margin
-        if not est.has_interval:
-            return Decision(INCONCLUSIVE, f"inconclusive (n = {est.n}): no interval")
+        if undecided := undecidable(est):
+            return undecided
         if lo < est.lo and est.hi < hi:
             return Decision(REPRODUCED, f"interval within {self.centre:g} ± {self.margin:g}")
         if est.lo >= hi or est.hi <= lo:

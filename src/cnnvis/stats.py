@@ -3,7 +3,8 @@ and one printed form for every estimate, so a verdict is decided on an interval 
 
 Rules of thumb used across the experiments: a mean over images gets a percentile bootstrap interval; a proportion
 gets a Wilson score interval; a mean over a handful of seeds or folds gets a t interval (a bootstrap over 3 values
-is meaningless); one run prints ``n = 1`` and no interval, never ``± 0.0``.
+is meaningless, so below ``MIN_RANGE_N`` values ``bootstrap_mean`` gives the t interval); one run prints ``n = 1``
+and no interval, never ``± 0.0``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from scipy import stats as _stats
 
 LEVEL = 0.95
 N_BOOT = 10_000
+# A percentile interval never leaves the sample's range, and the range of n draws covers even the median only with
+# probability 1 - 2 ** (1 - n) (the order-statistic interval): fewer values than this cannot reach LEVEL (6 at 95 %).
+# Below it the t interval, which Hesterberg (2015, Am. Stat. 69:371) finds more accurate for small samples.
+MIN_RANGE_N = int(np.ceil(1 + np.log2(1 / (1 - LEVEL))))
 
 
 @dataclass(frozen=True)
@@ -55,13 +60,13 @@ def _clean(values) -> np.ndarray:
 
 
 def bootstrap_mean(values, seed: int = 0, n_boot: int = N_BOOT) -> Estimate:
-    """Mean with a percentile bootstrap interval (resampling the values, e.g. images, with replacement)."""
+    """Mean with a percentile bootstrap interval (resampling the values, e.g. images, with replacement); fewer than
+    ``MIN_RANGE_N`` values get the Student-t interval (``t_mean``), since no percentile interval of so few reaches
+    95 % coverage."""
     values = _clean(values)
     n = len(values)
-    if n == 0:
-        raise ValueError("no finite values to estimate a mean from")
-    if n == 1:
-        return Estimate(float(values[0]), float("nan"), float("nan"), 1)
+    if n < MIN_RANGE_N:
+        return t_mean(values)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for start in range(0, n_boot, 1000):  # chunks keep memory at 1000 x n
