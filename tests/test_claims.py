@@ -1,5 +1,7 @@
 """The four answers, the random-weights control and the committed evidence (cnnvis.claims)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,3 +137,27 @@ def test_not_comparable_claims_recompute_nothing():
     assert recomputed_verdict((), ()) is None
     frame = claims_frame([claim(NOT_COMPARABLE)])
     assert isinstance(frame, pd.DataFrame) and frame.verdict[0] == NOT_COMPARABLE
+
+
+@pytest.mark.parametrize("lo", [-1e-11, 0.0, 6e-11])
+def test_an_interval_end_within_rounding_of_the_bar_touches_it(lo):
+    # cam_gap's stage7 localization claim: the run's lower end was -1e-11, its stored values recompute to +6e-11
+    assert Threshold(0.0).decide(Estimate(0.9, lo, 1.8, 970)).verdict == INCONCLUSIVE
+    assert Threshold(0.0).decide(Estimate(0.9, 1e-6, 1.8, 970)).verdict == REPRODUCED
+    assert Threshold(5.0, above=False).decide(Estimate(3.0, 1.0, 5.0 - 1e-10, 30)).verdict == INCONCLUSIVE
+    assert Equivalence(1.0).decide(Estimate(0.0, -0.5, 1.0 - 1e-10, 30)).verdict == INCONCLUSIVE
+
+
+def test_an_undertrained_control_that_passes_the_rule_still_exposes_the_claim():
+    # cam_gap: a random trunk's heads fail the gate, yet GAP "costs little" there too (both near chance)
+    little = Threshold(5.0, above=False)
+    trained = decided("P", "T1", "GAP costs little", "+2.2", "1.5 (n = 3)", 3, "-", "rule",
+                      [Evidence("t_mean", ([0.5, 1.5, 2.5],), little)])
+    control = decided("P", "T1", "GAP costs little", "+2.2", "-5.0 (n = 3)", 3, "-", "rule",
+                      [Evidence("t_mean", ([-6.0, -5.0, -4.0],), little)])
+    undertrained = replace(control, verdict=NOT_COMPARABLE, reason="undertrained: chance accuracy")
+    [out] = with_control([trained], [undertrained])
+    assert out.verdict == UNINFORMATIVE and out.control.endswith("(reproduced)")
+    assert recomputed_verdict(out.evidence, out.control_evidence) == UNINFORMATIVE
+    failing = replace(undertrained, evidence=(Evidence("t_mean", ([6.0, 7.0, 8.0],), little),))
+    assert with_control([trained], [failing])[0].verdict == REPRODUCED

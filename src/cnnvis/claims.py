@@ -43,6 +43,8 @@ COLUMNS = ["paper", "source", "claim", "paper's number", "ours", "n", "baseline"
            "verdict", "reason"]
 NO_CONTROL = "not run"
 Z_POWER = 1.96 + 0.84  # a two-sided 5 % test with 80 % power detects about 2.8 standard errors
+# An interval end this close to a bar (relative) touches it: float rounding (e.g. of stored values) must not decide.
+TOUCH = 1e-9
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,9 @@ class Threshold:
         side = "above" if self.above else "below"
         if undecided := undecidable(est):
             return undecided
-        beyond = est.lo > self.bar if self.above else est.hi < self.bar
-        against = est.hi <= self.bar if self.above else est.lo >= self.bar
+        tol = TOUCH * max(1.0, abs(self.bar))
+        beyond = est.lo > self.bar + tol if self.above else est.hi < self.bar - tol
+        against = est.hi <= self.bar + tol if self.above else est.lo >= self.bar - tol
         if beyond:
             return Decision(REPRODUCED, f"interval {side} {self.bar:g}")
         if against:
@@ -112,11 +115,12 @@ class Equivalence:
 
     def decide(self, est: Estimate) -> Decision:
         lo, hi = self.centre - self.margin, self.centre + self.margin
+        tol = TOUCH * max(1.0, abs(lo), abs(hi))
         if undecided := undecidable(est):
             return undecided
-        if lo < est.lo and est.hi < hi:
+        if lo + tol < est.lo and est.hi < hi - tol:
             return Decision(REPRODUCED, f"interval within {self.centre:g} ± {self.margin:g}")
-        if est.lo >= hi or est.hi <= lo:
+        if est.lo >= hi - tol or est.hi <= lo + tol:
             return Decision(CONTRADICTED, f"interval outside {self.centre:g} ± {self.margin:g}")
         small = f"n < {self.min_n}; " if est.n < self.min_n else ""
         return Decision(INCONCLUSIVE, f"{small}interval crosses the margin {self.centre:g} ± {self.margin:g}")
@@ -207,11 +211,18 @@ def combine_with_control(trained: Claim, control: Claim | None, why_none: str = 
     """``trained`` with its random-weights control beside it: a claim the control also reproduces is uninformative."""
     if control is None:
         return replace(trained, control=why_none)
-    out = replace(trained, control=f"{control.ours} ({control.verdict})", control_evidence=control.evidence)
-    if trained.verdict == REPRODUCED and control.verdict == REPRODUCED:
+    answer = control_answer(control)
+    out = replace(trained, control=f"{control.ours} ({answer})", control_evidence=control.evidence)
+    if trained.verdict == REPRODUCED and answer == REPRODUCED:
         return replace(out, verdict=UNINFORMATIVE,
                        reason=f"the random-weights control passes the same rule ({control.reason})")
     return out
+
+
+def control_answer(control: Claim) -> str:
+    """What the rule says of the control's own values: a random network is untrained by design, so a gate that
+    calls it "not comparable" must not hide that it passes the rule (as recomputation from the evidence does)."""
+    return all_of([e.decide() for e in control.evidence]).verdict if control.evidence else control.verdict
 
 
 def with_control(trained: list[Claim], control: list[Claim] | None, why_none: str = NO_CONTROL) -> list[Claim]:
