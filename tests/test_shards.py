@@ -78,9 +78,13 @@ def test_a_folder_of_another_plan_is_an_error_naming_both(tmp_path):
         ShardStore(tmp_path, 10, 2, "other config")
 
 
-def test_more_shards_than_items_is_an_error():
-    with pytest.raises(ShardPlanError, match="use at most 2 shards"):
-        ShardPlan(3).rows("x", 2, lambda idx: pd.DataFrame({"i": idx}))
+def test_more_shards_than_batches_leaves_the_last_shards_empty(tmp_path):
+    rows = ShardPlan(5, folder=tmp_path, fingerprint="f").rows("x", 2, lambda idx: pd.DataFrame({"i": idx}))
+    pd.testing.assert_frame_equal(rows, pd.DataFrame({"i": np.arange(2)}))
+    images, model = random_images(n=9), tiny_classifier()
+    one, many = (top_activations(model, images, ["conv2"], k=3, batch_size=2, plan=p, progress=False)["conv2"]
+                 for p in (ONE_PROCESS, ShardPlan(7, folder=tmp_path, fingerprint="f")))  # 5 batches, 7 shards
+    assert all(torch.equal(getattr(one, f), getattr(many, f)) for f in FIELDS)
 
 
 def test_mining_gives_the_same_top_k_however_it_is_split(tmp_path):
@@ -198,7 +202,7 @@ def run_py(*args, launcher=(sys.executable,), timeout=300):
 def test_torchrun_ranks_share_the_shards_and_rank_0_merges_what_one_process_finds(tmp_path):
     """rcnn_patches' mining on the bundled sample photos: 2 CPU processes (gloo), 3 shards, vs one process."""
     common = ["experiment=rcnn_patches", "dataset=samples", "smoke=true", "threads=1", "model.pretrained=false",
-              "experiment.batch_size=1"]  # shards are whole batches: 4 images make 4 batches of 1
+              "experiment.batch_size=1"]  # shards are whole batches: 4 images make 4 batches of 1, none empty
     one = run_py(*common, f"results_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
@@ -208,3 +212,35 @@ def test_torchrun_ranks_share_the_shards_and_rank_0_merges_what_one_process_find
     assert len(list((tmp_path / "shards").rglob("shard-*-of-3.npz"))) == 3
     units = [pd.read_csv(tmp_path / side / "rcnn_patches" / "units.csv") for side in ("one", "ddp")]
     pd.testing.assert_frame_equal(units[1], units[0], check_exact=False, rtol=0, atol=1e-6)
+
+
+def test_cam_metrics_and_claims_are_the_same_however_they_are_split(tmp_path):
+    from cnnvis import localization as loc
+    from experiments.cam_methods import COMPARISONS, PUBLISHED
+    from tests.test_sanity import TinyNet
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x = torch.rand(12, 3, 32, 32)
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 16, (12, 2))
+    boxes = np.concatenate([corners, corners + rng.integers(8, 16, (12, 2))], 1).astype(float)
+    options = dict(layer="conv2", layercam_layers=["conv1", "conv2"], batch_size=2, scorecam_batch_size=2)
+    runs = [loc.score_dataset(net, net, x, net(x).argmax(1), ["gradcam", "gradcam++", "scorecam", "saliency"], options,
+                              scorecam_images=3, figure_images=3, n_curve=5, steps=3, tolerance=5.0, boxes=boxes,
+                              plan=p) for p in plans(tmp_path)]
+    scores, _, shown, predicted = runs[0]
+    claims = claims_frame(loc.paper_claims(scores, "caltech101", True, COMPARISONS, PUBLISHED))
+    for other, _, other_shown, other_predicted in runs[1:]:
+        assert list(other) == list(scores)
+        for name, entry in scores.items():
+            assert list(other[name]) == list(entry)
+            for metric, values in entry.items():
+                pairs = values.items() if metric == "curves" else [(metric, values)]
+                for key, v in pairs:
+                    w = other[name]["curves"][key] if metric == "curves" else other[name][metric]
+                    np.testing.assert_allclose(w, v, rtol=0, atol=1e-6, err_msg=f"{name} {key}")
+        assert all(torch.allclose(other_shown[m], shown[m], rtol=0, atol=1e-6) for m in shown)
+        assert all(np.allclose(a, b, rtol=0, atol=1e-6) for m in predicted for a, b in zip(other_predicted[m], predicted[m]))
+        other_claims = claims_frame(loc.paper_claims(other, "caltech101", True, COMPARISONS, PUBLISHED))
+        assert list(other_claims.verdict) == list(claims.verdict)

@@ -130,19 +130,18 @@ class ShardPlan:
     def run(self, name: str, n_items: int, compute: Callable[[np.ndarray], dict[str, np.ndarray]],
             merge: Callable[[list[dict[str, np.ndarray]]], object], block: int = 1):
         """``merge`` of ``compute(positions)`` over the shards of ``n_items`` items (``shard_indices`` in whole
-        ``block``s); ``name`` keeps the analyses of one run apart in ``folder``. Shards already written are not
-        computed again."""
-        blocks = -(-n_items // block)
-        if self.count > blocks:
-            raise ShardPlanError(f"{name}: {self.count} shards of {n_items} items in blocks of {block}: use at most "
-                                 f"{blocks} shards, or smaller batches")
-        positions = lambda shard: shard_indices(n_items, self.count, shard, block)  # noqa: E731
+        ``block``s; ``merge`` gets the non-empty ones); ``name`` keeps the analyses of one run apart in ``folder``.
+        Shards already written are not computed again."""
+        def computed(shard: int) -> dict[str, np.ndarray]:
+            positions = shard_indices(n_items, self.count, shard, block)
+            return compute(positions) if len(positions) else {}  # more shards than blocks: the last ones are empty
+
         if self.folder is None:
-            return merge([compute(positions(s)) for s in range(self.count)])
+            return merge([part for part in map(computed, range(self.count)) if part])
         store = ShardStore(self.folder / name, n_items, self.count, self.fingerprint, block)
         for shard in range(self.count) if self.shards is None else self.shards:
             if not store.done(shard):
-                store.save(shard, compute(positions(shard)))
+                store.save(shard, computed(shard))
         self.wait()
         if not self.merges:
             return None
@@ -150,7 +149,7 @@ class ShardPlan:
         if missing:
             raise ShardPlanError(f"{name}: shard(s) {missing} of {self.count} not written yet in {store.folder}: run "
                                  f"them (shards.index=<i>), then merge again")
-        return merge([store.load(s) for s in range(self.count)])
+        return merge([part for part in map(store.load, range(self.count)) if part])
 
     def rows(self, name: str, n_items: int, compute: Callable[[np.ndarray], pd.DataFrame]) -> pd.DataFrame | None:
         """A per-image table over ``n_items`` items, ``compute(positions)`` giving the rows of some of them."""
