@@ -25,7 +25,7 @@ from cnnvis.claims import with_control
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
 from cnnvis.deconvnet import has_switches
-from cnnvis.from_config import images_from_config, model_from_config
+from cnnvis.from_config import images_from_config, model_from_config, shard_plan_from_config
 from cnnvis.gap import feeds_gap_head
 from cnnvis.localization import (Comparison, Published, claims_notes, control_claims, image_range, metrics_notes,
                                  metrics_table, paper_claims, published_by_method, score_dataset, summary_metrics,
@@ -120,6 +120,7 @@ def main(cfg, out, record):
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {', '.join(ALL_METHODS)}")
     imagenet = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    plan = shard_plan_from_config(cfg)
     caltech, caltech_boxes = caltech_with_boxes(cfg, record, ecfg.caltech_images)
     model = model_from_config(cfg, record)
     ecfg.layer = resolve_layers(model, ecfg.layer, "last_conv", "experiment.layer")
@@ -140,15 +141,26 @@ def main(cfg, out, record):
                           scorecam_batch_size=ecfg.scorecam_batch_size)
     sets = {"imagenet": (imagenet.tensors(pick, size), imagenet.labels[pick], None, imagenet.classes),
             "caltech101": (caltech.tensors(None, size), caltech.labels, caltech_boxes, caltech.classes)}
-    metrics, claims = {}, []
-    published = published_by_method(PUBLISHED)
+    scored = {}  # set -> (targets, score_dataset's scores, seconds, shown, predicted boxes)
     for name, (x, labels, boxes, classes) in sets.items():
         with torch.no_grad():
             logits = torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)])
         targets = logits.argmax(1)
-        scores, seconds, shown, predicted = score_dataset(
+        scored[name] = (targets, score_dataset(
             model, scorer, x, targets, list(ecfg.methods), method_options, ecfg.scorecam_images, ecfg.figure_images,
-            ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name)
+            ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name, plan, name))
+    if ecfg.control_images:
+        control, control_seconds = control_claims(
+            cfg.model.name, cfg.model.num_classes, size, cfg.seed,
+            {name: (x, boxes) for name, (x, _, boxes, _) in sets.items()}, ecfg.methods, method_options, COMPARISONS,
+            PUBLISHED, ecfg.control_images, ecfg.control_scorecam_images, ecfg.curve_steps, ecfg.pointing_tolerance,
+            plan)
+    if not plan.merges:  # this process wrote its shards; the merging one makes the figures and tables
+        return plan.summary()
+    metrics, claims = {}, []
+    published = published_by_method(PUBLISHED)
+    for name, (x, labels, boxes, classes) in sets.items():
+        targets, (scores, seconds, shown, predicted) = scored[name]
         names = imagenet_classes()
         k = min(ecfg.figure_images, len(x), *(len(a) for a in shown.values()))  # Score-CAM may map fewer images
         captions = [f"{classes[labels[i]][:14]} -> {names[targets[i]].split(',')[0][:14]}" for i in range(k)]
@@ -171,10 +183,6 @@ def main(cfg, out, record):
         claims += paper_claims(scores, name, boxes is not None, COMPARISONS, PUBLISHED)
         metrics.update(summary_metrics(scores, name))
     if ecfg.control_images:
-        control, control_seconds = control_claims(
-            cfg.model.name, cfg.model.num_classes, size, cfg.seed,
-            {name: (x, boxes) for name, (x, _, boxes, _) in sets.items()}, ecfg.methods, method_options, COMPARISONS,
-            PUBLISHED, ecfg.control_images, ecfg.control_scorecam_images, ecfg.curve_steps, ecfg.pointing_tolerance)
         claims = with_control(claims, control)
         metrics.update({f"control/{name}/seconds": s for name, s in control_seconds.items()})
     else:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from cnnvis.config import ExperimentConfig
 from cnnvis.examples import chance_purity, label_purity, pick_maps
-from cnnvis.from_config import images_from_config, model_from_config
+from cnnvis.from_config import images_from_config, model_from_config, shard_plan_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
 from cnnvis.plotting.deconv import square_tile, unit_rows_figure
@@ -36,6 +36,7 @@ class Config(ExperimentConfig):
 def main(cfg, out, record):
     e = cfg.experiment
     images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    plan = shard_plan_from_config(cfg)  # before the device: under torchrun it picks this rank's GPU
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, record, device)
     layer = resolve_layers(model, e.layer, "patches", "experiment.layer")
@@ -43,7 +44,10 @@ def main(cfg, out, record):
     if geometry(model, layer, size).field[0] >= size:
         log.warning("%s's receptive field covers the whole %d px image: its 'patches' are whole images; "
                     "set experiment.layer to an earlier layer for patches", layer, size)
-    t = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size)[layer]
+    top = top_activations(model, images, [layer], k=e.k, batch_size=e.batch_size, size=size, plan=plan)
+    if top is None:  # this process wrote its shards; the merging one makes the figure and table
+        return plan.summary()
+    t = top[layer]
     geo = geometry(model, layer, size)
     rng = np.random.default_rng(cfg.seed)
     labels = np.asarray(images.labels)

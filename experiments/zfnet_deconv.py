@@ -12,7 +12,7 @@ import torch
 from cnnvis.config import ExperimentConfig
 from cnnvis.deconvnet import METHODS, deconv_project, guided_project, has_switches
 from cnnvis.examples import chance_purity, label_purity, pick_maps
-from cnnvis.from_config import images_from_config, model_from_config
+from cnnvis.from_config import images_from_config, model_from_config, shard_plan_from_config
 from cnnvis.gate import figure_note, read_gate
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, resolve_layers
@@ -40,6 +40,7 @@ def main(cfg, out, record):
     if e.method not in METHODS:
         raise ValueError(f"experiment.method={e.method!r}; choose one of {', '.join(METHODS)}")
     images = images_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    plan = shard_plan_from_config(cfg)  # before the device: under torchrun it picks this rank's GPU
     device = resolve_device(cfg.device)
     model = model_from_config(cfg, record, device)
     # a trained checkpoint is shown as the paper's figure only when its training run passed the gate
@@ -49,7 +50,9 @@ def main(cfg, out, record):
     if cfg.smoke:  # the whole path on the first and last layer, two maps each
         layers, maps_per_layer = list(dict.fromkeys([layers[0], layers[-1]])), min(maps_per_layer, 2)
     size = cfg.model.input_size
-    top = top_activations(model, images, layers, k=e.k, batch_size=e.batch_size, size=size)
+    top = top_activations(model, images, layers, k=e.k, batch_size=e.batch_size, size=size, plan=plan)
+    if top is None:  # this process wrote its shards; the merging one makes the figures and tables
+        return plan.summary()
     rng = np.random.default_rng(cfg.seed)
     labels = np.asarray(images.labels)
     has_labels = (labels >= 0).all()

@@ -18,7 +18,7 @@ from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import DatasetNotFoundError
 from cnnvis.examples import pick_examples
-from cnnvis.from_config import images_or_samples_from_config, model_from_config
+from cnnvis.from_config import images_or_samples_from_config, model_from_config, shard_plan_from_config
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, build_model, layer_role, resolve_layers
 from cnnvis.occlusion import occlusion_map
@@ -67,6 +67,7 @@ def stand_in(cfg, model) -> str:
 
 def main(cfg, out, record):
     images = images_or_samples_from_config(cfg, record)  # data first: a missing dataset fails before anything is written
+    plan = shard_plan_from_config(cfg)
     model = model_from_config(cfg, record)
     e, size = cfg.experiment, cfg.model.input_size
     e.layer = resolve_layers(model, e.layer, "last_conv", "experiment.layer")
@@ -75,7 +76,22 @@ def main(cfg, out, record):
     stride = e.size if cfg.smoke else e.stride  # smoke: non-overlapping squares, seconds not minutes
     engine = dict(batch_size=e.batch_size, channels_last=e.channels_last, incremental=e.incremental)
     mined = np.sort(rng.permutation(len(images))[: e.mining_images])
-    top = top_activations(model, images.subset(mined), [e.layer], k=e.top_crops + 1, size=size)[e.layer]
+    top = top_activations(model, images.subset(mined), [e.layer], k=e.top_crops + 1, size=size, plan=plan)
+    # Sec. 4.2 over every labelled image: the drop at the most sensitive position vs a random one
+    occluder = dict(size=e.quant_size, stride=e.quant_stride, **engine)
+    drop = quantitative_drop(model, images, e.layer, size, e.quant_images, fill, rng, plan, **occluder)
+    # ... and on Caltech-101's object boxes: is the most sensitive position on the object?
+    loc, n_train, n_prior = caltech_part(cfg, record, model, rng, occluder, e.caltech_eval_per_class, plan, "caltech")
+    # the random-weights control: the same measures, randomly initialised weights, fewer images
+    torch.manual_seed(cfg.seed)
+    random_model = build_model(cfg.model.name, cfg.model.num_classes, pretrained=False, input_size=size).eval()
+    control_rng = np.random.default_rng(cfg.seed)
+    control_drop = quantitative_drop(random_model, images, e.layer, size, e.control_images, fill, control_rng, plan,
+                                     "control-drop", **occluder)
+    control_loc, _, _ = caltech_part(cfg, record, random_model, control_rng, occluder, e.control_caltech_per_class,
+                                     plan, "control-caltech")
+    if not plan.merges:  # this process wrote its shards; the merging one makes the figures and tables
+        return plan.summary()
     method = projection_method(model, e.layer)
     who = stand_in(cfg, model)
 
@@ -86,8 +102,8 @@ def main(cfg, out, record):
         label = int(images.labels[example])
         maps = occlusion_map(model, x, layer=e.layer, target=label if label >= 0 else None, size=e.size,
                              stride=stride, fill=fill, progress=True, **engine)
-        projection, others = panel_c(model, images, x, e.layer, maps.channel, top, mined, example, e.top_crops, size,
-                                     method)
+        projection, others = panel_c(model, images, x, e.layer, maps.channel, top[e.layer], mined, example,
+                                     e.top_crops, size, method)
         label_c = method if method == "deconvnet" else f"guided backprop (no max-pool switches in {cfg.model.name})"
         fig = occlusion_figure(x, maps, images.classes, maps.target, fill, projection, others, label_c,
                                title=f"{who}; {images.name} {images.paths[example].rsplit('/', 1)[-1]}")
@@ -98,18 +114,12 @@ def main(cfg, out, record):
               title="Fig. 7 examples: what the occluder does (illustrations; the claims table decides)",
               notes=examples_notes(cfg, who, images.name, stride, maps, method, len(mined)))
 
-    # Sec. 4.2 over every labelled image: the drop at the most sensitive position vs a random one
-    occluder = dict(size=e.quant_size, stride=e.quant_stride, **engine)
-    drop = quantitative_drop(model, images, e.layer, size, e.quant_images, fill, rng, **occluder)
     scored = "ImageNet" if images.name == "imagenet_val" else images.name  # the fallback's rows say it is one
     quant = drop_table(drop, scored) if len(drop) else []
     metrics = {"images": len(drop)}
     if len(drop):
         metrics.update(drop_sensitive=float((drop.p_clean - drop.p_sensitive).mean()),
                        drop_random=float((drop.p_clean - drop.p_random).mean()))
-
-    # ... and on Caltech-101's object boxes: is the most sensitive position on the object?
-    loc, n_train, n_prior = caltech_part(cfg, record, model, rng, occluder, e.caltech_eval_per_class)
     if loc is not None:
         quant += caltech_table(loc)
         metrics.update(inside_box=float(loc.sensitive_inside_box.mean()),
@@ -117,14 +127,6 @@ def main(cfg, out, record):
     out.table(pd.DataFrame(quant, columns=["measure", "ours", "paper"]), "occlusion_quantitative",
               title="Occlusion: probability drop and localization",
               notes=quantitative_notes(cfg, model, who, images.name, len(drop), loc, n_train, n_prior))
-
-    # the random-weights control: the same measures, randomly initialised weights, fewer images
-    torch.manual_seed(cfg.seed)
-    random_model = build_model(cfg.model.name, cfg.model.num_classes, pretrained=False, input_size=size).eval()
-    control_rng = np.random.default_rng(cfg.seed)
-    control_drop = quantitative_drop(random_model, images, e.layer, size, e.control_images, fill, control_rng,
-                                     **occluder)
-    control_loc, _, _ = caltech_part(cfg, record, random_model, control_rng, occluder, e.control_caltech_per_class)
     claims = with_control(claims_table(drop, loc, e.on_box, e.off_box),
                           claims_table(control_drop, control_loc, e.on_box, e.off_box))
     out.claims(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
@@ -134,9 +136,10 @@ def main(cfg, out, record):
     return metrics
 
 
-def caltech_part(cfg, record, model, rng, occluder, per_class):
+def caltech_part(cfg, record, model, rng, occluder, per_class, plan, analysis):
     """``caltech_localization`` for ``model`` with ``per_class`` held-out boxed images per class (smoke: 3 training
-    and 2 held-out images in each of 3 boxed classes); (None, None, None) where Caltech-101 is off or missing."""
+    and 2 held-out images in each of 3 boxed classes), its held-out images sharded by ``plan``; (None, None, None)
+    where Caltech-101 is off or missing."""
     e = cfg.experiment
     if not e.caltech:
         return None, None, None
@@ -144,7 +147,7 @@ def caltech_part(cfg, record, model, rng, occluder, per_class):
     try:
         return caltech_localization(model, cfg.dataset.root, cfg.model.input_size, cfg.cache_dir,
                                     cfg.dataset.num_workers, train, held_out, e.on_box, e.off_box, cfg.seed, rng,
-                                    n_classes=classes, record=record, **occluder)
+                                    n_classes=classes, record=record, plan=plan, analysis=analysis, **occluder)
     except DatasetNotFoundError as err:
         log.warning("Caltech-101 part skipped: %s", err)
         return None, None, None

@@ -250,8 +250,9 @@ def test_the_top_class_must_change_more_often_on_the_object_than_off_it():
 
 
 def imagenet_frame(activation_dips, unit_yx, rng):
-    return pd.DataFrame([om.imagenet_measures(fake_maps(dip_at(2, 2), activation=dip_at(r, c, 0.5, 1.0)), unit_yx, rng)
-                         for r, c in activation_dips])
+    maps = [fake_maps(dip_at(2, 2), activation=dip_at(r, c, 0.5, 1.0)) for r, c in activation_dips]
+    return pd.DataFrame([om.imagenet_measures(m, unit_yx, (rng.integers(m.probability.shape[0]),
+                                                           rng.integers(m.probability.shape[1]))) for m in maps])
 
 
 def test_the_map_must_drop_more_when_the_occluder_covers_its_strongest_unit():

@@ -23,7 +23,7 @@ default_passive_wait()  # before torch loads OpenMP: idle threads sleep, so a bu
 # public name -> the module that defines it
 _EXPORTS = {
     "models": ["build_model", "layer_role", "layer_names", "get_layer", "weights_description", "ROLE_MEANINGS"],
-    "data": ["load_image", "load_images", "imagenet_classes", "index_imagefolder"],
+    "data": ["load_image", "load_images", "imagenet_classes", "index_imagefolder", "ImageFiles"],
     "hooks": ["activations", "record_activations"],
     "cams": ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "LayerCAM", "Saliency", "Deconvnet", "GuidedBackprop",
              "GuidedGradCAM", "make_method", "as_map"],
@@ -32,6 +32,7 @@ _EXPORTS = {
     "occlusion": ["occlusion_map"],
     "deconvnet": ["deconv_project"],
     "mining": ["top_activations"],
+    "shards": ["ShardPlan", "shard_indices"],
     "activation_max": ["maximize", "Regularization"],
     "objectives": ["channel", "unit", "class_logit"],
     "plotting.explain": ["overlay", "save_overlay"],

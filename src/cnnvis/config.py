@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +49,19 @@ class DatasetConfig:
     resize_mode: ResizeMode = ResizeMode.crop
     max_images: Optional[int] = None
     num_workers: int = 2
+    stream: bool = False  # decode images when read (DataLoader workers), not into the cache: memory bounded by the batch
+
+
+@dataclass
+class ShardsConfig:
+    """The dataset-level analyses (top-k mining, occlusion statistics, CAM metrics) split over processes
+    (``cnnvis.shards``): under torchrun each rank computes shards rank, rank + world size, ... and rank 0 merges;
+    with submitit one job per ``index``, then one run with ``merge_only``."""
+
+    count: int = 1  # shards per analysis; 1 and no torchrun: one process, nothing written
+    index: Optional[int] = None  # compute this shard only, write it, make no tables (one submitit job)
+    merge_only: bool = False  # compute no shard: merge the written ones and make the tables
+    dir: Optional[str] = None  # where the shard files go; None: outputs/shards/<experiment>/<fingerprint>
 
 
 @dataclass
@@ -63,6 +76,7 @@ class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     experiment: Any = MISSING
+    shards: ShardsConfig = field(default_factory=ShardsConfig)
     results_dir: Optional[str] = None  # None: results/ for a canonical run, else outputs/ (cnnvis.runner)
     cache_dir: str = "${oc.env:CNNVIS_CACHE,data/cache}"
     seed: int = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from cnnvis.run_record import RunRecord
@@ -71,6 +71,12 @@ class ImageSet:
         """Images as float (N, 3, size, size) in [0, 1], center-cropped to ``size``."""
         images = self.images if idx is None else self.images[np.asarray(idx)]
         return center_crop(to_tensor(images), size)
+
+    def batches(self, positions, size: int | None, batch_size: int):
+        """(positions, float batch) for consecutive runs of ``batch_size`` of ``positions``."""
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start:start + batch_size]
+            yield chunk, self.tensors(chunk, size)
 
     def mean_color(self) -> torch.Tensor:
         """The dataset's mean RGB colour in [0, 1] (the ZFNet occluder's grey)."""
@@ -372,6 +378,68 @@ def _image_set(index: ImageIndex, images: np.ndarray, meta: dict, mode: str, rec
                     np.asarray(meta["sizes"], dtype=np.int64).reshape(-1, 2), mode, list(meta["skipped"]))
 
 
+class _Squares(Dataset):
+    """Image i decoded and resized as the cache stores it: (side, side, 3) uint8."""
+
+    def __init__(self, paths, side, mode):
+        self.paths, self.side, self.mode = paths, side, mode
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            img = decode_image(self.paths[i])
+        except Exception as err:  # streamed images cannot be skipped: the positions of the others would shift
+            raise OSError(f"unreadable image {self.paths[i]}: {type(err).__name__}: {err}") from err
+        return torch.from_numpy(resize_square(img, self.side, self.mode).copy())  # PIL arrays are read-only
+
+
+@dataclass
+class ImageFiles:
+    """A dataset's images decoded when they are read (by DataLoader workers), never all at once: memory is bounded by
+    the batch, whatever the dataset's size. The pixels are ``decode_to_cache``'s; an unreadable file is an error
+    here (the cache skips it)."""
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    side: int
+    resize_mode: str = "crop"
+    num_workers: int = 2
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx) -> "ImageFiles":
+        idx = np.asarray(idx, dtype=np.int64)
+        return ImageFiles(self.name, [self.paths[i] for i in idx], self.labels[idx], self.classes, self.side,
+                          self.resize_mode, self.num_workers)
+
+    def _squares(self):
+        return _Squares(self.paths, self.side, self.resize_mode)
+
+    def tensors(self, idx=None, size: int | None = None) -> torch.Tensor:
+        """Images as float (N, 3, size, size) in [0, 1], center-cropped to ``size`` (decoded in this process)."""
+        idx = range(len(self)) if idx is None else np.asarray(idx).reshape(-1)
+        return center_crop(to_tensor(np.stack([self._squares()[int(i)].numpy() for i in idx])), size)
+
+    def batches(self, positions, size: int | None, batch_size: int):
+        """(positions, float batch) for consecutive runs of ``batch_size`` of ``positions``, decoded by workers."""
+        loader = DataLoader(Subset(self._squares(), list(positions)), batch_size=batch_size,
+                            num_workers=self.num_workers)
+        for start, batch in zip(range(0, len(positions), batch_size), loader):
+            yield positions[start:start + batch_size], center_crop(batch.permute(0, 3, 1, 2).float().div_(255.0), size)
+
+    def mean_color(self) -> torch.Tensor:
+        """The dataset's mean RGB colour in [0, 1], summed batch by batch (exact: integer sums in float64)."""
+        total = np.zeros(3)
+        for batch in DataLoader(self._squares(), batch_size=64, num_workers=self.num_workers):
+            total += batch.numpy().reshape(-1, 3).sum(0, dtype=np.float64)
+        return torch.from_numpy(total / (len(self) * self.side * self.side) / 255.0).float()
+
+
 def smoke_subset(index: ImageIndex, classes: int = 4, per_class: int = 3) -> ImageIndex:
     """A few images of the first few classes, for ``smoke=true`` runs."""
     keep, seen = [], {}
@@ -383,9 +451,10 @@ def smoke_subset(index: ImageIndex, classes: int = 4, per_class: int = 3) -> Ima
 
 
 def load_images(cfg, input_size: int = 224, cache_dir: str | None = "data/cache", smoke: bool = False,
-                record: RunRecord | None = None) -> ImageSet:
+                record: RunRecord | None = None) -> ImageSet | ImageFiles:
     """Index, (smoke-)subset and decode a dataset config; images are cached at ``cfg.resize`` pixels
-    (default: ``input_size * 256 / 224``, the paper's 256 for 224 crops)."""
+    (default: ``input_size * 256 / 224``, the paper's 256 for 224 crops), or with ``cfg.stream`` decoded when read
+    (``ImageFiles``: memory bounded by the batch)."""
     index = index_dataset(cfg)
     if smoke:
         index = smoke_subset(index)
@@ -393,6 +462,10 @@ def load_images(cfg, input_size: int = 224, cache_dir: str | None = "data/cache"
         index = index.select(np.arange(min(cfg.max_images, len(index.paths))))
     size = cfg.resize or round(input_size * 256 / 224)
     mode = getattr(cfg.resize_mode, "value", cfg.resize_mode)
+    if cfg.stream:
+        if record is not None:
+            record.add_dataset(index.name, index.paths, len(index.paths), 0)
+        return ImageFiles(index.name, index.paths, index.labels, index.classes, size, mode, cfg.num_workers)
     return decode_to_cache(index, size, mode, cache_dir, cfg.num_workers, record)
 
 

@@ -10,6 +10,7 @@ import copy
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -20,11 +21,17 @@ from torch import nn
 from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_dataset, load_images,
                          per_class_split, smoke_subset)
 from cnnvis.models import build_model
+from cnnvis.provenance import config_sha256
 from cnnvis.run_record import RunRecord, sha256_of
-from cnnvis.training import (TrainConfig, fit, held_out_fingerprint, keep_classes, largest_classes, run_dir,
-                             split_held_out)
+from cnnvis.shards import ShardPlan, shards_of_rank
+from cnnvis.training import (TrainConfig, distributed_context, fit, held_out_fingerprint, keep_classes,
+                             largest_classes, run_dir, split_held_out)
 
 log = logging.getLogger(__name__)
+
+SHARDS_ROOT = "outputs/shards"  # shards.dir's default parent: shared by a run's processes, never a result
+# what leaves the computed numbers as they are, so shards computed with other values of these still merge
+SHARD_NEUTRAL_KEYS = ("shards", "threads", "device", "results_dir", "cache_dir")
 
 
 def weights_source(m) -> dict:
@@ -125,3 +132,30 @@ def train_variant(build: Callable[[], nn.Module], tag: str, cfg, record: RunReco
     device = None if cfg.device == "auto" else cfg.device
     history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end, record=record)
     return model, history, ckpt
+
+
+def shard_plan_from_config(cfg: DictConfig) -> ShardPlan:
+    """The ``ShardPlan`` of ``cfg.shards`` for this process; call it before the model is placed on a device (under
+    torchrun it joins the process group and picks this rank's GPU). Shards are written under ``shards.dir``,
+    default ``outputs/shards/<experiment>/<fingerprint>``, the fingerprint hashing the config without the keys that
+    leave the numbers unchanged (``SHARD_NEUTRAL_KEYS``, ``dataset.num_workers``), so every process of a plan
+    (ranks, jobs, the merge) finds the same folder, and a changed config another one."""
+    s = cfg.shards
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if s.count == 1 and world == 1 and s.index is None and not s.merge_only and s.dir is None:
+        return ShardPlan()
+    if s.index is not None and not 0 <= s.index < s.count:
+        raise ValueError(f"shards.index={s.index}: shards of a {s.count}-shard plan are 0..{s.count - 1}")
+    computed = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in SHARD_NEUTRAL_KEYS:
+        computed.pop(key, None)
+    computed["dataset"].pop("num_workers", None)
+    fingerprint = config_sha256(computed)[:16]
+    folder = Path(s.dir or Path(SHARDS_ROOT) / cfg.experiment.name / fingerprint)
+    if s.merge_only:
+        return ShardPlan(s.count, [], folder, True, fingerprint)
+    if s.index is not None:
+        return ShardPlan(s.count, [s.index], folder, False, fingerprint)
+    rank, world, _ = distributed_context(None if cfg.device == "auto" else cfg.device)
+    wait = torch.distributed.barrier if world > 1 else lambda: None
+    return ShardPlan(s.count, shards_of_rank(s.count, rank, world), folder, rank == 0, fingerprint, wait)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cnnvis.cams import as_map, build_method
 from cnnvis.claims import NOT_COMPARABLE, Claim, Decision, Evidence, Threshold, all_of, claim_seed, decided
 from cnnvis.models import build_model, fold_batchnorm, frozen
+from cnnvis.shards import ONE_PROCESS, ShardPlan
 from cnnvis.stats import Estimate, bootstrap_mean, proportion
 
 
@@ -159,7 +160,7 @@ PROPORTIONS = ("loc_err_15", "loc_err_20", "pointing_game", "increase_in_confide
 def map_scores(model, x, maps, targets, boxes, n_curve, steps, tolerance, desc="") -> dict[str, np.ndarray]:
     """Per-image scores of ``maps`` (N, H, W): localization hits (needs ``boxes``), Average Drop / Increase
     in Confidence terms on all N images, deletion / insertion AUC on the first ``n_curve``; NaN where not scored.
-    Also the mean curves (key ``curves``)."""
+    Also each of those images' curves (key ``curves``: mode -> (images, steps + 1))."""
     n = len(maps)
     scores = {}
     if boxes is not None:
@@ -178,24 +179,25 @@ def map_scores(model, x, maps, targets, boxes, n_curve, steps, tolerance, desc="
                          for i in tqdm(range(m), desc=f"{desc} {mode}", leave=False)])
         scores[f"{mode}_auc"] = np.full(len(x), np.nan)
         scores[f"{mode}_auc"][:m] = [auc(ci) for ci in c]
-        curves[mode] = c.mean(0).numpy()
+        curves[mode] = c.numpy()
     for key in scores:  # every array spans the dataset: NaN past the images this map was scored on
         scores[key] = np.concatenate([scores[key], np.full(len(x) - len(scores[key]), np.nan)])
     scores["curves"] = curves
     return scores
 
 
-def baseline_scores(model, x, targets, boxes, n_curve, steps, tolerance, desc="") -> dict[str, dict]:
+def baseline_scores(model, x, targets, boxes, n_curve, steps, tolerance, desc="", centre_boxes=None) -> dict[str, dict]:
     """Scores of the trivial baselines: the full-image box and the centred box of the other images' mean box
-    size (localization), the centre point (pointing game; its distance-from-centre map also gets the
-    faithfulness metrics, on the same images as the methods)."""
+    size (localization; ``centre_boxes``: those boxes when ``x`` is a shard of the images, default from ``boxes``),
+    the centre point (pointing game; its distance-from-centre map also gets the faithfulness metrics, on the same
+    images as the methods)."""
     h, w = x.shape[-2:]
     centre = centre_point_map(h, w).expand(len(x), h, w)
     point = map_scores(model, x, centre, targets, boxes, n_curve, steps, tolerance, f"{desc} centre point")
     out = {CENTRE_POINT: {k: v for k, v in point.items() if not k.startswith("loc_err")}}
     if boxes is not None:
         for name, fixed in ((FULL_IMAGE, [full_image_box(h, w)] * len(boxes)),
-                            (CENTRE_BOX, centre_boxes_left_out(boxes, h, w))):
+                            (CENTRE_BOX, centre_boxes_left_out(boxes, h, w) if centre_boxes is None else centre_boxes)):
             misses = np.array([iou(b, g) < 0.5 for b, g in zip(fixed, boxes)], dtype=float)
             out[name] = {"loc_err_15": misses, "loc_err_20": misses}
     return out
@@ -212,25 +214,78 @@ def random_control(name: str, num_classes: int, input_size: int, seed: int) -> t
 
 
 def score_dataset(model, scorer, x, targets, methods, method_options: dict, scorecam_images: int, figure_images: int,
-                  n_curve: int, steps: int, tolerance: float, boxes=None, desc=""):
+                  n_curve: int, steps: int, tolerance: float, boxes=None, desc="", plan: ShardPlan = ONE_PROCESS,
+                  analysis: str = "scores"):
     """Per method (built by ``cams.build_method(name, model, **method_options)``): attributions (from ``model``),
     per-image scores (probabilities from ``scorer``, an inference copy of it), the first ``figure_images``
-    attributions and 15 % boxes, and seconds per image; Score-CAM on its first ``scorecam_images`` only."""
+    attributions and 15 % boxes, and seconds per image; Score-CAM on its first ``scorecam_images`` only.
+    ``plan``: the shards of the images (whole batches) this process scores, ``analysis`` naming them, and whether it
+    merges them (None where it does not)."""
     batch_size = method_options["batch_size"]
-    scores, seconds, shown, predicted_boxes = {}, {}, {}, {}
+    # from every image's box, so that a shard's baseline is the one-process baseline
+    centre_boxes = None if boxes is None else centre_boxes_left_out(boxes, *x.shape[-2:])
+
+    def scored(positions):
+        return _shard_scores(model, scorer, x, targets, positions, methods, method_options, min(scorecam_images, len(x)),
+                             figure_images, n_curve, steps, tolerance, boxes, centre_boxes, desc)
+
+    return plan.run(analysis, len(x), scored, lambda parts: _merged_scores(parts, methods, n_curve, figure_images, boxes),
+                    block=batch_size)
+
+
+def _shard_scores(model, scorer, x, targets, positions, methods, method_options, n_scorecam, figure_images, n_curve,
+                  steps, tolerance, boxes, centre_boxes, desc) -> dict[str, np.ndarray]:
+    """``score_dataset``'s work on the images at ``positions`` (a contiguous run), as arrays '<name>:<what>'."""
+    batch_size, first = method_options["batch_size"], int(positions[0])
+    x, targets = x[positions], targets[positions]
+    boxes = None if boxes is None else boxes[positions]
+    n_curve = max(0, n_curve - first)  # the curves' images, the first overall, are this shard's first ones
+    arrays = {"positions": positions}
     for name in methods:
-        n = min(scorecam_images, len(x)) if name == "scorecam" else len(x)
+        n = int((positions < n_scorecam).sum()) if name == "scorecam" else len(x)
+        if n == 0:  # Score-CAM's images all lie in earlier shards
+            continue
         start = time.perf_counter()
         with build_method(name, model, **method_options) as method:
             batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
             attr = torch.cat([method.attribute(x[b], targets[b]) for b in tqdm(batches, desc=f"{desc} {name}", leave=False)])
-        seconds[name] = (time.perf_counter() - start) / n
-        maps = as_map(attr)
-        shown[name] = attr[:figure_images]
-        if boxes is not None:
-            predicted_boxes[name] = [box_from_map(m, 0.15) for m in maps[:figure_images]]
-        scores[name] = map_scores(scorer, x, maps, targets, boxes, n_curve, steps, tolerance, f"{desc} {name}")
-    scores.update(baseline_scores(scorer, x, targets, boxes, n_curve, steps, tolerance, desc))
+        arrays[f"{name}:seconds"], arrays[f"{name}:count"] = np.array([time.perf_counter() - start]), np.array([n])
+        arrays[f"{name}:shown"] = attr[:max(0, figure_images - first)].numpy()
+        arrays.update(_flat(name, map_scores(scorer, x, as_map(attr), targets, boxes, n_curve, steps, tolerance,
+                                             f"{desc} {name}")))
+    centre_boxes = None if centre_boxes is None else centre_boxes[positions]
+    for name, entry in baseline_scores(scorer, x, targets, boxes, n_curve, steps, tolerance, desc, centre_boxes).items():
+        arrays.update(_flat(name, entry))
+    return arrays
+
+
+def _flat(name: str, entry: dict) -> dict[str, np.ndarray]:
+    curves = {f"{name}:curves_{mode}": c for mode, c in entry.get("curves", {}).items()}
+    return {**{f"{name}:{metric}": v for metric, v in entry.items() if metric != "curves"}, **curves}
+
+
+def _merged_scores(parts, methods, n_curve, figure_images, boxes):
+    """``score_dataset``'s (scores, seconds, shown, predicted boxes) from its shards' arrays, in image order: the
+    per-image scores and curves concatenated (NaN where a shard scored none), the mean curves taken after."""
+    lengths = [len(p["positions"]) for p in parts]
+    scores, seconds, shown, predicted_boxes = {}, {}, {}, {}
+    for name in [*methods, CENTRE_POINT, FULL_IMAGE, CENTRE_BOX]:
+        metrics = [m for m in METRICS if any(f"{name}:{m}" in p for p in parts)]
+        if not metrics:
+            continue
+        scores[name] = {m: np.concatenate([p.get(f"{name}:{m}", np.full(n, np.nan)) for p, n in zip(parts, lengths)])
+                        for m in metrics}
+        if name in (*methods, CENTRE_POINT):
+            modes = ("deletion", "insertion") if n_curve else ()
+            scores[name]["curves"] = {mode: torch.from_numpy(np.concatenate(
+                [p[f"{name}:curves_{mode}"] for p in parts if f"{name}:curves_{mode}" in p])).mean(0).numpy()
+                for mode in modes}
+        if name in methods:
+            seconds[name] = sum(float(p[f"{name}:seconds"][0]) for p in parts if f"{name}:seconds" in p) / sum(
+                int(p[f"{name}:count"][0]) for p in parts if f"{name}:count" in p)
+            shown[name] = torch.from_numpy(np.concatenate([p[f"{name}:shown"] for p in parts if f"{name}:shown" in p]))
+            if boxes is not None:
+                predicted_boxes[name] = [box_from_map(m, 0.15) for m in as_map(shown[name])[:figure_images]]
     return scores, seconds, shown, predicted_boxes
 
 
@@ -456,10 +511,12 @@ def paper_claims(scores, dataset: str, boxed: bool, comparisons: list[Comparison
 
 def control_claims(network: str, num_classes: int, input_size: int, seed: int, sets: dict, methods: list[str],
                    method_options: dict, comparisons: list[Comparison], published: list[Published], images: int,
-                   scorecam_images: int, steps: int, tolerance: float) -> tuple[list[Claim], dict]:
+                   scorecam_images: int, steps: int, tolerance: float,
+                   plan: ShardPlan = ONE_PROCESS) -> tuple[list[Claim] | None, dict]:
     """The same claims on the same architecture with random weights (``random_control`` under ``seed``), from those
     of ``methods`` the comparisons name, on the first ``images`` images of each set (``sets``: name -> (images,
-    boxes or None)), Score-CAM on the first ``scorecam_images`` (0: left out); with the seconds each set took."""
+    boxes or None)), Score-CAM on the first ``scorecam_images`` (0: left out); with the seconds each set took.
+    ``plan``: the shards of each set this process scores; no claims (None) where it does not merge them."""
     model = random_control(network, num_classes, input_size, seed)
     scorer = fold_batchnorm(model).to(memory_format=torch.channels_last)
     claimed = {name for c in comparisons for name in (c.method, *c.others)}
@@ -471,11 +528,12 @@ def control_claims(network: str, num_classes: int, input_size: int, seed: int, s
         x, boxes = x[:k], None if boxes is None else boxes[:k]
         with torch.no_grad():
             targets = torch.cat([model(x[i:i + 32]) for i in range(0, k, 32)]).argmax(1)
-        scores, *_ = score_dataset(model, scorer, x, targets, methods, method_options, scorecam_images, 0, 0, steps,
-                                   tolerance, boxes, f"control {name}")
-        claims += paper_claims(scores, name, boxes is not None, comparisons, published)
+        scored = score_dataset(model, scorer, x, targets, methods, method_options, scorecam_images, 0, 0, steps,
+                               tolerance, boxes, f"control {name}", plan, f"control-{name}")
+        if scored is not None:
+            claims += paper_claims(scored[0], name, boxes is not None, comparisons, published)
         seconds[name] = time.perf_counter() - start
-    return claims, seconds
+    return claims if plan.merges else None, seconds
 
 
 def claims_notes(network: str, seed: int, n_images: dict, control_images: int, control_scorecam_images: int,

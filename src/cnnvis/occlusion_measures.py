@@ -21,6 +21,7 @@ from cnnvis.models import get_layer, layer_role, replace_head
 from cnnvis.occlusion import occluder_positions, occlusion_map
 from cnnvis.receptive_field import crop_patch, receptive_field
 from cnnvis.run_record import RunRecord
+from cnnvis.shards import ONE_PROCESS, ShardPlan
 from cnnvis.rectifiers import rectifier_rule
 from cnnvis.stats import bootstrap_mean, paired_difference, proportion
 
@@ -83,12 +84,12 @@ def strongest_unit_centre(model, x, layer, channel, size) -> tuple[float, float]
     return (ay + 0.5) * size / act.shape[0], (ax + 0.5) * size / act.shape[1]
 
 
-def imagenet_measures(maps, unit_yx, rng) -> dict:
+def imagenet_measures(maps, unit_yx, random_rc) -> dict:
     """Per image, from one occlusion pass with the layer's strongest map recorded: the class probability at
-    the most sensitive / a random / every position, and the map's response when the occluder covers its
-    strongest unit vs when it does not."""
+    the most sensitive / a random (``random_rc``: row, column) / every position, and the map's response when the
+    occluder covers its strongest unit vs when it does not."""
     r, c = maps.most_sensitive()
-    rr, rc = rng.integers(maps.probability.shape[0]), rng.integers(maps.probability.shape[1])
+    rr, rc = random_rc
     py, px = unit_yx
     covers = (((maps.ys <= py) & (py < maps.ys + maps.size))[:, None]
               & ((maps.xs <= px) & (px < maps.xs + maps.size))[None])
@@ -105,17 +106,26 @@ def imagenet_measures(maps, unit_yx, rng) -> dict:
             "corr_map_vs_class": np.nan if constant else float(np.corrcoef(act, prob)[0, 1])}
 
 
-def quantitative_drop(model, images, layer, input_size, n_images, fill, rng, **occluder) -> pd.DataFrame:
+def quantitative_drop(model, images, layer, input_size, n_images, fill, rng, plan: ShardPlan = ONE_PROCESS,
+                      analysis: str = "drop", **occluder) -> pd.DataFrame | None:
     """``imagenet_measures`` for every labelled image (or a seeded sample of ``n_images``) at ``input_size`` px;
-    ``occluder``: occlusion_map's size, stride, batch_size, channels_last, incremental."""
-    rows = []
+    ``occluder``: occlusion_map's size, stride, batch_size, channels_last, incremental. ``plan``: the shards of
+    the images this process scores (``analysis`` names them) and whether it merges them (None when it does not)."""
     idx = np.sort(rng.permutation(np.flatnonzero(images.labels >= 0))[:n_images])
-    for i in tqdm(idx, desc="occlusion drop"):
-        x = images.tensors([i], input_size)[0]
-        maps = occlusion_map(model, x, layer=layer, target=int(images.labels[i]), fill=fill, **occluder)
-        unit = strongest_unit_centre(model, x, layer, maps.channel, input_size)
-        rows.append({"image": i, **imagenet_measures(maps, unit, rng)})
-    return pd.DataFrame(rows)
+    n_rows, n_cols = (len(p) for p in occluder_positions(input_size, input_size, occluder["size"], occluder["stride"]))
+    # every image's random position, drawn up front in image order: any split of the images draws the same
+    random_rc = [(rng.integers(n_rows), rng.integers(n_cols)) for _ in idx]
+
+    def scored(positions) -> pd.DataFrame:
+        rows = []
+        for p in tqdm(positions, desc="occlusion drop"):
+            x = images.tensors([idx[p]], input_size)[0]
+            maps = occlusion_map(model, x, layer=layer, target=int(images.labels[idx[p]]), fill=fill, **occluder)
+            unit = strongest_unit_centre(model, x, layer, maps.channel, input_size)
+            rows.append({"image": idx[p], **imagenet_measures(maps, unit, random_rc[p])})
+        return pd.DataFrame(rows)
+
+    return plan.rows(analysis, len(idx), scored)
 
 
 def head_inputs(model, images, size, batch_size=32) -> np.ndarray:
@@ -176,13 +186,15 @@ def caltech_measures(maps, box, size, prior_rc, on_box, off_box) -> dict:
 
 
 def caltech_localization(model, root, input_size, cache_dir, num_workers, n_train, n_eval, on_box, off_box, seed, rng,
-                         n_classes=None, record: RunRecord | None = None, **occluder):
+                         n_classes=None, record: RunRecord | None = None, plan: ShardPlan = ONE_PROCESS,
+                         analysis: str = "caltech", **occluder):
     """Train a linear Caltech-101 head on frozen features of ``n_train`` images per class (never occluded later),
     fit the prior position on the training images' boxes, then ``caltech_measures`` for up to ``n_eval`` held-out
     images with boxes per boxed class. ``n_classes``: only the first that many boxed classes, training images
     included (None: every class); ``occluder``: occlusion_map's size, stride, batch_size, channels_last,
     incremental. Returns the measures, the number of training images and of training boxes. The images decoded are
-    added to ``record`` when one is given."""
+    added to ``record`` when one is given. ``plan``: the shards of the held-out images this process occludes
+    (``analysis`` names them); the measures are None where it does not merge them."""
     from sklearn.linear_model import LogisticRegression
 
     index = index_caltech101(root)
@@ -213,14 +225,18 @@ def caltech_localization(model, root, input_size, cache_dir, num_workers, n_trai
     train_boxes = [train_set.box_in_image(i, boxes[p], input_size) for i, p in enumerate(train_set.paths) if p in boxes]
     prior_rc = fitted_prior_position(train_boxes, input_size, occluder["size"], occluder["stride"])
     fill = train_set.mean_color()
-    rows = []
-    for i in tqdm(range(len(eval_set)), desc="caltech occlusion"):
-        label = int(eval_set.labels[i])
-        box = eval_set.box_in_image(i, boxes[eval_set.paths[i]], input_size)
-        maps = occlusion_map(caltech, eval_set.tensors([i], input_size)[0], target=label, fill=fill, **occluder)
-        rows.append({"category": index.classes[label],
-                     **caltech_measures(maps, box, input_size, prior_rc, on_box, off_box)})
-    return pd.DataFrame(rows), len(train), len(train_boxes)
+
+    def measured(positions) -> pd.DataFrame:
+        rows = []
+        for i in tqdm(positions, desc="caltech occlusion"):
+            label = int(eval_set.labels[i])
+            box = eval_set.box_in_image(i, boxes[eval_set.paths[i]], input_size)
+            maps = occlusion_map(caltech, eval_set.tensors([i], input_size)[0], target=label, fill=fill, **occluder)
+            rows.append({"category": index.classes[label],
+                         **caltech_measures(maps, box, input_size, prior_rc, on_box, off_box)})
+        return pd.DataFrame(rows)
+
+    return plan.rows(analysis, len(eval_set), measured), len(train), len(train_boxes)
 
 
 def examples_table(model, images, maps_by_example, layer, size) -> pd.DataFrame:
