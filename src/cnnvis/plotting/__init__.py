@@ -7,8 +7,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
 
+import textwrap  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+CHAR_WIDTH_EM = 0.6  # a generous average character width of the default sans-serif font, in ems
 
 
 def to_image(x) -> np.ndarray:
@@ -42,3 +46,11 @@ def legend_outside(ax, handles=None, labels=None, fontsize: int = 7, **kwargs):
         handles, labels = ax.get_legend_handles_labels()
     return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
                      frameon=False, fontsize=fontsize, **kwargs)
+
+
+def wrap_to_axes(ax, text: str, fontsize: float) -> str:
+    """``text`` with each of its lines wrapped to the width of ``ax`` at ``fontsize`` (a long panel title would
+    otherwise run into its neighbours' titles)."""
+    inches = ax.get_position().width * ax.figure.get_figwidth()
+    chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))

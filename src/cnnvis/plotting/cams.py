@@ -20,7 +20,8 @@ def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], tit
     on the image; (N, 3, H, W) signals are drawn as pictures. ``boxes``: ground truth (green); ``predicted_boxes``
     {method: (N, 4)}: the box the localization rule draws from that method's map (red)."""
     n, cols = len(images), len(attributions) + 1
-    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False,
+                             layout="constrained")  # room for column titles of several lines under the suptitle
     heat = None
     for i in range(n):
         img = to_image(images[i])

@@ -44,8 +44,8 @@ def evolution_grid(projections: dict, epochs: list, title: str):
     channel's strongest activation over the held-out set at that epoch (min-max scaled per tile)."""
     rows = list(projections)
     width, height = 1.1 * len(epochs) + 0.5, 1.1 * len(rows) + 1.2
-    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.4 / width, right=0.99, bottom=0.1 / height, top=1 - 1.0 / height)
+    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(width, height), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     for r, key in enumerate(rows):
         for c, epoch in enumerate(epochs):
             ax = axes[r, c]
@@ -59,7 +59,7 @@ def evolution_grid(projections: dict, epochs: list, title: str):
             if c == 0:
                 ax.set_ylabel(f"{key[0]}[{key[1]}]", fontsize=7)
     fig.suptitle(textwrap.fill(title, 12 * len(epochs) + 20), fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
 
 
@@ -69,7 +69,7 @@ def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str
     x = np.arange(len(labels))
     ax.bar(x - 0.2, ours, 0.4, label="ours (Caltech-101, CPU budget)")
     ax.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper (ImageNet)")
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(x, labels, rotation=90, fontsize=8)  # upright: long variant names would overlap at a slant
     ax.set(ylabel=ylabel, title=title)
     legend_outside(ax, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
