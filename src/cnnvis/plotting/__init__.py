@@ -54,3 +54,18 @@ def wrap_to_axes(ax, text: str, fontsize: float) -> str:
     inches = ax.get_position().width * ax.figure.get_figwidth()
     chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
+RANDOM_WEIGHTS = "random weights"  # the stamp on a map of a network with random weights
+
+
+def stamp(ax, text: str, fontsize: float = 6):
+    """A note in the lower left corner of an image panel, white on a dark box (readable over any map)."""
+    return ax.text(0.03, 0.03, text, transform=ax.transAxes, fontsize=fontsize, color="white", ha="left", va="bottom",
+                   bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0))
+
+
+def stamp_random_weights(ax, raw_max: float, fontsize: float = 6):
+    """Stamp a panel that shows a map of a random-weights network with the map's largest value before it was scaled
+    for display: min-max scaling makes any map look like attention, the raw maximum shows how strong it is."""
+    return stamp(ax, f"{RANDOM_WEIGHTS}\nraw max {raw_max:.2g}", fontsize)
