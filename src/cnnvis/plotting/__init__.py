@@ -12,6 +12,8 @@ import textwrap  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from cnnvis.stats import t_mean  # noqa: E402
+
 CHAR_WIDTH_EM = 0.6  # a generous average character width of the default sans-serif font, in ems
 
 
@@ -69,3 +71,26 @@ def stamp_random_weights(ax, raw_max: float, fontsize: float = 6):
     """Stamp a panel that shows a map of a random-weights network with the map's largest value before it was scaled
     for display: min-max scaling makes any map look like attention, the raw maximum shows how strong it is."""
     return stamp(ax, f"{RANDOM_WEIGHTS}\nraw max {raw_max:.2g}", fontsize)
+
+
+def t_errors(samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group of ``samples`` (one list of seeds' or folds' values each): the mean and the distances from it down
+    and up to its 95 % t interval (0 where a group has one value: no interval)."""
+    estimates = [t_mean(s) for s in samples]
+    mean = np.array([e.value for e in estimates])
+    lo = np.array([e.value - e.lo if e.has_interval else 0.0 for e in estimates])
+    hi = np.array([e.hi - e.value if e.has_interval else 0.0 for e in estimates])
+    return mean, lo, hi
+
+
+def samples_with_interval(ax, x, samples, label: str, fmt: str = "-o", color=None):
+    """Each group's samples (seeds, folds) as small dots at its ``x``, and their mean with its 95 % t interval as an
+    error bar, the means joined by ``fmt``'s line."""
+    x = np.asarray(x, dtype=float)
+    mean, lo, hi = t_errors(samples)
+    bars = ax.errorbar(x, mean, yerr=[lo, hi], fmt=fmt, capsize=3, color=color, label=label)
+    color = bars.lines[0].get_color()
+    for xi, s in zip(x, samples):
+        s = np.asarray(s, dtype=float)
+        ax.scatter(np.full(len(s), xi), s, s=10, color=color, alpha=0.45, linewidths=0, zorder=3)
+    return bars

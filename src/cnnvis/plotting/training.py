@@ -4,8 +4,9 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from cnnvis.plotting import legend_outside, rescale
+from cnnvis.plotting import legend_outside, rescale, samples_with_interval, t_errors
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -24,6 +25,27 @@ def training_curves(histories: dict, title: str):
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    return fig
+
+
+def seed_training_curves(histories: dict, title: str):
+    """``histories``: {label: [one DataFrame (epoch, train/val loss and top-1) per seed]}. Per label and epoch, each
+    seed's value as a dot and the mean over seeds with its 95 % t interval; validation solid, train dashed."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")  # room for a 2-line title
+    for i, (label, runs) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        for split, fmt in (("val", "-o"), ("train", "--o")):
+            for ax, metric in ((ax_loss, "loss"), (ax_acc, "top1")):
+                by_epoch = pd.concat(runs).groupby("epoch")[f"{split}_{metric}"]
+                epochs = list(by_epoch.groups)
+                samples_with_interval(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs],
+                                      f"{label} {split} ({len(runs)} seeds)", fmt, color)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
+    legend_outside(ax_acc, *ax_loss.get_legend_handles_labels(), ncol=1 + len(histories) // 6)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}\neach seed a dot, mean over seeds with its 95 % t interval")
     return fig
 
 
@@ -64,10 +86,15 @@ def evolution_grid(projections: dict, epochs: list, title: str):
 
 
 def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str):
-    """Our number and the paper's per variant, side by side."""
+    """Per variant, our mean over seeds (bar) with its 95 % t interval and each seed's value (dots), beside the
+    paper's number; ``ours``: one array of per-seed values per label."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, ours, 0.4, label="ours (Caltech-101, CPU budget)")
+    mean, lo, hi = t_errors(ours)
+    ax.bar(x - 0.2, mean, 0.4, label="ours (Caltech-101, CPU budget): mean, 95 % t interval, seeds")
+    ax.errorbar(x - 0.2, mean, yerr=[lo, hi], fmt="none", ecolor="k", capsize=3)
+    for xi, seeds in zip(x - 0.2, ours):
+        ax.scatter(np.full(len(seeds), xi), seeds, s=12, color="k", alpha=0.6, linewidths=0, zorder=3)
     ax.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper (ImageNet)")
     ax.set_xticks(x, labels, rotation=90, fontsize=8)  # upright: long variant names would overlap at a slant
     ax.set(ylabel=ylabel, title=title)
