@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from cnnvis.cams import ALL_METHODS
+from cnnvis.cams import ALL_METHODS, maps_for_classes
 from cnnvis.claims import with_control
 from cnnvis.config import DatasetConfig, ExperimentConfig, ResizeMode
 from cnnvis.data import caltech101_boxes, decode_to_cache, imagenet_classes, index_caltech101
@@ -31,7 +31,7 @@ from cnnvis.localization import (Comparison, Published, claims_notes, control_cl
                                  metrics_table, paper_claims, published_by_method, score_dataset, summary_metrics,
                                  with_paper_numbers)
 from cnnvis.models import CNN, TRANSFORMER, UnsupportedModelError, fold_batchnorm, frozen, resolve_layers
-from cnnvis.plotting.cams import curves_figure, method_grid
+from cnnvis.plotting.cams import class_maps_row, curves_figure, method_grid
 from cnnvis.stats import proportion
 
 # The papers' numbers as printed (other networks, other images), each with its table and row.
@@ -107,6 +107,24 @@ def caltech_with_boxes(cfg, record, n: int):
     return images, gt
 
 
+def class_figures(out, model, x, logits, names, e):
+    """Grad-CAM Fig. 1 (Grad-CAM and guided Grad-CAM of an image's two most probable classes) and CAM Fig. 4 (its maps
+    of the five most probable), on the image whose second class is the most probable (two objects, likely)."""
+    top = logits.softmax(1).topk(min(5, logits.shape[1]), dim=1)
+    i = int(top.values[:, 1].argmax())
+    classes = top.indices[i].tolist()
+    captions = [f"{names[c].split(',')[0][:18]} (p = {p:.2f})" for c, p in zip(classes, top.values[i].tolist())]
+    maps = maps_for_classes(model, x[i], classes, [m for m in ("cam", "gradcam", "guided_gradcam") if m in e.methods],
+                            e.layer, e.batch_size)
+    pair = {m: maps[m][:2] for m in ("gradcam", "guided_gradcam") if m in maps}
+    if pair:  # the same image in both rows, each row one class
+        out.figure(method_grid(x[i].expand(2, -1, -1, -1), pair, "Class-discriminative (Grad-CAM Fig. 1): the image's "
+                               "two most probable classes", captions[:2]), "imagenet_class_pair")
+    if "cam" in maps:
+        out.figure(class_maps_row(x[i], maps["cam"], captions, f"CAM of the image's {len(classes)} most probable "
+                                  "classes (Zhou et al. 2016 Fig. 4)"), "imagenet_cam_top5")
+
+
 def main(cfg, out, record):
     ecfg = cfg.experiment
     if cfg.smoke:  # seconds, not minutes: few curve points, one Score-CAM image, 64 px (each pass ~9x cheaper)
@@ -146,6 +164,8 @@ def main(cfg, out, record):
         with torch.no_grad():
             logits = torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)])
         targets = logits.argmax(1)
+        if name == "imagenet":
+            class_figures(out, model, x, logits, imagenet_classes(), ecfg)
         scores, seconds, shown, predicted = score_dataset(
             model, scorer, x, targets, list(ecfg.methods), method_options, ecfg.scorecam_images, ecfg.figure_images,
             ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name)

@@ -66,3 +66,24 @@ def curves_figure(curves: dict[str, dict[str, np.ndarray]], title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def class_maps_row(image: torch.Tensor, maps: torch.Tensor, captions: list[str], title: str, cmap: str = "jet"):
+    """CAM Fig. 4's layout: the image, then its map for each of several classes (``maps`` (k, H, W), each min-max
+    scaled and overlaid), the class and its probability above each."""
+    k = len(maps)
+    fig, axes = plt.subplots(1, k + 1, figsize=(1.9 * (k + 1) + 0.6, 2.6), squeeze=False, layout="constrained")
+    img = to_image(image)
+    axes[0, 0].imshow(img)
+    axes[0, 0].set_title("image", fontsize=8)
+    heat = None
+    for ax, m, caption in zip(axes[0, 1:], maps, captions):
+        ax.imshow(img)
+        heat = ax.imshow(rescale(m.cpu().numpy()), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=7)
+    for ax in axes[0]:
+        ax.axis("off")
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="map (min-max scaled)")
+    fig.suptitle(title, fontsize=9)
+    return fig
