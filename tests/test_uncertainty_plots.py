@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.collections import LineCollection, PathCollection, PolyCollection
 
 from cnnvis.plotting import samples_with_interval
 from cnnvis.plotting.layout import layout_problems
@@ -66,6 +66,10 @@ def test_training_curves_over_seeds_show_each_seed_per_epoch():
                                "Training curves")
     ax_loss, ax_acc = fig.axes
     assert len(dots(ax_acc)) == 2 * 2 * 2 * 3  # labels x splits x seeds x epochs
+    assert sum(isinstance(c, PolyCollection) for c in ax_acc.collections) == 2 * 2  # a band per label and split
+    values = dots(ax_loss)[:, 1]  # the loss axis spans the seeds' values, not two seeds' 12-SE-wide intervals
+    low, high = ax_loss.get_ylim()
+    assert low <= values.min() and values.max() <= high and high - low < 1.2 * np.ptp(values)
     assert layout_problems(fig) == []
 
 

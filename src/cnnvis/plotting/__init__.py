@@ -94,3 +94,14 @@ def samples_with_interval(ax, x, samples, label: str, fmt: str = "-o", color=Non
         s = np.asarray(s, dtype=float)
         ax.scatter(np.full(len(s), xi), s, s=10, color=color, alpha=0.45, linewidths=0, zorder=3)
     return bars
+
+
+def samples_with_band(ax, x, samples, label: str, fmt: str = "-o", color=None):
+    """As ``samples_with_interval`` with the interval drawn as a light band, for curves of many points (error bars
+    of a few seeds' wide t intervals would bury the lines)."""
+    mean, lo, hi = t_errors(samples)
+    (line,) = ax.plot(x, mean, fmt, color=color, label=label, markersize=3)
+    ax.fill_between(x, mean - lo, mean + hi, color=line.get_color(), alpha=0.12, linewidth=0)
+    for xi, s in zip(x, samples):
+        ax.scatter(np.full(len(s), xi), s, s=8, color=line.get_color(), alpha=0.45, linewidths=0, zorder=3)
+    return line

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cnnvis.plotting import legend_outside, rescale, samples_with_interval, t_errors
+from cnnvis.plotting import legend_outside, rescale, samples_with_band, t_errors
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -30,22 +30,26 @@ def training_curves(histories: dict, title: str):
 
 def seed_training_curves(histories: dict, title: str):
     """``histories``: {label: [one DataFrame (epoch, train/val loss and top-1) per seed]}. Per label and epoch, each
-    seed's value as a dot and the mean over seeds with its 95 % t interval; validation solid, train dashed."""
+    seed's value as a dot and the mean over seeds with its 95 % t interval (a band); validation solid, train dashed.
+    The loss axis spans the seeds' values: two seeds' t interval is twelve standard errors wide."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")  # room for a 2-line title
+    losses = pd.concat([pd.concat(runs) for runs in histories.values()])[["train_loss", "val_loss"]].to_numpy()
     for i, (label, runs) in enumerate(histories.items()):
         color = f"C{i % 10}"
         for split, fmt in (("val", "-o"), ("train", "--o")):
             for ax, metric in ((ax_loss, "loss"), (ax_acc, "top1")):
                 by_epoch = pd.concat(runs).groupby("epoch")[f"{split}_{metric}"]
                 epochs = list(by_epoch.groups)
-                samples_with_interval(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs],
-                                      f"{label} {split} ({len(runs)} seeds)", fmt, color)
+                samples_with_band(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs],
+                                  f"{label} {split} ({len(runs)} seeds)", fmt, color)
+    low, high = np.nanmin(losses), np.nanmax(losses)
+    ax_loss.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
     legend_outside(ax_acc, *ax_loss.get_legend_handles_labels(), ncol=1 + len(histories) // 6)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}\neach seed a dot, mean over seeds with its 95 % t interval")
+    fig.suptitle(f"{title}\neach seed a dot, mean over seeds with its 95 % t interval (band)")
     return fig
 
 
