@@ -81,7 +81,11 @@ def test_accuracy_vs_depth_and_train_size_show_each_fold():
                             {"paper (ZFNet) caltech101: softmax": ([5 / 7, 1.0], [70.0, 80.0], [1.0, 1.0])}, "depth")
     assert len(dots(fig.axes[0])) == 6
     assert layout_problems(fig) == []
-    fig = accuracy_vs_train_size({"caltech101": {"ours: resnet18 softmax": [(15, folds[0]), (30, folds[1])]}},
-                                 {"caltech101": {"paper": [(15, 83.8, 0.5), (30, 86.5, 0.5)]}}, "train size")
+    fig = accuracy_vs_train_size({"caltech101": {"ours: resnet18 softmax": [(15, folds[0]), (30, folds[1])]},
+                                  "caltech256": {}},
+                                 {"caltech101": {"paper": [(15, 83.8, 0.5), (30, 86.5, 0.5)]},
+                                  "caltech256": {"paper": [(15, 65.7, 0.2)]}}, "train size")
     assert len(dots(fig.axes[0])) == 6
     assert layout_problems(fig) == []
+    paper_colours = [c.lines[0].get_color() for ax in fig.axes for c in ax.containers if c.get_label() == "paper"]
+    assert len(paper_colours) == 2 and paper_colours[0] == paper_colours[1]  # one colour per label in both panels
