@@ -51,6 +51,9 @@ def test_ablation_bars_show_each_seed_and_read_cleanly():
     ours = [np.array([0.0, 0.0, 0.0])] + [np.random.default_rng(i).normal(2, 1, 3) for i in range(len(labels) - 1)]
     fig = ablation_bars(labels, ours, [0.0] + [1.0] * (len(labels) - 1), "Table 3", "change (points)")
     assert len(dots(fig.axes[0])) == 3 * len(labels)
+    low, high = fig.axes[0].get_ylim()  # the axis spans the seeds and the paper, not the intervals
+    values = np.concatenate([*ours, [1.0]])
+    assert low <= values.min() and values.max() <= high and high - low < 1.3 * np.ptp(values)
     assert layout_problems(fig) == []
 
 
