@@ -104,7 +104,7 @@ def main(cfg, out, record):
     files = [Path(images.paths[i]).name for i in picks]
     columns = [MapColumn(f"{r.name}\n({r.task})\n{r.weights}", r.maps,
                          [c + ("\nzero map" if float(m.max()) <= 0 else "") for c, m in zip(r.captions, r.maps)],
-                         r.boxes, r.masks) for r in runs]
+                         r.boxes, r.masks, random_weights(r.weights)) for r in runs]
     random_models = [r.name for r in runs if random_weights(r.weights)]
     honesty = (f"\nrandom weights (no cached pretrained weights): {', '.join(random_models)}: their maps show the "
                "method runs, not what a trained model attends to" if random_models else "")

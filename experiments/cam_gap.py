@@ -33,7 +33,7 @@ from cnnvis.gap_scratch import (SCRATCH_NO_CONTROL, SCRATCH_RULES, build_variant
 from cnnvis.gate import figure_note, gate_rows, training_gate
 from cnnvis.models import CNN, UnsupportedModelError
 from cnnvis.plotting.cams import method_grid
-from cnnvis.plotting.training import training_curves
+from cnnvis.plotting.training import seed_training_curves
 from cnnvis.surgery import (SURGERY_RULES, baseline_hits, boxed_pool, summary, surgery_arm, surgery_claims,
                             surgery_figure, surgery_metrics, surgery_notes)
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
@@ -101,7 +101,7 @@ def main_scratch(cfg, out, record):
             model, history, ckpt = train_variant(lambda: build_variant(name, n_classes, size), name.replace("*", "star"),
                                                  cfg, record, train_set, val_set, recipe, seed, None)
             model.eval()
-            histories[f"{name} s{seed}"] = history
+            histories.setdefault(name, []).append(history)
             test = evaluate(model, test_set, next(model.parameters()).device)
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             model.cpu()
@@ -130,7 +130,7 @@ def main_scratch(cfg, out, record):
         out.figure(method_grid(figure_images, figure_maps, "CAM (GAP networks) / Grad-CAM (original) of the true class; "
                                f"green: object box; trained from scratch on Caltech-101{figure_note(gate)}",
                                figure_labels, figure_boxes), "cam_maps")
-    out.figure(training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget){figure_note(gate)}"),
+    out.figure(seed_training_curves(histories, f"{', '.join(e.variants)} on Caltech-101 (same budget){figure_note(gate)}"),
                "training_curves")
     means = runs.groupby("network", sort=False)[["test_top1_err", "loc_err_top1", "loc_err_gt_known"]].mean()
     return {"trained_enough": int(gate.passed),

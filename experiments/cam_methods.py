@@ -31,7 +31,7 @@ from cnnvis.localization import (Comparison, Published, claims_notes, control_cl
                                  metrics_table, paper_claims, published_by_method, score_dataset, summary_metrics,
                                  with_paper_numbers)
 from cnnvis.models import CNN, TRANSFORMER, UnsupportedModelError, fold_batchnorm, frozen, resolve_layers
-from cnnvis.plotting.cams import curves_figure, method_grid
+from cnnvis.plotting.cams import class_figures, curves_figure, method_grid
 from cnnvis.stats import proportion
 
 # The papers' numbers as printed (other networks, other images), each with its table and row.
@@ -146,6 +146,12 @@ def main(cfg, out, record):
         with torch.no_grad():
             logits = torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)])
         targets = logits.argmax(1)
+        if name == "imagenet" and plan.merges:
+            pair, top5 = class_figures(model, x, logits, imagenet_classes(), ecfg.methods, ecfg.layer, ecfg.batch_size)
+            if pair:
+                out.figure(pair, "imagenet_class_pair")
+            if top5:
+                out.figure(top5, "imagenet_cam_top5")
         scored[name] = (targets, score_dataset(
             model, scorer, x, targets, list(ecfg.methods), method_options, ecfg.scorecam_images, ecfg.figure_images,
             ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name, plan, name))

@@ -24,7 +24,6 @@ from cnnvis.from_config import model_from_config
 from cnnvis.notes import smoke_note
 from cnnvis.plotting.transfer import accuracy_vs_depth
 from cnnvis.models import CNN, resolve_layers
-from cnnvis.stats import t_mean
 from cnnvis.transfer import (TABLE7, TABLE7_COLUMN, depth_claim, extract_features, fold_estimate, grid_edges,
                              layer_accuracies, load_datasets, random_twin)
 
@@ -150,24 +149,23 @@ def main(cfg, out, record):
                     "not run: experiment.control_folds=0 or no control_classifiers")
         out.claims(with_control(claims, control, why_none), "claims",
                    title="Zeiler & Fergus Table 7: the paper's claim, decided over folds", notes=CLAIM_NOTES + control_text)
-    curves = {}
+    ours, paper = {}, {}
     for arm, label in (("trained", "ours"), ("control", "random-weights control")):
         for name in names:
             for kind in e.classifiers:
                 scores = [results[arm].get((name, layer, kind)) for layer in layers]
-                if all(s is not None for s in scores):
-                    estimates = [t_mean(100 * np.asarray(s)) for s in scores]
-                    curves[f"{label} {name}: {kind}"] = (np.arange(1, len(layers) + 1) / len(layers),
-                                                         [est.value for est in estimates],
-                                                         [(est.hi - est.lo) / 2 if est.has_interval else 0 for est in estimates])
+                if all(s is not None for s in scores):  # every fold's accuracy (%) at each layer
+                    ours[f"{label} {name}: {kind}"] = (np.arange(1, len(layers) + 1) / len(layers),
+                                                       [100 * np.asarray(s) for s in scores])
     for name in names:
         for kind in e.classifiers:
             points = [(layer / ZFNET_DEPTH, *TABLE7[kind, layer][TABLE7_COLUMN[name]]) for k, layer in TABLE7
                       if k == kind and name in TABLE7_COLUMN]
             if points:
-                curves[f"paper (ZFNet) {name}: {kind}"] = tuple(np.asarray(points).T)
-    out.figure(accuracy_vs_depth(curves, f"Accuracy vs depth: {cfg.model.name} features ({weights}); ours: 95 % "
-                                 "interval over folds, paper: std"), "accuracy_vs_depth")
+                paper[f"paper (ZFNet) {name}: {kind}"] = tuple(np.asarray(points).T)
+    out.figure(accuracy_vs_depth(ours, paper, f"Accuracy vs depth: {cfg.model.name} features ({weights}); ours: "
+                                 "each fold a dot, mean with its 95 % t interval over folds; paper: std"),
+               "accuracy_vs_depth")
     metrics = {f"{name}_{layer}_{kind}": round(100 * float(np.mean(s)), 2) for (name, layer, kind), s in results["trained"].items()}
     metrics.update({f"control_{name}_{layer}_{kind}": round(100 * float(np.mean(s)), 2)
                     for (name, layer, kind), s in results["control"].items()})

@@ -18,7 +18,7 @@ from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import figure_note, gate_rows, training_gate
-from cnnvis.plotting.training import ablation_bars, training_curves
+from cnnvis.plotting.training import ablation_bars, seed_training_curves
 from cnnvis.stats import t_mean
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
@@ -68,7 +68,7 @@ def main(cfg, out, record):
                          "train_top1_err": 100 * (1 - history.iloc[-1].train_top1),
                          "test_top1_err": 100 * (1 - test["top1"]), "test_top5_err": 100 * (1 - test["top5"]),
                          "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
-            histories[f"{variant} s{seed}"] = history
+            histories.setdefault(variant, []).append(history)
     runs = pd.DataFrame(rows)
     gate = gate_rows(runs, "{variant} seed {seed}")
     runs["test_top1_err_change"] = runs.test_top1_err - runs.seed.map(
@@ -94,10 +94,11 @@ def main(cfg, out, record):
     base_err = t_mean(runs[runs.variant == "base"].test_top1_err)
     out.claims(with_control(table3_claims(changes, base_err, gate), None, NO_CONTROL), "claims",
                title="ZF Table 3: the paper's claims, decided over seeds", notes=scale + RULE_CHANGE)
-    out.figure(ablation_bars(list(table.variant), list(means[table.variant]), list(table.paper_val_top1_err_change),
+    out.figure(ablation_bars(list(table.variant), [changes[v] for v in table.variant],
+                             list(table.paper_val_top1_err_change),
                              "Change in top-1 error from the base model (percentage points; ours: test split, mean "
                              f"over seeds){figure_note(gate)}", "top-1 error change (points)"), "table3_changes")
-    out.figure(training_curves(histories, f"Training curves of the Table 3 variants{figure_note(gate)}"), "curves")
+    out.figure(seed_training_curves(histories, f"Training curves of the Table 3 variants{figure_note(gate)}"), "curves")
     mean_err = runs.groupby("variant", sort=False).test_top1_err.mean()
     return {"trained_enough": int(gate.passed), "spearman_test_top1_change": rho, "base_test_top1_err": float(mean_err["base"]),
             **{f"{v}_test_top1_err": float(err) for v, err in mean_err.items()}}

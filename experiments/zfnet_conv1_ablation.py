@@ -22,7 +22,7 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate, write_gate
 from cnnvis.hooks import activations
-from cnnvis.plotting.training import filter_grids, projection_rows, training_curves
+from cnnvis.plotting.training import filter_grids, projection_rows, seed_training_curves
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
@@ -109,7 +109,7 @@ def main(cfg, out, record):
                          "train_top1": last.train_top1,
                          **{k: v for k, v in m.items() if k not in ("projections", "structure")},
                          "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
-            histories[f"{CONV1_LABELS[arm]} s{seed}"] = history
+            histories.setdefault(CONV1_LABELS[arm], []).append(history)
             folders[CONV1_LABELS[arm], seed] = (ckpt, gate)
             if seed == seeds[0]:
                 conv = first_conv(model)
@@ -150,7 +150,7 @@ def main(cfg, out, record):
     out.figure(projection_rows(projections, "conv2 features: deconvnet projections of the most active conv2 channels, "
                                f"each from its strongest held-out image (Fig. 6 (d)/(e)){figure_note(both)}"),
                "conv2_projections")
-    out.figure(training_curves(histories, f"Training curves ({scale}){figure_note(trained)}"), "curves")
+    out.figure(seed_training_curves(histories, f"Training curves ({scale}){figure_note(trained)}"), "curves")
     result = {"trained_enough": int(both.passed)}
     for r in summary.itertuples(index=False):
         key = "alexnet" if r.arm.startswith("AlexNet") else "zfnet"

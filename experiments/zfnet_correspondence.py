@@ -30,7 +30,7 @@ from cnnvis.correspondence import (PAPER_LAYER5, PAPER_LAYER7, PARTS, layer5_cla
 from cnnvis.data import decode_to_cache, index_dataset
 from cnnvis.from_config import model_from_config
 from cnnvis.models import CNN, IMAGENET_MEAN, build_model, resolve_layers
-from cnnvis.plotting.correspondence import parts_figure
+from cnnvis.plotting.correspondence import parts_figure, table1_figure
 from cnnvis.stats import bootstrap_mean
 
 
@@ -97,6 +97,10 @@ def main(cfg, out, record):
     out.table(summary_table(scores, e.layers, "delta", paper=True), "table1_correspondence",
               title="Table 1: correspondence of dog parts (Δ, lower = more consistent)",
               notes=method + " Command: `python run.py experiment=zfnet_correspondence`.")
+    out.figure(table1_figure(scores, {"layer 5": e.layers[1], "layer 7": e.layers[2]},
+                             {"layer 5": PAPER_LAYER5, "layer 7": PAPER_LAYER7},
+                             f"ZF Table 1: consistency of each masked part across {len(idx)} dogs, {cfg.model.name} "
+                             f"({model.weights_source})"), "table1_correspondence")
     table1 = lambda s: [layer5_claim(s, e.layers[1]), layer7_claim(s, e.layers[2], e.margin)]
     out.claims(with_control(table1(scores), table1(control_scores)), "claims",
                title="Table 1: the paper's claims beside ours", notes=claims_notes(method, e, len(idx)))

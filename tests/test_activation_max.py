@@ -98,13 +98,21 @@ def test_blur_lowers_high_frequency_energy():
     assert high_frequency_energy(blurred.images) < 0.5 * high_frequency_energy(plain.images)
 
 
-def test_decay_and_clipping_regularizers_do_what_they_say():
+def test_decay_shrinks_the_image_towards_the_mean_by_its_scheduled_share_each_step():
+    # a unit blind to its input: no gradient, so each step only the decay acts, scaled as the step is (lr's schedule)
+    torch.manual_seed(4)
+    start = (0.5 + 0.2 * torch.randn(1, 3, SIZE, SIZE)).clamp(0, 1)
+    steps = 6
+    result = maximize(linear_net(torch.zeros(1, 3, SIZE, SIZE)), class_logit([0]), size=SIZE, steps=steps,
+                      reg=Regularization(decay=0.3), init=start)
+    schedule = 1 - 0.9 * torch.arange(steps) / (steps - 1)
+    torch.testing.assert_close(result.images - 0.5, (start - 0.5) * torch.prod(1 - 0.3 * schedule))
+
+
+def test_clipping_regularizers_do_what_they_say():
     torch.manual_seed(4)
     model = tiny_convnet()
     kw = dict(size=24, steps=10, lr=0.1, init_std=0.2)
-    plain = maximize(model, channel("conv2", [0, 2]), **kw)
-    decayed = maximize(model, channel("conv2", [0, 2]), reg=Regularization(decay=0.3), **kw)
-    assert (decayed.images - 0.5).norm() < 0.5 * (plain.images - 0.5).norm()
     for reg in (Regularization(norm_pct=60), Regularization(contrib_pct=60)):
         clipped = maximize(model, channel("conv2", [0, 2]), reg=reg, **kw)
         at_mean = (clipped.images == 0.5).all(1).flatten(1).float().mean(1)
@@ -219,3 +227,11 @@ def test_one_models_units_and_classes_sit_beside_their_real_image_maxima():
     assert set(pd.DataFrame(rows)["parametrization"]) == {"lucid_pixel", "lucid"}
     assert list(panels) == ["conv2\nlucid_pixel", "conv2\nlucid", "classes\nlucid_pixel", "classes\nlucid"]
     assert list(diversity_panels) == ["conv2[1]", "conv2[2]"] and len(diversity_panels["conv2[1]"][0]) == 2
+
+
+@pytest.mark.parametrize("preset", ["yosinski2", "yosinski4"])
+def test_yosinskis_settings_2_and_4_leave_a_visible_unsaturated_image(preset):
+    # setting 2's decay of 0.3 a step, held fixed while the step shrank tenfold, faded its images to grey (std 0.05)
+    x = maximize(tiny_convnet(), class_logit([0, 1]), size=32, steps=100, lr=0.15, reg=PRESETS[preset]).images
+    assert (x.std((1, 2, 3)) > 0.1).all()
+    assert ((x <= 0) | (x >= 1)).float().mean() < 0.5

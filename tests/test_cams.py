@@ -277,6 +277,8 @@ def test_cam_methods_end_to_end(tmp_path):
     out = tmp_path / "cam_methods"
     for name in ("imagenet", "caltech101"):
         assert (out / f"{name}_grid.png").stat().st_size > 1000
+    for figure in ("imagenet_class_pair", "imagenet_cam_top5"):  # Grad-CAM Fig. 1, CAM Fig. 4
+        assert (out / f"{figure}.png").stat().st_size > 1000
         table = pd.read_csv(out / f"{name}_metrics.csv")
         assert list(table["method"])[:4] == ["cam", "gradcam", "guided_backprop", "layercam_fused"]
         assert "baseline: centre point" in set(table["method"])
@@ -352,3 +354,14 @@ def test_build_method_takes_each_method_by_its_experiment_name(relu_net):
             else:
                 assert isinstance(method, cams.METHODS[name])
             assert method.batch_size == (2 if name == "scorecam" else 3)
+
+
+def test_maps_for_classes_explain_one_image_for_each_class_as_one_call_per_class_would(lite0, images):
+    from cnnvis.cams import GradCAM, maps_for_classes
+
+    found = maps_for_classes(lite0, images[0], TARGETS, ["gradcam", "guided_gradcam"], "head")
+    assert found["gradcam"].shape == (2, SIZE, SIZE) and found["guided_gradcam"].shape == (2, 3, SIZE, SIZE)
+    with GradCAM(lite0, "head") as gradcam:
+        for k, target in enumerate(TARGETS):
+            torch.testing.assert_close(found["gradcam"][k], gradcam.attribute(images[:1], target)[0])
+    assert not torch.allclose(found["gradcam"][0], found["gradcam"][1])  # the two classes' maps differ

@@ -176,7 +176,7 @@ def test_zfnet_correspondence_end_to_end(tmp_path):
     assert (out / "claims_evidence.npz").is_file()
     changed = pd.read_csv(out / "table1_changed_features.csv")
     assert list(changed.occluded) == list(table.occluded) and {"stage4", "head", "pool"} <= set(changed.columns)
-    assert (out / "masked_parts.png").is_file()
+    assert (out / "masked_parts.png").is_file() and (out / "table1_correspondence.png").is_file()  # Table 1 plotted
 
 
 def test_zfnet_correspondence_rejects_unknown_images(tmp_path):

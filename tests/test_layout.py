@@ -108,3 +108,51 @@ def test_grids_of_images_leave_room_for_a_title_of_several_lines():
     assert layout_problems(filter_grids(weights, title)) == []
     rows = {"AlexNet conv1 11x11/4": [torch.rand(3, 20, 20)] * 6, "ZFNet conv1 7x7/2": [torch.rand(3, 20, 20)] * 6}
     assert layout_problems(projection_rows(rows, title)) == []
+
+
+def test_fig7_panel_titles_wrap_to_their_panel_and_leave_each_other_room():
+    import torch
+
+    from cnnvis.occlusion import OcclusionMaps
+    from cnnvis.plotting.occlusion import occlusion_figure
+
+    grid = torch.rand(16, 16)
+    maps = OcclusionMaps(activation=grid * 100, probability=grid, top_class=(grid * 3).long(), ys=torch.arange(16) * 12,
+                         xs=torch.arange(16) * 12, size=48, stride=12, layer="head", channel=1228, target=0,
+                         clean_activation=131.4, clean_probability=0.294, clean_top_class=0)
+    image, projection = torch.rand(3, 224, 224), torch.randn(3, 224, 224)
+    # the method label of the canonical run whose (b) and (c) titles ran into each other
+    method = "guided backprop (no max-pool switches in efficientnet_lite0)"
+    fig = occlusion_figure(image, maps, ["Afghan hound", "Border collie", "Old English sheepdog"], 0, (0.5, 0.5, 0.5),
+                           projection, [torch.randn(3, 40, 40)] * 9, method, title="a title")
+    assert layout_problems(fig) == []
+
+
+def stamps(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_each_re_initialized_cascade_panel_is_stamped_random_with_its_raw_maximum():
+    from cnnvis.plotting.sanity import cascade_grid
+
+    rng = np.random.default_rng(0)
+    trained, random = rng.random((8, 8)), 1e-4 * rng.random((8, 8))
+    fig = cascade_grid(rng.random((8, 8, 3)), {"gradient": [trained, random, random]}, ["trained", "fc", "conv5"],
+                       "cascade")
+    found = stamps(fig)
+    assert found[0] == f"raw max {trained.max():.2g}"  # the trained map: its own scale, no stamp
+    assert found[1:] == [f"random weights\nraw max {random.max():.2g}"] * 2
+    assert layout_problems(fig) == []
+
+
+def test_only_the_random_weights_models_columns_are_stamped():
+    import torch
+
+    from cnnvis.plotting.cam_beyond import MapColumn, model_grid
+
+    maps = torch.rand(2, 16, 16)
+    columns = [MapColumn("trained model", maps, ["a", "b"]), MapColumn("random model", 3 * maps, ["a", "b"],
+                                                                       random_weights=True)]
+    fig = model_grid(torch.rand(2, 3, 16, 16), columns, "title")
+    assert stamps(fig) == [f"random weights\nraw max {3 * float(m.max()):.2g}" for m in maps]
+    assert layout_problems(fig) == []

@@ -96,6 +96,32 @@ def test_every_experiment_has_a_row_in_the_readme_table():
     assert rows == set(experiment_names())
 
 
+def figure_patterns(experiment: str) -> list[str]:
+    """The names ``experiments/<experiment>.py`` passes to ``out.figure``, as regular expressions for the written
+    files: a formatted part (``f"{name}_grid"``) matches any ``<placeholder>`` the README writes for it."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse((REPO / "experiments" / f"{experiment}.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "figure" and len(node.args) > 1:
+            name = node.args[1]
+            parts = name.values if isinstance(name, ast.JoinedStr) else [name]
+            found.append("".join(re.escape(p.value) if isinstance(p, ast.Constant) and isinstance(p.value, str)
+                                 else "<[^>]+>" for p in parts) + re.escape(".png"))
+    return found
+
+
+def test_the_figures_table_lists_each_experiments_figures_and_no_other():
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*?) \|$", README.split("The figures each experiment writes")[1].split(
+        "\n\n", 2)[1], re.M))
+    assert sorted(rows) == experiment_names()
+    for experiment, cell in rows.items():
+        listed, patterns = re.findall(r"`([^`]+\.png)`", cell), figure_patterns(experiment)
+        assert patterns and listed, experiment
+        assert [p for p in patterns if not any(re.fullmatch(p, f) for f in listed)] == [], experiment
+        assert [f for f in listed if not any(re.fullmatch(p, f) for p in patterns)] == [], experiment
+
+
 def test_the_scripts_and_modules_the_readme_names_exist():
     commands = shell_commands(README) + re.findall(r"`(python [^`]+)`", README)
     scripts = {w for c in commands for w in shlex.split(c, comments=True) if w.endswith(".py")}

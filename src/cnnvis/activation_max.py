@@ -112,9 +112,9 @@ def maximize(model: nn.Module, objective: Objective, size: int = 128, steps: int
 
     Each step moves each image by ``lr`` times its gradient divided by the image's mean absolute gradient
     (so one ``lr`` suits every layer and unit; every image of the batch is independent), and the step size
-    decays linearly to a tenth of ``lr``. Then Yosinski's regularizers run in his order: decay, blur (every
-    ``blur_every`` steps), clipping of small-norm pixels, clipping of small-contribution pixels; finally the
-    clamp to [0, 1]. The start is ``mean`` plus Gaussian noise of ``init_std`` (or ``init``).
+    decays linearly to a tenth of ``lr``. Then Yosinski's regularizers run in his order: decay (scaled by the same
+    schedule as the step), blur (every ``blur_every`` steps), clipping of small-norm pixels, clipping of
+    small-contribution pixels; finally the clamp to [0, 1]. The start is ``mean`` plus Gaussian noise of ``init_std`` (or ``init``).
     """
     device = next(model.parameters()).device
     if model.training:
@@ -139,10 +139,10 @@ def maximize(model: nn.Module, objective: Objective, size: int = 128, steps: int
         history.append(values.detach())
         grad = grad_obj - 2 * reg.l2 * (x - m) if reg.l2 else grad_obj
         scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        step_lr = lr * (1 - 0.9 * step / max(steps - 1, 1))
-        centered = x + step_lr * grad / scale - m
-        if reg.decay:
-            centered = centered * (1 - reg.decay)
+        schedule = 1 - 0.9 * step / max(steps - 1, 1)
+        centered = x + lr * schedule * grad / scale - m
+        if reg.decay:  # shrinks with the step: Yosinski's lr was constant, so decay / step stays as in his runs
+            centered = centered * (1 - reg.decay * schedule)
         if reg.blur_every and (step + 1) % reg.blur_every == 0:
             centered = gaussian_blur(centered, reg.blur_sigma)
         if reg.norm_pct:
@@ -353,7 +353,9 @@ its class; rate over the classes: {', '.join(f'{k} {v}' for k, v in hits.items()
 
 Method: gradient ascent in pixel space, each image starting at the dataset's mean colour plus noise (std 0.02),
 each step lr * gradient / mean|gradient| of that image (lr {lr} decaying linearly to a tenth), then Yosinski's
-regularizers around the mean colour, then a clamp to [0, 1] (the models' valid input). Regularization: preset
+regularizers around the mean colour (the decay shrinking with the step, so decay / step stays as in his constant-lr
+runs: with a fixed decay the image faded tenfold as the step shrank), then a clamp to [0, 1] (the models' valid
+input). The multiplicative decay and the percentile clips do not depend on the input's range or scale. Regularization: preset
 `{preset}` = {reg}. {size} px, {steps} steps, one batch element per unit.
 
 Papers: Erhan 2009, Simonyan 2013 and Yosinski 2015 publish no numbers for this (their results are figures:

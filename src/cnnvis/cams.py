@@ -511,3 +511,15 @@ def build_method(name: str, model: nn.Module, layer: str, layercam_layers: list[
 def as_map(attribution: torch.Tensor) -> torch.Tensor:
     """An (N, H, W) saliency map from any method's output: input-space signals by max_c |.| (Simonyan)."""
     return attribution.abs().amax(1) if attribution.ndim == 4 else attribution
+
+
+def maps_for_classes(model: nn.Module, image: torch.Tensor, classes, methods, layer: str, batch_size: int = 16) -> dict:
+    """One (3, H, W) image explained for each of ``classes`` (Grad-CAM Fig. 1's class-discriminative pair, CAM Fig. 4's
+    top-5): {method name (``METHODS``): its attributions, one per class, stacked}."""
+    x = image[None].expand(len(classes), *image.shape).contiguous()
+    target = torch.as_tensor(list(classes), device=x.device)
+    found = {}
+    for name in methods:
+        with make_method(name, model, layer, batch_size=batch_size) as method:
+            found[name] = method.attribute(x, target).detach()
+    return found

@@ -365,12 +365,13 @@ def with_paper(rows: list[dict], name: str, settings) -> pd.DataFrame:
 
 
 def curves_of(per_fold: pd.DataFrame, name: str) -> dict:
-    """{'ours: <backbone> <method>': [(images per class, mean %, std %)]} of ``name``'s folds, for the figure."""
+    """{'ours: <backbone> <method>': [(images per class, every fold's accuracy %)]} of ``name``'s folds, for the
+    figure (which draws each fold and the interval over folds)."""
     curves = {}
     if len(per_fold):
         for (method, backbone), g in per_fold[per_fold.dataset == name].groupby(["method", "backbone"]):
-            stats = g.groupby("train_per_class").accuracy.agg(["mean", lambda a: a.std(ddof=1) if len(a) > 1 else 0.0])
-            curves[f"ours: {backbone} {method}"] = [(n, 100 * m, 100 * s) for n, (m, s) in stats.iterrows()]
+            curves[f"ours: {backbone} {method}"] = [(n, 100 * folds.accuracy.to_numpy())
+                                                    for n, folds in g.groupby("train_per_class")]
     return curves
 
 

@@ -7,8 +7,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
 
+import textwrap  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from cnnvis.stats import t_mean  # noqa: E402
+
+CHAR_WIDTH_EM = 0.6  # a generous average character width of the default sans-serif font, in ems
 
 
 def to_image(x) -> np.ndarray:
@@ -42,3 +48,60 @@ def legend_outside(ax, handles=None, labels=None, fontsize: int = 7, **kwargs):
         handles, labels = ax.get_legend_handles_labels()
     return ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
                      frameon=False, fontsize=fontsize, **kwargs)
+
+
+def wrap_to_axes(ax, text: str, fontsize: float) -> str:
+    """``text`` with each of its lines wrapped to the width of ``ax`` at ``fontsize`` (a long panel title would
+    otherwise run into its neighbours' titles)."""
+    inches = ax.get_position().width * ax.figure.get_figwidth()
+    chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
+RANDOM_WEIGHTS = "random weights"  # the stamp on a map of a network with random weights
+
+
+def stamp(ax, text: str, fontsize: float = 6):
+    """A note in the lower left corner of an image panel, white on a dark box (readable over any map)."""
+    return ax.text(0.03, 0.03, text, transform=ax.transAxes, fontsize=fontsize, color="white", ha="left", va="bottom",
+                   bbox=dict(facecolor="black", alpha=0.6, pad=1, lw=0))
+
+
+def stamp_random_weights(ax, raw_max: float, fontsize: float = 6):
+    """Stamp a panel that shows a map of a random-weights network with the map's largest value before it was scaled
+    for display: min-max scaling makes any map look like attention, the raw maximum shows how strong it is."""
+    return stamp(ax, f"{RANDOM_WEIGHTS}\nraw max {raw_max:.2g}", fontsize)
+
+
+def t_errors(samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group of ``samples`` (one list of seeds' or folds' values each): the mean and the distances from it down
+    and up to its 95 % t interval (0 where a group has one value: no interval)."""
+    estimates = [t_mean(s) for s in samples]
+    mean = np.array([e.value for e in estimates])
+    lo = np.array([e.value - e.lo if e.has_interval else 0.0 for e in estimates])
+    hi = np.array([e.hi - e.value if e.has_interval else 0.0 for e in estimates])
+    return mean, lo, hi
+
+
+def samples_with_interval(ax, x, samples, label: str, fmt: str = "-o", color=None):
+    """Each group's samples (seeds, folds) as small dots at its ``x``, and their mean with its 95 % t interval as an
+    error bar, the means joined by ``fmt``'s line."""
+    x = np.asarray(x, dtype=float)
+    mean, lo, hi = t_errors(samples)
+    bars = ax.errorbar(x, mean, yerr=[lo, hi], fmt=fmt, capsize=3, color=color, label=label)
+    color = bars.lines[0].get_color()
+    for xi, s in zip(x, samples):
+        s = np.asarray(s, dtype=float)
+        ax.scatter(np.full(len(s), xi), s, s=10, color=color, alpha=0.45, linewidths=0, zorder=3)
+    return bars
+
+
+def samples_with_band(ax, x, samples, label: str, fmt: str = "-o", color=None):
+    """As ``samples_with_interval`` with the interval drawn as a light band, for curves of many points (error bars
+    of a few seeds' wide t intervals would bury the lines)."""
+    mean, lo, hi = t_errors(samples)
+    (line,) = ax.plot(x, mean, fmt, color=color, label=label, markersize=3)
+    ax.fill_between(x, mean - lo, mean + hi, color=line.get_color(), alpha=0.12, linewidth=0)
+    for xi, s in zip(x, samples):
+        ax.scatter(np.full(len(s), xi), s, s=8, color=line.get_color(), alpha=0.45, linewidths=0, zorder=3)
+    return line

@@ -16,7 +16,8 @@ from cnnvis.plotting import grid_shape, to_image
 def unit_grid(rows: dict, title: str):
     """``rows`` maps a layer name to (images (n, 3, H, W), captions); one figure row per layer."""
     n_cols = max(len(images) for images, _ in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.7 * n_cols, 1.95 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.7 * n_cols, 1.95 * len(rows) + 0.4), squeeze=False,
+                             layout="constrained")  # room for the captions under a suptitle of several lines
     for r, (layer, (images, captions)) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -29,21 +30,20 @@ def unit_grid(rows: dict, title: str):
                 ax.axis("off")
         axes[r, 0].set_ylabel(layer, fontsize=10)
     fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
-    fig.tight_layout()
     return fig
 
 
 def class_grid(images, captions: list[str], title: str, cols: int | None = None):
     """One optimized image per class; captions say the class, the model's top-1 on it and the score."""
     n_rows, n_cols = grid_shape(len(images), cols or min(len(images), 6))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.0 * n_cols, 2.5 * n_rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.0 * n_cols, 2.5 * n_rows + 0.4), squeeze=False,
+                             layout="constrained")  # room for the three-line captions under a suptitle of several lines
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
             ax.imshow(to_image(images[i]))
             ax.set_title(captions[i], fontsize=7)
     fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
-    fig.tight_layout()
     return fig
 
 

@@ -11,19 +11,21 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
 
-from cnnvis.plotting import rescale, to_image
+from cnnvis.plotting import rescale, stamp_random_weights, to_image
 
 
 @dataclass
 class MapColumn:
     """One model's column: its title, a map per image (N, H, W), a caption per image (the target explained),
-    and optionally a box (x0, y0, x1, y1) or a boolean (H, W) mask per image (None where an image has none)."""
+    and optionally a box (x0, y0, x1, y1) or a boolean (H, W) mask per image (None where an image has none);
+    ``random_weights``: the model has random weights (each panel is stamped so, with its map's raw maximum)."""
 
     title: str
     maps: torch.Tensor
     captions: list[str]
     boxes: Optional[list] = None
     masks: Optional[list] = None
+    random_weights: bool = False
 
 
 def model_grid(images: torch.Tensor, columns: list[MapColumn], title: str, image_captions=None, cmap: str = "jet"):
@@ -48,6 +50,8 @@ def model_grid(images: torch.Tensor, columns: list[MapColumn], title: str, image
             if column.masks is not None and column.masks[i] is not None and column.masks[i].any():
                 ax.contour(column.masks[i].cpu().numpy().astype(float), levels=[0.5], colors="white",
                            linewidths=0.8)
+            if column.random_weights:
+                stamp_random_weights(ax, float(column.maps[i].max()))
             caption = column.captions[i]
             ax.set_title(f"{wrapped(column.title, 34)}\n{caption}" if i == 0 else caption, fontsize=6.5)
         for ax in axes[i]:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
+from cnnvis.cams import maps_for_classes
 from cnnvis.plotting import legend_outside, rescale, to_image
 
 
@@ -20,7 +21,8 @@ def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], tit
     on the image; (N, 3, H, W) signals are drawn as pictures. ``boxes``: ground truth (green); ``predicted_boxes``
     {method: (N, 4)}: the box the localization rule draws from that method's map (red)."""
     n, cols = len(images), len(attributions) + 1
-    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False,
+                             layout="constrained")  # room for column titles of several lines under the suptitle
     heat = None
     for i in range(n):
         img = to_image(images[i])
@@ -65,3 +67,48 @@ def curves_figure(curves: dict[str, dict[str, np.ndarray]], title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def class_maps_row(image: torch.Tensor, maps: torch.Tensor, captions: list[str], title: str, cmap: str = "jet"):
+    """CAM Fig. 4's layout: the image, then its map for each of several classes (``maps`` (k, H, W), each min-max
+    scaled and overlaid), the class and its probability above each."""
+    k = len(maps)
+    fig, axes = plt.subplots(1, k + 1, figsize=(1.9 * (k + 1) + 0.6, 2.6), squeeze=False, layout="constrained")
+    img = to_image(image)
+    axes[0, 0].imshow(img)
+    axes[0, 0].set_title("image", fontsize=8)
+    heat = None
+    for ax, m, caption in zip(axes[0, 1:], maps, captions):
+        ax.imshow(img)
+        heat = ax.imshow(rescale(m.cpu().numpy()), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(caption, fontsize=7)
+    for ax in axes[0]:
+        ax.axis("off")
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="map (min-max scaled)")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def class_figures(model, x: torch.Tensor, logits: torch.Tensor, names: list[str], methods, layer: str,
+                  batch_size: int) -> tuple:
+    """Grad-CAM Fig. 1 (Grad-CAM and guided Grad-CAM of an image's two most probable classes) and CAM Fig. 4 (its maps
+    of the five most probable), on the image of ``x`` whose second class is the most probable (two objects, likely):
+    the two figures, each None when ``methods`` lacks what it shows."""
+    top = logits.softmax(1).topk(min(5, logits.shape[1]), dim=1)
+    i = int(top.values[:, 1].argmax())
+    classes = top.indices[i].tolist()
+    captions = [f"{names[c].split(',')[0][:18]} (p = {p:.2f})" for c, p in zip(classes, top.values[i].tolist())]
+    maps = maps_for_classes(model, x[i], classes, [m for m in ("cam", "gradcam", "guided_gradcam") if m in methods],
+                            layer, batch_size)
+    pair_fig = top5_fig = None
+    pair = {m: maps[m][:2] for m in ("gradcam", "guided_gradcam") if m in maps}
+    if pair:  # the same image in both rows, each row one class
+        pair_fig = method_grid(
+            x[i].expand(2, -1, -1, -1), pair, "Class-discriminative (Grad-CAM Fig. 1): the image's two most probable "
+            "classes", captions[:2])
+    if "cam" in maps:
+        top5_fig = class_maps_row(
+            x[i], maps["cam"], captions, f"CAM of the image's {len(classes)} most probable classes (Zhou et al. 2016 "
+            "Fig. 4)")
+    return pair_fig, top5_fig

@@ -75,7 +75,7 @@ def unit_rows_figure(rows: list[dict], title: str):
             ax.axis("off")
             if j < len(row["patches"]):
                 ax.imshow(to_image(row["patches"][j]))
-                ax.set_title(f"{row['values'][j]:.2g} {row['labels'][j][:10]}", fontsize=5.5)
+                ax.set_title(f"{row['values'][j]:.2g} {row['labels'][j][:10]}", fontsize=6)
         axes[r, 0].text(-0.08, 0.5, f"unit {row['unit']}", transform=axes[r, 0].transAxes, fontsize=8,
                         ha="right", va="center", rotation=90)
     fig.suptitle(title, fontsize=10)

@@ -8,9 +8,10 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch, Rectangle
 
-from cnnvis.plotting import to_image
+from cnnvis.plotting import to_image, wrap_to_axes
 
 LEGEND_CLASSES = 7  # panel (e) names the most frequent classes; the rest share one colour
+TITLE_POINTS = 9  # the panels' titles, wrapped to their panel's width
 
 
 def _map_extent(maps) -> list[float]:
@@ -40,6 +41,10 @@ def montage(projection: np.ndarray, tiles: list[np.ndarray], side: int = 224, co
     return np.concatenate([projection, gap, grid], axis=1)
 
 
+def _title(ax, text: str):
+    ax.set_title(wrap_to_axes(ax, text, TITLE_POINTS), fontsize=TITLE_POINTS)
+
+
 def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_label: int, fill,
                      projection: torch.Tensor | None = None, others: list[torch.Tensor] | None = None,
                      method: str = "deconvnet", title: str = ""):
@@ -57,14 +62,13 @@ def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_lab
     y0, x0 = int(maps.ys[row]), int(maps.xs[col])
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), maps.size, maps.size, facecolor=np.asarray(fill, dtype=float),
                            edgecolor="white", linewidth=1))
-    ax.set_title(f"(a) input: {class_names[true_label]}\n{maps.size}-px occluder, stride {maps.stride}", fontsize=9)
+    _title(ax, f"(a) input: {class_names[true_label]}\n{maps.size}-px occluder, stride {maps.stride}")
 
     ax = axes[1]
     if maps.activation is not None:
         im = ax.imshow(maps.activation.numpy(), cmap="jet", extent=extent, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-        ax.set_title(f"(b) total activation, {maps.layer} map {maps.channel}\n(unoccluded: {maps.clean_activation:.4g})",
-                     fontsize=9)
+        _title(ax, f"(b) total activation, {maps.layer} map {maps.channel}\n(unoccluded: {maps.clean_activation:.4g})")
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
 
@@ -73,8 +77,8 @@ def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_lab
         others = others or []
         proj = projection_image(projection)
         ax.imshow(montage(proj, [projection_image(p) for p in others], side=proj.shape[0]))
-        ax.set_title(f"(c) {maps.layer} map {maps.channel}, {method}: its strongest activation here\n"
-                     f"| in the {len(others)} other images it excites most", fontsize=9)
+        _title(ax, f"(c) {maps.layer} map {maps.channel}, {method}: its strongest activation here\n"
+                   f"| in the {len(others)} other images it excites most")
     else:
         ax.text(0.5, 0.5, "no projection", ha="center", va="center")
     ax.axis("off")
@@ -82,7 +86,7 @@ def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_lab
     ax = axes[3]
     im = ax.imshow(maps.probability.numpy(), cmap="jet", extent=extent, interpolation="nearest", vmin=0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    ax.set_title(f"(d) p({class_names[maps.target]})\n(unoccluded: {maps.clean_probability:.3f})", fontsize=9)
+    _title(ax, f"(d) p({class_names[maps.target]})\n(unoccluded: {maps.clean_probability:.3f})")
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
 
@@ -103,7 +107,7 @@ def occlusion_figure(image: torch.Tensor, maps, class_names: list[str], true_lab
     if len(order) > len(shown):
         handles.append(Patch(color=colors[-1], label=f"{len(order) - len(shown)} other classes"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
-    ax.set_title("(e) most probable class", fontsize=9)
+    _title(ax, "(e) most probable class")
     for ax in (axes[0], axes[1], axes[3], axes[4]):
         ax.set_xticks([])
         ax.set_yticks([])

@@ -4,13 +4,14 @@ the map after each cumulative re-initialization) and Fig. 4's similarity curves 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnnvis.plotting import legend_outside, rescale, to_image
+from cnnvis.plotting import legend_outside, rescale, stamp, stamp_random_weights, to_image
 from cnnvis.stats import bootstrap_mean
 
 
 def cascade_grid(image, maps: dict[str, list[np.ndarray]], columns: list[str], title: str):
     """``maps``: {method: [(H, W) absolute map per column]}; the first column is the trained model, the others the
-    cascade steps named in ``columns`` (each map min-max scaled on its own, as the paper shows them)."""
+    cascade steps named in ``columns`` (each map min-max scaled on its own, as the paper shows them; each re-initialized
+    step is stamped "random weights" with its raw maximum, the trained map with its own for comparison)."""
     rows, cols = len(maps), len(columns) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.6, 1.15 * rows + 0.6), squeeze=False)
     for r, (method, per_step) in enumerate(maps.items()):
@@ -18,6 +19,10 @@ def cascade_grid(image, maps: dict[str, list[np.ndarray]], columns: list[str], t
         axes[r, 0].set_ylabel(method, fontsize=7, rotation=0, ha="right", va="center")
         for c, m in enumerate(per_step, start=1):
             heat = axes[r, c].imshow(rescale(m), cmap="gray", vmin=0, vmax=1)
+            if c == 1:
+                stamp(axes[r, c], f"raw max {np.max(m):.2g}")
+            else:
+                stamp_random_weights(axes[r, c], float(np.max(m)))
         for c in range(cols):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])

@@ -4,8 +4,9 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from cnnvis.plotting import legend_outside, rescale
+from cnnvis.plotting import legend_outside, rescale, samples_with_band, t_errors
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -27,6 +28,31 @@ def training_curves(histories: dict, title: str):
     return fig
 
 
+def seed_training_curves(histories: dict, title: str):
+    """``histories``: {label: [one DataFrame (epoch, train/val loss and top-1) per seed]}. Per label and epoch, each
+    seed's value as a dot and the mean over seeds with its 95 % t interval (a band); validation solid, train dashed.
+    The loss axis spans the seeds' values: two seeds' t interval is twelve standard errors wide."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")  # room for a 2-line title
+    losses = pd.concat([pd.concat(runs) for runs in histories.values()])[["train_loss", "val_loss"]].to_numpy()
+    for i, (label, runs) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        for split, fmt in (("val", "-o"), ("train", "--o")):
+            for ax, metric in ((ax_loss, "loss"), (ax_acc, "top1")):
+                by_epoch = pd.concat(runs).groupby("epoch")[f"{split}_{metric}"]
+                epochs = list(by_epoch.groups)
+                samples_with_band(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs],
+                                  f"{label} {split} ({len(runs)} seeds)", fmt, color)
+    low, high = np.nanmin(losses), np.nanmax(losses)
+    ax_loss.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
+    legend_outside(ax_acc, *ax_loss.get_legend_handles_labels(), ncol=1 + len(histories) // 6)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}\neach seed a dot, mean over seeds with its 95 % t interval (band)")
+    return fig
+
+
 def filter_grids(weights: dict, title: str, cols: int | None = None):
     """One RGB filter mosaic per run, side by side (Fig. 6 (b) and (c))."""
     fig, axes = plt.subplots(1, len(weights), figsize=(4.5 * len(weights), 5), squeeze=False,
@@ -44,8 +70,8 @@ def evolution_grid(projections: dict, epochs: list, title: str):
     channel's strongest activation over the held-out set at that epoch (min-max scaled per tile)."""
     rows = list(projections)
     width, height = 1.1 * len(epochs) + 0.5, 1.1 * len(rows) + 1.2
-    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=0.4 / width, right=0.99, bottom=0.1 / height, top=1 - 1.0 / height)
+    fig, axes = plt.subplots(len(rows), len(epochs), figsize=(width, height), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     for r, key in enumerate(rows):
         for c, epoch in enumerate(epochs):
             ax = axes[r, c]
@@ -59,17 +85,27 @@ def evolution_grid(projections: dict, epochs: list, title: str):
             if c == 0:
                 ax.set_ylabel(f"{key[0]}[{key[1]}]", fontsize=7)
     fig.suptitle(textwrap.fill(title, 12 * len(epochs) + 20), fontsize=8)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
 
 
 def ablation_bars(labels: list, ours: list, paper: list, title: str, ylabel: str):
-    """Our number and the paper's per variant, side by side."""
+    """Per variant, our mean over seeds (bar) with its 95 % t interval and each seed's value (dots), beside the
+    paper's number; ``ours``: one array of per-seed values per label. The axis spans the seeds' and the paper's
+    values: a wider interval (two seeds' is twelve standard errors wide) runs off it."""
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4))
     x = np.arange(len(labels))
-    ax.bar(x - 0.2, ours, 0.4, label="ours (Caltech-101, CPU budget)")
-    ax.bar(x + 0.2, [np.nan if p is None else p for p in paper], 0.4, label="paper (ImageNet)")
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    mean, lo, hi = t_errors(ours)
+    ax.bar(x - 0.2, mean, 0.4, label="ours (Caltech-101, CPU budget): mean over seeds (dots), 95 % t interval")
+    ax.errorbar(x - 0.2, mean, yerr=[lo, hi], fmt="none", ecolor="k", capsize=3)
+    for xi, seeds in zip(x - 0.2, ours):
+        ax.scatter(np.full(len(seeds), xi), seeds, s=12, color="k", alpha=0.6, linewidths=0, zorder=3)
+    theirs = [np.nan if p is None else p for p in paper]
+    ax.bar(x + 0.2, theirs, 0.4, label="paper (ImageNet)")
+    shown = np.concatenate([np.concatenate(ours), theirs, [0.0]])
+    low, high = np.nanmin(shown), np.nanmax(shown)
+    ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.set_xticks(x, labels, rotation=90, fontsize=8)  # upright: long variant names would overlap at a slant
     ax.set(ylabel=ylabel, title=title)
     legend_outside(ax, fontsize=8)
     ax.grid(axis="y", alpha=0.3)

@@ -3,26 +3,35 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnnvis.plotting import legend_outside
+from cnnvis.plotting import legend_outside, samples_with_interval, wrap_to_axes
+
+TITLE_POINTS = 10  # Table 7's title, wrapped to its panel
 
 
 def accuracy_vs_train_size(curves: dict, paper: dict, title: str):
-    """``curves``/``paper``: {dataset: {label: [(images per class, mean %, std %), ...]}}; one panel per dataset,
-    ours solid with error bars, the paper's dashed."""
+    """``curves``: {dataset: {label: [(images per class, every fold's accuracy %), ...]}}, ours: each fold a dot, the
+    mean with its 95 % t interval over folds; ``paper``: {dataset: {label: [(images per class, mean %, std %)]}},
+    dashed with its std. One panel per dataset."""
     names = list(curves)
+    labels = dict.fromkeys(label for source in (curves, paper) for per in source.values() for label in per)
+    color = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per label in every panel
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for style, source in (("-o", curves[name]), ("--s", paper.get(name, {}))):
-            for label, points in source.items():
-                if points:
-                    n, mean, std = np.asarray(points, dtype=float).T
-                    ax.errorbar(n, mean, yerr=std, fmt=style, capsize=3, label=label)
+        for label, points in curves[name].items():
+            if points:
+                samples_with_interval(ax, [n for n, _ in points], [values for _, values in points], label,
+                                      color=color[label])
+        for label, points in paper.get(name, {}).items():
+            if points:
+                n, mean, std = np.asarray(points, dtype=float).T
+                ax.errorbar(n, mean, yerr=std, fmt="--s", capsize=3, label=label, color=color[label])
         if not any(curves[name].values()):
             ax.text(0.5, 0.5, "not run: data absent (ours)", transform=ax.transAxes, ha="center", color="grey")
         ax.set(title=name, xlabel="training images per class", ylabel="mean per-class accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
     legend_outside(axes[0, -1], *unique_entries(axes[0]))
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\nours: each fold a dot, mean with its 95 % t interval over folds; paper: mean +- std",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -36,13 +45,17 @@ def unique_entries(axes) -> tuple[list, list]:
     return list(entries.values()), list(entries)
 
 
-def accuracy_vs_depth(curves: dict, title: str):
-    """``curves``: {label: (relative depths, mean %, std %)}; the paper's labels (containing 'paper') dashed."""
+def accuracy_vs_depth(ours: dict, paper: dict, title: str):
+    """``ours``: {label: (relative depths, every fold's accuracy % at each depth)}, each fold a dot and the mean with
+    its 95 % t interval over folds; ``paper``: {label: (relative depths, mean %, std %)}, dashed with its std."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, (depth, mean, std) in curves.items():
-        ax.errorbar(depth, mean, yerr=std, fmt="--s" if "paper" in label else "-o", capsize=3, label=label)
+    for label, (depth, samples) in ours.items():
+        samples_with_interval(ax, depth, samples, label)
+    for label, (depth, mean, std) in paper.items():
+        ax.errorbar(depth, mean, yerr=std, fmt="--s", capsize=3, label=label)
     ax.set(xlabel="relative depth of the layer (layer / number of layers)", ylabel="mean per-class accuracy (%)",
-           ylim=(0, 100), xlim=(0, 1.05), title=title)
+           ylim=(0, 100), xlim=(0, 1.05))
+    ax.set_title(wrap_to_axes(ax, title, TITLE_POINTS), fontsize=TITLE_POINTS)
     ax.grid(alpha=0.3)
     legend_outside(ax)
     fig.tight_layout()
