@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnvis.config import DatasetConfig
-from cnnvis.data import (DatasetNotFoundError, ImageTensors, decode_to_cache, index_caltech101, index_dataset,
+from cnnvis.data import (DatasetNotFoundError, ImageFiles, ImageTensors, decode_to_cache, index_caltech101, index_dataset,
                          index_imagefolder, load_images, per_class_split)
 from conftest import DATA_ROOT, needs_caltech101, needs_imagenet_val
 
@@ -66,6 +66,21 @@ def test_cache_is_reused_and_invalidated_when_the_source_or_transform_changes(fo
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "cats" / "rgb.jpg")
     changed = decode_to_cache(index, 16, "crop", str(cache), num_workers=0)
     assert len(list(cache.glob("*.npy"))) == 3 and not np.array_equal(changed.images, first.images)
+
+
+def test_decoding_leaves_the_global_random_state_alone(folder, tmp_path):
+    # else a cold cache changes what a later random initialization draws (a random-weights model's maps)
+    index = index_imagefolder(folder)
+    for cache in (tmp_path / "cold", tmp_path / "cold"):  # decoded, then read back
+        state = torch.get_rng_state()
+        images = decode_to_cache(index, 16, "crop", str(cache), num_workers=0)
+        assert torch.equal(state, torch.get_rng_state())
+    state = torch.get_rng_state()
+    streamed = ImageFiles(index.name, index.paths, index.labels, index.classes, 16, "crop", num_workers=0).subset(
+        [i for i, p in enumerate(index.paths) if "broken" not in p])  # the fixture's corrupt file is an error here
+    streamed.mean_color()
+    list(streamed.batches(np.arange(len(images)), 16, 2))
+    assert torch.equal(state, torch.get_rng_state())
 
 
 def test_missing_dataset_error_names_the_path(tmp_path):

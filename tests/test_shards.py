@@ -203,7 +203,8 @@ def test_torchrun_ranks_share_the_shards_and_rank_0_merges_what_one_process_find
     """rcnn_patches' mining on the bundled sample photos: 2 CPU processes (gloo), 3 shards, vs one process."""
     common = ["experiment=rcnn_patches", "dataset=samples", "smoke=true", "threads=1", "model.pretrained=false",
               "experiment.batch_size=1"]  # shards are whole batches: 4 images make 4 batches of 1, none empty
-    one = run_py(*common, f"results_dir={tmp_path / 'one'}")
+    common.append(f"cache_dir={tmp_path / 'cache'}")  # cold: both ranks decode into it at once (the race it guards)
+    one = run_py(*common[:-1], f"results_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
     two = run_py(*common, "shards.count=3", f"shards.dir={tmp_path / 'shards'}", f"results_dir={tmp_path / 'ddp'}",

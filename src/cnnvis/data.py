@@ -343,7 +343,8 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
     sizes = np.zeros((len(index.paths), 2), dtype=np.int64)
     ok = np.zeros(len(index.paths), dtype=bool)
     skipped = []
-    loader = DataLoader(_Decode(index.paths, size, mode), batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+    loader = DataLoader(_Decode(index.paths, size, mode), batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+                        generator=torch.Generator())  # not the global RNG: a cold cache must not change later draws
     for i, array, wh, error in tqdm(loader, total=len(index.paths), desc=f"decoding {index.name}", leave=False):
         if error is not None:
             log.warning("skipping unreadable image %s (%s)", index.paths[i], error)
@@ -355,10 +356,11 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
     image_set = _image_set(index, images, meta, mode, record)  # before the cache: a set with no readable image is an error
     if cache_dir:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stem.with_name(stem.name + ".tmp.npy")
-        np.save(tmp, images)
-        os.replace(tmp, stem.with_suffix(".npy"))
-        stem.with_suffix(".json").write_text(json.dumps(meta))  # written last: marks the cache complete
+        tmp = stem.with_name(f"{stem.name}.{os.getpid()}.tmp")  # per process: torchrun ranks decode the same set at once
+        np.save(tmp.with_suffix(".npy"), images)
+        os.replace(tmp.with_suffix(".npy"), stem.with_suffix(".npy"))
+        tmp.with_suffix(".json").write_text(json.dumps(meta))
+        os.replace(tmp.with_suffix(".json"), stem.with_suffix(".json"))  # last, and whole: marks the cache complete
     return image_set
 
 
@@ -428,14 +430,15 @@ class ImageFiles:
     def batches(self, positions, size: int | None, batch_size: int):
         """(positions, float batch) for consecutive runs of ``batch_size`` of ``positions``, decoded by workers."""
         loader = DataLoader(Subset(self._squares(), list(positions)), batch_size=batch_size,
-                            num_workers=self.num_workers)
+                            num_workers=self.num_workers, generator=torch.Generator())  # leaves the global RNG alone
         for start, batch in zip(range(0, len(positions), batch_size), loader):
             yield positions[start:start + batch_size], center_crop(batch.permute(0, 3, 1, 2).float().div_(255.0), size)
 
     def mean_color(self) -> torch.Tensor:
         """The dataset's mean RGB colour in [0, 1], summed batch by batch (exact: integer sums in float64)."""
         total = np.zeros(3)
-        for batch in DataLoader(self._squares(), batch_size=64, num_workers=self.num_workers):
+        squares = DataLoader(self._squares(), batch_size=64, num_workers=self.num_workers, generator=torch.Generator())
+        for batch in squares:
             total += batch.numpy().reshape(-1, 3).sum(0, dtype=np.float64)
         return torch.from_numpy(total / (len(self) * self.side * self.side) / 255.0).float()
 
