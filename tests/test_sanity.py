@@ -12,13 +12,14 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from cnnvis.cams import InputGradient, Saliency
-from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED
+from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, claims_frame
 from cnnvis.gate import Gate
 from cnnvis.sanity import (EDGE, MEASURES, Cascade, cascade_blocks, cascading_randomization, constant_share, edge_map,
                            other_class_partners, other_class_similarity, similarities, spearman)
 from cnnvis.sanity_claims import (INSENSITIVE, MARGIN, SENSITIVE, UNDECIDED, cascade_claims, data_randomization_table,
                                   decide_finding, first_step_below, flips, fragility, fragility_table,
                                   memorization_gate, paired, sensitivity, top_layer_steps)
+from cnnvis.scoreboard import row_problems
 from cnnvis.stats import Estimate
 from cnnvis.training import ShuffledLabels
 from tests.conftest import needs_caltech101, needs_imagenet_val, run_py
@@ -214,6 +215,8 @@ def test_claims_follow_the_rule_and_a_failed_gate_makes_them_not_comparable():
     assert all(c.verdict == NOT_COMPARABLE and c.reason == "undertrained: training top-1 0.500 (needs >= 0.9)"
                for c in gated)
     assert all(c.evidence for c in gated)  # the values stay beside the verdict
+    rows = claims_frame(cascade_claims(run, "tiny"))  # each row prints its n, as the scoreboard requires
+    assert all(row_problems(row) == [] for _, row in rows.iterrows())
 
 
 def test_data_randomization_needs_a_model_that_fits_its_permuted_labels():

@@ -199,10 +199,10 @@ def cascade_claims(run: Cascade, network: str, gate: Gate | None = None) -> list
         flipped = flips(fragility(run.sims[method], run.other[method], finding, steps, seed))
         fragile = (f"fragile: {', '.join(f'{k} -> {v}' for k, v in flipped.items())}" if flipped else
                    "not fragile: the same verdict under every setting of table fragility")
-        ours = (f"s - o ({MEASURE}) at the top-layer steps: "
+        n = int((np.isfinite(s[top[-1]]) & np.isfinite(o)).sum())
+        ours = (f"s - o ({MEASURE}) at the top-layer steps (n = {n}): "
                 + "; ".join(f"{steps[k]} {short(paired(s[k], o, seed))}" for k in top)
                 + f"; first step below the bar: {first_step_below(s, o, steps)}; {fragile}")
-        n = int((np.isfinite(s[top[-1]]) & np.isfinite(o)).sum())
         baseline = (f"edge detector (ignores the weights), s - o at {steps[top[-1]]}: {edge_text}; o (the method's "
                     f"maps of another class): {mean_text(o)}")
         claims.append(gated(Claim(PAPER, SOURCE, claim, f"qualitative: {finding}", ours, n, baseline, rule_text(),
