@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from cnnvis.run_record import RunRecord
+from cnnvis.shards import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -356,11 +357,9 @@ def decode_to_cache(index: ImageIndex, size: int, mode: str = "crop", cache_dir:
     image_set = _image_set(index, images, meta, mode, record)  # before the cache: a set with no readable image is an error
     if cache_dir:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stem.with_name(f"{stem.name}.{os.getpid()}.tmp")  # per process: torchrun ranks decode the same set at once
-        np.save(tmp.with_suffix(".npy"), images)
-        os.replace(tmp.with_suffix(".npy"), stem.with_suffix(".npy"))
-        tmp.with_suffix(".json").write_text(json.dumps(meta))
-        os.replace(tmp.with_suffix(".json"), stem.with_suffix(".json"))  # last, and whole: marks the cache complete
+        # whole files of this process: torchrun ranks decode the same set at once
+        write_atomically(stem.with_suffix(".npy"), lambda tmp: np.save(tmp, images))
+        write_atomically(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta)))  # last: complete
     return image_set
 
 

@@ -31,6 +31,14 @@ class ShardPlanError(RuntimeError):
     """A shard folder holds another plan, or shards are missing at the merge; the message says which and what to do."""
 
 
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file of this process beside ``path``, then rename it into place: readers and
+    other writers (torchrun ranks, jobs) see the whole file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")  # the suffix kept: np.save adds none
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def shard_indices(n_items: int, n_shards: int, shard: int, block: int = 1) -> np.ndarray:
     """The positions of shard ``shard`` of ``n_items`` items split into ``n_shards`` contiguous runs of whole
     ``block``s (the last block may be short) whose block counts differ by at most one (the first ones are longer).
@@ -62,17 +70,13 @@ class ShardStore:
                                      f"the folder, or give this plan another one (shards.dir)")
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = manifest.with_name(f".{MANIFEST}.{os.getpid()}")
-        tmp.write_text(json.dumps(plan))
-        os.replace(tmp, manifest)  # simultaneous first writers write the same text
+        write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(plan)))  # first writers write the same text
 
     def path(self, shard: int) -> Path:
         return self.folder / f"shard-{shard}-of-{self.n_shards}.npz"
 
     def save(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
-        tmp = self.path(shard).with_name(f".{self.path(shard).name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.path(shard))
+        write_atomically(self.path(shard), lambda tmp: np.savez(tmp, **arrays))
 
     def load(self, shard: int) -> dict[str, np.ndarray]:
         with np.load(self.path(shard), allow_pickle=False) as f:
