@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cnnvis.claims import Claim, Equivalence, Evidence, Threshold, claim_seed, decided
+from cnnvis.claims import Claim, Equivalence, Evidence, Threshold, all_of, claim_seed, decided
 from cnnvis.hooks import activations
 from cnnvis.stats import bootstrap_mean, paired_difference
 
@@ -90,13 +90,13 @@ def part_and_random_scores(scores: pd.DataFrame, layer: str, column: str = "delt
     return {p: values(p) for p in PARTS}, values("random")
 
 
-def parts_beat_random(scores: pd.DataFrame, layer: str, column: str = "delta") -> tuple[dict, bool]:
-    """{part: paired difference part - random over images} at ``layer``, and whether every part's interval lies
-    below 0 (its masks change features more consistently across images than random regions do): the exploratory
-    table's summary; the claims decide with ``layer5_claim``."""
+def parts_beat_random(scores: pd.DataFrame, layer: str, column: str = "delta") -> tuple[dict, str]:
+    """{part: paired difference part - random over images} at ``layer``, and the answer of layer 5's rule over all
+    parts (every part's interval below 0: its masks change features more consistently across images than random
+    regions do): the exploratory table's summary; the claims decide with ``layer5_claim``."""
     parts, random = part_and_random_scores(scores, layer, column)
     diffs = {p: paired_difference(v, random) for p, v in parts.items()}
-    return diffs, all(d.below(0) for d in diffs.values())
+    return diffs, all_of([Threshold(0.0, above=False).decide(d) for d in diffs.values()]).verdict
 
 
 def parts_named(claim: Claim) -> Claim:
