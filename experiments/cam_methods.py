@@ -148,10 +148,9 @@ def main(cfg, out, record):
         targets = logits.argmax(1)
         if name == "imagenet" and plan.merges:
             pair, top5 = class_figures(model, x, logits, imagenet_classes(), ecfg.methods, ecfg.layer, ecfg.batch_size)
-            if pair:
-                out.figure(pair, "imagenet_class_pair")
-            if top5:
-                out.figure(top5, "imagenet_cam_top5")
+            for fig, figure_name in ((pair, "imagenet_class_pair"), (top5, "imagenet_cam_top5")):
+                if fig:
+                    out.figure(fig, figure_name, shows=record.shown([cfg.model.name], {imagenet.name: 1}))
         scored[name] = (targets, score_dataset(
             model, scorer, x, targets, list(ecfg.methods), method_options, ecfg.scorecam_images, ecfg.figure_images,
             ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name, plan, name))
@@ -163,10 +162,11 @@ def main(cfg, out, record):
             plan)
     if not plan.merges:  # this process wrote its shards; the merging one makes the figures and tables
         return plan.summary()
-    metrics, claims = {}, []
+    metrics, claims, claim_shows = {}, [], []
     published = published_by_method(PUBLISHED)
     for name, (x, labels, boxes, classes) in sets.items():
         targets, (scores, seconds, shown, predicted) = scored[name]
+        data = imagenet.name if name == "imagenet" else caltech.name  # each figure and row names its own images
         names = imagenet_classes()
         k = min(ecfg.figure_images, len(x), *(len(a) for a in shown.values()))  # Score-CAM may map fewer images
         captions = [f"{classes[labels[i]][:14]} -> {names[targets[i]].split(',')[0][:14]}" for i in range(k)]
@@ -175,10 +175,13 @@ def main(cfg, out, record):
         out.figure(method_grid(x[:k], shown, f"{cfg.model.name} layer {ecfg.layer}: maps of the top-1 class "
                                f"({name}{'; green: object box, red: 15% box' if boxes is not None else ''})",
                                captions, None if boxes is None else boxes[:k],
-                               predicted if boxes is not None else None), f"{name}_grid")
+                               predicted if boxes is not None else None), f"{name}_grid",
+                   shows=record.shown([cfg.model.name], {data: k}))
         curve_n = {m: int(np.isfinite(s["deletion_auc"]).sum()) for m, s in scores.items() if "deletion_auc" in s}
+        curve_shows = record.shown([cfg.model.name], {data: max(curve_n.values(), default=0)})
         out.figure(curves_figure({m: s["curves"] for m, s in scores.items() if "curves" in s},
-                                 f"{name}: deletion / insertion (RISE), {image_range(curve_n)} images"), f"{name}_curves")
+                                 f"{name}: deletion / insertion (RISE), {image_range(curve_n)} images"), f"{name}_curves",
+                   shows=curve_shows)
         top1 = proportion(targets.numpy() == labels) if name == "imagenet" else None
         notes = metrics_notes(name, cfg.model.name, len(x), size, top1, curve_n, switches, ecfg.layer,
                               ecfg.layercam_layers, ecfg.methods, ecfg.scorecam_images, ecfg.curve_steps,
@@ -186,14 +189,16 @@ def main(cfg, out, record):
         out.table(with_paper_numbers(metrics_table(scores, seconds, switches, boxes is not None), published),
                   f"{name}_metrics", title=f"CAM methods on {name} ({cfg.model.name}, {model.weights_source}, layer "
                   f"{ecfg.layer})", notes=notes)
-        claims += paper_claims(scores, name, boxes is not None, COMPARISONS, PUBLISHED)
+        rows = paper_claims(scores, name, boxes is not None, COMPARISONS, PUBLISHED)
+        claims, claim_shows = claims + rows, claim_shows + [record.shown([cfg.model.name], {data: len(x)})] * len(rows)
         metrics.update(summary_metrics(scores, name))
     if ecfg.control_images:
         claims = with_control(claims, control)
         metrics.update({f"control/{name}/seconds": s for name, s in control_seconds.items()})
     else:
         claims, control_seconds = with_control(claims, None, "not run (experiment.control_images = 0)"), {}
-    out.claims(claims, "claims", title="CAM family: the papers' comparisons, decided on paired differences",
+    out.claims(claims, "claims", shows=claim_shows,
+               title="CAM family: the papers' comparisons, decided on paired differences",
                notes=claims_notes(cfg.model.name, cfg.seed, {name: len(x) for name, (x, *_) in sets.items()},
                                   ecfg.control_images, ecfg.control_scorecam_images, control_seconds))
     return metrics

@@ -67,7 +67,8 @@ def main(cfg, out, record):
         out.figure(filter_grid(weight, f"Krizhevsky 2012 Fig. 3 layout: the {n} conv1 filters ({k}x{k}/4) of an "
                                f"AlexNet-style net (ZFNet layers, AlexNet conv1) trained here on Caltech-101\n"
                                f"(seed {info['seed']}, {info['epochs']} epochs; {info['path']})"
-                               + figure_note(gate)), "krizhevsky_fig3_conv1")
+                               + figure_note(gate)), "krizhevsky_fig3_conv1",
+                   shows=record.shown([], {}, [info["path"]]))
         result.update(alexnet_conv1_filters=n, trained_enough=gate.passed, gate=gate.reason)
     first_conv = next(m for m in model.features.modules() if isinstance(m, nn.Conv2d))
     out.figure(filter_grid(first_conv.weight, f"{cfg.model.name}'s own first layer ({model.weights_source}): "

@@ -31,8 +31,9 @@ from cnnvis.plotting.sanity import cascade_grid, similarity_curves
 from cnnvis.run_gate import run_gate
 from cnnvis.sanity import (MEASURE_NAMES, MEASURES, cascade, cascade_blocks, check_methods, method_options,
                            permuted_label_maps, seeded_subset, top1_classes, trained_maps)
-from cnnvis.sanity_claims import (cascade_claims, cascade_table, data_randomization_table, fragility_table,
-                                  fragility_text, memorization_gate, rule_text, step_rule_text, top_layer_steps)
+from cnnvis.sanity_claims import (cascade_claims, cascade_table, data_randomization_notes, data_randomization_table,
+                                  fragility_table, fragility_text, memorization_gate, not_run, rule_text,
+                                  top_layer_steps)
 from cnnvis.stats import proportion
 from cnnvis.training import ShuffledLabels, TrainConfig, smoke_recipe
 
@@ -80,19 +81,20 @@ def zfnet_on(cfg, record, e, n_classes, train_set, val_set, tag):
     return frozen(model.cpu()), history, ckpt
 
 
-def run_network(out, model, x, labels, title, key, e, seed, scorecam_images, gate=None):
+def run_network(out, model, x, labels, title, key, e, seed, scorecam_images, shows, gate=None):
     """The cascade on one network: figures and the per-method table; returns the cascade, its claims (gated by
-    ``gate``), metrics and what the data randomization reuses (top-1 classes, trained maps, methods refused)."""
+    ``gate``), metrics and what the data randomization reuses (top-1 classes, trained maps, methods refused).
+    ``shows``: this network and its images (``RunRecord.shown``), for the figures and claims rows."""
     targets = top1_classes(model, x)
     options = method_options(model, e.batch_size, e.scorecam_batch_size)
     trained, skipped = trained_maps(e.methods, model, x, targets, options, scorecam_images)
     run = cascade(model, x, targets, labels, trained, options, seed, key)
     out.figure(cascade_grid(x[0], run.shown, run.steps, f"{title}: maps of the trained model's top-1 class as layers "
                             "are re-initialized from the top (cumulative); absolute values, each map min-max scaled"),
-               f"{key}_cascade")
+               f"{key}_cascade", shows=shows)
     curves = {m: {measure: [s[measure] for s in per_step] for measure in MEASURES} for m, per_step in run.sims.items()}
     out.figure(similarity_curves(curves, run.steps, MEASURE_NAMES, f"{title}: similarity to the trained model's "
-                                 "maps (mean, 95 % bootstrap band over images)"), f"{key}_similarity")
+                                 "maps (mean, 95 % bootstrap band over images)"), f"{key}_similarity", shows=shows)
     out.table(cascade_table(run), f"{key}_cascade", title=f"Cascading randomization: {title}",
               notes=cascade_notes(model, len(x), run.steps, skipped, scorecam_images, gate))
     metrics = {f"{key}/{m}/spearman_abs_final": float(np.mean(s[-1]["spearman_abs"])) for m, s in run.sims.items()}
@@ -133,23 +135,27 @@ def main(cfg, out, record):
 
     chosen = seeded_subset(len(imagenet), e.pretrained_images, cfg.seed)
     x = imagenet.tensors(chosen, pcfg.model.input_size)
+    pretrained = frozen(model_from_config(pcfg, record))
+    imagenet_shows = record.shown([e.pretrained_model], {"imagenet_val": len(x)})
     imagenet_run, claims, metrics, _ = run_network(
-        out, frozen(model_from_config(pcfg, record)), x, imagenet.labels[chosen], f"{e.pretrained_model} (ImageNet "
-        f"weights), {len(x)} ImageNet validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images)
+        out, pretrained, x, imagenet.labels[chosen], f"{e.pretrained_model} (ImageNet weights), {len(x)} ImageNet "
+        "validation images", "imagenet", e, cfg.seed, e.pretrained_scorecam_images, imagenet_shows)
 
     val = val_set.idx[seeded_subset(len(val_set.idx), e.trained_images, cfg.seed)]
     xz, labels = images.tensors(val, cfg.model.input_size), torch.as_tensor(images.labels[val])
+    caltech_shows = record.shown([], {"caltech101": len(xz)}, [ckpt / "last.pt"])
     caltech_run, rows, m, maps = run_network(
         out, zfnet, xz, labels.numpy(), f"zfnet ({len(history)} epochs, {ckpt.name}; trained-enough gate "
         f"{'passed' if gate.passed else 'FAILED'}), {len(xz)} Caltech-101 validation images", "caltech101", e,
-        cfg.seed, e.trained_scorecam_images, gate)
+        cfg.seed, e.trained_scorecam_images, caltech_shows, gate)
+    shows = [imagenet_shows] * len(claims) + [caltech_shows] * len(rows)
     claims += rows
     metrics.update(m, **{"caltech101/trained_enough": int(gate.passed)})
 
     if e.data_randomization:
         metrics.update(data_randomization(out, cfg, record, e, zfnet, images, train_set, val_set, xz, labels, maps, gate))
     claims = with_control(claims, None, "not applicable: the cascade is itself the random-weights comparison")
-    out.claims(claims, "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings beside ours",
+    out.claims(claims, "claims", title="Sanity checks (Adebayo et al. 2018): the paper's findings beside ours", shows=shows,
                notes="Each row is decided on the run's numbers by the rule written in it; the networks and images are "
                      "ours (see each network's cascade table), the paper's are Inception v3 on ImageNet. The ZFNet's "
                      f"trained-enough gate (cnnvis.gate): {'passed' if gate.passed else 'FAILED'}: {gate.reason}.")
@@ -158,10 +164,6 @@ def main(cfg, out, record):
               notes=fragility_text() + " The caltech101 rows are computed whatever the ZFNet's trained-enough "
               "gate says; the claims table shows them 'not comparable' when it failed.")
     return metrics
-
-
-def not_run(skipped: dict[str, str]) -> str:
-    return "Not run here: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()) + ". " if skipped else ""
 
 
 def cascade_notes(model, n, steps, skipped, scorecam_images, gate) -> str:
@@ -178,21 +180,6 @@ def cascade_notes(model, n, steps, skipped, scorecam_images, gate) -> str:
             "class at every step. Columns 'last top-layer step' and 'fully randomized' apply the step rule of the "
             "claims ('undecided' when the interval includes the margin): " + rule_text() + ". " + trained
             + not_run(skipped) + NOTES)
-
-
-def data_randomization_notes(e, n_classes, epochs, n_train, train_seconds, ckpt, fitted, n, true_acc, random_acc,
-                             skipped, gate) -> str:
-    return (f"ZFNet (the train preset: width x{e.width}, {n_classes} classes, {epochs} epochs) trained on the "
-            f"{n_train} training images with their labels permuted (seeded; class frequencies kept), in "
-            f"{train_seconds:.0f} s ({ckpt}); its last epoch's training top-1 on the permuted labels: "
-            f"{100 * fitted:.1f} % (a network that memorized them would approach 100 %). Top-1 on these {n} "
-            f"validation images: true labels {true_acc.format(1, 100)}, permuted labels {random_acc.format(1, 100)} "
-            f"(chance {100 / n_classes:.0f} %). Each row compares the two models' maps of the true-label model's "
-            "top-1 class on the same images: " + step_rule_text("permuted-label model") + ". Gates (both models "
-            f"trained enough, the permuted-label one to >= {100 * e.fit_top1:.0f} % of its labels; else every verdict "
-            f"is 'not comparable'): {'passed' if gate.passed else 'FAILED'}: {gate.reason}. " + not_run(skipped)
-            + "Adebayo et al. ran this test on MNIST and Fashion-MNIST (Fig. 5); ours is the only network here "
-              "that can be retrained within the budget.")
 
 
 NOTES = (

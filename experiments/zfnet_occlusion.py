@@ -107,7 +107,8 @@ def main(cfg, out, record):
         label_c = method if method == "deconvnet" else f"guided backprop (no max-pool switches in {cfg.model.name})"
         fig = occlusion_figure(x, maps, images.classes, maps.target, fill, projection, others, label_c,
                                title=f"{who}; {images.name} {images.paths[example].rsplit('/', 1)[-1]}")
-        out.figure(fig, f"fig7_{images.classes[maps.target].replace(' ', '_').lower()}")
+        out.figure(fig, f"fig7_{images.classes[maps.target].replace(' ', '_').lower()}",
+                   shows=record.shown([cfg.model.name], {images.name: len(mined)}))
         shown.append((example, x, maps))
     ex = examples_table(model, images, shown, e.layer, size)
     out.table(ex, "fig7_examples",
@@ -129,7 +130,10 @@ def main(cfg, out, record):
               notes=quantitative_notes(cfg, model, who, images.name, len(drop), loc, n_train, n_prior))
     claims = with_control(claims_table(drop, loc, e.on_box, e.off_box),
                           claims_table(control_drop, control_loc, e.on_box, e.off_box))
-    out.claims(claims, "claims", title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
+    ours = record.shown([cfg.model.name], {images.name: len(drop)})  # the first two claims: the ImageNet measures
+    boxed = record.shown([cfg.model.name], {} if loc is None else {"caltech101": len(loc)})  # the rest: the boxes
+    out.claims(claims, "claims", shows=[ours] * 2 + [boxed] * (len(claims) - 2),
+               title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
                notes=claims_notes(cfg, who, len(control_drop), control_loc))
     metrics.update(examples=len(ex), occlusion_engine=maps.engine, control_images=len(control_drop),
                    control_caltech_images=0 if control_loc is None else len(control_loc))

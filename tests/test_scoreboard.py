@@ -118,3 +118,32 @@ def test_the_summary_lists_each_answer_with_its_claims_and_reasons(tmp_path):
     summary = text.split("## Summary")[1].split("## Every claim")[0]
     assert "  - reproduced:\n    - c (Fig. 7)\n" in summary
     assert "  - inconclusive:\n    - it moves (Fig. 7): interval includes 0; smallest detectable effect 0.14" in summary
+
+
+def test_a_run_that_read_another_runs_checkpoint_names_it_and_its_trainer():
+    from cnnvis.scoreboard import describe_run
+
+    config = {"model": {"name": "zfnet"}, "dataset": {"name": "caltech101"}}
+    trainer = [{"run_id": "r0", "experiment": "train", "git_commit": "abcdef0123"}]
+    read = {"path": "data/checkpoints/zfnet_caltech101-4f5f/last.pt", "sha256": "0", "trained_by": trainer,
+            "trained_in_this_run": False}
+    assert (describe_run({"config": config, "weights": [], "checkpoints": [read]})[0]
+            == "zfnet_caltech101-4f5f/last.pt (trained by train at abcdef0)")
+    written = {**read, "trained_in_this_run": True}
+    assert describe_run({"config": config, "weights": [], "checkpoints": [written]})[0] == "zfnet (trained in this run)"
+
+
+def test_gallery_and_rows_name_what_each_figure_and_row_shows(tmp_path):
+    root = tmp_path / "results"
+    _folder(root, "sanity_checks", [_claim("0.5 [0.4, 0.6] (n = 32)", 32), _claim("0.7 [0.6, 0.8] (n = 64)", 64)])
+    run_json = root / "sanity_checks" / "run.json"
+    run = json.loads(run_json.read_text())
+    efficientnet = {"network": "efficientnet_lite0 (pretrained)", "data": "imagenet_val (32 images)"}
+    zfnet = {"network": "zfnet_caltech101/last.pt (trained in this run)", "data": "caltech101 (64 images)"}
+    run.update(weights=[], shows={"imagenet_cascade.png": efficientnet, "claims.csv": [efficientnet, zfnet]})
+    run_json.write_text(json.dumps(run))
+    [folder] = scoreboard.read_results(root)
+    assert list(folder.claims.network) == [efficientnet["network"], zfnet["network"]]
+    assert list(folder.claims.data) == [efficientnet["data"], zfnet["data"]]
+    assert folder.figure_shows("imagenet_cascade.png") == tuple(efficientnet.values())
+    assert folder.figure_shows("caltech101_cascade.png") == (folder.network, folder.data)  # none recorded: the run's

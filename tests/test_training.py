@@ -198,6 +198,24 @@ def test_each_checkpoint_names_the_runs_that_trained_it_and_the_record_says_whet
     assert [c["trained_by"][:25] for c in untraced.checkpoints] == ["unknown: no last.pt.json "]
 
 
+def test_what_a_figure_shows_repeats_only_what_the_record_holds(tmp_path):
+    data = ImageTensors(tiny_images(n=12), range(12), 16, train=True)
+    record = RunRecord({"run_id": "this", "experiment": "sanity_checks", "git_commit": "0123456789"})
+    fit(Tiny(), data, None, TrainConfig(epochs=1, batch_size=6, num_workers=0), tmp_path / "zfnet_caltech101-ab",
+        "cpu", record=record)
+    record.weights.append({"model": "efficientnet_lite0", "weights": "pretrained ImageNet"})
+    record.add_dataset("imagenet_val", ["/d/a.jpg", "/d/b.jpg"], 2, 0)
+    record.add_dataset("caltech101", ["/c/a.jpg"], 1, 0)
+    assert record.shown(["efficientnet_lite0"], {"imagenet_val": 2}) == {
+        "network": "efficientnet_lite0 (pretrained ImageNet)", "data": "imagenet_val (2 images)"}
+    assert record.shown([], {"caltech101": 1}, [tmp_path / "zfnet_caltech101-ab" / "last.pt"]) == {
+        "network": "zfnet_caltech101-ab/last.pt (trained in this run)", "data": "caltech101 (1 image)"}
+    with pytest.raises(ValueError, match=r"\['vgg16'\] not recorded.*efficientnet_lite0.*caltech101"):
+        record.shown(["vgg16"], {"caltech101": 1})
+    with pytest.raises(ValueError, match="samples"):
+        record.shown(["efficientnet_lite0"], {"samples": 3})
+
+
 def test_plateau_lowers_the_learning_rate(tmp_path):
     images = tiny_images(n=12)
     data = ImageTensors(images, range(12), 16)

@@ -30,6 +30,8 @@ class Results:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.written: list[str] = []
         self.layout: dict[str, list[str]] = {}  # figure -> its layout problems (cnnvis.plotting.layout)
+        # file -> what it shows ({"network", "data"}; a claims table: one per row), for run.json's "shows"
+        self.shows: dict[str, dict | list[dict]] = {}
 
     def path(self, name: str) -> Path:
         path = self.dir / name
@@ -37,15 +39,18 @@ class Results:
         self.written.append(name)
         return path
 
-    def figure(self, fig, name: str, dpi: int = 80) -> Path:
+    def figure(self, fig, name: str, dpi: int = 80, shows: dict | None = None) -> Path:
         """Save a matplotlib figure as ``<name>.png`` and close it; its layout problems (overlapping or cut text,
-        a legend over data, text under 6 pt) are logged and recorded in ``layout_problems.json``."""
+        a legend over data, text under 6 pt) are logged and recorded in ``layout_problems.json``. ``shows``
+        (``RunRecord.shown``): the networks and data of this figure, where the run has others too."""
         import matplotlib.pyplot as plt
 
         from cnnvis.plotting.layout import layout_problems
 
         problems = layout_problems(fig)
         path = self.path(f"{name}.png")
+        if shows is not None:
+            self.shows[path.name] = shows
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         plt.close(fig)
         log.info("figure %s", path)
@@ -68,8 +73,13 @@ class Results:
         return md
 
     def claims(self, claims: list[Claim], name: str = "claims", title: str | None = None,
-               notes: str | None = None) -> Path:
-        """A claims table (``<name>.csv``/``.md``) and the values behind its verdicts (``<name>_evidence.npz``)."""
+               notes: str | None = None, shows: list[dict] | None = None) -> Path:
+        """A claims table (``<name>.csv``/``.md``) and the values behind its verdicts (``<name>_evidence.npz``);
+        ``shows``: each row's networks and data (``RunRecord.shown``), where the run has others too."""
+        if shows is not None:
+            if len(shows) != len(claims):
+                raise ValueError(f"shows has {len(shows)} entries for {len(claims)} claims: give one per row")
+            self.shows[f"{name}.csv"] = list(shows)
         write_evidence(self.path(f"{name}_evidence.npz"), claims)
         return self.table(claims_frame(claims), name, title, notes)
 

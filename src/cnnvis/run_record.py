@@ -41,6 +41,68 @@ class RunRecord:
         if entry not in self.checkpoints:
             self.checkpoints.append(entry)
 
+    def shown(self, models: list[str], data: dict[str, int], checkpoints: list = ()) -> dict:
+        """What one figure or claims row shows: ``{"network", "data"}`` for the networks of this run named
+        ``models`` (with their weights), the ``checkpoints`` it read or trained, and ``data`` ({data set name: images
+        it uses}). Naming anything this run did not record is an error: the text only repeats the record."""
+        paths = [str(c) for c in checkpoints]
+        missing = sorted(set(models) - {w["model"] for w in self.weights})
+        missing += sorted(set(paths) - {c["path"] for c in self.checkpoints})
+        missing += sorted(set(data) - {d["name"] for d in self.datasets})
+        if missing:
+            raise ValueError(f"{missing} not recorded by this run: it loaded networks "
+                             f"{sorted({w['model'] for w in self.weights})}, checkpoints "
+                             f"{[c['path'] for c in self.checkpoints]} and data sets "
+                             f"{sorted({d['name'] for d in self.datasets})}")
+        weights = [w for w in self.weights if w["model"] in models]
+        read = [c for c in self.checkpoints if c["path"] in paths]
+        networks = [describe_networks(weights, self.checkpoints)] if weights else []
+        networks += checkpoints_text(read)
+        images = "; ".join(f"{name} ({n} image{'s' * (n != 1)})" for name, n in data.items())
+        return {"network": "; ".join(networks), "data": images or "no images (the weights themselves)"}
+
+
+def trainer_text(runs) -> str:
+    """Who trained a checkpoint, from its record's ``trained_by``: the last run's experiment and commit."""
+    if not isinstance(runs, list) or not runs:
+        return "trainer unknown"
+    last = runs[-1]
+    return f"trained by {last.get('experiment', '?')} at {str(last.get('git_commit', '?'))[:7]}"
+
+
+def checkpoint_text(entry: dict) -> str:
+    """A checkpoint of a run record by its folder (which names the architecture and data), with who trained it."""
+    return f"{Path(entry['path']).parent.name}/{Path(entry['path']).name} ({trainer_of(entry)})"
+
+
+def trainer_of(entry: dict) -> str:
+    return "trained in this run" if entry.get("trained_in_this_run") else trainer_text(entry["trained_by"])
+
+
+def checkpoints_text(entries: list[dict]) -> list[str]:
+    """Checkpoints by folder and trainer: one file by its name, several (a run's kept epochs) by their count."""
+    groups = {}
+    for c in entries:
+        groups.setdefault((Path(c["path"]).parent.name, trainer_of(c)), []).append(c)
+    return [checkpoint_text(cs[0]) if len(cs) == 1 else f"{folder} ({len(cs)} checkpoints, {who})"
+            for (folder, who), cs in groups.items()]
+
+
+def describe_networks(weights: list[dict], checkpoints: list[dict], model: str = "its networks") -> str:
+    """The networks of ``weights`` (a run record's entries) with their weights, a checkpoint with who trained it;
+    with no entry, the checkpoints the run read, or ``model`` "(trained in this run)" when it read none."""
+    by_path = {c["path"]: c for c in checkpoints}
+    texts = []
+    for w in weights:
+        if w["weights"] == "checkpoint" and w.get("path") in by_path:
+            texts.append(f"{w['model']} (checkpoint {checkpoint_text(by_path[w['path']])})")
+        else:
+            texts.append(f"{w['model']} ({w['weights']})")
+    if not weights:
+        read = [c for c in checkpoints if not c.get("trained_in_this_run")]
+        texts = checkpoints_text(read) or [f"{model} (trained in this run)"]
+    return "; ".join(dict.fromkeys(texts))
+
 
 def sha256_of(path) -> str:
     digest = hashlib.sha256()

@@ -161,7 +161,8 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
         device = resolve_device(cfg.device)
         threads = apply_threads(cfg.threads)
         log.info("experiment %s on %s (%d threads)", cfg.experiment.name, device, threads)
-        metrics = main(cfg, Results(staged), record) or {}
+        out = Results(staged)
+        metrics = main(cfg, out, record) or {}
     except (DatasetNotFoundError, UnsupportedModelError) as err:  # user errors, not bugs: the message, no traceback
         if not sweep_job:
             shutil.rmtree(staged, ignore_errors=True)
@@ -180,7 +181,7 @@ def run_experiment(cfg: DictConfig, main: Callable[[DictConfig, Results, RunReco
     dest = staged if sweep_job else destination(cfg.experiment.name, cfg.results_dir, changed)
     extra = {"canonical": not changed, "changed": changed, "run_id": run_id, "config_sha256": config_hash,
              "source": source, "datasets_loaded": record.datasets, "weights": record.weights,
-             "checkpoints": record.checkpoints}
+             "checkpoints": record.checkpoints, "shows": out.shows}
     write_run_json(staged, cfg, device, wall, overrides, commit, metrics, extra=extra)
     log.info("done in %.1f s: %s", wall, dest)
     if not sweep_job:
