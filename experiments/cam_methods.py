@@ -148,9 +148,11 @@ def main(cfg, out, record):
         targets = logits.argmax(1)
         if name == "imagenet" and plan.merges:
             pair, top5 = class_figures(model, x, logits, imagenet_classes(), ecfg.methods, ecfg.layer, ecfg.batch_size)
-            for fig, figure_name in ((pair, "imagenet_class_pair"), (top5, "imagenet_cam_top5")):
-                if fig:
-                    out.figure(fig, figure_name, shows=record.shown([cfg.model.name], {imagenet.name: 1}))
+            one_image = record.shown([cfg.model.name], {imagenet.name: 1})
+            if pair:
+                out.figure(pair, "imagenet_class_pair", shows=one_image)
+            if top5:
+                out.figure(top5, "imagenet_cam_top5", shows=one_image)
         scored[name] = (targets, score_dataset(
             model, scorer, x, targets, list(ecfg.methods), method_options, ecfg.scorecam_images, ecfg.figure_images,
             ecfg.curve_images, ecfg.curve_steps, ecfg.pointing_tolerance, boxes, name, plan, name))
