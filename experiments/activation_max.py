@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from cnnvis import featurevis as fv
-from cnnvis.activation_max import (PRESETS, cached_maxima, lucid_table_notes, maximize_units_and_classes,
+from cnnvis.activation_max import (PRESETS, cached_maxima, lucid_table_notes, maximize_units_and_classes, preset_lr,
                                    render_units_and_classes, summary_metrics, table_notes, with_overrides)
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import imagenet_classes
@@ -48,7 +48,7 @@ class Config(ExperimentConfig):
     classes: list[int] = field(default_factory=lambda: list(DEFAULT_CLASSES))
     size: int = 112  # side of the optimized images (and of the real images they are compared with)
     steps: int = 100
-    lr: float = 0.15
+    lr: Optional[float] = None  # normalized step; None: the preset's (cnnvis.activation_max.PRESET_LR, else 0.15)
     batch_size: int = 50  # real-image pass
     lucid_lr: float = 0.05  # Adam's learning rate for the lucid presets (Lucid's default)
     diversity_images: int = 4  # lucid: images per unit in the diversity row (two units)
@@ -69,7 +69,8 @@ def optimize_model(cfg, tag, model, images, size, layers, classes, class_names, 
     maxima = maxima_of(cfg, tag, model, images, size, layers, checkpoint)
     return maximize_units_and_classes(
         model, tag, maxima, layers, e.channels, 2 if cfg.smoke else e.channels_per_layer, e.target, classes,
-        class_names, size=size, steps=3 if cfg.smoke else e.steps, lr=e.lr, reg=reg, seed=cfg.seed, progress=True,
+        class_names, size=size, steps=3 if cfg.smoke else e.steps, lr=preset_lr(e.preset, e.lr), reg=reg,
+        seed=cfg.seed, progress=True,
         mean=tuple(images.mean_color().tolist()))  # Yosinski's "zero": the mean image (here its colour)
 
 
@@ -169,11 +170,11 @@ def main(cfg, out, record):
         all_rows += rows
         if tag == cfg.model.name and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             write_sweep_row(out.path("sweep_strip.png"), out.path("sweep_row.json"), Path(HydraConfig.get().sweep.dir),
-                            tag, e.preset, reg, rows, unit_panels, class_panel, tile=96)
+                            tag, e.preset, reg, rows, unit_panels, class_panel, tile=96, lr=preset_lr(e.preset, e.lr))
 
     table = pd.DataFrame(all_rows)
     hits = {tag: f"{metrics[f'{tag}_class_top1_rate']:.0%}" for tag, *_ in models}
     out.table(table, "activation_max", title="Activation reached by optimized images vs the strongest over real images",
-              notes=table_notes(e.target, len(images), images.name, hits, e.preset, reg, e.lr, size,
-                                3 if cfg.smoke else e.steps))
+              notes=table_notes(e.target, len(images), images.name, hits, e.preset, reg, preset_lr(e.preset, e.lr),
+                                size, 3 if cfg.smoke else e.steps))
     return metrics

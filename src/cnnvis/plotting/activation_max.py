@@ -67,8 +67,9 @@ def sweep_grid(rows: list[tuple[str, np.ndarray]], column_titles: list[str], til
 
 
 def write_sweep_row(strip_path: Path, label_path: Path, sweep_dir: Path, tag, preset, reg, rows, unit_panels,
-                    class_panel, tile):
-    """This job's strip of images (lossless PNG) and its label, then the sweep figure over every job so far."""
+                    class_panel, tile, lr=None):
+    """This job's strip of images (lossless PNG) and its label (``lr``: its step, where the preset sets its own),
+    then the sweep figure over every job so far."""
     images = [unit_panels[layer][0][0] for layer in unit_panels][:3] + list(class_panel[0][:4])
     first_of_layer = {r["layer"]: r["name"] for r in reversed(rows) if r["kind"] != "class"}
     titles = [first_of_layer[layer] for layer in unit_panels][:3]
@@ -79,6 +80,7 @@ def write_sweep_row(strip_path: Path, label_path: Path, sweep_dir: Path, tag, pr
     classes = [r for r in rows if r["kind"] == "class"]
     ratio = np.nanmedian([r["ratio"] for r in rows if r["kind"] != "class"])
     settings = ", ".join(f"{k}={v}" for k, v in vars(reg).items() if v) or "no regularizer"
+    settings += f", lr={lr:g}" if lr is not None else ""
     label = (f"{preset}\n{textwrap.fill(settings, 30)}\nclass top-1 {sum(r['top1_is_target'] for r in classes)}/"
              f"{len(classes)}\nmedian unit ratio {ratio:.2f}")
     label_path.write_text(json.dumps({"label": label, "titles": titles}))
