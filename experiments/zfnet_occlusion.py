@@ -22,8 +22,8 @@ from cnnvis.from_config import images_or_samples_from_config, model_from_config,
 from cnnvis.mining import top_activations
 from cnnvis.models import CNN, build_model, layer_role, resolve_layers
 from cnnvis.occlusion import occlusion_map
-from cnnvis.occlusion_measures import (caltech_localization, caltech_table, claims_table, drop_table, examples_table,
-                                       panel_c, projection_method, quantitative_drop)
+from cnnvis.occlusion_measures import (box_claims, caltech_localization, caltech_table, drop_table, examples_table,
+                                       map_claims, panel_c, projection_method, quantitative_drop)
 from cnnvis.plotting.occlusion import occlusion_figure
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,11 @@ def main(cfg, out, record):
     out.table(pd.DataFrame(quant, columns=["measure", "ours", "paper"]), "occlusion_quantitative",
               title="Occlusion: probability drop and localization",
               notes=quantitative_notes(cfg, model, who, images.name, len(drop), loc, n_train, n_prior))
-    claims = with_control(claims_table(drop, loc, e.on_box, e.off_box),
-                          claims_table(control_drop, control_loc, e.on_box, e.off_box))
-    ours = record.shown([cfg.model.name], {recorded: len(drop)})  # the first two claims: the ImageNet measures
-    boxed = record.shown([cfg.model.name], {} if loc is None else {"caltech101": len(loc)})  # the rest: the boxes
-    out.claims(claims, "claims", shows=[ours] * 2 + [boxed] * (len(claims) - 2),
+    on_maps = with_control(map_claims(drop), map_claims(control_drop))
+    on_boxes = with_control(box_claims(loc, e.on_box, e.off_box), box_claims(control_loc, e.on_box, e.off_box))
+    ours = record.shown([cfg.model.name], {recorded: len(drop)})
+    boxed = record.shown([cfg.model.name], {} if loc is None else {"caltech101": len(loc)})
+    out.claims(on_maps + on_boxes, "claims", shows=[ours] * len(on_maps) + [boxed] * len(on_boxes),
                title="Zeiler & Fergus Sec. 4.2 claims vs what we observe",
                notes=claims_notes(cfg, who, len(control_drop), control_loc))
     metrics.update(examples=len(ex), occlusion_engine=maps.engine, control_images=len(control_drop),

@@ -443,19 +443,25 @@ def other_object_claim(loc) -> Claim:
 
 
 def claims_table(drop, loc, on_box, off_box) -> list[Claim]:
-    """The Sec. 4.2 claims: the map's two from the ImageNet measures (``drop``), the rest from the boxed Caltech-101
-    images (``loc``; None or empty: not comparable, the part did not run)."""
-    no_boxes = "no boxed Caltech-101 images (the Caltech-101 part did not run)"
+    """The Sec. 4.2 claims: ``map_claims(drop)`` then ``box_claims(loc, on_box, off_box)``."""
+    return map_claims(drop) + box_claims(loc, on_box, off_box)
+
+
+def map_claims(drop) -> list[Claim]:
+    """The feature map's two claims, from the ImageNet measures (``drop``; empty: not comparable)."""
     if drop.empty:
-        rows = [absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS, "no labelled images"),
+        return [absent("Sec. 4.2, Fig. 7 (b)", MAP_DROPS, "no labelled images"),
                 absent("Sec. 4.2, Fig. 7 (b, d)", NOT_ALONE, "no labelled images")]
-    else:
-        rows = [map_drop_claim(drop), map_not_alone_claim(drop)]
+    return [map_drop_claim(drop), map_not_alone_claim(drop)]
+
+
+def box_claims(loc, on_box, off_box) -> list[Claim]:
+    """The four claims of the boxed Caltech-101 images (``loc``; None or empty: not comparable, the part did not
+    run)."""
     if loc is None or loc.empty:
-        rows += [absent("Sec. 4.2, Fig. 7", LOCALIZES, no_boxes), absent("Sec. 4.2", DROPS, no_boxes),
-                 absent("Sec. 4.2, Fig. 7 (e)", CHANGES, no_boxes),
-                 absent("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, no_boxes)]
-    else:
-        rows += [localization_claim(loc), object_drop_claim(loc, on_box, off_box),
-                 top_class_claim(loc, on_box, off_box), other_object_claim(loc)]
-    return rows
+        no_boxes = "no boxed Caltech-101 images (the Caltech-101 part did not run)"
+        return [absent("Sec. 4.2, Fig. 7", LOCALIZES, no_boxes), absent("Sec. 4.2", DROPS, no_boxes),
+                absent("Sec. 4.2, Fig. 7 (e)", CHANGES, no_boxes),
+                absent("Sec. 4.2, Fig. 7 (e)", OTHER_OBJECT, no_boxes)]
+    return [localization_claim(loc), object_drop_claim(loc, on_box, off_box), top_class_claim(loc, on_box, off_box),
+            other_object_claim(loc)]

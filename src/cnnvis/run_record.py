@@ -58,8 +58,12 @@ class RunRecord:
         read = [c for c in self.checkpoints if c["path"] in paths]
         networks = [describe_networks(weights, self.checkpoints)] if weights else []
         networks += checkpoints_text(read)
-        images = "; ".join(f"{name} ({n} image{'s' * (n != 1)})" for name, n in data.items())
-        return {"network": "; ".join(networks), "data": images or "no images (the weights themselves)"}
+        return {"network": "; ".join(networks), "data": data_text(data) or "no images (the weights themselves)"}
+
+
+def data_text(images: dict) -> str:
+    """Data sets with the images used of each ({name: count}; a count of None or 0 gives the name alone)."""
+    return "; ".join(f"{name} ({n} image{'s' * (n != 1)})" if n else name for name, n in images.items())
 
 
 def trainer_text(runs) -> str:
