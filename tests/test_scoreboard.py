@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from cnnvis import scoreboard
-from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, claims_frame
+from cnnvis.claims import CONTRADICTED, INCONCLUSIVE, NOT_COMPARABLE, REPRODUCED, Claim, claims_frame
 from cnnvis.config import REPO
 
 
-def _claim(ours, n, verdict=REPRODUCED, rule="r"):
+def _claim(ours, n, verdict=REPRODUCED, rule="r", reason=""):
     return Claim(paper="Zeiler & Fergus 2014", source="Fig. 7", claim="c", paper_number="qualitative", ours=ours,
-                 n=n, baseline="centre 0.90", rule=rule, verdict=verdict)
+                 n=n, baseline="centre 0.90", rule=rule, verdict=verdict, reason=reason)
 
 
 def _folder(root, name, claims=None, legacy=False):
@@ -46,6 +46,9 @@ def test_a_mean_without_an_interval_or_n_is_refused():
     assert "'ours' does not print its n" in scoreboard.row_problems(row)
     ok = claims_frame([_claim("0.936 [0.921, 0.949] (n = 1389)", 1389)]).iloc[0]
     assert scoreboard.row_problems(ok) == []
+    absent = claims_frame([_claim("-", 0, NOT_COMPARABLE, reason="caltech256 absent under the data root")]).iloc[0]
+    assert scoreboard.row_problems(absent) == []  # nothing ran (e.g. Caltech-256 absent): its reason says so
+    assert "no n" in scoreboard.row_problems(claims_frame([_claim("-", 0, CONTRADICTED)]).iloc[0])
 
 
 def test_summary_counts_verdicts_and_old_tables_stay_off_the_board(tmp_path):

@@ -133,9 +133,12 @@ def read_results(root: Path) -> list[Folder]:
 
 
 def row_problems(row: pd.Series) -> list[str]:
-    """What a scoreboard row lacks: n, and an interval wherever n > 1 (cnnvis.stats.Estimate's printed form)."""
+    """What a scoreboard row lacks: n, and an interval wherever n > 1 (cnnvis.stats.Estimate's printed form). A
+    not-comparable row with n = 0 (nothing could run: absent data) lacks nothing; its reason says why."""
     problems = []
     n = int(row["n"]) if str(row["n"]).isdigit() else 0
+    if n == 0 and row["verdict"] == NOT_COMPARABLE and str(row["reason"]).strip():
+        return problems
     if n < 1:
         problems.append("no n")
     if f"(n = {n})" not in row["ours"]:
