@@ -33,7 +33,8 @@ def test_every_experiment_takes_a_model_or_says_which_in_one_line(model):
             said = str(err)
             assert "\n" not in said and f"{model} is a {MODEL_KINDS[model]}" in said and "(model=" in said
             assert "use experiment=cam_beyond" in said  # cam_beyond takes every kind, in model= or its own keys
-    own_networks = {"caltech_transfer", "resnet18_finetune", "zfnet_arch_ablation", "zfnet_conv1_ablation"}
+    own_networks = {"caltech_transfer", "resnet18_finetune", "zfnet_arch_ablation", "zfnet_conv1_ablation",
+                    "zfnet_conv1_recipes"}
     expected = {CNN: set(experiment_names()), TRANSFORMER: own_networks | {"cam_beyond", "cam_methods", "explain"}}
     assert taken == expected.get(MODEL_KINDS[model], own_networks)
 

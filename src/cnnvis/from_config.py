@@ -121,14 +121,20 @@ def data_key(cfg, classes: Optional[int]) -> dict:
             "split_seed": cfg.seed, "input_size": cfg.model.input_size}
 
 
+def variant_dir(model: nn.Module, tag: str, cfg, val_set, recipe: TrainConfig, seed: int,
+                classes: Optional[int]) -> Path:
+    """The checkpoint folder ``train_variant`` trains ``model`` in (its architecture, data, recipe and seed)."""
+    key = {**data_key(cfg, classes), "val_images": held_out_fingerprint(val_set)}  # the plateau reads val
+    return run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, key, recipe, seed)
+
+
 def train_variant(build: Callable[[], nn.Module], tag: str, cfg, record: RunRecord, train_set, val_set,
                   recipe: TrainConfig, seed: int, classes: Optional[int], on_epoch_end=None):
-    """Build a model under ``seed`` and train it (or resume / reuse its finished run) in its ``run_dir``;
+    """Build a model under ``seed`` and train it (or resume / reuse its finished run) in its ``variant_dir``;
     returns (model, history, checkpoint folder). Its ``last.pt`` is added to ``record``."""
     torch.manual_seed(seed)
     model = build()
-    key = {**data_key(cfg, classes), "val_images": held_out_fingerprint(val_set)}  # the plateau reads val
-    ckpt = run_dir(cfg.experiment.checkpoint_root, f"{tag}_{cfg.dataset.name}", model, key, recipe, seed)
+    ckpt = variant_dir(model, tag, cfg, val_set, recipe, seed, classes)
     device = None if cfg.device == "auto" else cfg.device
     history = fit(model, train_set, val_set, recipe, ckpt, device, seed, on_epoch_end=on_epoch_end, record=record)
     return model, history, ckpt

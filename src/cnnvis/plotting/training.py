@@ -128,3 +128,41 @@ def projection_rows(rows: dict, title: str):
     fig.suptitle(textwrap.fill(title, 14 * n + 20), fontsize=9)
     fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
+
+
+def recipe_curves(curves: pd.DataFrame, title: str, noise_share: float = 0.05, gate_share: float = 0.20):
+    """The conv1 recipe search: (a) the share of conv1 filters whose change from initialization is structured and (b)
+    held-out top-1, against training minutes; one colour per recipe, solid for ZF's conv1 and dashed for AlexNet's,
+    one line per seed. (a) marks white noise's expected share and the filter gate's bound."""
+    fig, (ax_share, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")  # room for a 2-line title
+    recipes = list(dict.fromkeys(curves.recipe))
+    for (recipe, arm, seed), run in curves.groupby(["recipe", "arm", "seed"], sort=False):
+        color = f"C{recipes.index(recipe) % 10}"
+        style = "--o" if arm.startswith("AlexNet") else "-o"
+        label = f"{recipe}, {arm}" if seed == curves.seed.min() else None
+        ax_share.plot(run.train_minutes, run.structured_share, style, color=color, ms=3, label=label)
+        ax_acc.plot(run.train_minutes, run.test_top1, style, color=color, ms=3)
+    ax_share.axhline(noise_share, color="0.5", lw=0.8, ls=":", label=f"white noise (~{noise_share:g})")
+    ax_share.axhline(gate_share, color="k", lw=0.8, ls="-.", label=f"filter gate: lower bound > {gate_share:g}")
+    ax_share.set(xlabel="training minutes (this CPU)", ylabel="share of conv1 filters", ylim=(0, 1),
+                 title="(a) conv1's W - W0 structured beyond white noise")
+    ax_acc.set(xlabel="training minutes (this CPU)", ylabel="top-1", ylim=(0, 1), title="(b) held-out top-1")
+    legend_outside(ax_acc, *ax_share.get_legend_handles_labels(), ncol=1)
+    for ax in (ax_share, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle(textwrap.fill(title, 120))
+    return fig
+
+
+def filter_change_grid(rows: dict, title: str):
+    """One row per run ({label: {"W": weights, "W - W0": their change from initialization}}): the conv1 filter mosaic
+    beside the mosaic of its change, each tile scaled on its own (Fig. 6 (b)/(c) with what training added)."""
+    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 3.6 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
+    for r, (label, kinds) in enumerate(rows.items()):
+        for c, (kind, w) in enumerate(kinds.items()):
+            axes[r, c].imshow(filter_tiles(w), interpolation="nearest")
+            axes[r, c].set_title(f"{label}: {kind}", fontsize=8)
+            axes[r, c].axis("off")
+    fig.suptitle(textwrap.fill(title, 90), fontsize=9)
+    return fig
