@@ -42,6 +42,7 @@ class Recipe:
     lr: Optional[float] = None
     weight_decay: Optional[float] = None
     batch_size: Optional[int] = None
+    plateau_patience: Optional[int] = None  # epochs without a lower validation loss before the lr drops tenfold
     filter_rms: Optional[float] = None  # ZF's renormalization cap; 0: off
 
 
@@ -72,8 +73,9 @@ class Resolved:
     def __str__(self):
         t = self.train
         return (f"{self.classes or 'all'} classes x <= {self.train_per_class} images, {self.input_size} px, width "
-                f"x{self.width:g}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}, weight decay "
-                f"{t.weight_decay:g}, filter RMS cap {t.filter_rms or 'off'}")
+                f"x{self.width:g}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g} (/10 after "
+                f"{t.plateau_patience} epochs without a lower val loss), weight decay {t.weight_decay:g}, filter RMS "
+                f"cap {t.filter_rms or 'off'}")
 
 
 def recipe_of(name: str, fields_given) -> Recipe:
@@ -92,7 +94,7 @@ def resolve(cfg, recipe: Recipe) -> Resolved:
     def given(value, preset):
         return preset if value is None else value
 
-    changes = {k: getattr(recipe, k) for k in ("epochs", "lr", "weight_decay", "batch_size")
+    changes = {k: getattr(recipe, k) for k in ("epochs", "lr", "weight_decay", "batch_size", "plateau_patience")
                if getattr(recipe, k) is not None}
     if recipe.filter_rms is not None:
         changes["filter_rms"] = recipe.filter_rms or None

@@ -393,7 +393,7 @@ def test_conv1_recipe_search_records_every_epoch_and_resumes_without_retraining(
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs)
     pd.testing.assert_frame_equal(pd.read_csv(out / "curves.csv"), curves)
     typo = run_py("experiment=zfnet_conv1_recipes", "smoke=true", "experiment.run_only=[cpu_presett]")
-    assert typo.returncode != 0 and "the recipes are cpu_preset, all_classes, no_decay_high_lr" in typo.stderr
+    assert typo.returncode != 0 and "the recipes are cpu_preset, no_decay_high_lr, no_cap" in typo.stderr
     typo = run_py("experiment=zfnet_conv1_recipes", "smoke=true", "+experiment.recipes.bad={lrr:0.1}",
                   "experiment.run_only=[bad]")
     assert typo.returncode != 0 and "experiment.recipes.bad sets ['lrr']; a recipe's keys are classes" in typo.stderr
