@@ -44,6 +44,7 @@ class Recipe:
     batch_size: Optional[int] = None
     plateau_patience: Optional[int] = None  # epochs without a lower validation loss before the lr drops tenfold
     filter_rms: Optional[float] = None  # ZF's renormalization cap; 0: off
+    seeds: Optional[list[int]] = None  # None: experiment.seeds (a promising recipe gets more)
 
 
 @dataclass
@@ -69,13 +70,14 @@ class Resolved:
     input_size: int
     width: float
     train: TrainConfig
+    seeds: list[int]
 
     def __str__(self):
         t = self.train
-        return (f"{self.classes or 'all'} classes x <= {self.train_per_class} images, {self.input_size} px, width "
-                f"x{self.width:g}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g} (/10 after "
-                f"{t.plateau_patience} epochs without a lower val loss), weight decay {t.weight_decay:g}, filter RMS "
-                f"cap {t.filter_rms or 'off'}")
+        return (f"seeds {self.seeds}, {self.classes or 'all'} classes x <= {self.train_per_class} images, "
+                f"{self.input_size} px, width x{self.width:g}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g} "
+                f"(/10 after {t.plateau_patience} epochs without a lower val loss), weight decay {t.weight_decay:g}, "
+                f"filter RMS cap {t.filter_rms or 'off'}")
 
 
 def recipe_of(name: str, fields_given) -> Recipe:
@@ -101,7 +103,7 @@ def resolve(cfg, recipe: Recipe) -> Resolved:
     classes = e.classes if recipe.classes is None else (recipe.classes or None)
     return Resolved(classes, given(recipe.train_per_class, cfg.dataset.train_per_class),
                     given(recipe.input_size, cfg.model.input_size), given(recipe.width, e.width),
-                    replace(as_train_config(e.train), **changes))
+                    replace(as_train_config(e.train), **changes), list(recipe.seeds or e.seeds))
 
 
 def recipe_config(cfg, recipe: Resolved):
@@ -175,9 +177,9 @@ def main(cfg, out, record):
         raise KeyError(f"experiment.run_only names {unknown or 'no recipe'}; the recipes are {', '.join(e.recipes)} "
                        f"(add one with +experiment.recipes.NAME={{lr:0.03}})")
     recipes = {name: resolve(cfg, recipe_of(name, e.recipes[name])) for name in names}
-    seeds = list(e.seeds[:1] if cfg.smoke else e.seeds)
     curves, ends, filters = [], [], {}
     for name, recipe in recipes.items():
+        seeds = recipe.seeds[:1] if cfg.smoke else recipe.seeds
         local = recipe_config(cfg, recipe)
         data = train_val_test_sets(local, record, recipe.classes, val_per_class=e.val_per_class)
         for arm in e.arms:
@@ -190,7 +192,7 @@ def main(cfg, out, record):
     curves, ends = pd.concat(curves, ignore_index=True), pd.DataFrame(ends)
     described = "; ".join(f"{name}: {recipe}" for name, recipe in recipes.items())
     out.table(curves, "curves", title="conv1 recipe search: every epoch of every run",
-              notes=f"Recipes (changes to conf/preset/zfnet_cpu.yaml): {described}. Seeds {seeds}. "
+              notes=f"Recipes (changes to conf/preset/zfnet_cpu.yaml): {described}. "
                     "train_minutes: wall-clock training time so far (evaluation excluded); test_top1: the held-out "
                     "images not used for the lr plateau; structured_share: cnnvis.gate.filter_structure on conv1's "
                     "W - W0 (white noise ~0.05; the filter gate needs the 95 % lower bound > 0.20).")
@@ -198,7 +200,7 @@ def main(cfg, out, record):
               notes="passed: the training gate (converged, held-out top-1 clearly above chance) and the filter gate "
                     "of that run's conv1 both pass.")
     out.figure(recipe_curves(curves, "conv1 recipe search on Caltech-101 (ZFNet with AlexNet's or ZF's conv1, "
-                                     f"trained from scratch on this CPU): seeds {seeds}"), "recipe_curves")
+                                     "trained from scratch on this CPU); one line per seed"), "recipe_curves")
     out.figure(filter_change_grid(filters, "conv1 filters after training (W) and their change from initialization "
                                            "(W - W0), per recipe and arm (first seed); each tile scaled on its own"),
                "recipe_filters")

@@ -404,12 +404,12 @@ def test_a_recipe_keeps_the_presets_values_it_does_not_name():
 
     from experiments.zfnet_conv1_recipes import Recipe, resolve
 
-    cfg = OmegaConf.create({"experiment": {"classes": 10, "width": 0.25,
+    cfg = OmegaConf.create({"experiment": {"classes": 10, "width": 0.25, "seeds": [0],
                                            "train": {"epochs": 30, "lr": 0.01, "filter_rms": 0.1}},
                             "dataset": {"train_per_class": 80}, "model": {"input_size": 112}})
     same = resolve(cfg, Recipe())
     assert (same.classes, same.train_per_class, same.input_size, same.width) == (10, 80, 112, 0.25)
     assert (same.train.epochs, same.train.lr, same.train.filter_rms) == (30, 0.01, 0.1)
-    changed = resolve(cfg, Recipe(classes=0, lr=0.03, filter_rms=0))
+    changed = resolve(cfg, Recipe(classes=0, lr=0.03, filter_rms=0, seeds=[0, 1, 2]))
     assert changed.classes is None and changed.train.lr == 0.03 and changed.train.filter_rms is None
-    assert changed.train.epochs == 30
+    assert changed.train.epochs == 30 and same.seeds == [0] and changed.seeds == [0, 1, 2]
