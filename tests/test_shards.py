@@ -240,7 +240,8 @@ def test_cam_metrics_and_claims_are_the_same_however_they_are_split(tmp_path):
                 pairs = values.items() if metric == "curves" else [(metric, values)]
                 for key, v in pairs:
                     w = other[name]["curves"][key] if metric == "curves" else other[name][metric]
-                    np.testing.assert_allclose(w, v, rtol=0, atol=1e-6, err_msg=f"{name} {key}")
+                    # other batches round differently; Grad-CAM++'s cubed gradients carry that to ~1e-3 relative
+                    np.testing.assert_allclose(w, v, rtol=1e-3, atol=1e-6, err_msg=f"{name} {key}")
         assert all(torch.allclose(other_shown[m], shown[m], rtol=0, atol=1e-6) for m in shown)
         assert all(np.allclose(a, b, rtol=0, atol=1e-6) for m in predicted for a, b in zip(other_predicted[m], predicted[m]))
         other_claims = claims_frame(loc.paper_claims(other, "caltech101", True, COMPARISONS, PUBLISHED))
