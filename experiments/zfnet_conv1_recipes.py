@@ -21,9 +21,9 @@ from omegaconf import OmegaConf
 from cnnvis.ablations import CONV1_ARMS, CONV1_LABELS, conv1_variant, first_conv
 from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_test_sets, train_variant, variant_dir
-from cnnvis.gate import combine, filter_gate, filter_structure, training_gate
+from cnnvis.gate import filter_structure
 from cnnvis.plotting.training import filter_change_grid, recipe_curves
-from cnnvis.run_gate import initial_model
+from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.shards import write_atomically
 from cnnvis.training import TrainConfig, as_train_config, evaluate, smoke_recipe
 
@@ -117,17 +117,18 @@ def recipe_config(cfg, recipe: Resolved):
     return local
 
 
-def train_one(cfg, record, name: str, recipe: Resolved, arm: str, seed: int, data) -> tuple[pd.DataFrame, dict, dict]:
-    """Train one (recipe, arm, seed): its per-epoch curve, its end row with the gates, and its conv1 (W, W - W0)."""
+def train_one(local, record, name: str, recipe: Resolved, arm: str, seed: int, data) -> tuple[pd.DataFrame, dict, dict]:
+    """Train one (recipe, arm, seed) under ``local`` (``recipe_config``): its per-epoch curve, its end row with the
+    gates, and its conv1 (W, W - W0)."""
     images, train_set, val_set, test_set = data
     n_classes = len(images.classes)
-    train = smoke_recipe(recipe.train, cfg.smoke)
+    train = smoke_recipe(recipe.train, local.smoke)
 
     def build():
         return conv1_variant(arm, n_classes, recipe.input_size, recipe.width)
 
     w0 = first_conv(initial_model(build, train, seed)).weight.detach().clone()
-    local, tag, trained = recipe_config(cfg, recipe), f"recipe-{name}-{arm}", {}
+    tag, trained = f"recipe-{name}-{arm}", {}
     # each epoch's row is kept beside the checkpoint, so a resumed or finished run keeps its whole curve
     curve_file = variant_dir(build(), tag, local, val_set, train, seed, recipe.classes) / "recipe_curve.csv"
 
@@ -155,9 +156,8 @@ def train_one(cfg, record, name: str, recipe: Resolved, arm: str, seed: int, dat
                                       recipe.classes, on_epoch_end=after_epoch)
     model.cpu().eval()
     test = evaluate(model, test_set, torch.device("cpu"))
-    structure = filter_structure(first_conv(model).weight, w0)
-    gate = combine(training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes),
-                   filter_gate(structure, CONV1_LABELS[arm]))
+    gate, structure = run_gate(history, test["top1"], len(test_set), n_classes, first_conv(model).weight, w0,
+                               CONV1_LABELS[arm])
     keys = {"recipe": name, "arm": CONV1_LABELS[arm], "seed": seed}
     end = {**keys, "epochs": len(history), "train_minutes": float(history.seconds.sum()) / 60,
            "train_top1": float(history.train_top1.iloc[-1]), "test_top1": test["top1"], "test_images": len(test_set),
@@ -187,7 +187,7 @@ def main(cfg, out, record):
         data = train_val_test_sets(local, record, recipe.classes, val_per_class=e.val_per_class)
         for arm in e.arms:
             for seed in seeds:
-                curve, end, weights = train_one(cfg, record, name, recipe, arm, seed, data)
+                curve, end, weights = train_one(local, record, name, recipe, arm, seed, data)
                 curves.append(curve)
                 ends.append(end)
                 if seed == seeds[0]:
