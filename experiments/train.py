@@ -17,8 +17,7 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_sets, train_variant
 from cnnvis.gate import figure_note, write_gate
 from cnnvis.models import CNN
-from cnnvis.plotting.filters import filter_grid
-from cnnvis.plotting.training import training_curves
+from cnnvis.plotting.training import filter_change_grid, training_curves
 from cnnvis.run_gate import initial_model, run_gate
 from cnnvis.run_record import trained_by
 from cnnvis.training import TrainConfig, is_main_process, save_atomic, smoke_recipe
@@ -68,8 +67,8 @@ def main(cfg, out, record):
     if m.checkpoint:
         record.add_checkpoint(m.checkpoint)  # the starting weights
     conv = first_conv(model)
-    gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes,
-                               conv.weight.detach().cpu(), first_conv(initial_model(build, t, cfg.seed)).weight,
+    w, w0 = conv.weight.detach().cpu(), first_conv(initial_model(build, t, cfg.seed)).weight.detach()
+    gate, structure = run_gate(history, float(history.val_top1.iloc[-1]), len(val_set), n_classes, w, w0,
                                f"{m.name} conv1")
     write_gate(ckpt, gate)  # beside the weights, for the figures that show them (filters, zfnet_deconv)
     export = cfg.experiment.export or f"{cfg.experiment.checkpoint_root}/{m.name}_{cfg.dataset.name}/last.pt"
@@ -85,9 +84,10 @@ def main(cfg, out, record):
     out.table(structure, "conv1_filter_structure", title=f"{m.name} conv1: spectral concentration of W - W0 against "
               "white noise of the same shape (per filter)")
     out.figure(training_curves({m.name: history}, f"Training {title}{figure_note(gate)}"), "curves")
-    out.figure(filter_grid(conv.weight.cpu(), f"{m.name} conv1 after {len(history)} epochs "
-                           f"({conv.out_channels} filters {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]})"
-                           f"{figure_note(gate)}"), "conv1_filters")
+    shape = f"{conv.out_channels} filters {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]}"
+    out.figure(filter_change_grid({f"{m.name} conv1 ({shape})": {"W": w, "W - W0": w - w0}},
+                                  f"{m.name} conv1 after {len(history)} epochs beside its change from initialization "
+                                  f"W - W0{figure_note(gate)}"), "conv1_filters")
     last = history.iloc[-1]
     return {"trained_enough": int(gate.passed), "val_top1": float(last.val_top1), "val_top5": float(last.val_top5), "train_top1": float(last.train_top1),
             "epochs": int(last.epoch), "train_seconds": float(history.seconds.sum())}

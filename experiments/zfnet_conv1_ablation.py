@@ -1,10 +1,10 @@
 """Zeiler & Fergus 2013 Fig. 6: AlexNet's first layer (11x11, stride 4) against ZFNet's (7x7, stride 2).
 
 Both arms are ZFNet with only conv1 swapped, trained with the same recipe, data and budget, for each seed.
-Reported: the conv1 filter grids side by side (Fig. 6 (b)/(c)), conv2 features projected to pixels by the
-deconvnet (Fig. 6 (d)/(e)), the fraction of dead conv1 filters, the share of conv1 spectral energy above the
-Nyquist frequency of its stride (before and after training), a grid-artefact score of conv2 projections,
-and top-1/top-5 accuracy. Judged only when trained (``cnnvis.gate``): every run's training gate (converged, held-out
+Reported: the conv1 filter grids (Fig. 6 (b)/(c)), each beside its change from initialization W - W0, conv2 features
+projected to pixels by the deconvnet (Fig. 6 (d)/(e)), the fraction of dead conv1 filters, the share of conv1
+spectral energy above the Nyquist frequency of its stride (before training, from the weights ``fit`` started from,
+and after), a grid-artefact score of conv2 projections, and top-1/top-5 accuracy. Judged only when trained (``cnnvis.gate``): every run's training gate (converged, held-out
 top-1 clearly above chance) and, per arm, the structure of conv1's change W - W0 against white noise; the claims
 about conv1 filters and conv2 features need both, the accuracy claim the training gate.
 """
@@ -22,7 +22,8 @@ from cnnvis.config import ExperimentConfig
 from cnnvis.from_config import train_val_test_sets, train_variant
 from cnnvis.gate import combine, figure_note, filter_gate, filter_structure, gate_rows, training_gate, write_gate
 from cnnvis.hooks import activations
-from cnnvis.plotting.training import filter_grids, projection_rows, seed_training_curves
+from cnnvis.plotting.training import filter_change_grid, projection_rows, seed_training_curves
+from cnnvis.run_gate import initial_model
 from cnnvis.training import TrainConfig, evaluate, smoke_recipe
 
 TAGS = {"zfnet": "zfnet", "alexnet_conv1": "zfnet-alexnet-conv1"}
@@ -59,12 +60,10 @@ def conv2_projections(model, x: torch.Tensor, units: int) -> list[torch.Tensor]:
         return [deconv_project(model, x[int(peak[:, c].argmax())][None], "conv2", c)[0] for c in channels]
 
 
-def measure(model, arm: str, seed: int, classes: int, input_size: int, width: float, val_x: torch.Tensor,
-            units: int, dead_rel_std: float) -> dict:
+def measure(model, init_model, val_x: torch.Tensor, units: int, dead_rel_std: float) -> dict:
+    """The Fig. 6 measures of a trained ``model`` and of ``init_model``, the weights its training started from."""
     conv = first_conv(model)
     stride = conv.stride[0]
-    torch.manual_seed(seed)
-    init_model = conv1_variant(arm, classes, input_size, width).eval()  # the same seed's weights before training
     init_conv = first_conv(init_model)
     dead, _ = dead_filter_fraction(conv1_responses(model, val_x), dead_rel_std)
     dead_init, _ = dead_filter_fraction(conv1_responses(init_model, val_x), dead_rel_std)
@@ -81,6 +80,7 @@ def measure(model, arm: str, seed: int, classes: int, input_size: int, width: fl
         "conv2_grid_score": float(grid_artifact_score(torch.stack(projections), stride).mean()),
         "projections": projections,
         "structure": structure,
+        "init_weight": init_conv.weight.detach(),
     }
 
 
@@ -97,23 +97,27 @@ def main(cfg, out, record):
     rows, histories, filters, projections, structures, folders = [], {}, {}, {}, [], {}
     for arm in e.arms:
         for seed in seeds:
-            model, history, ckpt = train_variant(lambda: conv1_variant(arm, n_classes, size, e.width), TAGS[arm], cfg, record,
-                                                 train_set, val_set, recipe, seed, e.classes)
+            def build():
+                return conv1_variant(arm, n_classes, size, e.width)
+
+            model, history, ckpt = train_variant(build, TAGS[arm], cfg, record, train_set, val_set, recipe, seed,
+                                                 e.classes)
             test = evaluate(model, test_set, next(model.parameters()).device)  # val chose the lr plateau
             model.cpu().eval()
-            m = measure(model, arm, seed, n_classes, size, e.width, val_x, e.conv2_units, e.dead_rel_std)
+            m = measure(model, initial_model(build, recipe, seed), val_x, e.conv2_units, e.dead_rel_std)
             last = history.iloc[-1]
             gate = training_gate(history, round(test["top1"] * len(test_set)), len(test_set), n_classes)
             structures.append(m["structure"].assign(arm=CONV1_LABELS[arm], seed=seed))
             rows.append({"arm": CONV1_LABELS[arm], "seed": seed, "test_top1": test["top1"], "test_top5": test["top5"],
                          "train_top1": last.train_top1,
-                         **{k: v for k, v in m.items() if k not in ("projections", "structure")},
+                         **{k: v for k, v in m.items() if k not in ("projections", "structure", "init_weight")},
                          "train_seconds": history.seconds.sum(), "trained_enough": gate.passed, "gate": gate.reason})
             histories.setdefault(CONV1_LABELS[arm], []).append(history)
             folders[CONV1_LABELS[arm], seed] = (ckpt, gate)
             if seed == seeds[0]:
-                conv = first_conv(model)
-                filters[f"{CONV1_LABELS[arm]} (seed {seed}, {len(history)} epochs)"] = conv.weight.detach()
+                w = first_conv(model).weight.detach()
+                filters[f"{CONV1_LABELS[arm]} (seed {seed}, {len(history)} epochs)"] = {"W": w,
+                                                                                       "W - W0": w - m["init_weight"]}
                 projections[CONV1_LABELS[arm]] = m["projections"]
 
     per_run = pd.DataFrame(rows)
@@ -145,8 +149,9 @@ def main(cfg, out, record):
                notes=CLAIM_NOTES + "\n\nOurs: " + scale + ". The paper trains on 1.2M ImageNet "
                      "images for ~70 epochs at full width from N(0, 1e-2) weights; the differences of scale are why a "
                      "verdict here may differ." + RULE_CHANGE)
-    out.figure(filter_grids(filters, f"conv1 filters after training (Fig. 6 (b) AlexNet-style, (c) ZFNet); {scale}"
-                            f"{figure_note(both)}"), "conv1_filters")
+    out.figure(filter_change_grid(filters, f"conv1 filters after training (Fig. 6 (b) AlexNet-style, (c) ZFNet), each "
+                                  f"beside its change from initialization W - W0; {scale}{figure_note(both)}"),
+               "conv1_filters")
     out.figure(projection_rows(projections, "conv2 features: deconvnet projections of the most active conv2 channels, "
                                f"each from its strongest held-out image (Fig. 6 (d)/(e)){figure_note(both)}"),
                "conv2_projections")

@@ -53,7 +53,7 @@ class Config(ExperimentConfig):
     train: TrainConfig = field(default_factory=TrainConfig)  # the preset's recipe
     classes: Optional[int] = 10  # the preset's: the N largest classes (None: all)
     width: float = 0.25  # the preset's channel multiplier
-    recipes: dict[str, Any] = field(default_factory=lambda: {"cpu_preset": {}})  # name: Recipe's fields (checked)
+    recipes: dict[str, Any] = field(default_factory=dict)  # name: Recipe's fields (checked); the yaml lists the search
     run_only: Optional[list[str]] = None  # these recipes of experiment.recipes, in this order (None: all); add one
     # with +experiment.recipes.NAME={lr:0.03}
     seeds: list[int] = field(default_factory=lambda: [0])

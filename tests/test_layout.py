@@ -98,14 +98,15 @@ def test_grids_of_images_leave_room_for_a_title_of_several_lines():
     import torch
 
     from cnnvis.plotting.deconv import top9_figure
-    from cnnvis.plotting.training import filter_grids, projection_rows
+    from cnnvis.plotting.training import filter_change_grid, projection_rows
 
     title = "a title of three lines, as an undertrained run's figure has\nsecond line\nUNDERTRAINED (not comparable): x"
     tile = lambda: np.random.default_rng(0).random((24, 24, 3))  # noqa: E731
     maps = [{"channel": i, "projections": [tile()] * 9, "patches": [tile()] * 9} for i in range(4)]
     assert layout_problems(top9_figure(maps, title)) == []
-    weights = {"AlexNet conv1 11x11/4 (seed 0)": torch.randn(24, 3, 11, 11), "ZFNet conv1 7x7/2": torch.randn(24, 3, 7, 7)}
-    assert layout_problems(filter_grids(weights, title)) == []
+    weights = {"AlexNet conv1 11x11/4 (seed 0)": {"W": torch.randn(24, 3, 11, 11), "W - W0": torch.randn(24, 3, 11, 11)},
+               "ZFNet conv1 7x7/2": {"W": torch.randn(24, 3, 7, 7), "W - W0": torch.randn(24, 3, 7, 7)}}
+    assert layout_problems(filter_change_grid(weights, title)) == []
     rows = {"AlexNet conv1 11x11/4": [torch.rand(3, 20, 20)] * 6, "ZFNet conv1 7x7/2": [torch.rand(3, 20, 20)] * 6}
     assert layout_problems(projection_rows(rows, title)) == []
 

@@ -379,21 +379,21 @@ def test_train_val_test_sets_are_disjoint_and_keep_the_training_images(tmp_path)
 def test_conv1_recipe_search_records_every_epoch_and_resumes_without_retraining(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNVIS_CHECKPOINTS", str(tmp_path / "ck"))
     args = ("experiment=zfnet_conv1_recipes", "smoke=true", f"results_dir={tmp_path}", "experiment.arms=[zfnet]",
-            "+experiment.recipes.fast={lr:0.03,filter_rms:0}", "experiment.run_only=[cpu_preset,fast]")
+            "+experiment.recipes.fast={lr:0.03,filter_rms:0}", "experiment.run_only=[short,fast]")
     first = run_py(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "zfnet_conv1_recipes"
     curves, runs = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "runs.csv")
-    assert curves.groupby("recipe").epoch.apply(list).to_dict() == {"cpu_preset": [1, 2], "fast": [1, 2]}
+    assert curves.groupby("recipe").epoch.apply(list).to_dict() == {"short": [1, 2], "fast": [1, 2]}
     assert curves.structured_share.between(0, 1).all() and (curves.train_minutes.diff().fillna(1) != 0).all()
-    assert runs.recipe.tolist() == ["cpu_preset", "fast"] and not runs.passed.any()  # 2 epochs: the gate says no
+    assert runs.recipe.tolist() == ["short", "fast"] and not runs.passed.any()  # 2 epochs: the gate says no
     assert "lr 0.03" in (out / "curves.md").read_text() and "filter RMS cap off" in (out / "curves.md").read_text()
     again = run_py(*args)  # finished runs are read back, not retrained: the same rows, each epoch's kept
     assert again.returncode == 0, again.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), runs)
     pd.testing.assert_frame_equal(pd.read_csv(out / "curves.csv"), curves)
-    typo = run_py("experiment=zfnet_conv1_recipes", "smoke=true", "experiment.run_only=[cpu_presett]")
-    assert typo.returncode != 0 and "the recipes are cpu_preset, no_decay_high_lr, no_cap" in typo.stderr
+    typo = run_py("experiment=zfnet_conv1_recipes", "smoke=true", "experiment.run_only=[shortt]")
+    assert typo.returncode != 0 and "the recipes are short, no_decay_high_lr, no_cap" in typo.stderr
     typo = run_py("experiment=zfnet_conv1_recipes", "smoke=true", "+experiment.recipes.bad={lrr:0.1}",
                   "experiment.run_only=[bad]")
     assert typo.returncode != 0 and "experiment.recipes.bad sets ['lrr']; a recipe's keys are classes" in typo.stderr

@@ -1,6 +1,8 @@
 """CAM-family figures: an images x methods grid (Grad-CAM Fig. 1 / Score-CAM Fig. 1 layout) with overlays,
 boxes and a colorbar; input-space signals (guided backprop, deconvnet) shown as images, as in their papers."""
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -10,18 +12,36 @@ from cnnvis.cams import maps_for_classes
 from cnnvis.plotting import legend_outside, rescale, to_image
 
 
-def _signal_image(signal: torch.Tensor) -> np.ndarray:
-    """A signed (3, H, W) input-space signal as an RGB picture: 0 at grey, scaled by its largest magnitude."""
-    return rescale(signal.detach().cpu().permute(1, 2, 0).numpy(), symmetric=True)
+def signal_image(signal: torch.Tensor, percentile: float = 99.0) -> np.ndarray:
+    """A signed (3, H, W) input-space signal as an RGB picture: 0 at grey, +-1 at the ``percentile`` of its magnitude
+    (beyond it clipped): scaled by its largest value, a few extreme pixels leave the rest grey."""
+    s = signal.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64)
+    scale = np.percentile(np.abs(s), percentile)
+    return np.clip(0.5 + 0.5 * s / scale, 0, 1) if scale > 0 else np.full_like(s, 0.5)
+
+
+def class_pair_image(model, x: torch.Tensor, logits: torch.Tensor, layer: str, batch_size: int,
+                     min_second: float = 0.15) -> int:
+    """The image for Grad-CAM Fig. 1: of the images whose second most probable class has p >= ``min_second`` (all,
+    when none has), the one whose two classes' Grad-CAM maps overlap least (cosine), so the pair shows two objects
+    in two places, as the paper's cat and dog, rather than two names of one object ("maillot" and "tank suit")."""
+    top2 = logits.softmax(1).topk(2, dim=1)
+    candidates = (top2.values[:, 1] >= min_second).nonzero().flatten().tolist() or list(range(len(x)))
+    overlap = {}
+    for i in candidates:
+        maps = maps_for_classes(model, x[i], top2.indices[i].tolist(), ["gradcam"], layer, batch_size)["gradcam"]
+        overlap[i] = float(torch.nn.functional.cosine_similarity(maps[0].flatten(), maps[1].flatten(), dim=0))
+    return min(overlap, key=overlap.get)
 
 
 def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], title: str, captions=None,
                 boxes=None, predicted_boxes=None, cmap: str = "jet"):
     """Rows: images; columns: the image, then each method. (N, H, W) maps are min-max scaled and overlaid
-    on the image; (N, 3, H, W) signals are drawn as pictures. ``boxes``: ground truth (green); ``predicted_boxes``
-    {method: (N, 4)}: the box the localization rule draws from that method's map (red)."""
+    on the image; (N, 3, H, W) signals are drawn as pictures (``signal_image``). ``boxes``: ground truth (green);
+    ``predicted_boxes`` {method: (N, 4)}: the box the localization rule draws from that method's map (red)."""
     n, cols = len(images), len(attributions) + 1
-    fig, axes = plt.subplots(n, cols, figsize=(1.55 * cols + 0.8, 1.6 * n + 0.5), squeeze=False,
+    width = 1.55 * cols + 0.8
+    fig, axes = plt.subplots(n, cols, figsize=(width, 1.6 * n + 0.5), squeeze=False,
                              layout="constrained")  # room for column titles of several lines under the suptitle
     heat = None
     for i in range(n):
@@ -32,7 +52,7 @@ def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], tit
         for col, (name, attr) in enumerate(attributions.items(), start=1):
             ax = axes[i, col]
             if attr.ndim == 4:
-                ax.imshow(_signal_image(attr[i]))
+                ax.imshow(signal_image(attr[i]))
             else:
                 ax.imshow(img)
                 heat = ax.imshow(rescale(attr[i].cpu().numpy()), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
@@ -48,7 +68,7 @@ def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], tit
             axes[i, col].axis("off")
     if heat is not None:
         fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="map (min-max scaled)")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, int(width * 12)), fontsize=10)  # ~12 characters an inch at 10 pt
     return fig
 
 
@@ -93,10 +113,10 @@ def class_maps_row(image: torch.Tensor, maps: torch.Tensor, captions: list[str],
 def class_figures(model, x: torch.Tensor, logits: torch.Tensor, names: list[str], methods, layer: str,
                   batch_size: int) -> tuple:
     """Grad-CAM Fig. 1 (Grad-CAM and guided Grad-CAM of an image's two most probable classes) and CAM Fig. 4 (its maps
-    of the five most probable), on the image of ``x`` whose second class is the most probable (two objects, likely):
-    the two figures, each None when ``methods`` lacks what it shows."""
+    of the five most probable), on the image of ``x`` that ``class_pair_image`` picks: the two figures, each None
+    when ``methods`` lacks what it shows."""
     top = logits.softmax(1).topk(min(5, logits.shape[1]), dim=1)
-    i = int(top.values[:, 1].argmax())
+    i = class_pair_image(model, x, logits, layer, batch_size)
     classes = top.indices[i].tolist()
     captions = [f"{names[c].split(',')[0][:18]} (p = {p:.2f})" for c, p in zip(classes, top.values[i].tolist())]
     maps = maps_for_classes(model, x[i], classes, [m for m in ("cam", "gradcam", "guided_gradcam") if m in methods],
@@ -105,8 +125,8 @@ def class_figures(model, x: torch.Tensor, logits: torch.Tensor, names: list[str]
     pair = {m: maps[m][:2] for m in ("gradcam", "guided_gradcam") if m in maps}
     if pair:  # the same image in both rows, each row one class
         pair_fig = method_grid(
-            x[i].expand(2, -1, -1, -1), pair, "Class-discriminative (Grad-CAM Fig. 1): the image's two most probable "
-            "classes", captions[:2])
+            x[i].expand(2, -1, -1, -1), pair, f"Class-discriminative (Grad-CAM Fig. 1): the two most probable "
+            f"classes of the image, of {len(x)}, whose pair's Grad-CAM maps overlap least", captions[:2])
     if "cam" in maps:
         top5_fig = class_maps_row(
             x[i], maps["cam"], captions, f"CAM of the image's {len(classes)} most probable classes (Zhou et al. 2016 "

@@ -53,18 +53,6 @@ def seed_training_curves(histories: dict, title: str):
     return fig
 
 
-def filter_grids(weights: dict, title: str, cols: int | None = None):
-    """One RGB filter mosaic per run, side by side (Fig. 6 (b) and (c))."""
-    fig, axes = plt.subplots(1, len(weights), figsize=(4.5 * len(weights), 5), squeeze=False,
-                             layout="constrained")  # room for a title of several lines
-    for ax, (label, w) in zip(axes[0], weights.items()):
-        ax.imshow(filter_tiles(w, cols), interpolation="nearest")
-        ax.set_title(label, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(textwrap.fill(title, 55 * len(weights)), fontsize=9)
-    return fig
-
-
 def evolution_grid(projections: dict, epochs: list, title: str):
     """Fig. 4: one row per (layer, channel), one column per kept epoch; each tile the projection of the
     channel's strongest activation over the held-out set at that epoch (min-max scaled per tile)."""
