@@ -90,7 +90,7 @@ def test_training_curves_leave_room_for_a_two_line_title():
 
     h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2, 1, .5], "val_loss": [2, 1.2, .9],
                       "train_top1": [.2, .5, .8], "val_top1": [.2, .4, .6]})
-    title = "Training zfnet on caltech101 (10 classes)\nUNDERTRAINED (not comparable): 2 epoch(s), fewer than 4"
+    title = "Training zfnet on caltech101 (10 classes)\nUNDERTRAINED (not comparable): 2 epoch(s), fewer than 6"
     assert layout_problems(training_curves({"zfnet": h}, title)) == []
 
 

@@ -2,9 +2,9 @@
 
 Two tests, each a stated rule computed from numbers the run already has:
 
-- ``training_gate``: training has converged (the training loss's relative drop over the last ``window`` epochs is
-  below ``max_relative_drop`` or the loss is below ``fitted_loss``, and the last epoch's training top-1 is at least
-  ``min_train_top1``) and held-out top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds
+- ``training_gate``: training has converged (the mean training loss of the last ``window`` epochs is less than
+  ``max_relative_drop`` below the mean of the ``window`` epochs before them, or the last loss is below
+  ``fitted_loss``, and the last epoch's training top-1 is at least ``min_train_top1``) and held-out top-1 is clearly above chance (the Wilson 95 % interval's lower bound exceeds
   chance by ``min_margin``).
 - ``filter_gate``: where conv1 filters are shown or judged, their change from initialization W - W0 has structure
   white noise lacks and is large enough to show in W. Per filter, the *spectral concentration* of W - W0 (the
@@ -92,22 +92,25 @@ def training_gate(history: pd.DataFrame, held_out_correct: int, held_out_n: int,
                   max_relative_drop: float = 0.10, min_train_top1: float = 0.90, min_margin: float = 0.10,
                   fitted_loss: float = 0.05) -> Gate:
     """Converged and above chance (module docstring). ``history`` has one row per epoch with ``train_loss``
-    and ``train_top1`` (what ``cnnvis.training.fit`` returns); a run shorter than ``window + 1`` epochs has no
-    plateau to show and fails. A loss below ``fitted_loss`` nats (the true class's mean probability above about
-    0.95) counts as a plateau however fast it still falls relatively (a fitted training set's loss keeps halving)."""
+    and ``train_top1`` (what ``cnnvis.training.fit`` returns); a run shorter than ``2 * window`` epochs has no
+    plateau to show and fails. Window means, not two epochs: at a small loss one epoch's augmentation noise moves
+    it by 20-30 % with the weights standing still (lr 1e-7). A loss below ``fitted_loss`` nats (the true class's
+    mean probability above about 0.95) counts as a plateau however fast it still falls relatively (a fitted training
+    set's loss keeps halving)."""
     if n_classes < 2 or held_out_n < 1:
         raise ValueError(f"the gate needs at least 2 classes and 1 held-out image (got {n_classes}, {held_out_n})")
     loss = history["train_loss"].to_numpy(dtype=float)
     top1 = float(history["train_top1"].iloc[-1]) if len(history) else float("nan")
-    if len(loss) < window + 1:
+    if len(loss) < 2 * window:
         drop, plateau = float("nan"), False
-        plateau_text = f"{len(loss)} epoch(s), fewer than {window + 1} to show a plateau"
+        plateau_text = f"{len(loss)} epoch(s), fewer than {2 * window} to show a plateau"
     else:
-        before = loss[-window - 1]
-        drop = (before - loss[-1]) / before if before > 0 else 0.0
+        before, last = loss[-2 * window:-window].mean(), loss[-window:].mean()
+        drop = (before - last) / before if before > 0 else 0.0
         plateau = bool(np.isfinite(drop) and (drop < max_relative_drop or loss[-1] < fitted_loss))
-        plateau_text = (f"training loss {loss[-1]:.3g} fell {100 * drop:.1f} % over the last {window} epochs (bound "
-                        f"{100 * max_relative_drop:g} %, or a loss below {fitted_loss:g})")
+        plateau_text = (f"training loss {loss[-1]:.3g}; its mean over the last {window} epochs fell {100 * drop:.1f} "
+                        f"% from the {window} before (bound {100 * max_relative_drop:g} %, or a loss below "
+                        f"{fitted_loss:g})")
     fitted = bool(np.isfinite(top1) and top1 >= min_train_top1)
     chance = 1 / n_classes
     held = proportion(held_out_correct, held_out_n)

@@ -282,7 +282,7 @@ def surgery_notes(network: str, cuts: list[str], uncut: str, uncut_spatial: bool
         f"upsampled bilinearly to {input_size} px, box of the largest component above "
         f"{threshold:g} of its maximum, hit at IoU >= 0.5; per image the hit rate over the folds that "
         "tested it, 95 % bootstrap interval over images. Baselines: the centred box of the other images' mean box "
-        "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (training loss "
-        "fell < 10 % over its last 3 epochs, training top-1 >= 0.9, held-out top-1's Wilson lower bound > chance "
-        "+ 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
+        "size (leave-one-out) and the full image. Every head passes through the trained-enough gate (the mean "
+        "training loss of its last 3 epochs < 10 % below that of the 3 before, training top-1 >= 0.9, held-out "
+        "top-1's Wilson lower bound > chance + 0.1); a claim whose heads failed reads 'not comparable (undertrained: ...)'."
         + smoke_note(smoke, "3 classes of 6 images, 2 folds, 2 epochs"))
