@@ -45,6 +45,7 @@ class Recipe:
     plateau_patience: Optional[int] = None  # epochs without a lower validation loss before the lr drops tenfold
     filter_rms: Optional[float] = None  # ZF's renormalization cap; 0: off
     paper_init: Optional[bool] = None  # ZF's N(0, 1e-2) weights instead of He's (whose conv1 is ~10x larger)
+    conv1_init_std: Optional[float] = None  # conv1 alone from N(0, std), the other layers He's
     seeds: Optional[list[int]] = None  # None: experiment.seeds (a promising recipe gets more)
 
 
@@ -78,7 +79,8 @@ class Resolved:
         return (f"seeds {self.seeds}, {self.classes or 'all'} classes x <= {self.train_per_class} images, "
                 f"{self.input_size} px, width x{self.width:g}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g} "
                 f"(/10 after {t.plateau_patience} epochs without a lower val loss), weight decay {t.weight_decay:g}, "
-                f"filter RMS cap {t.filter_rms or 'off'}, {'N(0, 1e-2)' if t.paper_init else 'He'} init")
+                f"filter RMS cap {t.filter_rms or 'off'}, {'N(0, 1e-2)' if t.paper_init else 'He'} init"
+                + (f" (conv1 N(0, {t.conv1_init_std:g}))" if t.conv1_init_std is not None else ""))
 
 
 def recipe_of(name: str, fields_given) -> Recipe:
@@ -103,6 +105,8 @@ def resolve(cfg, recipe: Recipe) -> Resolved:
         changes["filter_rms"] = recipe.filter_rms or None
     if recipe.paper_init is not None:
         changes["paper_init"] = recipe.paper_init
+    if recipe.conv1_init_std is not None:
+        changes["conv1_init_std"] = recipe.conv1_init_std
     classes = e.classes if recipe.classes is None else (recipe.classes or None)
     return Resolved(classes, given(recipe.train_per_class, cfg.dataset.train_per_class),
                     given(recipe.input_size, cfg.model.input_size), given(recipe.width, e.width),

@@ -152,7 +152,8 @@ def test_initial_model_is_the_weights_fit_starts_from(tmp_path):
         return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2))
 
     for recipe in (TrainConfig(epochs=0, kaiming_init=True, linear_init_std=0.01, amp=False),
-                   TrainConfig(epochs=0, paper_init=True, amp=False), TrainConfig(epochs=0, amp=False)):
+                   TrainConfig(epochs=0, paper_init=True, amp=False), TrainConfig(epochs=0, amp=False),
+                   TrainConfig(epochs=0, kaiming_init=True, conv1_init_std=0.01, amp=False)):
         torch.manual_seed(5)
         started = build()
         fit(started, TensorDataset(torch.rand(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)), None, recipe,
@@ -160,6 +161,20 @@ def test_initial_model_is_the_weights_fit_starts_from(tmp_path):
         rebuilt = initial_model(build, recipe, 5)
         for a, b in zip(started.state_dict().values(), rebuilt.state_dict().values()):
             assert torch.equal(a, b)
+        if recipe.conv1_init_std is not None:  # conv1 alone redrawn small; the next layer keeps He's scale
+            assert float(rebuilt[0].weight.std()) == pytest.approx(0.01, rel=0.3)
+            assert float(rebuilt[3].weight.std()) > 0.05
+
+
+def test_a_recipe_field_added_later_moves_no_existing_run_folder(tmp_path):
+    from dataclasses import replace
+
+    from cnnvis.training import run_dir
+
+    model, cfg = nn.Linear(2, 2), TrainConfig(epochs=3)
+    unset = run_dir(tmp_path, "t", model, {"data": 1}, cfg, 0)
+    assert unset.name == "t-b46bc583de"  # the folder this recipe had before conv1_init_std existed
+    assert run_dir(tmp_path, "t", model, {"data": 1}, replace(cfg, conv1_init_std=0.01), 0) != unset
 
 
 def test_run_gate_adds_the_filter_gate_when_conv1_is_given():

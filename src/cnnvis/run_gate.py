@@ -11,20 +11,17 @@ import torch
 from torch import nn
 
 from cnnvis.gate import Gate, combine, filter_gate, filter_structure, training_gate
-from cnnvis.training import TrainConfig, as_train_config, kaiming_init_, paper_init_
+from cnnvis.training import TrainConfig, as_train_config, init_weights_
 
 
 def initial_model(build: Callable[[], nn.Module], recipe: TrainConfig, seed: int) -> nn.Module:
     """The model ``train_variant(build, ..., recipe, seed)`` starts training from: built under ``seed``, then
-    initialized as ``fit`` does (``paper_init`` or ``kaiming_init``, seeded again)."""
+    initialized as ``fit`` does (``init_weights_``, seeded again)."""
     recipe = as_train_config(recipe)
     torch.manual_seed(seed)
     model = build()
     torch.manual_seed(seed)
-    if recipe.paper_init:
-        paper_init_(model)
-    elif recipe.kaiming_init:
-        kaiming_init_(model, recipe.linear_init_std)
+    init_weights_(model, recipe)
     return model.eval()
 
 

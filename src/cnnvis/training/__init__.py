@@ -21,8 +21,8 @@ Every public name is importable from ``cnnvis.training``; what reads an experime
 from cnnvis.training.checkpoints import held_out_fingerprint, load_checkpoint, run_dir, save_atomic
 from cnnvis.training.loop import (HISTORY_COLUMNS, KILL_ENV, EpochSampler, SeededSamples, distributed_context, evaluate,
                                   fit, is_main_process, select_trainable)
-from cnnvis.training.recipe import (PAPER_EPOCHS, PAPER_KEEP_EPOCHS, TrainConfig, as_train_config, kaiming_init_,
-                                    paper_init_, renormalize_filters_, scaled_keep_epochs, smoke_recipe)
+from cnnvis.training.recipe import (PAPER_EPOCHS, PAPER_KEEP_EPOCHS, TrainConfig, as_train_config, init_weights_,
+                                    kaiming_init_, paper_init_, renormalize_filters_, scaled_keep_epochs, smoke_recipe)
 from cnnvis.training.splits import (ShuffledLabels, best_epoch, keep_classes, largest_classes, random_split,
                                     split_held_out)
 
@@ -30,7 +30,8 @@ __all__ = [
     "held_out_fingerprint", "load_checkpoint", "run_dir", "save_atomic",
     "HISTORY_COLUMNS", "KILL_ENV", "EpochSampler", "SeededSamples", "distributed_context", "evaluate", "fit",
     "is_main_process", "select_trainable",
-    "PAPER_EPOCHS", "PAPER_KEEP_EPOCHS", "TrainConfig", "as_train_config", "kaiming_init_", "paper_init_",
+    "PAPER_EPOCHS", "PAPER_KEEP_EPOCHS", "TrainConfig", "as_train_config", "init_weights_", "kaiming_init_",
+    "paper_init_",
     "renormalize_filters_", "scaled_keep_epochs", "smoke_recipe",
     "ShuffledLabels", "best_epoch", "keep_classes", "largest_classes", "random_split", "split_held_out",
 ]

@@ -52,6 +52,10 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+# recipe fields added after runs were kept: they enter the folder hash only when set, so those runs keep their folders
+ADDED_LATER = ("conv1_init_std",)
+
+
 def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, seed: int) -> Path:
     """``root/<tag>-<hash>``: one folder per (architecture, data, recipe, seed), so experiments that train the
     same thing share (and resume) one run."""
@@ -59,7 +63,8 @@ def run_dir(root, tag: str, model: nn.Module, data_key: dict, cfg: TrainConfig, 
     import json
 
     recipe = {k: v for k, v in asdict(as_train_config(cfg)).items()
-              if k not in ("num_workers", "amp", "channels_last", "checkpoint_every", "eval_batch_size", "keep_epochs")}
+              if k not in ("num_workers", "amp", "channels_last", "checkpoint_every", "eval_batch_size", "keep_epochs")
+              and not (k in ADDED_LATER and v is None)}
     blob = json.dumps({"model": str(model), "data": data_key, "train": recipe, "seed": seed}, sort_keys=True,
                       default=str)
     return Path(root) / f"{tag}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from cnnvis.run_record import RunRecord, trained_by
 from cnnvis.training.checkpoints import _rng_state, _set_rng_state, load_checkpoint, save_atomic
-from cnnvis.training.recipe import (TrainConfig, as_train_config, kaiming_init_, paper_init_, renormalize_filters_,
+from cnnvis.training.recipe import (TrainConfig, as_train_config, init_weights_, renormalize_filters_,
                                     scaled_keep_epochs)
 
 log = logging.getLogger(__package__)  # "cnnvis.training", the name run.log's lines carried before the split
@@ -244,10 +244,7 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Optional[Dataset], cfg: T
     amp, channels_last = cfg.amp and gpu, cfg.channels_last and gpu
 
     torch.manual_seed(seed)
-    if cfg.paper_init:
-        paper_init_(model)
-    elif cfg.kaiming_init:
-        kaiming_init_(model, cfg.linear_init_std)
+    init_weights_(model, cfg)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -37,6 +37,8 @@ class TrainConfig:
     eval_batch_size: int = 128
     kaiming_init: bool = False  # He et al. 2015 (normal, fan-in, ReLU gain), biases 0; ignored with paper_init
     linear_init_std: Optional[float] = None  # with kaiming_init: Linear weights N(0, std) instead (torchvision's VGG)
+    conv1_init_std: Optional[float] = None  # then the first conv's weights N(0, std): a W0 small beside what training
+    # adds leaves the learned filters visible in W (He's conv1 is larger than its change over a CPU run)
 
 
 def scaled_keep_epochs(epochs: int) -> list[int]:
@@ -66,6 +68,19 @@ def kaiming_init_(model: nn.Module, linear_std: Optional[float] = None) -> None:
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def init_weights_(model: nn.Module, cfg: "TrainConfig") -> None:
+    """The recipe's initialization (``paper_init``, else ``kaiming_init``, then ``conv1_init_std``), as ``fit`` does
+    it after seeding; leaves the model's own init when the recipe names none."""
+    if cfg.paper_init:
+        paper_init_(model)
+    elif cfg.kaiming_init:
+        kaiming_init_(model, cfg.linear_init_std)
+    if cfg.conv1_init_std is not None:
+        first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        nn.init.normal_(first.weight, 0.0, cfg.conv1_init_std)
 
 
 @torch.no_grad()
