@@ -45,7 +45,7 @@ class Recipe:
     plateau_patience: Optional[int] = None  # epochs without a lower validation loss before the lr drops tenfold
     filter_rms: Optional[float] = None  # ZF's renormalization cap; 0: off
     paper_init: Optional[bool] = None  # ZF's N(0, 1e-2) weights instead of He's (whose conv1 is ~10x larger)
-    conv1_init_std: Optional[float] = None  # conv1 alone from N(0, std), the other layers He's
+    conv1_init_std: Optional[float] = None  # conv1 alone from N(0, std), the other layers He's; 0: He's conv1
     seeds: Optional[list[int]] = None  # None: experiment.seeds (a promising recipe gets more)
 
 
@@ -106,7 +106,7 @@ def resolve(cfg, recipe: Recipe) -> Resolved:
     if recipe.paper_init is not None:
         changes["paper_init"] = recipe.paper_init
     if recipe.conv1_init_std is not None:
-        changes["conv1_init_std"] = recipe.conv1_init_std
+        changes["conv1_init_std"] = recipe.conv1_init_std or None
     classes = e.classes if recipe.classes is None else (recipe.classes or None)
     return Resolved(classes, given(recipe.train_per_class, cfg.dataset.train_per_class),
                     given(recipe.input_size, cfg.model.input_size), given(recipe.width, e.width),

@@ -104,7 +104,8 @@ def test_grids_of_images_leave_room_for_a_title_of_several_lines():
     tile = lambda: np.random.default_rng(0).random((24, 24, 3))  # noqa: E731
     maps = [{"channel": i, "projections": [tile()] * 9, "patches": [tile()] * 9} for i in range(4)]
     assert layout_problems(top9_figure(maps, title)) == []
-    weights = {"AlexNet conv1 11x11/4 (seed 0)": {"W": torch.randn(24, 3, 11, 11), "W - W0": torch.randn(24, 3, 11, 11)},
+    weights = {"small_conv1_init, AlexNet conv1 11x11/4 (seed 0, 100 epochs)":  # the recipe search's longest label
+               {"W": torch.randn(24, 3, 11, 11), "W - W0": torch.randn(24, 3, 11, 11)},
                "ZFNet conv1 7x7/2": {"W": torch.randn(24, 3, 7, 7), "W - W0": torch.randn(24, 3, 7, 7)}}
     assert layout_problems(filter_change_grid(weights, title)) == []
     rows = {"AlexNet conv1 11x11/4": [torch.rand(3, 20, 20)] * 6, "ZFNet conv1 7x7/2": [torch.rand(3, 20, 20)] * 6}

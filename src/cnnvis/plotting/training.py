@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cnnvis.plotting import legend_outside, rescale, samples_with_band, t_errors
+from cnnvis.plotting import legend_outside, rescale, samples_with_band, t_errors, wrap_to_axes
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -150,7 +150,7 @@ def filter_change_grid(rows: dict, title: str):
     for r, (label, kinds) in enumerate(rows.items()):
         for c, (kind, w) in enumerate(kinds.items()):
             axes[r, c].imshow(filter_tiles(w), interpolation="nearest")
-            axes[r, c].set_title(f"{label}: {kind}", fontsize=8)
+            axes[r, c].set_title(wrap_to_axes(axes[r, c], f"{label}: {kind}", 8), fontsize=8)
             axes[r, c].axis("off")
     fig.suptitle(textwrap.fill(title, 90), fontsize=9)
     return fig
