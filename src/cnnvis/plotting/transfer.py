@@ -55,9 +55,10 @@ def accuracy_vs_depth(ours: dict, paper: dict, title: str):
         ax.errorbar(depth, mean, yerr=std, fmt="--s", capsize=3, label=label)
     ax.set(xlabel="relative depth of the layer (layer / number of layers)", ylabel="mean per-class accuracy (%)",
            ylim=(0, 100), xlim=(0, 1.05))
-    ax.set_title(wrap_to_axes(ax, title, TITLE_POINTS), fontsize=TITLE_POINTS)
     ax.grid(alpha=0.3)
     legend_outside(ax)
+    fig.tight_layout()  # first: the legend narrows the axes, and the title wraps to the narrowed width
+    ax.set_title(wrap_to_axes(ax, title, TITLE_POINTS), fontsize=TITLE_POINTS)
     fig.tight_layout()
     return fig
 
