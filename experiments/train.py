@@ -42,7 +42,8 @@ def recipe_notes(cfg, n_train: int, n_val: int, n_classes: int) -> str:
             f"(random crop + flip from {cfg.dataset.resize or round(cfg.model.input_size * 256 / 224)} px), "
             f"{t.epochs} epochs, batch {t.batch_size}, SGD lr {t.lr} (x{t.plateau_factor} after {t.plateau_patience} "
             f"epoch(s) without a lower val loss), momentum {t.momentum}, weight decay {t.weight_decay}, "
-            f"{'N(0, 1e-2) weights' if t.paper_init else 'He-normal weights' if t.kaiming_init else 'PyTorch default init'}, "
+            f"{'N(0, 1e-2) weights' if t.paper_init else 'He-normal weights' if t.kaiming_init else 'PyTorch default init'}"
+            f"{f' (conv1 N(0, {t.conv1_init_std:g}))' if t.conv1_init_std is not None else ''}, "
             f"conv filter RMS cap {t.filter_rms}, {'10-crop' if t.ten_crop else 'centre-crop'} final validation.")
 
 
