@@ -4,9 +4,10 @@ Both arms are ZFNet with only conv1 swapped, trained with the same recipe, data 
 Reported: the conv1 filter grids (Fig. 6 (b)/(c)), each beside its change from initialization W - W0, conv2 features
 projected to pixels by the deconvnet (Fig. 6 (d)/(e)), the fraction of dead conv1 filters, the share of conv1
 spectral energy above the Nyquist frequency of its stride (before training, from the weights ``fit`` started from,
-and after), a grid-artefact score of conv2 projections, and top-1/top-5 accuracy. Judged only when trained (``cnnvis.gate``): every run's training gate (converged, held-out
-top-1 clearly above chance) and, per arm, the structure of conv1's change W - W0 against white noise; the claims
-about conv1 filters and conv2 features need both, the accuracy claim the training gate.
+and after), a grid-artefact score of conv2 projections, and top-1/top-5 accuracy. Judged only when trained
+(``cnnvis.gate``): every run's training gate (converged, held-out top-1 clearly above chance) and, per arm, the
+structure of conv1's change W - W0 against white noise; the claims about conv1 filters and conv2 features need
+both, the accuracy claim the training gate.
 """
 
 from dataclasses import dataclass, field

@@ -50,12 +50,16 @@ def legend_outside(ax, handles=None, labels=None, fontsize: int = 7, **kwargs):
                      frameon=False, fontsize=fontsize, **kwargs)
 
 
+def wrap_to_width(text: str, inches: float, fontsize: float) -> str:
+    """``text`` with each of its lines wrapped to ``inches`` at ``fontsize``."""
+    chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
 def wrap_to_axes(ax, text: str, fontsize: float) -> str:
     """``text`` with each of its lines wrapped to the width of ``ax`` at ``fontsize`` (a long panel title would
     otherwise run into its neighbours' titles)."""
-    inches = ax.get_position().width * ax.figure.get_figwidth()
-    chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
-    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+    return wrap_to_width(text, ax.get_position().width * ax.figure.get_figwidth(), fontsize)
 
 
 RANDOM_WEIGHTS = "random weights"  # the stamp on a map of a network with random weights

@@ -1,15 +1,13 @@
 """CAM-family figures: an images x methods grid (Grad-CAM Fig. 1 / Score-CAM Fig. 1 layout) with overlays,
 boxes and a colorbar; input-space signals (guided backprop, deconvnet) shown as images, as in their papers."""
 
-import textwrap
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
 from cnnvis.cams import maps_for_classes
-from cnnvis.plotting import legend_outside, rescale, to_image
+from cnnvis.plotting import legend_outside, rescale, to_image, wrap_to_width
 
 
 def signal_image(signal: torch.Tensor, percentile: float = 99.0) -> np.ndarray:
@@ -68,7 +66,7 @@ def method_grid(images: torch.Tensor, attributions: dict[str, torch.Tensor], tit
             axes[i, col].axis("off")
     if heat is not None:
         fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="map (min-max scaled)")
-    fig.suptitle(textwrap.fill(title, int(width * 12)), fontsize=10)  # ~12 characters an inch at 10 pt
+    fig.suptitle(wrap_to_width(title, width, 10), fontsize=10)
     return fig
 
 
