@@ -110,6 +110,26 @@ def test_a_run_that_failed_the_trained_enough_gate_stays_out_of_the_gallery(tmp_
     assert ("cam_gap.png" in gallery) == shown
 
 
+@pytest.mark.parametrize("weights, shown", [("random init", False), ("random init, head N(0, 0.01^2)", False),
+                                             ("pretrained ImageNet", True)])
+def test_a_figure_of_random_weights_stays_out_of_the_gallery_and_loses_its_thumbnail(tmp_path, weights, shown):
+    from PIL import Image
+
+    root = tmp_path / "results"
+    _folder(root, "cam_beyond")
+    run_json = root / "cam_beyond" / "run.json"
+    networks = [{"model": "efficientnet_lite0", "weights": "pretrained ImageNet"}, {"model": "vit_b_16", "weights": weights}]
+    run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "weights": networks}))
+    Image.new("RGB", (800, 600)).save(root / "cam_beyond" / "cam_beyond.png")
+    (root / "gallery").mkdir()
+    Image.new("RGB", (400, 300)).save(root / "gallery" / "cam_beyond.png")  # from when the figure was shown
+    folders = scoreboard.read_results(root)
+    assert ("cam_beyond.png" in scoreboard.gallery_markdown(folders, root)) == shown
+    written = scoreboard.write_thumbnails(folders, root)
+    assert written == ([root / "gallery" / "cam_beyond.png"] if shown else [])
+    assert (root / "gallery" / "cam_beyond.png").is_file() == shown
+
+
 def test_the_summary_lists_each_answer_with_its_claims_and_reasons(tmp_path):
     from dataclasses import replace
 

@@ -6,7 +6,7 @@ and each folder's ``run.json``, and writes
 - ``results/README.md``: one row per paper claim (paper, figure/table, the paper's number, ours with its interval
   and n, the verdict with its rule, the network and data that ran, the folder), a summary line per paper, and
   the folders whose tables predate the fair rules, listed as pending instead of shown;
-- ``results/gallery/<experiment>.png``: one thumbnail per replicated figure;
+- ``results/gallery/<experiment>.png``: one thumbnail per replicated figure of a trained network;
 - the gallery section of the top-level README (between its gallery markers).
 
 ``python -m cnnvis.scoreboard --check`` regenerates the text in memory and fails when the committed files differ.
@@ -25,6 +25,7 @@ import pandas as pd
 
 from cnnvis.claims import COLUMNS, NOT_COMPARABLE, REPRODUCED, VERDICTS
 from cnnvis.config import REPO
+from cnnvis.models.weights import RANDOM_INIT
 from cnnvis.results import provenance_problems
 from cnnvis.run_record import data_text, describe_networks
 
@@ -229,13 +230,25 @@ def verdict_line(folder: Folder | None) -> str:
     return f"{counts.get(REPRODUCED, 0)} of {len(folder.claims)} claims reproduced"
 
 
-def gallery_markdown(folders: list[Folder], root: Path) -> str:
+def gallery_entries(folders: list[Folder], root: Path) -> list[tuple[Folder, str, str]]:
+    """(folder, figure, paper's figure) of each ``GALLERY`` figure a reader may take as the paper's: one whose run
+    passed the trained-enough gate and whose networks all have learned weights (none drawn at random)."""
     by_name = {f.name: f for f in folders}
-    cells = []
+    entries = []
     for name, figure, paper_figure in GALLERY:
-        if not (root / name / figure).is_file() or name not in by_name or not by_name[name].trained_enough:
-            continue  # a run whose networks failed the trained-enough gate shows no figure here
-        f = by_name[name]
+        f = by_name.get(name)
+        if f is None or not (root / name / figure).is_file() or not f.trained_enough:
+            continue
+        if RANDOM_INIT in f.figure_shows(figure)[0]:
+            continue  # e.g. cam_beyond's ViT, Swin, detector and segmenter: no offline weights, so random ones
+        entries.append((f, figure, paper_figure))
+    return entries
+
+
+def gallery_markdown(folders: list[Folder], root: Path) -> str:
+    cells = []
+    for f, figure, paper_figure in gallery_entries(folders, root):
+        name = f.name
         thumb = f"{root.name}/gallery/{name.replace('/', '_')}.png"
         full = f"{root.name}/{name}/{figure}"
         network, data = f.figure_shows(figure)
@@ -245,22 +258,23 @@ def gallery_markdown(folders: list[Folder], root: Path) -> str:
                       *cells, "", GALLERY_END])
 
 
-def write_thumbnails(root: Path) -> list[Path]:
+def write_thumbnails(folders: list[Folder], root: Path) -> list[Path]:
+    """One thumbnail per gallery entry; a thumbnail of a figure no longer in the gallery is removed."""
     from PIL import Image
 
     out = root / "gallery"
     out.mkdir(exist_ok=True)
     written = []
-    for name, figure, _ in GALLERY:
-        source = root / name / figure
-        if not source.is_file():
-            continue
+    for f, figure, _ in gallery_entries(folders, root):
+        name, source = f.name, root / f.name / figure
         image = Image.open(source).convert("RGB")
         target = out / f"{name.replace('/', '_')}.png"
         thumb = image.resize((THUMBNAIL_WIDTH, max(1, round(image.height * THUMBNAIL_WIDTH / image.width))),
                              Image.LANCZOS)
         thumb.quantize(128, dither=Image.Dither.NONE).save(target, optimize=True)  # a palette keeps it ~20 kB
         written.append(target)
+    for old in set(out.glob("*.png")) - set(written):
+        old.unlink()
     return written
 
 
@@ -292,7 +306,7 @@ def main(argv=None) -> int:
         return 0
     for path, text in files.items():
         path.write_text(text)
-    for thumb in write_thumbnails(REPO / "results"):
+    for thumb in write_thumbnails(read_results(REPO / "results"), REPO / "results"):
         print(thumb)
     print("\n".join(str(p) for p in files))
     return 0
