@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvis.plotting import grid_shape, to_image
+from cnnvis.plotting import grid_shape, to_image, wrap_to_width
 
 
 def unit_grid(rows: dict, title: str):
@@ -29,7 +29,7 @@ def unit_grid(rows: dict, title: str):
             else:
                 ax.axis("off")
         axes[r, 0].set_ylabel(layer, fontsize=10)
-    fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 
@@ -43,7 +43,7 @@ def class_grid(images, captions: list[str], title: str, cols: int | None = None)
         if i < len(images):
             ax.imshow(to_image(images[i]))
             ax.set_title(captions[i], fontsize=7)
-    fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 
@@ -61,7 +61,7 @@ def sweep_grid(rows: list[tuple[str, np.ndarray]], column_titles: list[str], til
             if r == 0:
                 ax.set_title(column_titles[c], fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(textwrap.fill(title, 18 * n_cols), fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnvis.plotting import rescale, to_image
+from cnnvis.plotting import rescale, to_image, wrap_to_width
 
 
 def overlay(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
@@ -32,7 +31,7 @@ def save_overlay(image: torch.Tensor, heatmap: torch.Tensor, path, alpha: float 
 def explain_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], top5: list[tuple[str, float]], title: str):
     """One row: the image with the model's top-5 classes beside it, then each method's map over the image."""
     width = 2.6 * (len(maps) + 1)
-    # constrained layout keeps the suptitle above the top-5 list; wrapped to the figure's width (~15 characters an inch)
+    # constrained layout keeps the suptitle above the top-5 list
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(width, 3.3), squeeze=False, layout="constrained")
     axes = axes[0]
     axes[0].imshow(to_image(image))
@@ -42,7 +41,7 @@ def explain_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], top5: lis
         ax.set_title(method, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(textwrap.fill(title, int(width * 15)), fontsize=8)
+    fig.suptitle(wrap_to_width(title, width, 8), fontsize=8)
     return fig
 
 

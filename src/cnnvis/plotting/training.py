@@ -1,12 +1,11 @@
 """Training curves, side-by-side conv1 filter grids (ZF Fig. 6 (b)/(c)) and feature evolution (ZF Fig. 4)."""
 
-import textwrap
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cnnvis.plotting import legend_outside, rescale, samples_with_band, t_errors, wrap_to_axes
+from cnnvis.plotting import (legend_outside, rescale, samples_with_band, t_errors, wrap_to_axes,
+                             wrap_to_width)
 from cnnvis.plotting.filters import filter_tiles
 
 
@@ -72,7 +71,7 @@ def evolution_grid(projections: dict, epochs: list, title: str):
                 ax.set_title(f"epoch {epoch}", fontsize=7)
             if c == 0:
                 ax.set_ylabel(f"{key[0]}[{key[1]}]", fontsize=7)
-    fig.suptitle(textwrap.fill(title, 12 * len(epochs) + 20), fontsize=8)
+    fig.suptitle(wrap_to_width(title, width, 8), fontsize=8)
     fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
 
@@ -113,7 +112,7 @@ def projection_rows(rows: dict, title: str):
             if c < len(projections):
                 ax.imshow(rescale(projections[c].detach().cpu().permute(1, 2, 0).numpy()))
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(textwrap.fill(title, 14 * n + 20), fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     fig.get_layout_engine().set(wspace=0.01, hspace=0.02)
     return fig
 
@@ -138,7 +137,7 @@ def recipe_curves(curves: pd.DataFrame, title: str, noise_share: float = 0.05, g
     legend_outside(ax_acc, *ax_share.get_legend_handles_labels(), ncol=1)
     for ax in (ax_share, ax_acc):
         ax.grid(alpha=0.3)
-    fig.suptitle(textwrap.fill(title, 120))
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 12), fontsize=12)
     return fig
 
 
@@ -152,5 +151,5 @@ def filter_change_grid(rows: dict, title: str):
             axes[r, c].imshow(filter_tiles(w), interpolation="nearest")
             axes[r, c].set_title(wrap_to_axes(axes[r, c], f"{label}: {kind}", 8), fontsize=8)
             axes[r, c].axis("off")
-    fig.suptitle(textwrap.fill(title, 90), fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     return fig
