@@ -3,6 +3,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from cnnvis.plotting import (legend_outside, rescale, samples_with_band, t_errors, wrap_to_axes,
                              wrap_to_width)
@@ -136,6 +137,7 @@ def recipe_curves(curves: pd.DataFrame, title: str, noise_share: float = 0.05, g
     ax_acc.set(xlabel="training minutes (this CPU)", ylabel="top-1", ylim=(0, 1), title="(b) held-out top-1")
     legend_outside(ax_acc, *ax_share.get_legend_handles_labels(), ncol=1)
     for ax in (ax_share, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # long minute labels (a smoke run's 0.0025) would touch
         ax.grid(alpha=0.3)
     fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 12), fontsize=12)
     return fig
