@@ -26,6 +26,26 @@ def test_a_title_over_the_axes_above_overlaps_and_tight_layout_fixes_it():
     assert layout_problems(fig) == []
 
 
+def test_the_layout_is_checked_once_settled_as_savefig_draws_it():
+    import torch
+
+    from cnnvis.plotting.activation_max import unit_grid
+
+    # the activation_max sweep's class row: constrained layout's first pass leaves the captions under the suptitle
+    captions = [f"{name}\nscore 80.3\ntop-1: = target" for name in ("goldfish", "flamingo", "lion", "balloon")]
+    fig = unit_grid({"classes\nlucid_pixel": (torch.rand(4, 3, 32, 32), captions)},
+                    "efficientnet_lite0: class images maximizing the pre-softmax score, lucid_pixel above lucid_pixel; "
+                    "top-1 of the model on each")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig.axes[0].title
+    assert fig._suptitle.get_window_extent(renderer).y0 < title.get_window_extent(renderer).y1  # first pass
+    assert layout_problems(fig) == []
+    settled = title.get_window_extent(renderer).extents
+    fig.canvas.draw()
+    assert np.allclose(title.get_window_extent(fig.canvas.get_renderer()).extents, settled)
+
+
 def test_small_text_is_found():
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.set_xlabel("tiny", fontsize=5)

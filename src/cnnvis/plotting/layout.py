@@ -1,8 +1,8 @@
 """A figure's layout checked in code, on the drawn figure: text that overlaps other text, text cut by its clip box,
 legends over plotted data, and text too small to read (issue 26).
 
-``layout_problems(fig)`` draws the figure once (so tight and constrained layouts have run) and returns one line
-per problem, empty when the figure is readable. ``cnnvis.results.Results.figure`` runs it on every figure it
+``layout_problems(fig)`` draws the figure until its text stops moving (so tight and constrained layouts have
+settled) and returns one line per problem, empty when the figure is readable. ``cnnvis.results.Results.figure`` runs it on every figure it
 saves and records what it finds in ``layout_problems.json`` beside the figures.
 """
 
@@ -16,6 +16,7 @@ from matplotlib.transforms import Bbox
 
 MIN_POINTS = 6.0  # the smallest readable text at the saved size
 TOLERANCE_PX = 1.0  # boxes that share less than this in both directions only touch (anti-aliasing, padding)
+MAX_DRAWS = 4  # a layout that still moves after this many draws is checked as it last stood
 SAMPLES_PER_SEGMENT = 8  # points checked along each line segment for a legend covering it
 
 
@@ -112,12 +113,24 @@ def covered(box: Bbox, ax) -> int:
     return int(inside.sum()) + sum(area.intersects_bbox(shown, filled=True) for area in data_areas(ax))
 
 
+def _settled_text_boxes(fig, max_draws: int = MAX_DRAWS):
+    """(renderer, texts, their boxes) once a draw no longer moves any text: constrained layout around fixed-aspect
+    image axes settles only on its second pass, and savefig draws again, so the first pass is not what is saved."""
+    boxes = None
+    for _ in range(max_draws):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        found = texts(fig)
+        drawn = {t: t.get_window_extent(renderer) for t in found}
+        if boxes is not None and all(t in boxes and np.allclose(drawn[t].extents, boxes[t].extents) for t in found):
+            break
+        boxes = drawn
+    return renderer, found, drawn
+
+
 def layout_problems(fig) -> list[str]:
-    """One line per readability problem of ``fig`` (empty: none)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    found = texts(fig)
-    boxes = {t: t.get_window_extent(renderer) for t in found}
+    """One line per readability problem of ``fig`` (empty: none), in its settled layout."""
+    renderer, found, boxes = _settled_text_boxes(fig)
     problems = [f"text smaller than {MIN_POINTS:g} pt ({t.get_fontsize():.1f} pt): {_label(t)}"
                 for t in found if t.get_fontsize() < MIN_POINTS]
     for a, b in itertools.combinations(found, 2):
