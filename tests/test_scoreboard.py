@@ -118,7 +118,8 @@ def test_a_figure_of_random_weights_stays_out_of_the_gallery_and_loses_its_thumb
     root = tmp_path / "results"
     _folder(root, "cam_beyond")
     run_json = root / "cam_beyond" / "run.json"
-    networks = [{"model": "efficientnet_lite0", "weights": "pretrained ImageNet"}, {"model": "vit_b_16", "weights": weights}]
+    networks = [{"model": "efficientnet_lite0", "weights": "pretrained ImageNet"},
+                {"model": "vit_b_16", "weights": weights}]
     run_json.write_text(json.dumps({**json.loads(run_json.read_text()), "weights": networks}))
     Image.new("RGB", (800, 600)).save(root / "cam_beyond" / "cam_beyond.png")
     (root / "gallery").mkdir()

@@ -103,8 +103,9 @@ def test_accuracy_vs_depth_and_train_size_show_each_fold():
 def test_recipe_curves_stay_readable_at_any_training_time(scale):
     from cnnvis.plotting.training import recipe_curves
 
-    rows = [{"recipe": recipe, "arm": arm, "seed": 0, "train_minutes": scale * (0.123457 + k), "structured_share": 0.1 * k,
-             "test_top1": 0.2 + 0.1 * k} for recipe in ("short", "long", "small_conv1_init")
+    rows = [{"recipe": recipe, "arm": arm, "seed": 0, "train_minutes": scale * (0.123457 + k),
+             "structured_share": 0.1 * k, "test_top1": 0.2 + 0.1 * k}
+            for recipe in ("short", "long", "small_conv1_init")
             for arm in ("AlexNet conv1 11x11/4", "ZFNet conv1 7x7/2") for k in range(6)]
     title = "conv1 recipe search on Caltech-101 (ZFNet with AlexNet's or ZF's conv1, trained from scratch); " * 2
     fig = recipe_curves(pd.DataFrame(rows), title)
