@@ -167,6 +167,21 @@ def test_each_re_initialized_cascade_panel_is_stamped_random_with_its_raw_maximu
     assert layout_problems(fig) == []
 
 
+def test_a_long_cascade_title_wraps_inside_the_grid_s_width():
+    from cnnvis.plotting.sanity import cascade_grid, similarity_curves
+
+    rng = np.random.default_rng(0)
+    steps = ["trained", *[f"block{i}" for i in range(10)]]
+    title = "efficientnet_lite0 (ImageNet weights), 32 ImageNet validation images: maps " * 3  # ~230 characters
+    grid = cascade_grid(rng.random((8, 8, 3)), {"gradient": [rng.random((8, 8))] * len(steps)}, steps, title)
+    curves = similarity_curves({"gradient": {"ssim": [rng.random(4)] * len(steps)}}, steps, {"ssim": "SSIM"}, title)
+    for fig in (grid, curves):
+        fig.canvas.draw()
+        # one unwrapped line made the saved cascade figure twice its grid's width, the grid beside white space
+        assert fig.get_tightbbox().width <= fig.get_figwidth() + 0.05
+        assert layout_problems(fig) == []
+
+
 def test_only_the_random_weights_models_columns_are_stamped():
     import torch
 

@@ -88,11 +88,12 @@ def test_gallery_section_replaces_only_what_is_between_its_markers():
         scoreboard.with_gallery("no markers", "x")
 
 
-def test_a_run_that_loaded_no_weights_says_it_trained_its_networks():
+def test_a_run_that_recorded_no_network_claims_none():
     from cnnvis.scoreboard import describe_run
 
     config = {"model": {"name": "zfnet"}, "dataset": {"name": "caltech101"}}
-    assert describe_run({"config": config, "weights": []})[0] == "zfnet (trained in this run)"
+    # not "trained in this run": resnet18_finetune's record said so of ImageNet weights it never trained
+    assert describe_run({"config": config, "weights": []})[0] == "zfnet (weights not recorded)"
     assert describe_run({"config": config})[0] == "zfnet (not recorded)"  # a run.json from before the record
     loaded = [{"model": "zfnet", "weights": "checkpoint"}]
     assert describe_run({"config": config, "weights": loaded})[0] == "zfnet (checkpoint)"
@@ -154,7 +155,25 @@ def test_a_run_that_read_another_runs_checkpoint_names_it_and_its_trainer():
     assert (describe_run({"config": config, "weights": [], "checkpoints": [read]})[0]
             == "zfnet_caltech101-4f5f/last.pt (trained by train at abcdef0)")
     written = {**read, "trained_in_this_run": True}
-    assert describe_run({"config": config, "weights": [], "checkpoints": [written]})[0] == "zfnet (trained in this run)"
+    assert (describe_run({"config": config, "weights": [], "checkpoints": [written]})[0]
+            == "zfnet_caltech101-4f5f/last.pt (trained in this run)")
+
+
+def test_a_run_that_read_some_checkpoints_and_trained_others_names_them_all_each_trainer_once():
+    from cnnvis.scoreboard import describe_run
+
+    def entry(folder, trainer, this_run=False):
+        return {"path": f"data/checkpoints/{folder}/last.pt", "sha256": "0", "trained_in_this_run": this_run,
+                "trained_by": [{"run_id": "r", "experiment": trainer, "git_commit": "abcdef0123"}]}
+
+    checkpoints = [entry("zfnet-a", "zfnet_conv1_ablation"), entry("zfnet-b", "zfnet_arch_ablation"),
+                   entry("zfnet-c", "zfnet_arch_ablation"), entry("zfnet-d", "zfnet_arch_ablation", this_run=True)]
+    epochs = [{**entry("zfnet-e", "train"), "path": f"data/checkpoints/zfnet-e/epoch_{i:03d}.pt"} for i in (1, 2)]
+    text = describe_run({"config": {"model": {"name": "zfnet"}}, "weights": [], "checkpoints": checkpoints + epochs})[0]
+    # the arch ablation's row named 13 of its 16 networks: those it trained itself were left out
+    assert text == ("zfnet-a/last.pt (trained by zfnet_conv1_ablation at abcdef0); zfnet-b/last.pt, zfnet-c/last.pt "
+                    "(trained by zfnet_arch_ablation at abcdef0); zfnet-d/last.pt (trained in this run); "
+                    "2 checkpoints of zfnet-e (trained by train at abcdef0)")
 
 
 def test_gallery_and_rows_name_what_each_figure_and_row_shows(tmp_path):

@@ -84,17 +84,19 @@ def trainer_of(entry: dict) -> str:
 
 
 def checkpoints_text(entries: list[dict]) -> list[str]:
-    """Checkpoints by folder and trainer: one file by its name, several (a run's kept epochs) by their count."""
-    groups = {}
+    """Checkpoints grouped by who trained them, each trainer named once: a folder's one file by its name, several
+    (a run's kept epochs) by their count."""
+    by_trainer = {}
     for c in entries:
-        groups.setdefault((Path(c["path"]).parent.name, trainer_of(c)), []).append(c)
-    return [checkpoint_text(cs[0]) if len(cs) == 1 else f"{folder} ({len(cs)} checkpoints, {who})"
-            for (folder, who), cs in groups.items()]
+        by_trainer.setdefault(trainer_of(c), {}).setdefault(Path(c["path"]).parent.name, []).append(c)
+    return [", ".join(f"{folder}/{Path(cs[0]['path']).name}" if len(cs) == 1 else f"{len(cs)} checkpoints of {folder}"
+                      for folder, cs in folders.items()) + f" ({who})" for who, folders in by_trainer.items()]
 
 
 def describe_networks(weights: list[dict], checkpoints: list[dict], model: str = "its networks") -> str:
     """The networks of ``weights`` (a run record's entries) with their weights, a checkpoint with who trained it;
-    with no entry, the checkpoints the run read, or ``model`` "(trained in this run)" when it read none."""
+    with no entry, every checkpoint the run read or trained, or ``model`` with "weights not recorded" when there is
+    none (a record that names nothing claims nothing)."""
     by_path = {c["path"]: c for c in checkpoints}
     texts = []
     for w in weights:
@@ -103,8 +105,7 @@ def describe_networks(weights: list[dict], checkpoints: list[dict], model: str =
         else:
             texts.append(f"{w['model']} ({w['weights']})")
     if not weights:
-        read = [c for c in checkpoints if not c.get("trained_in_this_run")]
-        texts = checkpoints_text(read) or [f"{model} (trained in this run)"]
+        texts = checkpoints_text(checkpoints) or [f"{model} (weights not recorded)"]
     return "; ".join(dict.fromkeys(texts))
 
 

@@ -50,10 +50,14 @@ def legend_outside(ax, handles=None, labels=None, fontsize: int = 7, **kwargs):
                      frameon=False, fontsize=fontsize, **kwargs)
 
 
+def wrap_lines(text: str, chars: int) -> str:
+    """``text`` with each of its lines wrapped at ``chars`` characters (its own line breaks kept)."""
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
 def wrap_to_width(text: str, inches: float, fontsize: float) -> str:
     """``text`` with each of its lines wrapped to ``inches`` at ``fontsize``."""
-    chars = max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize)))
-    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+    return wrap_lines(text, max(1, int(inches * 72 / (CHAR_WIDTH_EM * fontsize))))
 
 
 def wrap_to_axes(ax, text: str, fontsize: float) -> str:

@@ -3,7 +3,6 @@ its map over the image with what the map explains drawn on it (a detection's box
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
 
-from cnnvis.plotting import rescale, stamp_random_weights, to_image
+from cnnvis.plotting import rescale, stamp_random_weights, to_image, wrap_lines
 
 
 @dataclass
@@ -39,7 +38,7 @@ def model_grid(images: torch.Tensor, columns: list[MapColumn], title: str, image
         img = to_image(images[i])
         axes[i, 0].imshow(img)
         if image_captions is not None:
-            axes[i, 0].set_title(wrapped(image_captions[i], 34), fontsize=6.5)
+            axes[i, 0].set_title(wrap_lines(image_captions[i], 34), fontsize=6.5)
         for col, column in enumerate(columns, start=1):
             ax = axes[i, col]
             ax.imshow(img)
@@ -53,15 +52,12 @@ def model_grid(images: torch.Tensor, columns: list[MapColumn], title: str, image
             if column.random_weights:
                 stamp_random_weights(ax, float(column.maps[i].max()))
             caption = column.captions[i]
-            ax.set_title(f"{wrapped(column.title, 34)}\n{caption}" if i == 0 else caption, fontsize=6.5)
+            ax.set_title(f"{wrap_lines(column.title, 34)}\n{caption}" if i == 0 else caption, fontsize=6.5)
         for ax in axes[i]:
             ax.axis("off")
     if heat is not None:
         fig.colorbar(heat, ax=axes.ravel().tolist(), shrink=0.6, label="Grad-CAM (min-max scaled)")
-    fig.suptitle(wrapped(title, 30 * cols), fontsize=8.5)
+    fig.suptitle(wrap_lines(title, 30 * cols), fontsize=8.5)
     return fig
 
 
-def wrapped(text: str, width: int) -> str:
-    """Each line of ``text`` wrapped at ``width`` characters (long model and weight names stay inside a column)."""
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))

@@ -2,8 +2,8 @@
 legends over plotted data, and text too small to read (issue 26).
 
 ``layout_problems(fig)`` draws the figure until its text stops moving (so tight and constrained layouts have
-settled) and returns one line per problem, empty when the figure is readable. ``cnnvis.results.Results.figure`` runs it on every figure it
-saves and records what it finds in ``layout_problems.json`` beside the figures.
+settled) and returns one line per problem, empty when the figure is readable. ``cnnvis.results.Results.figure``
+runs it on every figure it saves and records what it finds in ``layout_problems.json`` beside the figures.
 """
 
 from __future__ import annotations

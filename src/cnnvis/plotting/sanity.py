@@ -4,7 +4,7 @@ the map after each cumulative re-initialization) and Fig. 4's similarity curves 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cnnvis.plotting import legend_outside, rescale, stamp, stamp_random_weights, to_image
+from cnnvis.plotting import legend_outside, rescale, stamp, stamp_random_weights, to_image, wrap_to_width
 from cnnvis.stats import bootstrap_mean
 
 
@@ -13,7 +13,8 @@ def cascade_grid(image, maps: dict[str, list[np.ndarray]], columns: list[str], t
     cascade steps named in ``columns`` (each map min-max scaled on its own, as the paper shows them; each re-initialized
     step is stamped "random weights" with its raw maximum, the trained map with its own for comparison)."""
     rows, cols = len(maps), len(columns) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.6, 1.15 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.6, 1.15 * rows + 0.6), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     for r, (method, per_step) in enumerate(maps.items()):
         axes[r, 0].imshow(to_image(image))
         axes[r, 0].set_ylabel(method, fontsize=7, rotation=0, ha="right", va="center")
@@ -29,7 +30,7 @@ def cascade_grid(image, maps: dict[str, list[np.ndarray]], columns: list[str], t
             if r == 0:
                 axes[r, c].set_title("image" if c == 0 else columns[c - 1], fontsize=7)
     fig.colorbar(heat, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01, label="|map|, each min-max scaled")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 
@@ -53,6 +54,6 @@ def similarity_curves(curves: dict[str, dict[str, list[np.ndarray]]], steps: lis
         ax.set_ylim(-0.5, 1.05)
     axes[0, 0].set_ylabel("similarity to the trained model's map")
     legend_outside(axes[0, -1], fontsize=6)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(wrap_to_width(title, fig.get_figwidth(), 9), fontsize=9)
     fig.tight_layout()
     return fig
