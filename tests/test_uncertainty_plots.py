@@ -67,12 +67,22 @@ def test_training_curves_over_seeds_show_each_seed_per_epoch():
 
     fig = seed_training_curves({"AlexNet conv1": [history(0), history(1)], "ZFNet conv1": [history(2), history(3)]},
                                "Training curves")
-    ax_loss, ax_acc = fig.axes
-    assert len(dots(ax_acc)) == 2 * 2 * 2 * 3  # labels x splits x seeds x epochs
-    assert sum(isinstance(c, PolyCollection) for c in ax_acc.collections) == 2 * 2  # a band per label and split
-    values = dots(ax_loss)[:, 1]  # the loss axis spans the seeds' values, not two seeds' 12-SE-wide intervals
-    low, high = ax_loss.get_ylim()
-    assert low <= values.min() and values.max() <= high and high - low < 1.2 * np.ptp(values)
+    loss_a, loss_z, acc_a, acc_z = fig.axes  # a column per label: loss above top-1
+    assert [loss_a.get_title(), loss_z.get_title()] == ["AlexNet conv1 (2 seeds)", "ZFNet conv1 (2 seeds)"]
+    for ax in fig.axes:
+        assert len(dots(ax)) == 2 * 2 * 3  # splits x seeds x epochs
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2  # a band per split
+    values = np.concatenate([dots(loss_a)[:, 1], dots(loss_z)[:, 1]])  # the seeds' values, not 12-SE-wide intervals
+    for ax in (loss_a, loss_z):  # one loss axis for every label
+        low, high = ax.get_ylim()
+        assert low <= values.min() and values.max() <= high and high - low < 1.2 * np.ptp(values)
+    assert layout_problems(fig) == []
+    # Table 3's eight variants: four to a row, each in its own panels (sixteen overlaid curves buried each other)
+    variants = {f"variant {i}": [history(2 * i), history(2 * i + 1)] for i in range(7)}
+    fig = seed_training_curves(variants, "Training curves of the Table 3 variants")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 2 * 7 and sorted(ax.get_title() for ax in shown if ax.get_title()) == [
+        f"variant {i} (2 seeds)" for i in range(7)]
     assert layout_problems(fig) == []
 
 

@@ -28,28 +28,44 @@ def training_curves(histories: dict, title: str):
     return fig
 
 
-def seed_training_curves(histories: dict, title: str):
-    """``histories``: {label: [one DataFrame (epoch, train/val loss and top-1) per seed]}. Per label and epoch, each
-    seed's value as a dot and the mean over seeds with its 95 % t interval (a band); validation solid, train dashed.
-    The loss axis spans the seeds' values: two seeds' t interval is twelve standard errors wide."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")  # room for a 2-line title
+def seed_training_curves(histories: dict, title: str, columns: int = 4):
+    """``histories``: {label: [one DataFrame (epoch, train/val loss and top-1) per seed]}. A column of two panels
+    per label, loss above top-1, ``columns`` labels to a row; every panel on the same axes, so the labels compare
+    side by side instead of as sixteen overlaid curves. Per epoch, each seed's value is a dot and the mean over seeds
+    a line with its 95 % t interval (band); validation solid, train dashed. The loss axis spans the seeds' values:
+    two seeds' t interval is twelve standard errors wide."""
+    labels = list(histories)
+    cols = min(columns, len(labels))
+    blocks = -(-len(labels) // cols)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.8 * cols + 1.8, 4.2 * blocks + 0.9), squeeze=False,
+                             layout="constrained")  # room for a title of several lines
     losses = pd.concat([pd.concat(runs) for runs in histories.values()])[["train_loss", "val_loss"]].to_numpy()
-    for i, (label, runs) in enumerate(histories.items()):
-        color = f"C{i % 10}"
-        for split, fmt in (("val", "-o"), ("train", "--o")):
+    low, high = np.nanmin(losses), np.nanmax(losses)
+    for i, label in enumerate(labels):
+        block, col = divmod(i, cols)
+        ax_loss, ax_acc = axes[2 * block, col], axes[2 * block + 1, col]
+        runs = histories[label]
+        for split, fmt, color in (("val", "-", "C0"), ("train", "--", "C1")):
             for ax, metric in ((ax_loss, "loss"), (ax_acc, "top1")):
                 by_epoch = pd.concat(runs).groupby("epoch")[f"{split}_{metric}"]
                 epochs = list(by_epoch.groups)
-                samples_with_band(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs],
-                                  f"{label} {split} ({len(runs)} seeds)", fmt, color)
-    low, high = np.nanmin(losses), np.nanmax(losses)
-    ax_loss.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="top-1 (dashed: train, solid: val)", ylim=(0, 1))
-    legend_outside(ax_acc, *ax_loss.get_legend_handles_labels(), ncol=1 + len(histories) // 6)
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}\neach seed a dot, mean over seeds with its 95 % t interval (band)")
+                samples_with_band(ax, epochs, [by_epoch.get_group(e).to_numpy() for e in epochs], split, fmt, color)
+        ax_loss.set_title(wrap_to_axes(ax_loss, f"{label} ({len(runs)} seeds)", 8), fontsize=8)
+        ax_loss.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
+        ax_acc.set_ylim(0, 1)
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        ax_acc.set_xlabel("epoch", fontsize=8)
+    for i in range(len(labels), blocks * cols):  # the panels of an incomplete last row
+        axes[2 * (i // cols), i % cols].set_visible(False)
+        axes[2 * (i // cols) + 1, i % cols].set_visible(False)
+    for block in range(blocks):
+        axes[2 * block, 0].set_ylabel("cross-entropy", fontsize=8)
+        axes[2 * block + 1, 0].set_ylabel("top-1 accuracy", fontsize=8)
+    legend_outside(axes[0, cols - 1], *axes[0, 0].get_legend_handles_labels(), fontsize=8)
+    text = f"{title}\neach seed a dot, mean over seeds with its 95 % t interval (band); validation solid, train dashed"
+    fig.suptitle(wrap_to_width(text, fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 
